@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   the scheduled job on the embedded default (SQLite, samples, file outbox)
+#   make test   everything the tests need, then the whole suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NL := $(BIN)/newsletter
+# the sample data is dated November 2026; pin the clock so the demo shows the same on any day
+DEMO_AT ?= 2026-11-30T07:05:00+05:00
+DEMO_ENV := NEWSLETTER_SECRET_KEY=demo-only-not-a-secret NEWSLETTER_CONFIG=examples/demo.toml
+
+.PHONY: demo test lint format install install-test system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(DEMO_ENV) $(NL) subscribers import subscribers/sample.csv
+	$(DEMO_ENV) $(NL) run --at $(DEMO_AT)
+
+# System packages the tests need (Debian): chromium for the browser tests.
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: install-test system-deps
+	$(BIN)/ruff format --check newsletter tests benchmarks
+	$(BIN)/ruff check newsletter tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff format --check newsletter tests benchmarks
+	$(BIN)/ruff check newsletter tests benchmarks
+
+format:
+	$(BIN)/ruff format newsletter tests benchmarks
+	$(BIN)/ruff check --fix newsletter tests benchmarks
+
+clean:
+	rm -rf .demo .pytest_cache

@@ -1,0 +1,1 @@
+"""Article sources, normalization and selection."""

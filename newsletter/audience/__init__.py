@@ -1,0 +1,1 @@
+"""Subscribers, preferences, import/export, unsubscribe tokens."""

@@ -1,0 +1,131 @@
+"""What every command shares: the app context, error handling, output helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from newsletter.config import Config, load_config
+from newsletter.errors import NewsletterError
+from newsletter.store import Store, open_store
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+logger = logging.getLogger("newsletter")
+
+
+class App:
+    """Lazily loaded config and store, shared by the commands of one invocation."""
+
+    def __init__(self, config_path: str | None = None, database: str | None = None):
+        self.config_path = config_path
+        self.database = database
+        self._config: Config | None = None
+        self._store: Store | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, database=self.database)
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.config.database_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+class NewsletterGroup(click.Group):
+    """Turns library errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as err:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            text = str(err)
+            if app is not None and app._config is not None:
+                text = app._config.secrets.redact(text)
+            click.echo(f"Error: {text}", err=True)
+            ctx.exit(err.exit_code)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def parse_when(value: str | None) -> datetime:
+    """--at: an ISO 8601 time (UTC when no offset is given); now when empty."""
+    if not value:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time like 2026-11-30T07:00+05:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("event", "summary"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class _RedactFilter(logging.Filter):
+    """Secrets never reach a log line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = ("SENDGRID_API_KEY", "NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD")
+        self.values = [v for n in names if len(v := os.environ.get(n, "")) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values:
+            msg = record.getMessage()
+            for v in self.values:
+                msg = msg.replace(v, "***")
+            record.msg, record.args = msg, ()
+        return True
+
+
+def setup_logging(fmt: str, verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactFilter())
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    for noisy in ("alembic", "CSSUTILS", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)

@@ -1,0 +1,1 @@
+"""Delivery: backends behind one contract, and the send state machine."""

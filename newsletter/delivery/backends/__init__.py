@@ -1,0 +1,26 @@
+"""Delivery backends, one module each."""
+
+from __future__ import annotations
+
+from newsletter.config import Config
+from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
+
+
+def make_backend(cfg: Config, name: str | None = None) -> Backend:
+    name = name or cfg.delivery.backend
+    if name == "outbox":
+        from newsletter.delivery.backends.outbox import OutboxBackend
+
+        return OutboxBackend(cfg)
+    if name == "sendgrid":
+        from newsletter.delivery.backends.sendgrid import SendGridBackend
+
+        return SendGridBackend(cfg)
+    if name == "smtp":
+        from newsletter.delivery.backends.smtp import SmtpBackend
+
+        return SmtpBackend(cfg)
+    raise ValueError(name)
+
+
+__all__ = ["Backend", "BatchResult", "OutgoingMessage", "make_backend"]

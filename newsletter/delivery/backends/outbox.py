@@ -1,0 +1,46 @@
+"""The file outbox: one .eml per recipient, for the demo, previews and testing.
+
+Each file is named by its delivery id and written atomically (temporary file,
+then rename), so re-sending a batch after a crash rewrites the same files and
+can never deliver twice: the backend is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
+from newsletter.delivery.mime import build_message
+from newsletter.errors import DeliveryError
+from newsletter.models import Recipient
+
+
+class OutboxBackend(Backend):
+    name = "outbox"
+    idempotent = True
+
+    @property
+    def folder(self) -> Path:
+        return self.cfg.resolve(self.cfg.delivery.outbox_dir)
+
+    def edition_folder(self, edition_id: int, *, test: bool = False) -> Path:
+        return self.folder / (f"test-{edition_id}" if test else f"edition-{edition_id}")
+
+    def send_batch(self, message: OutgoingMessage, recipients: list[Recipient]) -> BatchResult:
+        folder = self.edition_folder(message.edition_id, test=message.test)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for r in recipients:
+                data = build_message(message, r).as_bytes()
+                name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, folder / name)
+        except OSError as err:
+            raise DeliveryError(
+                f"cannot write the outbox: {err.strerror}", where=str(folder)
+            ) from err
+        return BatchResult(message_id=f"outbox-{message.edition_id}")

@@ -1,0 +1,254 @@
+"""Editions: plan (select articles per variant), freeze, and render.
+
+An edition belongs to one digest and one schedule period. Planning reads the
+audience to find the distinct tag sets (variants), selects each variant's
+articles, and freezes the result in the store together with the rates header,
+so a resumed send renders exactly what the first attempt rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from newsletter.config import Config, DigestConfig
+from newsletter.models import Article, RatesHeader, Rendered, Subscriber
+from newsletter.rates.service import header_from_json
+from newsletter.render.compile import EditionContent, render
+from newsletter.store import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VARIANT = "default"
+
+
+def variant_key(tags: list[str]) -> str:
+    """The variant a subscriber with ``tags`` gets; no preference: the default."""
+    return "+".join(sorted(set(tags))) if tags else DEFAULT_VARIANT
+
+
+def variant_tags(key: str, digest: DigestConfig) -> list[str]:
+    return list(digest.tags) if key == DEFAULT_VARIANT else key.split("+")
+
+
+def period_start(digest: DigestConfig, now: datetime) -> datetime:
+    """The schedule's latest fire time at or before ``now`` (the current period)."""
+    tz = ZoneInfo(digest.timezone)
+    local = now.astimezone(tz)
+    it = croniter(digest.schedule, local + timedelta(seconds=1))
+    return it.get_prev(datetime).astimezone(tz)
+
+
+def period_key(start: datetime) -> str:
+    return start.isoformat(timespec="minutes")
+
+
+@dataclass
+class VariantPlan:
+    key: str
+    tags: list[str]
+    articles: list[Article]
+    subscribers: int = 0
+
+
+@dataclass
+class EditionPlan:
+    digest: DigestConfig
+    period: str
+    subject: str
+    edition_date: str
+    window_start: datetime
+    window_end: datetime
+    variants: dict[str, VariantPlan] = field(default_factory=dict)
+    #: subscribers whose variant has too few articles this time
+    skipped_subscribers: int = 0
+
+    @property
+    def article_count(self) -> int:
+        return len({a.id for v in self.variants.values() for a in v.articles})
+
+    @property
+    def recipients(self) -> int:
+        return sum(v.subscribers for v in self.variants.values())
+
+
+def window_for(store: Store, digest: DigestConfig, now: datetime) -> tuple[datetime, datetime]:
+    """From the previous sent edition of this digest (else ``lookback_days`` ago) to now."""
+    last = store.last_edition(digest.name)
+    start = None
+    if last is not None:
+        start = store.edition_window_end(last.id)
+    if start is None:
+        start = now - timedelta(days=digest.lookback_days)
+    return start, now
+
+
+def select_articles(
+    store: Store, digest: DigestConfig, tags: list[str], since: datetime, until: datetime
+) -> list[Article]:
+    """Articles for one variant: any of ``tags``, none excluded, never sent before."""
+    return store.find_articles(
+        tags=tags,
+        exclude_tags=digest.exclude_tags,
+        since=since,
+        until=until,
+        not_sent_in_digest=digest.name,
+        limit=digest.max_articles,
+    )
+
+
+def plan_edition(
+    store: Store,
+    cfg: Config,
+    digest: DigestConfig,
+    now: datetime,
+    *,
+    audience: list[Subscriber] | None = None,
+) -> EditionPlan:
+    """Work out variants and their articles for the period containing ``now``."""
+    start = period_start(digest, now)
+    since, until = window_for(store, digest, now)
+    local = now.astimezone(ZoneInfo(digest.timezone))
+    edition_date = f"{local.day} {local:%B %Y}"
+    plan = EditionPlan(
+        digest=digest,
+        period=period_key(start),
+        subject="",
+        edition_date=edition_date,
+        window_start=since,
+        window_end=until,
+    )
+    if audience is None:
+        audience = list(store.iter_subscribers(status=("active",)))
+    counts: dict[str, int] = {}
+    for sub in audience:
+        key = variant_key(sub.tags)
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        counts[DEFAULT_VARIANT] = 0
+    for key in sorted(counts):
+        tags = variant_tags(key, digest)
+        arts = select_articles(store, digest, tags, since, until)
+        if len(arts) < max(digest.min_articles, 1):
+            plan.skipped_subscribers += counts[key]
+            logger.info(
+                "variant %s: %d articles, below the minimum of %d",
+                key,
+                len(arts),
+                digest.min_articles,
+            )
+            continue
+        plan.variants[key] = VariantPlan(key=key, tags=tags, articles=arts, subscribers=counts[key])
+    lead = max((len(v.articles) for v in plan.variants.values()), default=0)
+    plan.subject = digest.subject.format(
+        site=cfg.site.name, title=digest.title, date=edition_date, count=lead
+    )
+    return plan
+
+
+def tag_names(store: Store) -> dict[str, str]:
+    return {t.slug: t.name for t, _ in store.list_tags()}
+
+
+def content_for(
+    cfg: Config,
+    digest: DigestConfig,
+    *,
+    subject: str,
+    edition_date: str,
+    articles: list[Article],
+    rates: RatesHeader,
+    tags: list[str],
+    names: dict[str, str],
+    archive_url: str = "",
+) -> EditionContent:
+    return EditionContent(
+        site=cfg.site,
+        digest=digest,
+        subject=subject,
+        edition_date=edition_date,
+        articles=articles,
+        rates=rates,
+        reason_tags=[names.get(t, t) for t in tags],
+        archive_url=archive_url,
+        layout=cfg.render.layout,
+    )
+
+
+def render_content(cfg: Config, content: EditionContent) -> Rendered:
+    return render(
+        content,
+        templates=str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else "",
+        inliner=cfg.render.inliner,
+        max_bytes=cfg.render.max_html_bytes,
+    )
+
+
+def archive_link(cfg: Config, digest: DigestConfig, edition_id: int) -> str:
+    base = cfg.site.archive_url.rstrip("/")
+    return f"{base}/{digest.name}/{edition_id}.html" if base else ""
+
+
+def render_frozen(store: Store, cfg: Config, edition_id: int) -> dict[str, Rendered]:
+    """Render every variant of a stored edition from its frozen data."""
+    info = store.get_edition(edition_id)
+    assert info is not None
+    digest = cfg.digest(info.digest)
+    details = store.edition_details(edition_id)
+    rates = header_from_json(details["rates"])
+    names = tag_names(store)
+    out = {}
+    for key, ids in details["variants"].items():
+        content = content_for(
+            cfg,
+            digest,
+            subject=info.subject,
+            edition_date=details["info"].get("edition_date", ""),
+            articles=store.get_articles(ids),
+            rates=rates,
+            tags=variant_tags(key, digest),
+            names=names,
+            archive_url=archive_link(cfg, digest, edition_id),
+        )
+        out[key] = render_content(cfg, content)
+    return out
+
+
+def preview(
+    store: Store,
+    cfg: Config,
+    digest: DigestConfig,
+    now: datetime,
+    *,
+    subscriber: Subscriber | None = None,
+    tags: list[str] | None = None,
+) -> tuple[Rendered, EditionPlan]:
+    """What one subscriber (or one tag set) would get now, through the send's code path.
+
+    Records nothing: rates are read, not stored, and no edition is created.
+    """
+    from newsletter.rates.service import build_header
+
+    who = subscriber or Subscriber(email="preview@example.invalid", tags=list(tags or []), id=0)
+    plan = plan_edition(store, cfg, digest, now, audience=[who])
+    key = variant_key(who.tags)
+    variant = plan.variants.get(key)
+    articles = variant.articles if variant else []
+    header = build_header(
+        store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
+    )
+    content = content_for(
+        cfg,
+        digest,
+        subject=plan.subject,
+        edition_date=plan.edition_date,
+        articles=articles,
+        rates=header,
+        tags=variant_tags(key, digest),
+        names=tag_names(store),
+    )
+    return render_content(cfg, content), plan

@@ -1,0 +1,155 @@
+"""Plain data passed between the stages. No I/O here."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+
+def slugify(name: str) -> str:
+    """A tag's slug: "Oil and Gas" -> "oil-and-gas"; non-Latin letters are kept.
+
+    "Kazakhstan", "kazakhstan" and "KAZAKHSTAN" give the same slug.
+    """
+    text = unicodedata.normalize("NFKC", name).casefold().strip()
+    text = re.sub(r"[^\w]+", "-", text, flags=re.UNICODE)
+    return text.strip("-_")
+
+
+@dataclass(frozen=True)
+class Tag:
+    slug: str
+    name: str
+
+    @classmethod
+    def from_name(cls, name: str) -> Tag:
+        return cls(slug=slugify(name), name=" ".join(name.split()))
+
+
+@dataclass
+class Article:
+    """One story, normalized from any source."""
+
+    uid: str  # the feed's guid, else the canonical URL
+    url: str
+    title: str
+    published_at: datetime  # timezone-aware, UTC
+    summary_text: str = ""
+    summary_html: str = ""
+    author: str = ""
+    image_url: str = ""
+    image_alt: str = ""
+    updated_at: datetime | None = None
+    tags: list[Tag] = field(default_factory=list)
+    pinned: bool = False
+    source: str = ""
+    #: database id, once stored
+    id: int | None = None
+
+    @property
+    def tag_slugs(self) -> set[str]:
+        return {t.slug for t in self.tags}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """XXX per 1 ``quote`` (e.g. KZT/USD = 0.002088), from one source on one date."""
+
+    currency: str
+    quote: str
+    value: Decimal
+    rate_date: date
+    source: str
+    #: the change since the previous business day, in percent, if known
+    change_pct: Decimal | None = None
+
+
+@dataclass
+class RatesHeader:
+    """What the digest's rates header shows, already formatted."""
+
+    items: list[RateLine] = field(default_factory=list)
+    #: set when the figures are older than the configured age
+    as_of: date | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+@dataclass
+class RateLine:
+    pair: str  # "KZT/USD"
+    text: str  # "0.002089" or "1 USD = 478.77 KZT"
+    change: str  # "+0.12%"
+    direction: str  # up | down | flat
+    source: str
+    rate_date: date
+    as_of: str = ""  # "as of 3 Mar" when stale, else ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "pair": self.pair,
+            "text": self.text,
+            "change": self.change,
+            "direction": self.direction,
+            "source": self.source,
+            "date": self.rate_date.isoformat(),
+            "as_of": self.as_of,
+        }
+
+
+@dataclass
+class Subscriber:
+    email: str
+    name: str = ""
+    tags: list[str] = field(default_factory=list)  # slugs; empty = the digest's defaults
+    timezone: str = ""
+    status: str = "active"
+    id: int | None = None
+
+
+@dataclass
+class Variant:
+    """One distinct tag set of an edition and the articles it gets."""
+
+    key: str  # sorted slugs joined by "+", or "default"
+    tags: list[str]
+    articles: list[Article]
+
+
+@dataclass
+class Rendered:
+    """One compiled variant: rendered once, personalised by substitution."""
+
+    subject: str
+    html: str
+    text: str
+    preheader: str = ""
+    #: articles moved to the "More stories" list to stay under the size budget
+    overflow: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One message to send: a delivery row, with what personalises it."""
+
+    delivery_id: int
+    email: str
+    name: str
+    unsubscribe_url: str
+    variant: str
+
+
+@dataclass
+class EditionInfo:
+    id: int
+    digest: str
+    period: str
+    status: str
+    subject: str
+    created_at: datetime
+    sent_at: datetime | None = None

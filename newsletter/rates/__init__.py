@@ -1,0 +1,1 @@
+"""Currency rates: providers behind one contract, history, and the header."""

@@ -1,0 +1,1 @@
+"""Rendering is pure: data in, strings out. No database, no network."""

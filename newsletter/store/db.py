@@ -1,0 +1,118 @@
+"""Opening the database and applying the migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from newsletter.errors import StoreError
+from newsletter.store.articles import ArticleQueries
+from newsletter.store.audience import AudienceQueries
+from newsletter.store.deliveries import DeliveryQueries
+from newsletter.store.editions import EditionQueries
+from newsletter.store.events import EventQueries
+from newsletter.store.locks import LockQueries
+from newsletter.store.rates import RateQueries
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+    # SQLAlchemy, not pysqlite, decides when a transaction begins (see "begin" below)
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    try:
+        if url.startswith("sqlite"):
+            if ":memory:" not in url:
+                path = url.split("///", 1)[-1]
+                if path:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, poolclass=NullPool)
+            event.listen(engine, "connect", _sqlite_connect)
+            # let BEGIN take the write lock at once, so two writers queue instead of
+            # failing mid-transaction with "database is locked"
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as err:
+        raise StoreError(f"cannot open database URL: {err}", where="database") from err
+
+
+class Store(
+    ArticleQueries,
+    RateQueries,
+    AudienceQueries,
+    EditionQueries,
+    DeliveryQueries,
+    EventQueries,
+    LockQueries,
+):
+    """All database access of the project."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision. Safe to call on every start."""
+        cfg = _alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+                head = ScriptDirectory.from_config(cfg).get_current_head()
+                if current == head:
+                    return
+                logger.info("migrating database from %s to %s", current, head)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as err:
+            raise StoreError(
+                f"cannot open the database: {err.orig}", where=_safe_url(self.engine)
+            ) from err
+        except SQLAlchemyError as err:
+            raise StoreError(f"migration failed: {err}", where=_safe_url(self.engine)) from err
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the database at ``url``."""
+    store = Store(make_engine(url))
+    if migrate:
+        store.migrate()
+    return store

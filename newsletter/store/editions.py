@@ -1,0 +1,144 @@
+"""Editions and the articles each variant carried."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.models import EditionInfo
+from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.schema import edition_articles, editions
+
+#: statuses of an edition whose articles count as "already sent"
+SENT_STATES = ("sending", "sent", "partially_failed")
+
+
+def _info(r) -> EditionInfo:  # noqa: ANN001
+    return EditionInfo(
+        id=r.id,
+        digest=r.digest,
+        period=r.period,
+        status=r.status,
+        subject=r.subject,
+        created_at=r.created_at,
+        sent_at=r.sent_at,
+    )
+
+
+class EditionQueries(StoreBase):
+    def create_edition(
+        self,
+        *,
+        digest: str,
+        period: str,
+        subject: str,
+        window_start: datetime | None,
+        window_end: datetime | None,
+        rates: Any = None,
+        info: Any = None,
+        status: str = "compiled",
+        variants: dict[str, Sequence[int]] | None = None,
+    ) -> tuple[int, bool]:
+        """Create the edition of (digest, period) with its articles, in one transaction.
+
+        Returns (id, created). When another run created it first, returns that
+        one's id and False: one edition per digest and period, whoever wins.
+        """
+        try:
+            with self.begin() as conn:
+                eid = conn.execute(
+                    insert(editions).values(
+                        digest=digest,
+                        period=period,
+                        status=status,
+                        subject=subject,
+                        window_start=window_start,
+                        window_end=window_end,
+                        rates=rates,
+                        info=info,
+                        created_at=utcnow(),
+                    )
+                ).inserted_primary_key[0]
+                rows = [
+                    {"edition_id": eid, "variant": v, "article_id": a, "position": i}
+                    for v, ids in (variants or {}).items()
+                    for i, a in enumerate(ids)
+                ]
+                if rows:
+                    conn.execute(insert(edition_articles), rows)
+                return eid, True
+        except IntegrityError:
+            found = self.find_edition(digest, period)
+            if found is None:
+                raise
+            return found.id, False
+
+    def find_edition(self, digest: str, period: str) -> EditionInfo | None:
+        with self.connect() as conn:
+            row = conn.execute(
+                select(editions).where(
+                    (editions.c.digest == digest) & (editions.c.period == period)
+                )
+            ).first()
+        return _info(row) if row else None
+
+    def get_edition(self, edition_id: int) -> EditionInfo | None:
+        with self.connect() as conn:
+            row = conn.execute(select(editions).where(editions.c.id == edition_id)).first()
+        return _info(row) if row else None
+
+    def edition_details(self, edition_id: int) -> dict[str, Any]:
+        """The frozen parts of an edition: window, rates, info, articles per variant."""
+        with self.connect() as conn:
+            row = conn.execute(select(editions).where(editions.c.id == edition_id)).one()
+            variants: dict[str, list[int]] = {}
+            for v, a in conn.execute(
+                select(edition_articles.c.variant, edition_articles.c.article_id)
+                .where(edition_articles.c.edition_id == edition_id)
+                .order_by(edition_articles.c.variant, edition_articles.c.position)
+            ):
+                variants.setdefault(v, []).append(a)
+        return {
+            "window_start": row.window_start,
+            "window_end": row.window_end,
+            "rates": row.rates,
+            "info": row.info or {},
+            "variants": variants,
+        }
+
+    def last_edition(
+        self, digest: str, *, statuses: Sequence[str] = SENT_STATES
+    ) -> EditionInfo | None:
+        """The newest edition of ``digest`` in one of ``statuses``."""
+        with self.connect() as conn:
+            row = conn.execute(
+                select(editions)
+                .where((editions.c.digest == digest) & editions.c.status.in_(list(statuses)))
+                .order_by(editions.c.created_at.desc(), editions.c.id.desc())
+                .limit(1)
+            ).first()
+        return _info(row) if row else None
+
+    def edition_window_end(self, edition_id: int) -> datetime | None:
+        with self.connect() as conn:
+            return conn.execute(
+                select(editions.c.window_end).where(editions.c.id == edition_id)
+            ).scalar_one_or_none()
+
+    def set_edition_status(self, edition_id: int, status: str, *, sent: bool = False) -> None:
+        values: dict[str, Any] = {"status": status}
+        if sent:
+            values["sent_at"] = utcnow()
+        with self.begin() as conn:
+            conn.execute(update(editions).where(editions.c.id == edition_id).values(**values))
+
+    def list_editions(self, digest: str | None = None, limit: int = 20) -> list[EditionInfo]:
+        q = select(editions).order_by(editions.c.id.desc()).limit(limit)
+        if digest:
+            q = q.where(editions.c.digest == digest)
+        with self.connect() as conn:
+            return [_info(r) for r in conn.execute(q)]
