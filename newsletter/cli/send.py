@@ -1,0 +1,55 @@
+"""send: compile and send the current edition now, or resume or resolve one."""
+
+from __future__ import annotations
+
+import click
+
+from newsletter import jobs
+from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
+from newsletter.cli.run import print_run
+from newsletter.errors import InputError
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--digest", help="Digest name (default: the first configured).")
+    @click.option("--at", help="Send as if it were this time (ISO 8601).")
+    @click.option(
+        "--dry-run", is_flag=True, help="Show what would happen; send and record nothing."
+    )
+    @click.option(
+        "--resolve",
+        "resolve",
+        nargs=2,
+        metavar="BATCH DECISION",
+        help="Decide an unresolved batch: DECISION is resend, sent or failed.",
+    )
+    @json_option
+    @pass_app
+    def send(
+        app: App,
+        digest: str | None,
+        at: str | None,
+        dry_run: bool,
+        resolve: tuple[str, str] | None,
+        as_json: bool,
+    ) -> None:
+        """Compile and send the current edition of a digest now (or resume it)."""
+        if resolve:
+            batch, decision = resolve
+            if decision not in ("resend", "sent", "failed"):
+                raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
+            n = app.store.resolve_batch(batch, decision)
+            click.echo(f"batch {batch}: {n} deliveries marked {decision}")
+            return
+        dcfg = app.config.digest(digest)
+        outcome = jobs.run_digest(
+            app.store, app.config, dcfg, parse_when(at), dry_run=dry_run, force=True
+        )
+        report = jobs.RunReport(now=parse_when(at), digests=[outcome])
+        if as_json:
+            emit_json(report.as_dict())
+        else:
+            print_run(report)
+        if report.exit_code:
+            raise SystemExit(report.exit_code)
