@@ -97,11 +97,11 @@ class Banks:
         if name in self.fail:
             return self.fail[name]
         body, ctype, day = self.answer(name, req)
-        if body is None:
-            return Reply(404, b"<html>Not found</html>", {"Content-Type": "text/html"})
         edit = self.edit.get(name)
         if edit is not None:
             body = edit(body, day)  # type: ignore[operator]
+        if body is None:
+            return Reply(404, b"<html>Not found</html>", {"Content-Type": "text/html"})
         return Reply(200, body, {"Content-Type": ctype})
 
     def recorded(self, name: str, req: Request) -> tuple[bytes | None, str, date | None]:
