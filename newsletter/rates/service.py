@@ -122,7 +122,9 @@ class _Run:
                 logger.info("rates: no previous day from %s: %s", name, err)
             return None
         rates = cross_rates(quotes, self.cfg.currencies, self.cfg.quote)
-        logger.info("rates: %s answered for %s with %d pairs", name, quotes.day, len(rates))
+        logger.info(
+            "rates: %s answered for %s: %s", name, quotes.day, ", ".join(rates) or "no pair"
+        )
         self.fetched.extend(rates.values())
         if self.save and rates:
             self.store.save_rates(rates.values())
