@@ -102,21 +102,3 @@ class RateQueries(StoreBase):
         rows.sort(key=lambda r: r.fetched_at, reverse=True)
         rows.sort(key=lambda r: rank.get(r.source, len(rank)))
         return _to_rate(rows[0])
-
-    def rate_history(
-        self, currency: str, quote: str, source: str, since: date, until: date
-    ) -> list[Rate]:
-        """Stored rates of one pair from one source between two dates, oldest first."""
-        q = (
-            select(rates)
-            .where(
-                (rates.c.currency == currency)
-                & (rates.c.quote == quote)
-                & (rates.c.source == source)
-                & (rates.c.rate_date >= since)
-                & (rates.c.rate_date <= until)
-            )
-            .order_by(rates.c.rate_date)
-        )
-        with self.connect() as conn:
-            return [_to_rate(r) for r in conn.execute(q)]
