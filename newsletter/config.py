@@ -63,12 +63,25 @@ class ArticlesConfig:
 
 
 @dataclass
+class RatePairConfig:
+    """Settings of one XXX/quote pair, under ``[rates.pairs.XXX]``; unset keys inherit."""
+
+    #: providers for this pair, in order (empty: ``[rates].providers``)
+    providers: list[str] = field(default_factory=list)
+    #: show "1 USD = N XXX" when XXX/USD is below this (0: never; unset: ``[rates].invert_below``)
+    invert_below: float | None = None
+    #: significant digits shown (unset: ``[rates].significant_digits``)
+    significant_digits: int | None = None
+
+
+@dataclass
 class RatesConfig:
     #: providers tried in order, pair by pair
     providers: list[str] = field(default_factory=lambda: ["snapshot"])
     currencies: list[str] = field(default_factory=lambda: ["KGS", "KZT", "TJS", "UZS", "TMT"])
     quote: str = "USD"
-    #: older stored rates are shown with "as of <date>"
+    #: older stored rates are shown with "as of <date>"; a provider answering with
+    #: figures older than this counts as failed
     stale_after_days: int = 3
     timeout: float = 10.0
     #: path of the offline snapshot (empty: the bundled one)
@@ -79,6 +92,22 @@ class RatesConfig:
     significant_digits: int = 4
     #: per-provider base URL overrides (for mirrors and tests)
     urls: dict[str, str] = field(default_factory=dict)
+    #: per-currency overrides of providers and formatting: [rates.pairs.UZS]
+    pairs: dict[str, RatePairConfig] = field(default_factory=dict)
+    #: the "peg" provider's fixed rates: units of the currency per 1 USD
+    pegs: dict[str, float] = field(default_factory=lambda: {"TMT": 3.5})
+
+    def pair(self, currency: str) -> RatePairConfig:
+        """The settings of one pair with the inherited values filled in."""
+        own = self.pairs.get(currency, RatePairConfig())
+        invert = own.invert_below
+        if invert is None:
+            invert = self.invert_below.get(currency, 0.0)
+        return RatePairConfig(
+            providers=list(own.providers or self.providers),
+            invert_below=float(invert),
+            significant_digits=own.significant_digits or self.significant_digits,
+        )
 
 
 @dataclass
@@ -352,6 +381,71 @@ def _validate(cfg: Config) -> None:
         fail("render.layout", f"must be list or tags, got {cfg.render.layout!r}")
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
+    _validate_rates(cfg.rates, fail)
+
+
+def _validate_rates(r: RatesConfig, fail: typing.Callable[[str, str], None]) -> None:
+    # imported here: the providers import this module for RatesConfig
+    from newsletter.rates.format import SEPARATORS
+    from newsletter.rates.providers import PROVIDERS
+
+    known = ", ".join(sorted(PROVIDERS))
+
+    def check_providers(key: str, names: list[str]) -> None:
+        for i, name in enumerate(names):
+            if name not in PROVIDERS:
+                fail(f"{key}[{i}]", f"unknown rates provider {name!r} (known: {known})")
+        if len(set(names)) != len(names):
+            fail(key, "a provider is listed twice")
+
+    def check_code(key: str, code: str) -> None:
+        if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
+            fail(key, f"expected a three-letter ISO 4217 code like 'KZT', got {code!r}")
+
+    if not r.providers:
+        fail("rates.providers", "at least one provider is needed")
+    check_providers("rates.providers", r.providers)
+    check_code("rates.quote", r.quote)
+    for i, cur in enumerate(r.currencies):
+        check_code(f"rates.currencies[{i}]", cur)
+        if cur == r.quote:
+            fail(f"rates.currencies[{i}]", f"{cur}/{r.quote} is not a pair")
+    if len(set(r.currencies)) != len(r.currencies):
+        fail("rates.currencies", "a currency is listed twice")
+    if r.stale_after_days < 0:
+        fail("rates.stale_after_days", "must be 0 or more")
+    if r.timeout <= 0:
+        fail("rates.timeout", "must be more than 0 seconds")
+    if r.locale.replace("-", "_").split("_")[0] not in SEPARATORS:
+        fail("rates.locale", f"unknown locale {r.locale!r} (known: {', '.join(SEPARATORS)})")
+
+    def check_digits(key: str, digits: object) -> None:
+        if not isinstance(digits, int) or isinstance(digits, bool) or not 4 <= digits <= 15:
+            fail(key, f"must be an integer from 4 to 15, got {digits!r}")
+
+    def check_threshold(key: str, value: object) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            fail(key, f"must be a number, 0 or more (0: never invert), got {value!r}")
+
+    check_digits("rates.significant_digits", r.significant_digits)
+    for cur, value in r.invert_below.items():
+        check_threshold(f"rates.invert_below.{cur}", value)
+    for cur, pair in r.pairs.items():
+        key = f"rates.pairs.{cur}"
+        if cur not in r.currencies:
+            fail(key, f"{cur} is not in rates.currencies")
+        check_providers(f"{key}.providers", pair.providers)
+        if pair.invert_below is not None:
+            check_threshold(f"{key}.invert_below", pair.invert_below)
+        if pair.significant_digits is not None:
+            check_digits(f"{key}.significant_digits", pair.significant_digits)
+    for name in r.urls:
+        if name not in PROVIDERS:
+            fail(f"rates.urls.{name}", f"unknown rates provider {name!r} (known: {known})")
+    for cur, per_usd in r.pegs.items():
+        check_code(f"rates.pegs.{cur}", cur)
+        if per_usd <= 0:
+            fail(f"rates.pegs.{cur}", f"must be more than 0, got {per_usd!r}")
 
 
 def find_config_path(explicit: str | None, env: typing.Mapping[str, str]) -> Path | None:
@@ -391,6 +485,8 @@ def load_config(
     cfg.path = where
     cfg.base_dir = found.resolve().parent if found else Path.cwd()
     cfg.secrets = Secrets.from_env(env)
+    if cfg.rates.snapshot:
+        cfg.rates.snapshot = str(cfg.resolve(cfg.rates.snapshot))
     if env.get("NEWSLETTER_DATABASE_URL"):
         cfg.database = env["NEWSLETTER_DATABASE_URL"]
     if database:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter import __version__
-from newsletter.errors import SourceError
+from newsletter.errors import NewsletterError, SourceError
 
 USER_AGENT = f"newsletter/{__version__} (+https://github.com/newsletter)"
 
@@ -42,7 +42,7 @@ def get(
     timeout: float = 20.0,
     max_bytes: int = 20_000_000,
     headers: dict[str, str] | None = None,
-    error: type[SourceError] = SourceError,
+    error: type[NewsletterError] = SourceError,
 ) -> Response:
     """GET ``url`` (or read a local path). Raises ``error`` with the URL on any failure."""
     if not is_url(url):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -14,13 +15,21 @@ from newsletter.render.text import rates_table
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option(
-        "--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="The day (default: today)."
+        "--date",
+        "day",
+        type=click.DateTime(["%Y-%m-%d"]),
+        help="The day (default: today in the first digest's time zone).",
     )
     @json_option
     @pass_app
     def rates(app: App, day: datetime | None, as_json: bool) -> None:
-        """Print the rates header exactly as the next edition would show it."""
-        when: date = day.date() if day else datetime.now(UTC).date()
+        """Print the rates header exactly as the next edition would show it.
+
+        Fetches from the configured providers and stores what they answer, as
+        the edition does; when they all fail, shows the last stored rates.
+        """
+        tz = ZoneInfo(app.config.digest().timezone)
+        when: date = day.date() if day else datetime.now(UTC).astimezone(tz).date()
         header = build_header(app.store, app.config.rates, when)
         if as_json:
             emit_json(header_to_json(header))
@@ -28,5 +37,7 @@ def register(cli: click.Group) -> None:
         if not header:
             click.echo("no rates available; the next edition would go out without a rates header")
             return
+        # the same two parts as the plaintext edition (templates/digest.txt.j2)
         click.echo(rates_table(header))
-        click.echo(f"sources: {', '.join(sorted({r.source for r in header.items}))}")
+        sources = dict.fromkeys(r.source for r in header.items)
+        click.echo(f"Rates: {', '.join(sources)}")

@@ -1,76 +1,235 @@
 """The rates header of an edition: providers in order, pair by pair, with history.
 
-For each currency the configured providers are tried in order; the first that
-has the pair wins and the header names it. Fetched rates are stored per date,
-currency and source. When every provider fails for a pair, the last stored
-rate is used and marked "as of <date>" once it is older than the configured
-age. With nothing stored at all the pair is left out; with no pair at all the
-header is empty (and the edition still goes out).
+For each currency the pair's providers (``[rates.pairs.XXX] providers``, else
+``[rates] providers``) are tried in order, each fetched at most once per run;
+the first that has the pair wins and the header names it. A provider fails
+(and the next is tried) on a timeout, an HTTP error, a body that does not
+parse, or an answer for the wrong day: dated after the asked day (beyond what
+the provider is known to publish ahead) or older than ``stale_after_days``.
+A provider whose published figures carry fewer significant digits than the
+pair shows is passed over while a more precise one answers.
+
+Every rate fetched is stored per date, currency and source. The change is the
+provider's own published one where it has it (cross-checked against the
+stored previous business day, with a warning when they disagree), else the
+change since the previous business day stored from the same source, fetched
+from that provider when history has a hole. When every provider fails for a
+pair the last stored rate is used, marked "as of <date>" once older than
+``stale_after_days``. With nothing stored the pair is left out; with no pair
+at all the header is empty, a warning is logged, and the edition still goes
+out.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from newsletter.config import RatesConfig
 from newsletter.errors import RatesError
 from newsletter.models import Rate, RateLine, RatesHeader
 from newsletter.rates import format as fmt
-from newsletter.rates.cross import cross_rates
+from newsletter.rates.cross import PRECISION, cross_rates, precision
 from newsletter.rates.providers import PROVIDERS
-from newsletter.rates.providers.base import Quotes
+from newsletter.rates.providers.base import Quotes, RatesProvider
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)
 
+#: a stored figure at most this many days older is "the previous business day"
+#: (Friday before Monday, plus one holiday); a wider gap is a hole in history,
+#: e.g. a weekly job's last run, and would pass a week's move off as a day's
+PREVIOUS_DAY_WINDOW = 4
+#: a provider asked for the day before may answer with a figure this much older
+#: (its own previous publication, across weekends and holidays)
+PREVIOUS_FETCH_WINDOW = 7
+#: published and stored-history changes further apart than this (percentage
+#: points: half the last printed digit) disagree
+CROSS_CHECK_TOLERANCE = Decimal("0.005")
 
-def fetch_all(cfg: RatesConfig, day: date) -> list[Quotes]:
-    """Each configured provider's quotes for ``day``, in order; failures are logged."""
-    out = []
-    for name in cfg.providers:
-        cls = PROVIDERS.get(name)
-        if cls is None:
-            logger.warning("rates: unknown provider %r skipped", name)
-            continue
+
+def check_day(provider: RatesProvider, quotes: Quotes, day: date, stale_after_days: int) -> None:
+    """RatesError when ``quotes`` answer for a day other than an acceptable one."""
+    if quotes.day > day + timedelta(days=provider.days_ahead):
+        raise RatesError(f"answered for {quotes.day}, asked for {day}", where=provider.name)
+    if provider.checks_age and (day - quotes.day).days > stale_after_days:
+        raise RatesError(
+            f"answered with figures of {quotes.day} when asked for {day}: "
+            f"older than stale_after_days ({stale_after_days})",
+            where=provider.name,
+        )
+
+
+def change_between(value: Decimal, before: Decimal) -> Decimal:
+    """The change from ``before`` to ``value``, in percent."""
+    with localcontext() as ctx:
+        ctx.prec = PRECISION
+        return (value / before - 1) * 100
+
+
+def source_label(name: str) -> str:
+    cls = PROVIDERS.get(name)
+    return cls.label if cls is not None and cls.label else name
+
+
+@dataclass
+class _Answer:
+    quotes: Quotes
+    rates: dict[str, Rate]
+
+
+@dataclass
+class _Run:
+    """One header's worth of fetching: each provider asked at most once per day."""
+
+    store: Store
+    cfg: RatesConfig
+    day: date
+    save: bool
+    answers: dict[tuple[str, date], _Answer | None] = field(default_factory=dict)
+    #: rates fetched in this run, so an unsaved run (a preview) still has them
+    fetched: list[Rate] = field(default_factory=list)
+
+    def answer(self, name: str) -> _Answer | None:
+        key = (name, self.day)
+        if key not in self.answers:
+            self.answers[key] = self._fetch(name, self.day, previous_of=None)
+        return self.answers[key]
+
+    def previous_answer(self, name: str, rate_date: date) -> _Answer | None:
+        key = (name, rate_date - timedelta(days=1))
+        if key not in self.answers:
+            self.answers[key] = self._fetch(name, key[1], previous_of=rate_date)
+        return self.answers[key]
+
+    def _fetch(self, name: str, day: date, *, previous_of: date | None) -> _Answer | None:
+        provider = PROVIDERS[name](self.cfg)
         try:
-            out.append(cls(cfg).fetch(day))
+            quotes = provider.fetch(day)
+            if previous_of is None:
+                check_day(provider, quotes, day, self.cfg.stale_after_days)
+            elif not 0 < (previous_of - quotes.day).days <= PREVIOUS_FETCH_WINDOW:
+                raise RatesError(
+                    f"asked for the day before {previous_of}, answered for {quotes.day}",
+                    where=name,
+                )
         except RatesError as err:
-            logger.warning("rates: %s failed: %s", name, err)
-    return out
+            if previous_of is None:
+                logger.warning("rates: %s failed: %s", name, err)
+            else:
+                logger.info("rates: no previous day from %s: %s", name, err)
+            return None
+        rates = cross_rates(quotes, self.cfg.currencies, self.cfg.quote)
+        logger.info(
+            "rates: %s answered for %s: %s", name, quotes.day, ", ".join(rates) or "no pair"
+        )
+        self.fetched.extend(rates.values())
+        if self.save and rates:
+            self.store.save_rates(rates.values())
+        return _Answer(quotes, rates)
+
+    def previous(self, rate: Rate) -> Rate | None:
+        """The newest figure from the same source before ``rate``'s day, fetched or stored."""
+        candidates = [
+            r
+            for r in self.fetched
+            if (r.source, r.currency, r.quote) == (rate.source, rate.currency, rate.quote)
+            and r.rate_date < rate.rate_date
+        ]
+        stored = self.store.previous_rate(rate.currency, rate.quote, rate.source, rate.rate_date)
+        if stored is not None:
+            candidates.append(stored)
+        prev = max(candidates, key=lambda r: r.rate_date, default=None)
+        if prev is None or (rate.rate_date - prev.rate_date).days > PREVIOUS_DAY_WINDOW:
+            return None
+        return prev
+
+    def change(self, rate: Rate, *, live: bool) -> Decimal | None:
+        """The day change of ``rate`` in percent, or None when nothing tells it."""
+        prev = self.previous(rate)
+        if rate.change_pct is not None:
+            if prev is not None:
+                history = change_between(rate.value, prev.value)
+                if abs(history - rate.change_pct) > CROSS_CHECK_TOLERANCE:
+                    logger.warning(
+                        "rates: %s/%s from %s on %s: published change %s%% disagrees with "
+                        "%s%% against the stored figure of %s; showing the published one",
+                        rate.currency,
+                        rate.quote,
+                        rate.source,
+                        rate.rate_date,
+                        fmt.percent(rate.change_pct).rstrip("%"),
+                        fmt.percent(history).rstrip("%"),
+                        prev.rate_date,
+                    )
+            return rate.change_pct
+        cls = PROVIDERS.get(rate.source)
+        if prev is None and live and cls is not None and cls.archive:
+            answer = self.previous_answer(rate.source, rate.rate_date)
+            if answer is not None:
+                prev = answer.rates.get(rate.currency)
+        if prev is None:
+            return None
+        return change_between(rate.value, prev.value)
 
 
-def _change(store: Store, rate: Rate) -> Decimal | None:
-    if rate.change_pct is not None:
-        return rate.change_pct
-    prev = store.previous_rate(rate.currency, rate.quote, rate.source, rate.rate_date)
-    if prev is None or prev.value == 0:
-        return None
-    return (rate.value - prev.value) / prev.value * 100
+def _choose(run: _Run, currency: str, providers: list[str], digits: int) -> Rate | None:
+    """The first provider's figure for the pair, preferring one precise enough to show."""
+    rough: Rate | None = None
+    for name in providers:
+        answer = run.answer(name)
+        if answer is None or currency not in answer.rates:
+            continue
+        rate = answer.rates[currency]
+        have = precision(answer.quotes, currency, run.cfg.quote)
+        if have >= digits:
+            return rate
+        logger.info(
+            "rates: %s gives %s/%s to only %d significant digits; trying the next provider",
+            name,
+            currency,
+            run.cfg.quote,
+            have,
+        )
+        rough = rough or rate
+    return rough
 
 
 def build_header(
     store: Store, cfg: RatesConfig, day: date, *, fetch: bool = True, save: bool = True
 ) -> RatesHeader:
     """Fetch (unless ``fetch`` is False), store (unless ``save`` is False), and
-    format the header for ``day``."""
-    chosen: dict[str, Rate] = {}
-    if fetch:
-        for quotes in fetch_all(cfg, day):
-            rates = cross_rates(quotes, cfg.currencies, cfg.quote)
-            if save:
-                store.save_rates(rates.values())
-            for cur, rate in rates.items():
-                chosen.setdefault(cur, rate)
+    format the header for ``day``. Never raises for a provider's failure."""
+    run = _Run(store, cfg, day, save)
     header = RatesHeader()
     stale_before = day - timedelta(days=cfg.stale_after_days)
     for cur in cfg.currencies:
-        rate = chosen.get(cur) or store.latest_rate(cur, cfg.quote, day)
+        pair = cfg.pair(cur)
+        digits = pair.significant_digits or cfg.significant_digits
+        rate = _choose(run, cur, pair.providers, digits) if fetch else None
+        live = rate is not None
+        if rate is None:
+            rate = store.latest_rate(cur, cfg.quote, day, sources=pair.providers)
+            if rate is not None and fetch:
+                logger.warning(
+                    "rates: no provider has %s/%s for %s; showing the stored figure of %s from %s",
+                    cur,
+                    cfg.quote,
+                    day,
+                    rate.rate_date,
+                    rate.source,
+                )
         if rate is None:
             logger.warning("rates: no %s/%s rate from any provider or the store", cur, cfg.quote)
             continue
-        change = _change(store, rate)
+        change = run.change(rate, live=live)
+        inverted = fmt.inverted(rate.value, pair.invert_below)
+        if inverted and change is not None:
+            # the change follows the figure printed: "1 USD = 12,194 UZS ▲ +0.14%"
+            change = fmt.inverse_change(change)
+        stale = rate.rate_date < stale_before
         header.items.append(
             RateLine(
                 pair=f"{cur}/{cfg.quote}",
@@ -78,19 +237,19 @@ def build_header(
                     cur,
                     cfg.quote,
                     rate.value,
-                    digits=cfg.significant_digits,
-                    invert_below=cfg.invert_below.get(cur),
+                    digits=digits,
+                    invert_below=pair.invert_below,
                     locale=cfg.locale,
                 ),
-                change=fmt.percent(change),
+                change=fmt.percent(change, cfg.locale),
                 direction=fmt.direction(change),
-                source=rate.source,
+                source=source_label(rate.source),
                 rate_date=rate.rate_date,
-                as_of=f"as of {fmt.short_date(rate.rate_date)}"
-                if rate.rate_date < stale_before
-                else "",
+                as_of=f"as of {fmt.short_date(rate.rate_date)}" if stale else "",
             )
         )
+        if stale and (header.as_of is None or rate.rate_date < header.as_of):
+            header.as_of = rate.rate_date
     if not header.items:
         logger.warning("rates: no rates at all; the edition goes out without a rates header")
     return header
@@ -103,7 +262,7 @@ def header_to_json(header: RatesHeader) -> list[dict[str, str]]:
 def header_from_json(data: list[dict[str, str]] | None) -> RatesHeader:
     if not data:
         return RatesHeader()
-    return RatesHeader(
+    header = RatesHeader(
         items=[
             RateLine(
                 pair=d["pair"],
@@ -117,3 +276,6 @@ def header_from_json(data: list[dict[str, str]] | None) -> RatesHeader:
             for d in data
         ]
     )
+    stale = [line.rate_date for line in header.items if line.as_of]
+    header.as_of = min(stale) if stale else None
+    return header

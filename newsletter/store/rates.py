@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from newsletter.models import Rate
 from newsletter.store.base import StoreBase, utcnow
@@ -72,18 +72,33 @@ class RateQueries(StoreBase):
             row = conn.execute(q).first()
         return _to_rate(row) if row else None
 
-    def latest_rate(self, currency: str, quote: str, on_or_before: date) -> Rate | None:
-        """The newest stored rate from any source, on or before a date."""
-        q = (
-            select(rates)
-            .where(
-                (rates.c.currency == currency)
-                & (rates.c.quote == quote)
-                & (rates.c.rate_date <= on_or_before)
-            )
-            .order_by(rates.c.rate_date.desc(), rates.c.fetched_at.desc())
-            .limit(1)
+    def latest_rate(
+        self,
+        currency: str,
+        quote: str,
+        on_or_before: date,
+        sources: Sequence[str] | None = None,
+    ) -> Rate | None:
+        """The newest stored rate on or before a date, from ``sources`` (None: any).
+
+        Of several sources with a figure on that newest day, the one listed
+        first in ``sources`` wins, else the one fetched last.
+        """
+        cond = (
+            (rates.c.currency == currency)
+            & (rates.c.quote == quote)
+            & (rates.c.rate_date <= on_or_before)
         )
+        if sources is not None:
+            if not sources:
+                return None
+            cond &= rates.c.source.in_(list(sources))
+        newest = select(func.max(rates.c.rate_date)).where(cond).scalar_subquery()
         with self.connect() as conn:
-            row = conn.execute(q).first()
-        return _to_rate(row) if row else None
+            rows = conn.execute(select(rates).where(cond & (rates.c.rate_date == newest))).all()
+        if not rows:
+            return None
+        rank = {name: i for i, name in enumerate(sources or ())}
+        rows.sort(key=lambda r: r.fetched_at, reverse=True)
+        rows.sort(key=lambda r: rank.get(r.source, len(rank)))
+        return _to_rate(rows[0])

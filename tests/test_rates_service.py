@@ -1,0 +1,386 @@
+"""The rates header: providers pair by pair, fallback, history, staleness.
+
+Every provider is the real module talking HTTP to the loopback central banks of
+test_rates_providers; the store is SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from newsletter.config import RatePairConfig
+from newsletter.models import Rate
+from newsletter.rates import format as fmt
+from newsletter.rates.service import build_header, header_from_json, header_to_json
+from newsletter.render.text import rates_table
+from tests import test_rates_providers as fake_banks
+from tests.fakes.http import Reply
+
+bank_server = fake_banks.bank_server
+banks = fake_banks.banks
+
+APR1, APR2 = date(2026, 4, 1), date(2026, 4, 2)
+LABELS = {
+    "nbk": "National Bank of Kazakhstan",
+    "nbt": "National Bank of Tajikistan",
+    "nbkr": "National Bank of the Kyrgyz Republic",
+    "cbu": "Central Bank of Uzbekistan",
+    "peg": "fixed peg",
+}
+
+#: the starter config's choice: each currency from its own central bank first
+HOME_FIRST = {
+    "KGS": RatePairConfig(providers=["nbkr", "nbt", "nbk", "cbu"]),
+    "KZT": RatePairConfig(providers=["nbk", "nbt", "nbkr", "cbu"]),
+    "TJS": RatePairConfig(providers=["nbt", "nbk", "nbkr", "cbu"]),
+    "UZS": RatePairConfig(providers=["cbu", "nbk", "nbt", "nbkr"], invert_below=0.001),
+    "TMT": RatePairConfig(providers=["peg", "nbt", "nbkr"]),
+}
+
+
+@pytest.fixture
+def replay(banks):
+    """NBKR replayed as published on the afternoon of 1 April for 2 April."""
+    banks.nbkr_day = APR2
+    banks.nbkr_weekly_day = date(2026, 3, 28)
+    return banks
+
+
+def lines(header):
+    return {line.pair.split("/")[0]: line for line in header.items}
+
+
+def pct(value: Fraction) -> Decimal:
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def test_each_pair_from_its_first_provider_each_provider_asked_once(store, replay):
+    cfg = replay.config(providers=["nbk"], pairs=HOME_FIRST)
+    header = build_header(store, cfg, APR2)
+    got = lines(header)
+    assert [line.pair for line in header.items] == [
+        "KGS/USD",
+        "KZT/USD",
+        "TJS/USD",
+        "UZS/USD",
+        "TMT/USD",
+    ]
+    assert {cur: line.source for cur, line in got.items()} == {
+        "KGS": LABELS["nbkr"],
+        "KZT": LABELS["nbk"],
+        "TJS": LABELS["nbt"],
+        "UZS": LABELS["cbu"],
+        "TMT": LABELS["peg"],
+    }
+    assert got["KGS"].text == "0.01144"  # 1 / 87.45
+    assert got["KZT"].text == "0.002105"  # 1 / 475.09
+    assert got["UZS"].text == "1 USD = 12,142 UZS"
+    assert got["TMT"].text == "0.2857"
+    assert all(line.rate_date == APR2 and not line.as_of for line in header.items)
+    assert header.as_of is None
+    # each bank once for the day (NBT and NBKR have no published change: NBT is
+    # asked for the day before too; NBKR has no archive to ask)
+    asked = [
+        (r.path.split("/")[1], r.query.get("date", r.query.get("fdate"))) for r in replay.requests
+    ]
+    assert sorted(asked) == sorted(
+        [
+            ("nbkr", None),
+            ("nbkr", None),
+            ("nbt", ["2026-04-02"]),
+            ("nbt", ["2026-04-01"]),
+            ("nbk", ["02.04.2026"]),
+            ("cbu", None),
+        ]
+    )
+
+
+def test_providers_are_fetched_only_when_a_pair_needs_them(store, replay):
+    cfg = replay.config(providers=["cbu", "nbk", "nbt"])
+    header = build_header(store, cfg, APR2)
+    assert {line.source for line in header.items} == {LABELS["cbu"]}
+    assert {r.path.split("/")[1] for r in replay.requests} == {"cbu"}
+
+
+FAILURES = {
+    "5xx": Reply(503, b"<html>Service Unavailable</html>"),
+    "timeout": Reply(200, b"", delay=1.0),
+    "garbage": Reply(200, b"<html><body>We are updating the site</body></html>"),
+    "dropped": Reply(drop=True),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_a_failing_provider_falls_back_to_the_next(store, replay, caplog, failure):
+    replay.fail["nbk"] = FAILURES[failure]
+    tmt = RatePairConfig(providers=["nbk", "nbt", "peg"])
+    cfg = replay.config(providers=["nbk", "cbu"], pairs={"TMT": tmt}, timeout=0.3)
+    with caplog.at_level(logging.WARNING):
+        header = build_header(store, cfg, APR2)
+    got = lines(header)
+    assert {cur: line.source for cur, line in got.items()} == {
+        "KGS": LABELS["cbu"],
+        "KZT": LABELS["cbu"],
+        "TJS": LABELS["cbu"],
+        "UZS": LABELS["cbu"],
+        "TMT": LABELS["nbt"],
+    }
+    assert got["KZT"].text == "0.002104"  # 25.55 / 12142.10, not NBK's 1 / 475.09
+    assert "rates: nbk failed" in caplog.text
+    assert len(replay.asked("nbk")) == 1  # asked once, not once per pair
+
+
+def test_an_older_answer_within_the_stale_age_is_kept_under_its_own_date(store, replay):
+    # asked for 2 April, NBK answers with its 1 April document (a Friday figure on a
+    # Monday looks the same): within stale_after_days, so used, dated 1 April
+    replay.edit["nbk"] = lambda body, day: fake_banks.sample(fake_banks.NBK[APR1])
+    cfg = replay.config(providers=["nbk", "cbu"], currencies=["KZT"])
+    (line,) = build_header(store, cfg, APR2).items
+    assert (line.source, line.rate_date, line.as_of) == (LABELS["nbk"], APR1, "")
+    assert line.text == "0.002089"  # 1 / 478.77
+    assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"]).rate_date == APR1
+    assert not replay.asked("cbu")
+
+
+def test_an_answer_from_the_future_or_too_old_is_refused(store, replay, caplog):
+    cfg = replay.config(providers=["nbk", "cbu"], currencies=["KZT"], stale_after_days=3)
+    # NBK answers for 2 April when asked for 1 April: a wrong date
+    replay.edit["nbk"] = lambda body, day: fake_banks.sample(fake_banks.NBK[APR2])
+    header = build_header(store, cfg, APR1)
+    assert header.items[0].source == LABELS["cbu"]
+    assert "answered for 2026-04-02, asked for 2026-04-01" in caplog.text
+    # asked for 10 April, NBK answers with the figures of 2 April: 8 days old
+    caplog.clear()
+    replay.fail["cbu"] = Reply(404)
+    header = build_header(store, cfg, date(2026, 4, 10))
+    assert "older than stale_after_days (3)" in caplog.text
+    # nothing live: the stored CBU figure of 1 April, marked
+    assert header.items[0].source == LABELS["cbu"]
+    assert header.items[0].as_of == "as of 1 Apr"
+
+
+def test_nbkr_may_answer_for_the_next_day_but_not_for_a_past_one(store, replay, caplog):
+    cfg = replay.config(providers=["nbkr"], currencies=["KGS"])
+    header = build_header(store, cfg, APR1)  # NBKR's daily.xml is dated 2 April
+    assert header.items[0].rate_date == APR2 and header.items[0].source == LABELS["nbkr"]
+    caplog.clear()
+    replay.fail.clear()
+    header = build_header(store, cfg, date(2026, 3, 20))  # no archive: wrong date
+    assert "answered for 2026-04-02, asked for 2026-03-20" in caplog.text
+    assert not header  # the stored 2 April figure is after 20 March
+
+
+def test_all_down_uses_the_last_stored_rates_marked_when_stale(store, replay, caplog):
+    cfg = replay.config(providers=["nbk"], pairs={"TMT": RatePairConfig(providers=["peg"])})
+    fresh = build_header(store, cfg, APR2)
+    for name in ("nbk", "nbt", "nbkr", "cbu"):
+        replay.fail[name] = Reply(502, b"Bad Gateway")
+    cfg.pegs = {}  # the peg has nothing either
+
+    two_days_later = build_header(store, cfg, APR2 + timedelta(days=2))
+    assert rates_table(two_days_later) == rates_table(fresh)  # not stale yet: same header
+    assert two_days_later.as_of is None
+
+    caplog.clear()
+    later = build_header(store, cfg, date(2026, 4, 6))  # 4 days > stale_after_days = 3
+    assert [line.text for line in later.items] == [line.text for line in fresh.items]
+    assert [line.change for line in later.items] == [line.change for line in fresh.items]
+    assert all(line.as_of == "as of 2 Apr" for line in later.items)
+    assert later.as_of == APR2
+    assert {line.source for line in later.items} == {LABELS["nbk"], LABELS["peg"]}
+    assert "showing the stored figure of 2026-04-02 from nbk" in caplog.text
+    assert "as of 2 Apr" in rates_table(later)
+
+
+def test_stored_fallback_keeps_to_the_pairs_providers_in_order(store, replay):
+    # CBU's TMT (a market cross) is stored, but TMT is configured from the peg only
+    build_header(store, replay.config(providers=["cbu"]), APR2)
+    build_header(store, replay.config(providers=["peg"], currencies=["TMT"]), APR2)
+    for name in ("nbk", "nbt", "nbkr", "cbu"):
+        replay.fail[name] = Reply(500)
+    cfg = replay.config(providers=["cbu"], pairs={"TMT": RatePairConfig(providers=["peg"])})
+    cfg.pegs = {}
+    got = lines(build_header(store, cfg, APR2))
+    assert got["TMT"].source == LABELS["peg"] and got["TMT"].text == "0.2857"
+    assert got["KZT"].source == LABELS["cbu"]
+    # both stored on the same day: the one listed first wins
+    cfg = replay.config(providers=["peg", "cbu"], currencies=["TMT"])
+    cfg.pegs = {}
+    assert build_header(store, cfg, APR2).items[0].source == LABELS["peg"]
+    cfg = replay.config(providers=["cbu", "peg"], currencies=["TMT"])
+    cfg.pegs = {}
+    assert build_header(store, cfg, APR2).items[0].source == LABELS["cbu"]
+
+
+def test_all_down_and_nothing_stored_leaves_the_header_out(store, banks, caplog):
+    for name in ("nbk", "nbt", "nbkr", "cbu"):
+        banks.fail[name] = Reply(500)
+    cfg = banks.config(providers=["nbk", "nbt", "nbkr", "cbu"])
+    with caplog.at_level(logging.WARNING):
+        header = build_header(store, cfg, APR2)
+    assert not header and header.items == []
+    assert "no rates at all; the edition goes out without a rates header" in caplog.text
+    assert header_to_json(header) == []
+
+
+def test_rates_are_stored_per_date_currency_and_source(store, replay):
+    cfg = replay.config(providers=["nbk", "cbu"], currencies=["KZT", "UZS"])
+    build_header(store, cfg, APR1)
+    build_header(store, replay.config(providers=["cbu"], currencies=["KZT", "UZS"]), APR2)
+    for cur in ("KZT", "UZS"):
+        assert store.latest_rate(cur, "USD", APR1, sources=["nbk"]).rate_date == APR1
+        assert store.latest_rate(cur, "USD", APR2, sources=["nbk"]).rate_date == APR1
+        assert store.latest_rate(cur, "USD", APR2, sources=["cbu"]).rate_date == APR2
+        assert store.latest_rate(cur, "USD", APR1, sources=["cbu"]).rate_date == APR1
+    kzt = store.latest_rate("KZT", "USD", APR2, sources=["cbu"])
+    assert kzt.value == Decimal("25.55") / Decimal("12142.10")
+    # the provider's published change is kept with the figure
+    assert (
+        kzt.change_pct
+        == ((Decimal("25.55") / Decimal("12142.10")) / (Decimal("25.53") / Decimal("12194.21")) - 1)
+        * 100
+    )
+
+
+def test_the_published_change_is_used_and_agrees_with_history(store, replay, caplog):
+    cfg = replay.config(providers=["nbk"], currencies=["KGS", "KZT", "TJS", "UZS"])
+    build_header(store, cfg, APR1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        header = build_header(store, cfg, APR2)
+    kgs = (Fraction("5.43") / Fraction("475.09")) / (Fraction("5.47") / Fraction("478.77"))
+    expected = fmt.percent(pct(kgs * 100 - 100))
+    assert expected == "+0.04%"
+    assert lines(header)["KGS"].change == expected and lines(header)["KGS"].direction == "up"
+    kzt = fmt.percent(pct(Fraction("478.77") / Fraction("475.09") * 100 - 100))
+    assert lines(header)["KZT"].change == kzt == "+0.77%"
+    assert "disagrees" not in caplog.text
+
+
+def test_a_published_change_that_disagrees_with_history_is_logged(store, replay, caplog):
+    cfg = replay.config(providers=["nbk"], currencies=["KZT"])
+    # a stored 1 April figure 1% off what NBK's change implies
+    store.save_rates(
+        [Rate("KZT", "USD", Decimal(1) / Decimal("478.77") * Decimal("1.01"), APR1, "nbk")]
+    )
+    with caplog.at_level(logging.WARNING):
+        header = build_header(store, cfg, APR2)
+    assert header.items[0].change == "+0.77%"  # the published one is shown
+    assert re.search(
+        r"KZT/USD from nbk on 2026-04-02: published change \+0\.77% disagrees with "
+        r"-0\.22% against the stored figure of 2026-04-01",
+        caplog.text,
+    ), caplog.text
+
+
+def test_the_change_from_stored_history_of_the_same_source(store, replay):
+    cfg = replay.config(providers=["nbt"], currencies=["KZT"])
+    before = Decimal("0.1971") / 10 / Decimal("9.3450") * Decimal("0.99")
+    store.save_rates([Rate("KZT", "USD", before, APR1, "nbt")])
+    # another source's figure of the same day must not be used
+    store.save_rates([Rate("KZT", "USD", before * 2, APR1, "cbu")])
+    header = build_header(store, cfg, APR2)
+    assert header.items[0].change == "+1.01%"  # 1/0.99 - 1
+    assert not any(r.query.get("date") == ["2026-04-01"] for r in replay.asked("nbt"))
+
+
+def test_a_hole_in_history_is_filled_from_the_provider_not_bridged(store, replay):
+    """A weekly job stores a figure a week apart: a week's move is not a day's change."""
+    cfg = replay.config(providers=["nbt"], currencies=["KZT"])
+    week_ago = Decimal("0.1971") / 10 / Decimal("9.3450") * Decimal("0.95")
+    store.save_rates([Rate("KZT", "USD", week_ago, APR2 - timedelta(days=7), "nbt")])
+
+    def usd_up_on_apr1(body, day):  # NBT's USD was 9.3000 the day before
+        return (
+            body.replace(b"<Value>9.3450</Value>", b"<Value>9.3000</Value>")
+            if day == APR1
+            else body
+        )
+
+    replay.edit["nbt"] = usd_up_on_apr1
+    header = build_header(store, cfg, APR2)
+    asked = [r.query["date"][0] for r in replay.asked("nbt")]
+    assert asked == ["2026-04-02", "2026-04-01"]
+    expected = fmt.percent(pct(Fraction("9.3000") / Fraction("9.3450") * 100 - 100))
+    assert header.items[0].change == expected == "-0.48%"
+    assert store.latest_rate("KZT", "USD", APR1, sources=["nbt"]).rate_date == APR1
+
+
+def test_no_change_known_is_shown_as_no_change_at_all(store, replay):
+    cfg = replay.config(providers=["nbkr"], currencies=["KGS"])
+    (line,) = build_header(store, cfg, APR2).items
+    assert line.change == "" and line.direction == "flat"
+
+
+def test_a_precise_provider_is_preferred_to_a_rough_one(store, replay, caplog):
+    cfg = replay.config(providers=["nbkr", "cbu"], currencies=["UZS"])
+    with caplog.at_level(logging.INFO):
+        (line,) = build_header(store, cfg, APR2).items
+    assert line.source == LABELS["cbu"]
+    assert "nbkr gives UZS/USD to only 2 significant digits" in caplog.text
+    # with nothing better, the rough figure still beats no figure
+    (line,) = build_header(store, replay.config(providers=["nbkr"], currencies=["UZS"]), APR2).items
+    assert line.source == LABELS["nbkr"]
+    assert line.text == "0.00008348"
+
+
+def test_inverted_pairs_show_the_change_of_the_printed_figure(store, replay):
+    pairs = {"UZS": RatePairConfig(invert_below=0.001)}
+    cfg = replay.config(providers=["cbu"], currencies=["UZS"], pairs=pairs)
+    (line,) = build_header(store, cfg, APR2).items
+    assert line.text == "1 USD = 12,142 UZS"
+    # the dollar fell from 12194.21 to 12142.10 UZS: the printed figure went down
+    assert line.change == "-0.43%" and line.direction == "down"
+    cfg = replay.config(providers=["cbu"], currencies=["UZS"])
+    (line,) = build_header(store, cfg, APR2).items
+    assert line.text == "0.00008236"
+    assert line.change == "+0.43%" and line.direction == "up"
+
+
+def test_per_pair_digits_and_locale(store, replay):
+    pairs = {
+        "UZS": RatePairConfig(invert_below=0.001, significant_digits=7),
+        "KZT": RatePairConfig(significant_digits=6),
+    }
+    cfg = replay.config(providers=["cbu"], currencies=["UZS", "KZT"], pairs=pairs, locale="ru")
+    got = lines(build_header(store, cfg, APR2))
+    assert got["UZS"].text == "1 USD = 12\u00a0142,10 UZS"
+    assert got["KZT"].text == "0,00210425"
+    assert got["KZT"].change == "+0,51%"  # (25.55/12142.10) / (25.53/12194.21)
+
+
+def test_the_peg_is_flat(store):
+    from newsletter.config import RatesConfig
+
+    cfg = RatesConfig(providers=["peg"], currencies=["TMT"])
+    (line,) = build_header(store, cfg, APR2).items
+    assert (line.text, line.change, line.direction, line.source) == (
+        "0.2857",
+        "0.00%",
+        "flat",
+        "fixed peg",
+    )
+
+
+def test_a_preview_stores_nothing(store, replay):
+    cfg = replay.config(providers=["nbt"], currencies=["KZT"])
+    header = build_header(store, cfg, APR2, save=False)
+    assert header.items[0].change == "0.00%"  # the day before, fetched, kept in memory
+    assert store.latest_rate("KZT", "USD", APR2) is None
+
+
+def test_the_header_survives_the_editions_json(store, replay):
+    for name in ("nbk", "cbu"):
+        replay.fail[name] = Reply(500)
+    store.save_rates([Rate("KZT", "USD", Decimal("0.0021"), APR1, "nbk")])
+    header = build_header(
+        store, replay.config(providers=["nbk"], currencies=["KZT"]), APR2 + timedelta(days=5)
+    )
+    again = header_from_json(header_to_json(header))
+    assert again == header and again.as_of == APR1
