@@ -179,15 +179,14 @@ class _HtmlCutter(HTMLParser):
             self.out.append(html.escape(data, quote=False))
             self.left -= solid
             return
-        seen = 0
-        for i, c in enumerate(data):
+        cut, seen = len(data), 0
+        for pos, c in enumerate(data):
             if not c.isspace():
                 if seen == self.left:
+                    cut = pos
                     break
                 seen += 1
-        else:  # pragma: no cover - solid > left guarantees the break
-            i = len(data)
-        kept = data[:i].rstrip().rstrip(",;:.-–—")
+        kept = data[:cut].rstrip().rstrip(",;:.-–—")
         self.out.append(html.escape(kept, quote=False) + self.ellipsis)
         self.done = True
 
