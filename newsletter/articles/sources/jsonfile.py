@@ -127,15 +127,15 @@ class JsonSource(Source):
         try:
             data = json.loads(resp.body)
         except UnicodeDecodeError as err:
-            raise SourceError(f"not UTF-8 text: {err.reason}", where=self.label) from err
+            raise SourceError(f"not UTF-8 text: {err.reason}", where=self.cfg.url) from err
         except json.JSONDecodeError as err:
             raise SourceError(
                 f"not valid JSON: line {err.lineno} column {err.colno}: {err.msg}",
-                where=self.label,
+                where=self.cfg.url,
             ) from err
         norm = self.normalizer(base_url=resp.url)
         notes: list[str] = []
-        for pos, raw in enumerate(articles_list(data, self.label), 1):
+        for pos, raw in enumerate(articles_list(data, self.cfg.url), 1):
             item, errors, warnings = validate(raw, pos)
             title = (
                 one_line(raw.get("title"))

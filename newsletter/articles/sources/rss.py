@@ -170,10 +170,11 @@ def _feedparser_items(parsed: feedparser.FeedParserDict) -> list[Item]:
     return items
 
 
-def read_feed(body: bytes, *, source: str) -> tuple[list[Item], list[str]]:
+def read_feed(body: bytes, *, source: str, where: str = "") -> tuple[list[Item], list[str]]:
     """The items of a feed document, and notes on the document itself.
 
-    Raises SourceError when the document is not a feed at all.
+    Raises SourceError (naming ``where``, else ``source``) when the document is
+    not a feed at all.
     """
     try:
         return _rss_items(body), []
@@ -184,13 +185,13 @@ def read_feed(body: bytes, *, source: str) -> tuple[list[Item], list[str]]:
     if parsed.bozo:
         err = parsed.get("bozo_exception")
         if not parsed.entries:
-            raise SourceError(f"not a feed: {err}", where=source)
+            raise SourceError(f"not a feed: {err}", where=where or source)
         notes.append(
             f"{source}: feed is not well-formed ({err}); "
             f"read {len(parsed.entries)} items with the forgiving parser"
         )
     elif not parsed.version and not parsed.entries:
-        raise SourceError("not an RSS or Atom feed", where=source)
+        raise SourceError("not an RSS or Atom feed", where=where or source)
     return _feedparser_items(parsed), notes
 
 
@@ -207,7 +208,7 @@ class FeedSource(Source):
         )
         if resp.not_modified:
             return FetchResult(state=state, not_modified=True)
-        items, notes = read_feed(resp.body, source=self.label)
+        items, notes = read_feed(resp.body, source=self.label, where=self.cfg.url)
         norm = self.normalizer(base_url=resp.url)
         for item in items:
             norm.add(item)
