@@ -180,6 +180,9 @@ def read_feed(body: bytes, *, source: str, where: str = "") -> tuple[list[Item],
         return _rss_items(body), []
     except _NotPlainRss as why:
         logger.debug("%s: read with feedparser (%s)", source, why)
+    head = body[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise SourceError("not an RSS or Atom feed (got an HTML page)", where=where or source)
     parsed = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     notes = []
     if parsed.bozo:
