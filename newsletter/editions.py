@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -171,7 +171,7 @@ class Selection:
         n = len(self.articles)
         return (
             f"variant {self.variant}: {n} new article{'' if n == 1 else 's'} ({tags}) "
-            f"since {self.window_start:%Y-%m-%d %H:%M} UTC, fewer than "
+            f"since {self.window_start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, fewer than "
             f"min_articles={max(self.min_articles, 1)}"
         )
 
@@ -180,9 +180,9 @@ class Selection:
             "digest": self.digest,
             "variant": self.variant,
             "tags": self.tags,
-            "window_start": self.window_start.isoformat(),
-            "window_end": self.window_end.isoformat(),
-            "late_since": self.late_since.isoformat() if self.late_since else None,
+            "window_start": self.window_start.astimezone(UTC).isoformat(),
+            "window_end": self.window_end.astimezone(UTC).isoformat(),
+            "late_since": self.late_since.astimezone(UTC).isoformat() if self.late_since else None,
             "min_articles": self.min_articles,
             "max_articles": self.max_articles,
             "skip_reason": self.skip_reason or None,

@@ -165,7 +165,8 @@ def register(cli: click.Group) -> None:
             return
         click.echo(
             f"{chosen.digest}, variant {chosen.variant}: window "
-            f"{chosen.window_start:%Y-%m-%d %H:%M} to {chosen.window_end:%Y-%m-%d %H:%M} UTC"
+            f"{chosen.window_start.astimezone(UTC):%Y-%m-%d %H:%M} to "
+            f"{chosen.window_end.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         )
         print_articles(chosen.articles)
         if chosen.skip_reason:
