@@ -190,7 +190,20 @@ def test_truncate_never_exceeds_the_limit_and_keeps_a_prefix(text, limit):
 
 @given(
     st.lists(
-        st.sampled_from(["Қазақстан", "oʻzbek", "tilida", "<b>new</b>", "<p>x</p>"]), max_size=60
+        st.sampled_from(
+            [
+                "Қазақстан",
+                "oʻzbek,",
+                "tilida.",
+                "<b>new</b>",
+                "<p>x</p>",
+                "a &amp; b",
+                "<br>",
+                "<ul><li>one</li><li>two;</li></ul>",
+                '<a href="https://x.example/">link</a>',
+            ]
+        ),
+        max_size=60,
     ),
     st.integers(20, 200),
 )

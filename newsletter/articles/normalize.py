@@ -137,12 +137,14 @@ class _HtmlCutter(HTMLParser):
     """Keeps the first ``keep`` non-space text characters of sanitized HTML, tags intact."""
 
     VOID = {"br"}
+    TRAILING = " \t\n\r\f\v,;:.-–—"
 
     def __init__(self, keep: int, ellipsis: str):
         super().__init__(convert_charrefs=True)
         self.left = keep
         self.ellipsis = ellipsis
-        self.out: list[str] = []
+        #: (is_text, value): text is kept raw and escaped at the end
+        self.out: list[tuple[bool, str]] = []
         self.open: list[str] = []
         self.done = False
 
@@ -153,7 +155,7 @@ class _HtmlCutter(HTMLParser):
             f' {k}="{html.escape(v or "", quote=True)}"' if v is not None else f" {k}"
             for k, v in attrs
         )
-        self.out.append(f"<{tag}{text}>")
+        self.out.append((False, f"<{tag}{text}>"))
         if tag not in self.VOID:
             self.open.append(tag)
 
@@ -167,7 +169,7 @@ class _HtmlCutter(HTMLParser):
             return
         while self.open:
             top = self.open.pop()
-            self.out.append(f"</{top}>")
+            self.out.append((False, f"</{top}>"))
             if top == tag:
                 break
 
@@ -176,7 +178,7 @@ class _HtmlCutter(HTMLParser):
             return
         solid = sum(1 for c in data if not c.isspace())
         if solid <= self.left:
-            self.out.append(html.escape(data, quote=False))
+            self.out.append((True, data))
             self.left -= solid
             return
         cut, seen = len(data), 0
@@ -186,15 +188,25 @@ class _HtmlCutter(HTMLParser):
                     cut = pos
                     break
                 seen += 1
-        kept = data[:cut].rstrip().rstrip(",;:.-–—")
-        self.out.append(html.escape(kept, quote=False) + self.ellipsis)
+        self.out.append((True, data[:cut]))
+        # the ellipsis follows the last word kept, inside its element
+        at = len(self.out)
+        for j in range(len(self.out) - 1, -1, -1):
+            is_text, value = self.out[j]
+            if is_text:
+                self.out[j] = (True, value.rstrip(self.TRAILING))
+                if self.out[j][1]:
+                    at = j + 1
+                    break
+        self.out.insert(at, (True, self.ellipsis))
         self.done = True
 
     def result(self) -> str:
         if not self.done:
-            self.out.append(self.ellipsis)
-        self.out.extend(f"</{t}>" for t in reversed(self.open))
-        return "".join(self.out)
+            self.out.append((True, self.ellipsis))
+        parts = [html.escape(v, quote=False) if is_text else v for is_text, v in self.out]
+        parts.extend(f"</{t}>" for t in reversed(self.open))
+        return "".join(parts)
 
 
 def truncate_html(safe_html: str, text_limit: int, ellipsis: str = ELLIPSIS) -> tuple[str, str]:
