@@ -120,6 +120,18 @@ def html_to_text(fragment: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
+#: a tag of nh3's output: attribute values are always double-quoted and may hold ">"
+_SAFE_TAG = re.compile(r'<(?:[^>"]|"[^"]*")*>')
+
+
+def _text_of_safe(safe_html: str) -> str:
+    """html_to_text for HTML that nh3 produced (well-formed), without a second nh3 pass."""
+    if not safe_html:
+        return ""
+    text = _SAFE_TAG.sub("", _BLOCK_END.sub(" ", safe_html))
+    return " ".join(html.unescape(text).split())
+
+
 def truncate(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
     """Cut ``text`` at a word boundary to at most ``limit`` characters, with an ellipsis."""
     if len(text) <= limit:
@@ -215,7 +227,7 @@ def truncate_html(safe_html: str, text_limit: int, ellipsis: str = ELLIPSIS) -> 
     The cut is made on the plain text (at a word boundary) and the HTML keeps
     exactly the same words, with its links and emphasis, open tags closed.
     """
-    text = html_to_text(safe_html)
+    text = _text_of_safe(safe_html)
     if len(text) <= text_limit:
         return text, safe_html
     short = truncate(text, text_limit, ellipsis)
@@ -247,27 +259,34 @@ def first_image(fragment: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- URLs and times
 
 
+_WEB_URL = re.compile(r"^(https?)://([^/?#\s]+)([^?#]*)(?:\?([^#]*))?(?:#.*)?$", re.I | re.S)
+
+
 def clean_url(url: str, extra_params: Iterable[str] = ()) -> str:
     """The URL without tracking parameters or fragment; scheme and host lower-cased."""
     url = scrub(url).strip()
-    parts = urlsplit(url)
-    extra = {p.lower() for p in extra_params}
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if not TRACKING_PARAMS.match(k) and k.lower() not in extra
-    ]
-    netloc = parts.netloc.lower()
-    if parts.scheme.lower() == "http" and netloc.endswith(":80"):
+    m = _WEB_URL.match(url)
+    if m is None:  # not http(s): leave it whole, is_web_url refuses it
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+    scheme, netloc, path, query = m.group(1).lower(), m.group(2).lower(), m.group(3), m.group(4)
+    if scheme == "http" and netloc.endswith(":80"):
         netloc = netloc[:-3]
-    elif parts.scheme.lower() == "https" and netloc.endswith(":443"):
+    elif scheme == "https" and netloc.endswith(":443"):
         netloc = netloc[:-4]
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path, urlencode(query), ""))
+    if query:
+        extra = {p.lower() for p in extra_params}
+        kept = [
+            (k, v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+            if not TRACKING_PARAMS.match(k) and k.lower() not in extra
+        ]
+        query = urlencode(kept)
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def is_web_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return bool(url) and _WEB_URL.match(url) is not None
 
 
 def to_utc(value: datetime) -> datetime:
