@@ -562,3 +562,25 @@ def test_the_documented_json_example_ingests(sqlite_store, tmp_path):
     assert rep.error == "" and rep.problems == [] and rep.stored.inserted >= 2
     src = JsonSource(SourceConfig(type="json", url=str(path)), ArticlesConfig())
     assert src.key == f"json:{path}"
+
+
+def test_oversized_values_fit_the_columns(store, loopback):
+    long_url = "https://site.example/" + "a" * 1900
+    body = rss_doc(
+        [
+            rss_item(1, title="T" * 5000, cats=("K" * 500, "Kazakhstan"), link=long_url)
+            .replace("<dc:creator>Desk</dc:creator>", f"<dc:creator>{'A' * 3000}</dc:creator>")
+            .replace("https://site.example/?p=1", "g" * 3000),
+            rss_item(2, link="https://site.example/" + "b" * 3000),
+        ]
+    )
+    with loopback(serve(body)) as srv:
+        rep = run(store, SourceConfig(name="S" * 300, url=srv.url("/f"))).sources[0]
+    assert rep.error == ""
+    assert rep.problems == [
+        f"{'S' * 300}: item 2 ('Story 2'): skipped, link longer than 2000 characters"
+    ]
+    (a,) = store.find_articles()
+    assert len(a.title) <= 300 and a.title.endswith("…")
+    assert len(a.author) <= 200 and a.uid.startswith("sha256:")
+    assert all(len(t.slug) <= 100 for t in a.tags) and a.url == long_url
