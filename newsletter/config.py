@@ -53,6 +53,15 @@ class SourceConfig:
     #: WordPress REST: only posts with these tag slugs (empty: all)
     tags: list[str] = field(default_factory=list)
     timeout: float = 20.0
+    #: tag names given to every article of this source (e.g. a per-tag feed of a
+    #: site whose items carry no categories)
+    add_tags: list[str] = field(default_factory=list)
+    #: WordPress REST: posts per page (the API allows at most 100)
+    per_page: int = 100
+    #: WordPress REST: pages read per run at most; the newest come first
+    max_pages: int = 20
+    #: WordPress REST: the first run asks for posts modified this many days back
+    backfill_days: int = 30
 
 
 @dataclass
@@ -60,6 +69,11 @@ class ArticlesConfig:
     summary_length: int = 400
     #: bytes; a response larger than this is refused
     max_feed_bytes: int = 20_000_000
+    #: articles with any of these tags (or WordPress "sticky") lead the digest
+    pinned_tags: list[str] = field(default_factory=lambda: ["featured", "pinned", "sticky"])
+    #: query parameters stripped from article URLs besides the usual trackers
+    #: (utm_*, fbclid, gclid, mc_cid, …)
+    strip_query_params: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -371,6 +385,18 @@ def _validate(cfg: Config) -> None:
             fail(f"sources[{i}].type", f"must be rss, wordpress or json, got {s.type!r}")
         if not s.url:
             fail(f"sources[{i}].url", "a source needs a url or a path")
+        if not 1 <= s.per_page <= 100:
+            fail(f"sources[{i}].per_page", "must be between 1 and 100 (the WordPress limit)")
+        if s.max_pages < 1:
+            fail(f"sources[{i}].max_pages", "must be at least 1")
+        if s.backfill_days < 1:
+            fail(f"sources[{i}].backfill_days", "must be at least 1")
+        if s.timeout <= 0:
+            fail(f"sources[{i}].timeout", "must be more than 0 seconds")
+    if cfg.articles.summary_length < 20:
+        fail("articles.summary_length", "must be at least 20 characters")
+    if cfg.articles.max_feed_bytes < 1000:
+        fail("articles.max_feed_bytes", "must be at least 1000 bytes")
     if cfg.delivery.backend not in ("outbox", "sendgrid", "smtp"):
         fail("delivery.backend", f"must be outbox, sendgrid or smtp, got {cfg.delivery.backend!r}")
     if not 1 <= cfg.delivery.batch_size <= 1000:

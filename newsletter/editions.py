@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from newsletter.config import Config, DigestConfig
-from newsletter.models import Article, RatesHeader, Rendered, Subscriber
+from newsletter.models import Article, RatesHeader, Rendered, Subscriber, slugify
 from newsletter.rates.service import header_from_json
 from newsletter.render.compile import EditionContent, render
 from newsletter.store import Store
@@ -27,8 +27,12 @@ DEFAULT_VARIANT = "default"
 
 
 def variant_key(tags: list[str]) -> str:
-    """The variant a subscriber with ``tags`` gets; no preference: the default."""
-    return "+".join(sorted(set(tags))) if tags else DEFAULT_VARIANT
+    """The variant a subscriber with ``tags`` gets; no preference: the default.
+
+    Tags are compared as slugs, so "Kazakhstan" and "kazakhstan" are one variant.
+    """
+    slugs = tag_slugs(tags)
+    return "+".join(sorted(slugs)) if slugs else DEFAULT_VARIANT
 
 
 def variant_tags(key: str, digest: DigestConfig) -> list[str]:
@@ -66,6 +70,13 @@ class EditionPlan:
     variants: dict[str, VariantPlan] = field(default_factory=dict)
     #: subscribers whose variant has too few articles this time
     skipped_subscribers: int = 0
+    #: variant key -> why it is skipped (fewer than min_articles new articles)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def skip_message(self) -> str:
+        """Why nothing (or not everything) goes out, one variant per clause."""
+        return "; ".join(self.skipped[k] for k in sorted(self.skipped))
 
     @property
     def article_count(self) -> int:
@@ -78,26 +89,135 @@ class EditionPlan:
 
 def window_for(store: Store, digest: DigestConfig, now: datetime) -> tuple[datetime, datetime]:
     """From the previous sent edition of this digest (else ``lookback_days`` ago) to now."""
+    since, _ = _window_and_previous(store, digest, now)
+    return since, now
+
+
+def _window_and_previous(
+    store: Store, digest: DigestConfig, now: datetime
+) -> tuple[datetime, datetime | None]:
+    """(window start, end of the previous edition's window or None for the first edition)."""
     last = store.last_edition(digest.name)
-    start = None
-    if last is not None:
-        start = store.edition_window_end(last.id)
-    if start is None:
-        start = now - timedelta(days=digest.lookback_days)
-    return start, now
+    previous = store.edition_window_end(last.id) if last is not None else None
+    if previous is None:
+        return now - timedelta(days=digest.lookback_days), None
+    return previous, previous
+
+
+def tag_slugs(tags: list[str]) -> list[str]:
+    """Tags as slugs, whatever spelling the config or a subscriber used, duplicates dropped."""
+    out: list[str] = []
+    for t in tags:
+        s = slugify(t)
+        if s and s not in out:
+            out.append(s)
+    return out
 
 
 def select_articles(
-    store: Store, digest: DigestConfig, tags: list[str], since: datetime, until: datetime
+    store: Store,
+    digest: DigestConfig,
+    tags: list[str],
+    since: datetime,
+    until: datetime,
+    *,
+    late_since: datetime | None = None,
 ) -> list[Article]:
-    """Articles for one variant: any of ``tags``, none excluded, never sent before."""
+    """Articles for one variant: any of ``tags``, none excluded, never sent before.
+
+    Pinned first, then newest, at most ``max_articles``. ``late_since`` (the end
+    of the previous edition's window) also admits stories stored after it that
+    were published up to ``lookback_days`` before it: a story that reached the
+    feed just after the previous edition was compiled still gets sent once.
+    """
     return store.find_articles(
-        tags=tags,
-        exclude_tags=digest.exclude_tags,
+        tags=tag_slugs(tags),
+        exclude_tags=tag_slugs(digest.exclude_tags),
         since=since,
         until=until,
+        late_since=late_since,
+        late_floor=late_since - timedelta(days=digest.lookback_days) if late_since else None,
         not_sent_in_digest=digest.name,
         limit=digest.max_articles,
+    )
+
+
+@dataclass
+class Selection:
+    """What one variant of a digest's next edition would carry, and whether it is enough."""
+
+    digest: str
+    variant: str
+    tags: list[str]
+    window_start: datetime
+    window_end: datetime
+    articles: list[Article]
+    min_articles: int
+    max_articles: int
+    #: the previous edition's window end, when late arrivals are admitted
+    late_since: datetime | None = None
+
+    @property
+    def enough(self) -> bool:
+        # min_articles = 0 still means at least one: no empty newsletters
+        return len(self.articles) >= max(self.min_articles, 1)
+
+    @property
+    def skip_reason(self) -> str:
+        """Why this variant would be skipped; empty when it would be sent."""
+        if self.enough:
+            return ""
+        tags = ", ".join(self.tags) if self.tags else "any tag"
+        n = len(self.articles)
+        return (
+            f"variant {self.variant}: {n} new article{'' if n == 1 else 's'} ({tags}) "
+            f"since {self.window_start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, fewer than "
+            f"min_articles={max(self.min_articles, 1)}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "digest": self.digest,
+            "variant": self.variant,
+            "tags": self.tags,
+            "window_start": self.window_start.astimezone(UTC).isoformat(),
+            "window_end": self.window_end.astimezone(UTC).isoformat(),
+            "late_since": self.late_since.astimezone(UTC).isoformat() if self.late_since else None,
+            "min_articles": self.min_articles,
+            "max_articles": self.max_articles,
+            "skip_reason": self.skip_reason or None,
+        }
+
+
+def selection(
+    store: Store,
+    digest: DigestConfig,
+    now: datetime,
+    *,
+    tags: list[str] | None = None,
+    since: datetime | None = None,
+) -> Selection:
+    """What the next edition of ``digest`` would carry for a subscriber with ``tags``.
+
+    No tags: the digest's default tags. ``since`` overrides the window start
+    (which otherwise runs from the previous sent edition, or ``lookback_days``).
+    """
+    key = variant_key(tag_slugs(tags or []))
+    wanted = tag_slugs(variant_tags(key, digest))
+    start, previous = _window_and_previous(store, digest, now)
+    late_since = previous
+    if since is not None:
+        start, late_since = since, None
+    return Selection(
+        digest=digest.name,
+        variant=key,
+        tags=wanted,
+        window_start=start,
+        window_end=now,
+        articles=select_articles(store, digest, wanted, start, now, late_since=late_since),
+        min_articles=digest.min_articles,
+        max_articles=digest.max_articles,
+        late_since=late_since,
     )
 
 
@@ -109,9 +229,13 @@ def plan_edition(
     *,
     audience: list[Subscriber] | None = None,
 ) -> EditionPlan:
-    """Work out variants and their articles for the period containing ``now``."""
+    """Work out variants and their articles for the period containing ``now``.
+
+    A variant with fewer than ``min_articles`` new articles is left out and
+    its reason kept in ``plan.skipped``; its subscribers get nothing this time.
+    """
     start = period_start(digest, now)
-    since, until = window_for(store, digest, now)
+    since, previous = _window_and_previous(store, digest, now)
     local = now.astimezone(ZoneInfo(digest.timezone))
     edition_date = f"{local.day} {local:%B %Y}"
     plan = EditionPlan(
@@ -120,7 +244,7 @@ def plan_edition(
         subject="",
         edition_date=edition_date,
         window_start=since,
-        window_end=until,
+        window_end=now,
     )
     if audience is None:
         audience = list(store.iter_subscribers(status=("active",)))
@@ -132,15 +256,22 @@ def plan_edition(
         counts[DEFAULT_VARIANT] = 0
     for key in sorted(counts):
         tags = variant_tags(key, digest)
-        arts = select_articles(store, digest, tags, since, until)
-        if len(arts) < max(digest.min_articles, 1):
+        arts = select_articles(store, digest, tags, since, now, late_since=previous)
+        chosen = Selection(
+            digest=digest.name,
+            variant=key,
+            tags=tag_slugs(tags),
+            window_start=since,
+            window_end=now,
+            articles=arts,
+            min_articles=digest.min_articles,
+            max_articles=digest.max_articles,
+            late_since=previous,
+        )
+        if not chosen.enough:
             plan.skipped_subscribers += counts[key]
-            logger.info(
-                "variant %s: %d articles, below the minimum of %d",
-                key,
-                len(arts),
-                digest.min_articles,
-            )
+            plan.skipped[key] = chosen.skip_reason
+            logger.info("%s: %s; skipped", digest.name, chosen.skip_reason)
             continue
         plan.variants[key] = VariantPlan(key=key, tags=tags, articles=arts, subscribers=counts[key])
     lead = max((len(v.articles) for v in plan.variants.values()), default=0)

@@ -7,8 +7,12 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Article, Tag
 from newsletter.store.base import StoreBase, utcnow
@@ -62,8 +66,15 @@ def _row_values(a: Article) -> dict:
         "published_at": a.published_at,
         "updated_at": a.updated_at,
         "pinned": a.pinned,
-        "source": a.source,
+        "source": a.source[:200],
     }
+
+
+def _may_update(row: Any, a: Article) -> bool:
+    """The source that stored an article updates it; another only with a newer copy."""
+    if row.source == a.source[:200]:
+        return True
+    return (a.updated_at or a.published_at) > (row.updated_at or row.published_at)
 
 
 class ArticleQueries(StoreBase):
@@ -71,59 +82,88 @@ class ArticleQueries(StoreBase):
         """Insert new articles, update changed ones in place, leave the rest.
 
         An article is the same when its uid matches, or else its URL: the same
-        story from two sources is stored once.
+        story from two sources is stored once. A stored article is changed by
+        the source that stored it, or by another source whose copy is newer
+        (a later updated or published time), so two sources carrying one story
+        do not overwrite each other on every run.
         """
         result = UpsertResult()
         batch: list[Article] = []
         for a in items:
             batch.append(a)
             if len(batch) >= chunk:
-                result += self._upsert_chunk(batch)
+                result += self._upsert_chunk_retrying(batch)
                 batch = []
         if batch:
-            result += self._upsert_chunk(batch)
+            result += self._upsert_chunk_retrying(batch)
         return result
+
+    def _upsert_chunk_retrying(self, batch: Sequence[Article]) -> UpsertResult:
+        try:
+            return self._upsert_chunk(batch)
+        except IntegrityError:
+            # a concurrent ingest stored one of these first: the second pass sees it
+            return self._upsert_chunk(batch)
 
     def _upsert_chunk(self, batch: Sequence[Article]) -> UpsertResult:
         result = UpsertResult()
         now = utcnow()
         with self.begin() as conn:
-            uids = [a.uid for a in batch]
-            urls = [a.url for a in batch]
+            uids = list({a.uid for a in batch})
+            urls = list({a.url for a in batch})
             found = conn.execute(
                 select(
-                    articles.c.id, articles.c.uid, articles.c.url, articles.c.content_hash
+                    articles.c.id,
+                    articles.c.uid,
+                    articles.c.url,
+                    articles.c.content_hash,
+                    articles.c.source,
+                    articles.c.published_at,
+                    articles.c.updated_at,
                 ).where(or_(articles.c.uid.in_(uids), articles.c.url.in_(urls)))
             ).all()
-            by_uid = {r.uid: r for r in found}
-            by_url = {r.url: r for r in found}
+            by_uid: dict[str, Any] = {r.uid: r for r in found}
+            by_url: dict[str, Any] = {}
+            for r in sorted(found, key=lambda r: r.id):
+                by_url.setdefault(r.url, r)
             self._ensure_tags(conn, {t for a in batch for t in a.tags})
+            new: list[Article] = []
+            new_rows: list[dict] = []
+            tag_rows: list[dict] = []
             for a in batch:
                 digest = _content_hash(a)
                 row = by_uid.get(a.uid) or by_url.get(a.url)
-                values = _row_values(a) | {"content_hash": digest}
                 if row is None:
-                    a.id = conn.execute(
-                        insert(articles).values(**values, ingested_at=now)
-                    ).inserted_primary_key[0]
-                    result.inserted += 1
-                    by_uid[a.uid] = by_url[a.url] = _Seen(a.id, a.uid, a.url, digest)
-                elif row.content_hash == digest:
-                    a.id = row.id
+                    new.append(a)
+                    new_rows.append(_row_values(a) | {"content_hash": digest, "ingested_at": now})
+                    by_uid[a.uid] = by_url[a.url] = _PENDING
+                    continue
+                if row is _PENDING or row.content_hash == digest or not _may_update(row, a):
+                    a.id = None if row is _PENDING else row.id
                     result.unchanged += 1
                     continue
-                else:
-                    a.id = row.id
-                    values.pop("uid")  # the first uid seen stays the key
-                    conn.execute(update(articles).where(articles.c.id == row.id).values(**values))
-                    conn.execute(delete(article_tags).where(article_tags.c.article_id == row.id))
-                    result.updated += 1
-                    by_uid[a.uid] = _Seen(a.id, a.uid, a.url, digest)
-                if a.tags:
+                a.id = row.id
+                values = _row_values(a) | {"content_hash": digest}
+                values.pop("uid")  # the first uid seen stays the key
+                conn.execute(update(articles).where(articles.c.id == row.id).values(**values))
+                conn.execute(delete(article_tags).where(article_tags.c.article_id == row.id))
+                tag_rows += [{"article_id": a.id, "tag_slug": s} for s in sorted(a.tag_slugs)]
+                result.updated += 1
+            if new_rows:
+                conn.execute(insert(articles), new_rows)
+                ids = dict(
                     conn.execute(
-                        insert(article_tags),
-                        [{"article_id": a.id, "tag_slug": slug} for slug in sorted(a.tag_slugs)],
-                    )
+                        select(articles.c.uid, articles.c.id).where(
+                            articles.c.uid.in_([a.uid for a in new])
+                        )
+                    ).all()
+                )
+                for a in new:
+                    a.id = ids[a.uid]
+                    tag_rows += [{"article_id": a.id, "tag_slug": s} for s in sorted(a.tag_slugs)]
+                result.inserted += len(new)
+            if tag_rows:
+                conn.execute(insert(article_tags), tag_rows)
         return result
 
     def _ensure_tags(self, conn: Connection, wanted: set[Tag]) -> None:
@@ -136,8 +176,16 @@ class ArticleQueries(StoreBase):
             conn.execute(select(tags_table.c.slug).where(tags_table.c.slug.in_(by_slug))).scalars()
         )
         new = [{"slug": s, "name": n} for s, n in by_slug.items() if s not in have]
-        if new:
-            conn.execute(insert(tags_table), new)
+        if not new:
+            return
+        # the first spelling of a tag names it; a concurrent ingest may add it first
+        if self.dialect == "postgresql":
+            stmt = pg_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
+        elif self.dialect == "sqlite":
+            stmt = sqlite_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
+        else:  # pragma: no cover - only the two engines above are supported
+            stmt = insert(tags_table)
+        conn.execute(stmt, new)
 
     def _load_articles(self, conn: Connection, query) -> list[Article]:  # noqa: ANN001
         rows = conn.execute(query).all()
@@ -179,14 +227,19 @@ class ArticleQueries(StoreBase):
         exclude_tags: Iterable[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
+        late_since: datetime | None = None,
+        late_floor: datetime | None = None,
         not_sent_in_digest: str | None = None,
         limit: int | None = None,
     ) -> list[Article]:
         """Articles with any of ``tags`` (all when empty), none of ``exclude_tags``,
         published in [since, until), pinned first, then newest first.
 
-        ``not_sent_in_digest`` leaves out every article an earlier edition of that
-        digest already carried.
+        ``late_since`` also lets in late arrivals: articles first stored in
+        [late_since, until) although published before ``since`` (but not before
+        ``late_floor``), such as a story that reached the feed after the previous
+        edition was compiled. ``not_sent_in_digest`` leaves out every article an
+        earlier edition of that digest already carried.
         """
         q = select(articles)
         tags, exclude_tags = list(tags), list(exclude_tags)
@@ -209,7 +262,15 @@ class ArticleQueries(StoreBase):
                 )
             )
         if since is not None:
-            q = q.where(articles.c.published_at >= since)
+            in_window = articles.c.published_at >= since
+            if late_since is not None:
+                late = articles.c.ingested_at >= late_since
+                if until is not None:
+                    late = and_(late, articles.c.ingested_at < until)
+                if late_floor is not None:
+                    late = and_(late, articles.c.published_at >= late_floor)
+                in_window = or_(in_window, late)
+            q = q.where(in_window)
         if until is not None:
             q = q.where(articles.c.published_at < until)
         if not_sent_in_digest is not None:
@@ -283,9 +344,5 @@ class ArticleQueries(StoreBase):
                 conn.execute(insert(source_state).values(source=source, **values))
 
 
-@dataclass
-class _Seen:
-    id: int
-    uid: str
-    url: str
-    content_hash: str
+#: marks an article inserted earlier in the same chunk
+_PENDING: Any = object()
