@@ -239,10 +239,14 @@ def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) ->
     if not renders:
         return ""
     folder = cfg.resolve(cfg.delivery.outbox_dir) / f"edition-{edition_id}"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "preview.html"
     key = "default" if "default" in renders else sorted(renders)[0]
-    path.write_text(renders[key].html, encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(renders[key].html, encoding="utf-8")
+    except OSError as err:  # a convenience only: never worth failing a sent edition over
+        logger.warning("could not write the preview %s: %s", path, err.strerror)
+        return ""
     return str(path)
 
 
