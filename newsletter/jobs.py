@@ -316,13 +316,16 @@ def run_digest(
     backend: Backend | None = None,
     dry_run: bool = False,
     force: bool = False,
+    period: Period | None = None,
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
     ``force`` sends even when the period began longer ago than catch_up_hours,
-    or was recorded as skipped (``newsletter send``).
+    or was recorded as skipped (``newsletter send``). ``period``: the current
+    period, when the caller worked it out already.
     """
-    period = schedule.current_period(digest, now, digest_zones(store, digest))
+    if period is None:
+        period = schedule.current_period(digest, now, digest_zones(store, digest))
     out = DigestOutcome(digest=digest.name, period=period.key, status="")
     existing = store.find_edition(digest.name, period.key)
     if existing is not None and existing.status == "skipped" and force and not dry_run:
@@ -493,7 +496,9 @@ def run(
                         dry_run=dry_run,
                     )
                 report.digests.append(
-                    run_digest(store, cfg, digest, now, backend=backend, dry_run=dry_run)
+                    run_digest(
+                        store, cfg, digest, now, backend=backend, dry_run=dry_run, period=period
+                    )
                 )
             except NewsletterError as err:
                 logger.error("%s: %s", digest.name, cfg.secrets.redact(str(err)))

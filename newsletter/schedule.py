@@ -172,7 +172,12 @@ def current_period(digest: DigestConfig, now: datetime, zones: Iterable[ZoneInfo
     """
     home = zone(digest.timezone)
     all_zones = [home] + [z for z in zones if z != home] if digest.local_time else [home]
-    wall = max(_prev_wall(digest.schedule, z, now) for z in all_zones)
+    # zones on the same offset now and a day ago see the same wall-clock fire: work it
+    # out once per such group (hundreds of subscriber zones make a few dozen groups)
+    groups: dict[tuple, ZoneInfo] = {}
+    for z in all_zones:
+        groups.setdefault((z.utcoffset(now), z.utcoffset(now - timedelta(hours=26))), z)
+    wall = max(_prev_wall(digest.schedule, z, now) for z in groups.values())
     instants = [to_instant(wall, z) for z in all_zones]
     return Period(
         start=to_instant(wall, home),
@@ -218,11 +223,12 @@ ON_TIME = timedelta(minutes=15)
 def decide(digest: DigestConfig, period: Period, now: datetime) -> Decision:
     """Send a period that has no edition yet, or skip it as missed.
 
-    It is sent late up to ``catch_up_hours`` after it opened; older, it is
-    skipped (and recorded, so it is never sent afterwards by a later run).
+    It is sent late up to ``catch_up_hours`` after it opened (and always within
+    ``ON_TIME``, so cron's jitter never loses a period); older, it is skipped (and
+    recorded, so it is never sent afterwards by a later run).
     """
     late_by = max(now - period.opened, timedelta(0))
-    if late_by > timedelta(hours=digest.catch_up_hours):
+    if late_by > max(timedelta(hours=digest.catch_up_hours), ON_TIME):
         return Decision("missed", late_by)
     return Decision("late" if late_by > ON_TIME else "due", late_by)
 

@@ -71,11 +71,11 @@ def test_missed_beyond_catch_up_hours():
     assert decide(d, current_period(d, fire + timedelta(hours=3)), fire + timedelta(hours=3)).send
     later = fire + timedelta(hours=3, minutes=1)
     assert decide(d, current_period(d, later), later).state == "missed"
+    # 0: only on time, which allows for cron's jitter (a run every 5 minutes)
     zero = digest(catch_up_hours=0)
-    assert decide(zero, current_period(zero, fire), fire).state == "due"
-    assert not decide(
-        zero, current_period(zero, fire + timedelta(minutes=1)), fire + timedelta(minutes=1)
-    ).send
+    for minutes, state in ((0, "due"), (5, "due"), (15, "due"), (16, "missed")):
+        at = fire + timedelta(minutes=minutes)
+        assert decide(zero, current_period(zero, at), at).state == state
 
 
 def test_next_runs_of_a_weekly_and_a_daily_schedule():
