@@ -328,8 +328,9 @@ def run_digest(
         period = schedule.current_period(digest, now, digest_zones(store, digest))
     out = DigestOutcome(digest=digest.name, period=period.key, status="")
     existing = store.find_edition(digest.name, period.key)
-    if existing is not None and existing.status == "skipped" and force and not dry_run:
-        store.delete_skipped_edition(existing.id)
+    if existing is not None and existing.status == "skipped" and force:
+        if not dry_run:
+            store.delete_skipped_edition(existing.id)
         existing = None
     if existing is not None and existing.status in DONE_STATES:
         skipped = existing.status == "skipped" and not force

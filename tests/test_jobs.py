@@ -222,6 +222,9 @@ def test_send_can_deliberately_send_a_skipped_period(setup):
     cfg, store = setup
     at = MONDAY + timedelta(hours=3)
     assert by_digest(jobs.run(store, cfg, at))["daily"].status == "missed"
+    dry = jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True, dry_run=True)
+    assert dry.status == "dry-run" and dry.message.startswith("would send 2 articles")
+    assert store.find_edition("daily", dry.period).status == "skipped"
     out = jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True)
     assert out.status == "sent" and len(outbox_messages(cfg, out.edition_id)) == 3
     assert jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True).status == (
@@ -548,3 +551,22 @@ def test_schedule_lists_next_runs_and_the_state_of_the_current_period(setup):
     assert "Mon 2026-12-07 07:00 +0500  (2026-12-07 02:00 UTC)" in text.stdout
     assert "Tue 2026-12-01 03:00 +0100  (2026-12-01 02:00 UTC)" in text.stdout
     assert "Mon 2026-12-14" in text.stdout and "Mon 2026-12-21" not in text.stdout  # --count 2
+
+
+def test_a_run_gives_way_to_a_run_holding_the_lock(setup):
+    cfg, store = setup
+    lock = store.run_lock("run", "other-host:4321")
+    try:
+        at = (MONDAY + timedelta(minutes=5)).isoformat()
+        result = CliRunner().invoke(cli, ["--config", cfg.path, "run", "--at", at])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("run locked: another run (other-host:4321 since ")
+        assert store.list_editions() == []
+        # a dry run needs no lock: it changes nothing
+        dry = CliRunner().invoke(cli, ["--config", cfg.path, "run", "--dry-run", "--at", at])
+        assert "weekly (2026-11-30T07:00+05:00): dry-run" in dry.stdout
+    finally:
+        lock.release()
+    assert by_digest(jobs.run(store, cfg, MONDAY + timedelta(minutes=6)))["weekly"].status == (
+        "sent"
+    )

@@ -18,8 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from newsletter.delivery.send import worker_id
+from newsletter.errors import StoreError
 from newsletter.models import Subscriber
 from newsletter.store import open_store
 from tests.fakes.http import LoopbackServer, Reply
@@ -71,6 +73,26 @@ def test_a_second_holder_is_refused_until_the_first_releases(db_url):
     finally:
         a.close()
         b.close()
+
+
+def test_a_run_whose_lock_connection_dropped_stops(pg_url):
+    store, admin = open_store(pg_url), open_store(pg_url)
+    try:
+        lock = store.run_lock("run", "a:1")
+        lock.check()  # fine while the connection lives
+        pid = lock._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.engine.begin() as c:
+            c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(StoreError, match="lost the run lock"):
+            lock.check()
+        lock.release()  # still safe to call
+        # and the server freed the lock with the connection
+        again = admin.run_lock("run", "b:2", wait=5, poll=0.05)
+        assert again is not None
+        again.release()
+    finally:
+        store.close()
+        admin.close()
 
 
 def test_a_waiting_run_gets_the_lock_when_the_holder_finishes(db_url):
@@ -213,6 +235,7 @@ def test_overlapping_runs_in_two_processes_send_once(db_url, tmp_path, slow_feed
 HOLDER = """
 import sys, time
 from newsletter.delivery.send import worker_id
+from newsletter.errors import StoreError
 from newsletter.store import open_store
 store = open_store(sys.argv[1])
 lock = store.run_lock("run", worker_id())

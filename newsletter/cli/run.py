@@ -17,7 +17,7 @@ STARTER = Path(__file__).resolve().parent.parent / "samples" / "starter.toml"
 
 def print_run(report: jobs.RunReport) -> None:
     if report.locked_by:
-        click.echo(f"another `newsletter run` is in progress ({report.locked_by}); this one exits")
+        click.echo(report.summary_text())
         return
     if report.dry_run:
         click.echo("dry run: nothing is sent or recorded; sources are not fetched")
