@@ -307,6 +307,20 @@ def _missed_before(store: Store, digest: DigestConfig, period: Period) -> list[s
     return [schedule.period_key(t) for t in schedule.missed_periods(digest, start, period.start)]
 
 
+def _report_missed(
+    store: Store, digest: DigestConfig, period: Period, out: DigestOutcome, dry_run: bool
+) -> None:
+    out.missed_periods = _missed_before(store, digest, period)
+    if out.missed_periods and not dry_run:
+        logger.warning(
+            "%s: %d earlier period(s) were never sent (machine down?): %s%s",
+            digest.name,
+            len(out.missed_periods),
+            ", ".join(out.missed_periods[:5]),
+            " …" if len(out.missed_periods) > 5 else "",
+        )
+
+
 def run_digest(
     store: Store,
     cfg: Config,
@@ -344,18 +358,10 @@ def run_digest(
         return out
     if existing is None:
         decision = schedule.decide(digest, period, now)
-        out.missed_periods = _missed_before(store, digest, period)
-        if out.missed_periods:
-            logger.warning(
-                "%s: %d earlier period(s) were never sent (machine down?): %s%s",
-                digest.name,
-                len(out.missed_periods),
-                ", ".join(out.missed_periods[:5]),
-                " …" if len(out.missed_periods) > 5 else "",
-            )
         if decision.state == "late":
             out.late_by = schedule.describe_delta(decision.late_by)
         if not decision.send and not force:
+            _report_missed(store, digest, period, out, dry_run)
             out.status = "missed"
             out.message = (
                 f"period {period.key} opened {schedule.describe_delta(decision.late_by)} ago, "
@@ -382,6 +388,8 @@ def run_digest(
             out.status = "no-subscribers"
             out.message = "no active subscriber gets any variant"
             return out
+        # reported once: this run either sends the period or (dry run) only shows it
+        _report_missed(store, digest, period, out, dry_run)
         if dry_run:
             out.status = "dry-run"
             out.message = (
