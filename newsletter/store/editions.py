@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -210,7 +210,5 @@ class EditionQueries(StoreBase):
                 select(func.count(), func.min(deliveries.c.release_at)).where(waiting)
             ).one()
         if first is not None and first.tzinfo is None:  # SQLite drops the offset in min()
-            from datetime import UTC
-
             first = datetime.fromisoformat(str(first)).replace(tzinfo=UTC)
         return int(n or 0), first
