@@ -191,7 +191,21 @@ class DigestConfig:
     #: send a missed period late, up to this many hours; older ones are skipped
     catch_up_hours: int = 24
     #: release deliveries per subscriber timezone as local time reaches the schedule
+    #: (subscribers without a time zone get the digest's); run cron every few minutes
     local_time: bool = False
+
+
+@dataclass
+class AlertsConfig:
+    """Scheduling: an email to the editors when a run fails (issue 8)."""
+
+    #: addresses told when a run fails; empty: no alert emails
+    email_to: list[str] = field(default_factory=list)
+    #: also tell them when a run partly failed (exit code 3)
+    on_partial: bool = True
+    #: "smtp" ([delivery.smtp] and NEWSLETTER_SMTP_PASSWORD) or "outbox" (a file in
+    #: outbox_dir/alerts); empty: "outbox" with the outbox backend, else "smtp"
+    via: str = ""
 
 
 @dataclass
@@ -223,6 +237,7 @@ class Config:
     digests: list[DigestConfig] = field(default_factory=lambda: [DigestConfig()])
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: folder relative paths in the file are resolved against
     base_dir: Path = field(default_factory=Path.cwd)
     #: the file this came from, for messages
@@ -376,10 +391,26 @@ def _validate(cfg: Config) -> None:
         try:
             from croniter import croniter
 
+            # five fields (or @daily …): a seconds field would make periods shorter
+            # than the minute an edition's period is named by
+            fields = d.schedule.split()
+            if not (len(fields) == 5 or d.schedule.strip().startswith("@")):
+                raise ValueError
             if not croniter.is_valid(d.schedule):
                 raise ValueError
         except ValueError:
-            fail(f"{key}.schedule", f"not a valid cron expression: {d.schedule!r}")
+            fail(
+                f"{key}.schedule",
+                f"not a valid cron expression: {d.schedule!r} "
+                "(five fields: minute hour day-of-month month day-of-week)",
+            )
+        if d.catch_up_hours < 0:
+            fail(f"{key}.catch_up_hours", "must be 0 or more")
+    for i, addr in enumerate(cfg.alerts.email_to):
+        if "@" not in addr or any(c.isspace() for c in addr.strip()):
+            fail(f"alerts.email_to[{i}]", f"not an email address: {addr!r}")
+    if cfg.alerts.via not in ("", "smtp", "outbox"):
+        fail("alerts.via", f"must be smtp or outbox, got {cfg.alerts.via!r}")
     for i, s in enumerate(cfg.sources):
         if s.type not in ("rss", "wordpress", "json"):
             fail(f"sources[{i}].type", f"must be rss, wordpress or json, got {s.type!r}")

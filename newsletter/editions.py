@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from newsletter.config import Config, DigestConfig
 from newsletter.models import Article, RatesHeader, Rendered, Subscriber, slugify
 from newsletter.rates.service import header_from_json
 from newsletter.render.compile import EditionContent, render
+from newsletter.schedule import period_key, period_start  # noqa: F401 - re-exported
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)
@@ -37,18 +36,6 @@ def variant_key(tags: list[str]) -> str:
 
 def variant_tags(key: str, digest: DigestConfig) -> list[str]:
     return list(digest.tags) if key == DEFAULT_VARIANT else key.split("+")
-
-
-def period_start(digest: DigestConfig, now: datetime) -> datetime:
-    """The schedule's latest fire time at or before ``now`` (the current period)."""
-    tz = ZoneInfo(digest.timezone)
-    local = now.astimezone(tz)
-    it = croniter(digest.schedule, local + timedelta(seconds=1))
-    return it.get_prev(datetime).astimezone(tz)
-
-
-def period_key(start: datetime) -> str:
-    return start.isoformat(timespec="minutes")
 
 
 @dataclass

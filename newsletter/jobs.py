@@ -1,47 +1,59 @@
 """The scheduled run: ingest → rates → compile → send, once per schedule period.
 
-``run`` is what cron calls. It is idempotent per period: the edition of a
-digest's period is unique in the store, so a second run in the same week finds
-it sent and sends nothing.
+``run`` is what cron calls, as often as every few minutes. It takes the run
+lock, ingests, then asks each digest's schedule (``newsletter.schedule``) which
+period is current and compares that with the store:
+
+- no edition for the period yet: compile and send it, also late up to
+  ``catch_up_hours``; later than that the period is recorded as skipped;
+- an edition still sending (a crash, or local-time deliveries waiting for
+  their hour): resume it;
+- an edition sent, partly failed, cancelled or skipped: nothing to do.
+
+The edition of a period is unique in the store, so a period is never sent twice,
+whatever runs overlap or crash. Each run ends with one summary log line.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from newsletter import alerts, schedule
 from newsletter.articles.ingest import IngestReport, ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.send import SendReport, freeze_audience, send_edition, worker_id
-from newsletter.editions import (
-    EditionPlan,
-    period_key,
-    period_start,
-    plan_edition,
-    render_frozen,
-    variant_key,
-)
-from newsletter.errors import LockedError
-from newsletter.models import Rendered
+from newsletter.delivery.send import SendReport, send_edition, worker_id
+from newsletter.editions import EditionPlan, plan_edition, render_frozen, variant_key
+from newsletter.errors import NewsletterError
+from newsletter.models import EditionInfo, Rendered
 from newsletter.rates.service import build_header, header_to_json
+from newsletter.schedule import Period
 from newsletter.store import Store
+from newsletter.store.deliveries import AudienceRow
+from newsletter.store.editions import DONE_STATES
 
 logger = logging.getLogger(__name__)
+#: the one line each run ends with; always logged, whatever the verbosity
+summary_logger = logging.getLogger("newsletter.summary")
 
 RUN_LOCK = "run"
-LOCK_TTL = timedelta(hours=2)
+
+#: outcomes that did their work (for the exit code)
+WORKED = ("sent", "resumed", "sending", "partial")
 
 
 @dataclass
 class DigestOutcome:
     digest: str
     period: str
-    #: sent | partial | resumed | already-sent | too-few-articles | missed |
-    #: no-subscribers | dry-run
+    #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
+    #: already-sent | skipped (a period recorded as missed earlier) | missed |
+    #: too-few-articles | no-subscribers | dry-run | failed
     status: str
     message: str = ""
     edition_id: int | None = None
@@ -51,6 +63,13 @@ class DigestOutcome:
     send: SendReport | None = None
     preview: str = ""
     outbox: str = ""
+    #: how long after the period opened this run sent it ("" when on time)
+    late_by: str = ""
+    #: earlier periods that were never sent (the machine was down)
+    missed_periods: list[str] = field(default_factory=list)
+    #: local-time deliveries still waiting for their hour, and the next release
+    waiting: int = 0
+    next_release: str = ""
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "send"}
@@ -63,24 +82,108 @@ class RunReport:
     now: datetime
     ingest: IngestReport | None = None
     digests: list[DigestOutcome] = field(default_factory=list)
+    dry_run: bool = False
+    #: set when another run held the lock and this one gave way: who holds it
+    locked_by: str = ""
+    #: a run-level failure (lost lock, database gone) after the lock was taken
+    error: str = ""
+    seconds: float = 0.0
+    #: where the failure alert went ("" for none)
+    alert: str = ""
 
     @property
     def exit_code(self) -> int:
         """0 ok or nothing due, 1 failure, 3 partial (documented in docs/operations.md)."""
-        if any(d.status == "partial" for d in self.digests) or (self.ingest and self.ingest.failed):
+        failed = [d for d in self.digests if d.status == "failed"]
+        worked = [d for d in self.digests if d.status in WORKED]
+        if self.error or (failed and not worked):
+            return 1
+        if failed or any(d.status == "partial" for d in self.digests):
+            return 3
+        if self.ingest and self.ingest.failed:
             return 3
         return 0
+
+    @property
+    def outcome(self) -> str:
+        if self.locked_by:
+            return "locked"
+        return {0: "ok", 1: "failed", 3: "partial"}[self.exit_code]
+
+    def summary(self) -> dict:
+        sends = [d.send for d in self.digests if d.send]
+        return {
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "locked_by": self.locked_by,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "ingest": {
+                "sources": len(self.ingest.sources) if self.ingest else 0,
+                "failed": len(self.ingest.failed) if self.ingest else 0,
+                "new": self.ingest.inserted if self.ingest else 0,
+            },
+            "digests": {f"{d.digest}@{d.period}": d.status for d in self.digests},
+            "accepted": sum(s.accepted for s in sends),
+            "failed": sum(s.failed for s in sends),
+            "unresolved": sum(s.unresolved for s in sends),
+            "waiting": sum(d.waiting for d in self.digests),
+        }
+
+    def summary_text(self) -> str:
+        s = self.summary()
+        if self.locked_by:
+            return f"run locked: another run ({self.locked_by}) is in progress; exit 0"
+        parts = [f"{k}: {v}" for k, v in s["digests"].items()] or ["no digests"]
+        text = (
+            f"run {s['outcome']}{' (dry run)' if self.dry_run else ''}: "
+            + ", ".join(parts)
+            + f"; {s['accepted']} accepted, {s['failed']} failed"
+        )
+        if s["unresolved"]:
+            text += f", {s['unresolved']} unresolved"
+        if s["waiting"]:
+            text += f", {s['waiting']} waiting for local time"
+        if s["ingest"]["failed"]:
+            text += f"; {s['ingest']['failed']} source(s) failed"
+        if self.error:
+            text += f"; {self.error}"
+        return text + f"; exit {self.exit_code} in {s['seconds']:.1f}s"
 
     def as_dict(self) -> dict:
         return {
             "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "locked_by": self.locked_by,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "alert": self.alert,
             "ingest": [s.as_dict() for s in self.ingest.sources] if self.ingest else [],
             "digests": [d.as_dict() for d in self.digests],
         }
 
 
-def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) -> tuple[int, bool]:
-    """Freeze a planned edition: articles per variant, rates, then the audience."""
+def digest_zones(store: Store, digest: DigestConfig) -> list[ZoneInfo]:
+    """The zones a local-time digest is released across (none without local_time)."""
+    if not digest.local_time:
+        return []
+    home = schedule.zone(digest.timezone)
+    return sorted(
+        {schedule.subscriber_zone(name, home) for name in store.active_timezones()},
+        key=lambda z: z.key,
+    )
+
+
+def create_edition(
+    store: Store, cfg: Config, plan: EditionPlan, now: datetime, period: Period | None = None
+) -> tuple[int, bool]:
+    """Freeze a planned edition: articles per variant, rates, then the audience.
+
+    With ``local_time``, each delivery gets ``release_at``: the period's wall-clock
+    fire time in the subscriber's zone (the digest's when they have none).
+    """
     header = build_header(store, cfg.rates, now.astimezone(ZoneInfo(plan.digest.timezone)).date())
     edition_id, created = store.create_edition(
         digest=plan.digest.name,
@@ -94,14 +197,41 @@ def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) 
         variants={k: [a.id for a in v.articles] for k, v in plan.variants.items()},  # type: ignore[misc]
     )
     if created:
-        audience: dict[str, list[tuple[int, str]]] = {k: [] for k in plan.variants}
+        freeze(store, plan.digest, edition_id, set(plan.variants), period)
+    return edition_id, created
+
+
+def freeze(
+    store: Store,
+    digest: DigestConfig,
+    edition_id: int,
+    variants: set[str],
+    period: Period | None,
+) -> int:
+    """Write the edition's queued deliveries (idempotent), then mark it sending."""
+    home = schedule.zone(digest.timezone)
+    local = period is not None and digest.local_time
+
+    def rows():  # noqa: ANN202
         for sub in store.iter_subscribers(status=("active",)):
             key = variant_key(sub.tags)
-            if key in audience:
-                audience[key].append((sub.id, sub.email))  # type: ignore[arg-type]
-        freeze_audience(store, edition_id, audience)
-        store.set_edition_status(edition_id, "sending")
-    return edition_id, created
+            if key not in variants:
+                continue
+            release = (
+                period.release_at(schedule.subscriber_zone(sub.timezone, home))
+                if local and period is not None
+                else None
+            )
+            yield AudienceRow(
+                subscriber_id=sub.id,  # type: ignore[arg-type]
+                email=sub.email,
+                variant=key,
+                release_at=release,
+            )
+
+    added = store.freeze_audience(edition_id, rows())
+    store.set_edition_status(edition_id, "sending")
+    return added
 
 
 def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) -> str:
@@ -109,11 +239,86 @@ def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) ->
     if not renders:
         return ""
     folder = cfg.resolve(cfg.delivery.outbox_dir) / f"edition-{edition_id}"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "preview.html"
     key = "default" if "default" in renders else sorted(renders)[0]
-    path.write_text(renders[key].html, encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(renders[key].html, encoding="utf-8")
+    except OSError as err:  # a convenience only: never worth failing a sent edition over
+        logger.warning("could not write the preview %s: %s", path, err.strerror)
+        return ""
     return str(path)
+
+
+def _dry_run_existing(
+    store: Store, out: DigestOutcome, edition: EditionInfo, now: datetime
+) -> None:
+    counts = store.delivery_counts(edition.id)
+    queued = sum(v.get("queued", 0) for v in counts.values())
+    waiting, first = store.release_state(edition.id, now)
+    out.status, out.edition_id, out.waiting = "dry-run", edition.id, waiting
+    out.next_release = first.isoformat() if first else ""
+    out.message = f"would resume edition {edition.id}: {queued - waiting} deliveries to send now"
+    if waiting:
+        out.message += f", {waiting} waiting for local time"
+
+
+def send_existing(
+    store: Store,
+    cfg: Config,
+    out: DigestOutcome,
+    edition_id: int,
+    now: datetime,
+    backend: Backend | None,
+) -> DigestOutcome:
+    """Send what is released of a stored edition and fill in ``out``."""
+    out.edition_id = edition_id
+    renders = render_frozen(store, cfg, edition_id)
+    backend = backend or make_backend(cfg)
+    out.send = send_edition(store, cfg, edition_id, renders, backend, now=now)
+    counts = store.delivery_counts(edition_id)
+    out.recipients = sum(sum(v.values()) for v in counts.values())
+    out.variants = len(renders)
+    out.articles = len(
+        {a for ids in store.edition_details(edition_id)["variants"].values() for a in ids}
+    )
+    out.preview = write_preview(cfg, edition_id, renders)
+    if backend.name == "outbox":
+        out.outbox = str(Path(cfg.resolve(cfg.delivery.outbox_dir)) / f"edition-{edition_id}")
+    info = store.get_edition(edition_id)
+    out.waiting, first = store.release_state(edition_id, now)
+    out.next_release = first.isoformat() if first else ""
+    if info and info.status == "partially_failed":
+        out.status = "partial"
+    elif info and info.status == "sending" and out.waiting:
+        out.status = "sending"
+    out.message = f"edition {edition_id}: {out.send.accepted} accepted, {out.send.failed} failed"
+    if out.waiting:
+        out.message += f"; {out.waiting} wait for local time, next at {out.next_release}"
+    return out
+
+
+def _missed_before(store: Store, digest: DigestConfig, period: Period) -> list[str]:
+    """Periods between the last one handled and ``period`` that were never sent."""
+    last = store.last_edition(digest.name, statuses=("compiled", "sending", *DONE_STATES))
+    start = schedule.parse_period_key(last.period) if last else None
+    if start is None or start >= period.start:
+        return []
+    return [schedule.period_key(t) for t in schedule.missed_periods(digest, start, period.start)]
+
+
+def _report_missed(
+    store: Store, digest: DigestConfig, period: Period, out: DigestOutcome, dry_run: bool
+) -> None:
+    out.missed_periods = _missed_before(store, digest, period)
+    if out.missed_periods and not dry_run:
+        logger.warning(
+            "%s: %d earlier period(s) were never sent (machine down?): %s%s",
+            digest.name,
+            len(out.missed_periods),
+            ", ".join(out.missed_periods[:5]),
+            " …" if len(out.missed_periods) > 5 else "",
+        )
 
 
 def run_digest(
@@ -125,28 +330,49 @@ def run_digest(
     backend: Backend | None = None,
     dry_run: bool = False,
     force: bool = False,
+    period: Period | None = None,
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
-    ``force`` sends even when the period began longer ago than catch_up_hours.
+    ``force`` sends even when the period began longer ago than catch_up_hours,
+    or was recorded as skipped (``newsletter send``). ``period``: the current
+    period, when the caller worked it out already.
     """
-    start = period_start(digest, now)
-    period = period_key(start)
-    out = DigestOutcome(digest=digest.name, period=period, status="")
-    existing = store.find_edition(digest.name, period)
-    if existing is not None and existing.status in ("sent", "partially_failed", "cancelled"):
-        out.status, out.edition_id = "already-sent", existing.id
-        out.message = f"edition {existing.id} for {period} is {existing.status}; nothing to send"
-        return out
-    if existing is None and not force and now - start > timedelta(hours=digest.catch_up_hours):
-        out.status = "missed"
+    if period is None:
+        period = schedule.current_period(digest, now, digest_zones(store, digest))
+    out = DigestOutcome(digest=digest.name, period=period.key, status="")
+    existing = store.find_edition(digest.name, period.key)
+    if existing is not None and existing.status == "skipped" and force:
+        if not dry_run:
+            store.delete_skipped_edition(existing.id)
+        existing = None
+    if existing is not None and existing.status in DONE_STATES:
+        skipped = existing.status == "skipped" and not force
+        out.status = "skipped" if skipped else "already-sent"
+        out.edition_id = existing.id
         out.message = (
-            f"period {period} began {now - start} ago, more than catch_up_hours="
-            f"{digest.catch_up_hours}; skipped"
+            f"period {period.key} was skipped (missed); nothing to send"
+            if skipped
+            else f"edition {existing.id} for {period.key} is {existing.status}; nothing to send"
         )
         return out
     if existing is None:
+        decision = schedule.decide(digest, period, now)
+        if decision.state == "late":
+            out.late_by = schedule.describe_delta(decision.late_by)
+        if not decision.send and not force:
+            _report_missed(store, digest, period, out, dry_run)
+            out.status = "missed"
+            out.message = (
+                f"period {period.key} opened {schedule.describe_delta(decision.late_by)} ago, "
+                f"more than catch_up_hours={digest.catch_up_hours}; skipped"
+            )
+            logger.warning("%s: %s", digest.name, out.message)
+            if not dry_run:
+                store.record_skipped(digest=digest.name, period=period.key, reason=out.message)
+            return out
         plan = plan_edition(store, cfg, digest, now)
+        plan.period = period.key  # with local_time the period can run ahead of the home clock
         out.articles, out.recipients, out.variants = (
             plan.article_count,
             plan.recipients,
@@ -162,40 +388,71 @@ def run_digest(
             out.status = "no-subscribers"
             out.message = "no active subscriber gets any variant"
             return out
+        # reported once: this run either sends the period or (dry run) only shows it
+        _report_missed(store, digest, period, out, dry_run)
         if dry_run:
             out.status = "dry-run"
             out.message = (
                 f"would send {plan.article_count} articles in {len(plan.variants)} variants "
                 f"to {plan.recipients} subscribers"
             )
+            if out.late_by:
+                out.message += f", {out.late_by} late"
+            if digest.local_time and period.closes > now:
+                out.message += f"; local time: released until {period.closes.isoformat()}"
             return out
-        edition_id, created = create_edition(store, cfg, plan, now)
+        if out.late_by:
+            logger.warning("%s: sending period %s %s late", digest.name, period.key, out.late_by)
+        edition_id, created = create_edition(store, cfg, plan, now, period)
         out.status = "sent" if created else "resumed"
     else:
         edition_id = existing.id
         out.status = "resumed"
         if dry_run:
-            out.status, out.edition_id = "dry-run", edition_id
-            out.message = f"would resume edition {edition_id}"
+            _dry_run_existing(store, out, existing, now)
             return out
-    out.edition_id = edition_id
-    renders = render_frozen(store, cfg, edition_id)
-    backend = backend or make_backend(cfg)
-    out.send = send_edition(store, cfg, edition_id, renders, backend)
-    counts = store.delivery_counts(edition_id)
-    out.recipients = sum(sum(v.values()) for v in counts.values())
-    out.variants = len(renders)
-    out.articles = len(
-        {a for ids in store.edition_details(edition_id)["variants"].values() for a in ids}
-    )
-    out.preview = write_preview(cfg, edition_id, renders)
-    if backend.name == "outbox":
-        out.outbox = str(Path(cfg.resolve(cfg.delivery.outbox_dir)) / f"edition-{edition_id}")
-    info = store.get_edition(edition_id)
-    if info and info.status == "partially_failed":
-        out.status = "partial"
-    out.message = f"edition {edition_id}: {out.send.accepted} accepted, {out.send.failed} failed"
+        if existing.status == "compiled":
+            # a run died while freezing the audience: finish that first
+            details = store.edition_details(edition_id)
+            freeze(store, digest, edition_id, set(details["variants"]), period)
+    return send_existing(store, cfg, out, edition_id, now, backend)
+
+
+def resume_local_time(
+    store: Store,
+    cfg: Config,
+    digest: DigestConfig,
+    now: datetime,
+    *,
+    current: str,
+    backend: Backend | None = None,
+    dry_run: bool = False,
+) -> list[DigestOutcome]:
+    """Release the waiting deliveries of earlier local-time editions of ``digest``.
+
+    Local-time releases span up to a day, so the next period can open in the
+    east before the last one reached the west.
+    """
+    out = []
+    for edition in store.unfinished_editions(digest.name):
+        if edition.period == current:
+            continue
+        o = DigestOutcome(digest=digest.name, period=edition.period, status="resumed")
+        if dry_run:
+            _dry_run_existing(store, o, edition, now)
+        else:
+            send_existing(store, cfg, o, edition.id, now, backend)
+        out.append(o)
     return out
+
+
+def _failed(digest: DigestConfig, now: datetime, err: Exception) -> DigestOutcome:
+    period = "?"
+    try:
+        period = schedule.period_key(schedule.period_start(digest, now))
+    except Exception:  # noqa: BLE001 - the report must not fail on top of the failure
+        pass
+    return DigestOutcome(digest=digest.name, period=period, status="failed", message=str(err))
 
 
 def run(
@@ -207,21 +464,163 @@ def run(
     dry_run: bool = False,
     do_ingest: bool = True,
     backend: Backend | None = None,
+    wait: float = 0.0,
 ) -> RunReport:
-    """The cron entry point. Raises LockedError when another run holds the lock."""
-    report = RunReport(now=now)
-    holder = worker_id()
-    if not dry_run and not store.acquire_lock(RUN_LOCK, holder, ttl=LOCK_TTL):
-        raise LockedError("another `newsletter run` is in progress; this one exits")
+    """The cron entry point.
+
+    When another run holds the lock (after ``wait`` seconds), returns at once
+    with ``locked_by`` set. A failing digest is reported and the others still
+    run. The run ends with a summary log line and, on failure, an alert email.
+    """
+    started = time.monotonic()
+    report = RunReport(now=now, dry_run=dry_run)
+    chosen = [cfg.digest(n) for n in digests] if digests else cfg.digests
+    lock = None
+    if not dry_run:
+        lock = store.run_lock(RUN_LOCK, worker_id(), wait=wait)
+        if lock is None:
+            held = store.lock_holder(RUN_LOCK)
+            report.locked_by = (
+                f"{held['holder']} since {held['acquired_at'].isoformat(timespec='seconds')}"
+                if held and not held["stale"]
+                else "a run that is just starting or ending"
+            )
+            return _finish(cfg, report, started)
     try:
         if do_ingest and cfg.sources and not dry_run:
             report.ingest = ingest(store, cfg, cfg.sources)
-        chosen = [cfg.digest(n) for n in digests] if digests else cfg.digests
         for digest in chosen:
-            report.digests.append(
-                run_digest(store, cfg, digest, now, backend=backend, dry_run=dry_run)
-            )
+            if lock is not None:
+                lock.check()
+            try:
+                period = schedule.current_period(digest, now, digest_zones(store, digest))
+                if digest.local_time:
+                    report.digests += resume_local_time(
+                        store,
+                        cfg,
+                        digest,
+                        now,
+                        current=period.key,
+                        backend=backend,
+                        dry_run=dry_run,
+                    )
+                report.digests.append(
+                    run_digest(
+                        store, cfg, digest, now, backend=backend, dry_run=dry_run, period=period
+                    )
+                )
+            except NewsletterError as err:
+                logger.error("%s: %s", digest.name, cfg.secrets.redact(str(err)))
+                report.digests.append(_failed(digest, now, err))
+            except Exception as err:  # a bug in one digest must not stop the others
+                logger.exception("%s: unexpected error", digest.name)
+                report.digests.append(_failed(digest, now, err))
+    except NewsletterError as err:
+        report.error = cfg.secrets.redact(str(err))
+        logger.error("run stopped: %s", report.error)
     finally:
-        if not dry_run:
-            store.release_lock(RUN_LOCK, holder)
+        if lock is not None:
+            lock.release()
+    return _finish(cfg, report, started)
+
+
+def _finish(cfg: Config, report: RunReport, started: float) -> RunReport:
+    report.seconds = time.monotonic() - started
+    if report.locked_by:
+        logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
+    code = report.exit_code
+    if not report.dry_run and (code == 1 or (code == 3 and cfg.alerts.on_partial)):
+        report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
+    summary_logger.info(
+        report.summary_text(), extra={"event": "run.summary", "summary": report.summary()}
+    )
     return report
+
+
+def _alert_subject(cfg: Config, report: RunReport) -> str:
+    what = "failed" if report.exit_code == 1 else "partly failed"
+    return f"[{cfg.site.name}] newsletter run {what} on {alerts.hostname()}"
+
+
+def _alert_body(report: RunReport) -> str:
+    lines = [report.summary_text(), ""]
+    if report.error:
+        lines.append(f"run: {report.error}")
+    if report.ingest:
+        lines += [f"source {s.source}: {s.error}" for s in report.ingest.failed]
+    for d in report.digests:
+        lines.append(
+            f"{d.digest} ({d.period}): {d.status}" + (f": {d.message}" if d.message else "")
+        )
+    lines += ["", f"Run time (as given): {report.now.isoformat()}", "See `newsletter status`."]
+    return "\n".join(lines)
+
+
+@dataclass
+class DigestSchedule:
+    """One digest's line in ``newsletter schedule``."""
+
+    digest: str
+    schedule: str
+    timezone: str
+    local_time: bool
+    catch_up_hours: int
+    period: str
+    #: what the current period's edition is: none | compiled | sending | sent | …
+    state: str
+    edition_id: int | None
+    #: for a period without an edition: due | late | missed
+    decision: str
+    next_runs: list[datetime]
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["next_runs"] = [t.isoformat() for t in self.next_runs]
+        return d
+
+
+@dataclass
+class ScheduleReport:
+    now: datetime
+    digests: list[DigestSchedule]
+    lock: dict | None = None
+
+    def as_dict(self) -> dict:
+        lock = None
+        if self.lock:
+            lock = {
+                "holder": self.lock["holder"],
+                "since": self.lock["acquired_at"].isoformat(timespec="seconds"),
+                "stale": self.lock["stale"],
+            }
+        return {
+            "now": self.now.isoformat(),
+            "lock": lock,
+            "digests": [d.as_dict() for d in self.digests],
+        }
+
+
+def schedule_overview(
+    store: Store, cfg: Config, now: datetime, *, count: int = 5, digests: list[str] | None = None
+) -> ScheduleReport:
+    """Each digest's current period, what became of it, and its next ``count`` runs."""
+    chosen = [cfg.digest(n) for n in digests] if digests else cfg.digests
+    rows = []
+    for d in chosen:
+        period = schedule.current_period(d, now, digest_zones(store, d))
+        edition = store.find_edition(d.name, period.key)
+        rows.append(
+            DigestSchedule(
+                digest=d.name,
+                schedule=d.schedule,
+                timezone=d.timezone,
+                local_time=d.local_time,
+                catch_up_hours=d.catch_up_hours,
+                period=period.key,
+                state=edition.status if edition else "none",
+                edition_id=edition.id if edition else None,
+                decision="" if edition else schedule.decide(d, period, now).state,
+                next_runs=schedule.next_runs(d, now, count),
+            )
+        )
+    return ScheduleReport(now=now, digests=rows, lock=store.lock_holder(RUN_LOCK))

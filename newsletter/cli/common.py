@@ -97,7 +97,20 @@ class _JsonFormatter(logging.Formatter):
         for key in ("event", "summary"):
             if hasattr(record, key):
                 data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exception"] = _redact(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=False, default=str)
+
+
+_SECRET_ENV = ("SENDGRID_API_KEY", "NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD")
+
+
+def _redact(text: str) -> str:
+    for name in _SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
 
 
 class _RedactFilter(logging.Filter):
@@ -105,8 +118,7 @@ class _RedactFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        names = ("SENDGRID_API_KEY", "NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD")
-        self.values = [v for n in names if len(v := os.environ.get(n, "")) >= 4]
+        self.values = [v for n in _SECRET_ENV if len(v := os.environ.get(n, "")) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.values:
@@ -129,3 +141,7 @@ def setup_logging(fmt: str, verbose: int) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     for noisy in ("alembic", "CSSUTILS", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
+    # JSON logs feed a log system: every run's closing summary goes there, whatever
+    # the verbosity. Text mode prints the summary on stdout instead (and logs it with -v).
+    summary = logging.getLogger("newsletter.summary")
+    summary.setLevel(logging.INFO if fmt == "json" else logging.NOTSET)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -9,12 +10,17 @@ import click
 from newsletter import jobs
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
 from newsletter.config import DEFAULT_CONFIG_NAME
-from newsletter.errors import InputError, LockedError
+from newsletter.errors import InputError
 
 STARTER = Path(__file__).resolve().parent.parent / "samples" / "starter.toml"
 
 
 def print_run(report: jobs.RunReport) -> None:
+    if report.locked_by:
+        click.echo(report.summary_text())
+        return
+    if report.dry_run:
+        click.echo("dry run: nothing is sent or recorded; sources are not fetched")
     if report.ingest:
         for s in report.ingest.sources:
             if s.error:
@@ -37,10 +43,43 @@ def print_run(report: jobs.RunReport) -> None:
             )
         elif d.message:
             click.echo(f"        {d.message}")
+        if d.late_by:
+            click.echo(f"        sent {d.late_by} late (catch-up)")
+        if d.missed_periods:
+            shown = ", ".join(d.missed_periods[:3]) + (" …" if len(d.missed_periods) > 3 else "")
+            click.echo(f"        {len(d.missed_periods)} earlier period(s) never sent: {shown}")
+        if d.waiting and d.send is not None:
+            click.echo(f"        {d.waiting} wait for local time; next release {d.next_release}")
         if d.outbox:
             click.echo(f"        outbox:  {d.outbox}")
         if d.preview:
             click.echo(f"        preview: {d.preview}")
+    if report.error:
+        click.echo(f"run     FAILED: {report.error}")
+    click.echo(report.summary_text())
+
+
+def print_schedule(report: jobs.ScheduleReport) -> None:
+    click.echo(f"now {report.now.isoformat(timespec='minutes')}")
+    if report.lock:
+        since = report.lock["acquired_at"].isoformat(timespec="seconds")
+        state = "left by a run that is gone" if report.lock["stale"] else "held"
+        click.echo(f"run lock: {state}: {report.lock['holder']} since {since}")
+    for d in report.digests:
+        local = ", local time" if d.local_time else ""
+        click.echo(f"{d.digest}: {d.schedule!r} in {d.timezone}{local}")
+        state = d.state if d.edition_id is None else f"{d.state} (edition {d.edition_id})"
+        if d.edition_id is None:
+            state = {
+                "due": "due now",
+                "late": "due, late (catch-up)",
+                "missed": f"missed (older than catch_up_hours={d.catch_up_hours})",
+            }.get(d.decision, d.decision)
+        click.echo(f"  current period {d.period}: {state}")
+        for i, t in enumerate(d.next_runs):
+            label = "  next runs      " if i == 0 else "                 "
+            utc = t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            click.echo(f"{label}{t.strftime('%a %Y-%m-%d %H:%M %z')}  ({utc})")
 
 
 def register(cli: click.Group) -> None:
@@ -66,6 +105,13 @@ def register(cli: click.Group) -> None:
         "--dry-run", is_flag=True, help="Show what would happen; send and record nothing."
     )
     @click.option("--no-ingest", is_flag=True, help="Skip fetching the sources.")
+    @click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        default=0,
+        metavar="SECONDS",
+        help="If another run holds the lock, wait this long for it (default: exit at once).",
+    )
     @json_option
     @pass_app
     def run_cmd(
@@ -74,28 +120,47 @@ def register(cli: click.Group) -> None:
         digests: tuple[str, ...],
         dry_run: bool,
         no_ingest: bool,
+        wait: float,
         as_json: bool,
     ) -> None:
         """The scheduled job: ingest, rates, compile and send what is due.
 
         Idempotent per schedule period: a second run in the same period sends nothing.
-        Exit codes: 0 ok or nothing due, 1 failure, 2 usage, 3 partial.
+        Exit codes: 0 ok or nothing due (or another run is busy), 1 failure, 2 usage,
+        3 partial.
         """
-        try:
-            report = jobs.run(
-                app.store,
-                app.config,
-                parse_when(at),
-                digests=list(digests) or None,
-                dry_run=dry_run,
-                do_ingest=not no_ingest,
-            )
-        except LockedError as err:
-            click.echo(str(err))
-            return
+        report = jobs.run(
+            app.store,
+            app.config,
+            parse_when(at),
+            digests=list(digests) or None,
+            dry_run=dry_run,
+            do_ingest=not no_ingest,
+            wait=wait,
+        )
         if as_json:
             emit_json(report.as_dict())
         else:
             print_run(report)
         if report.exit_code:
             raise SystemExit(report.exit_code)
+
+    @cli.command("schedule")
+    @click.option("--at", "at", help="List as if it were this time (ISO 8601).")
+    @click.option("--digest", "digests", multiple=True, help="Only this digest (repeatable).")
+    @click.option(
+        "--count", type=click.IntRange(1, 100), default=5, show_default=True, help="Runs to list."
+    )
+    @json_option
+    @pass_app
+    def schedule_cmd(
+        app: App, at: str | None, digests: tuple[str, ...], count: int, as_json: bool
+    ) -> None:
+        """List each digest's current period and its next runs."""
+        report = jobs.schedule_overview(
+            app.store, app.config, parse_when(at), count=count, digests=list(digests) or None
+        )
+        if as_json:
+            emit_json(report.as_dict())
+        else:
+            print_schedule(report)

@@ -122,8 +122,12 @@ def send_edition(
     backend: Backend,
     *,
     on_batch: Callable[[int, int], None] | None = None,
+    now: datetime | None = None,
 ) -> SendReport:
-    """Send every queued delivery of an edition, batch by batch."""
+    """Send every queued delivery of an edition, batch by batch.
+
+    Deliveries whose ``release_at`` (local-time sends) is after ``now`` wait.
+    """
     info = store.get_edition(edition_id)
     assert info is not None
     report = SendReport(edition_id=edition_id)
@@ -133,7 +137,9 @@ def send_edition(
     messages = {k: outgoing(cfg, info.digest, edition_id, r) for k, r in renders.items()}
     try:
         while True:
-            batch = store.claim_batch(edition_id, backend=backend.name, limit=limit, worker=me)
+            batch = store.claim_batch(
+                edition_id, backend=backend.name, limit=limit, worker=me, now=now
+            )
             if batch is None:
                 break
             recipients = [

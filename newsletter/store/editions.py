@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import EditionInfo
 from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.schema import edition_articles, editions
+from newsletter.store.schema import deliveries, edition_articles, editions, subscribers
 
 #: statuses of an edition whose articles count as "already sent"
 SENT_STATES = ("sending", "sent", "partially_failed")
+#: statuses of an edition whose period is done with: nothing more goes out for it
+DONE_STATES = ("sent", "partially_failed", "cancelled", "skipped")
+#: every status an edition of a handled period can have
+HANDLED_STATES = ("compiled", "sending", *DONE_STATES)
 
 
 def _info(r) -> EditionInfo:  # noqa: ANN001
@@ -142,3 +146,69 @@ class EditionQueries(StoreBase):
             q = q.where(editions.c.digest == digest)
         with self.connect() as conn:
             return [_info(r) for r in conn.execute(q)]
+
+    def record_skipped(self, *, digest: str, period: str, reason: str) -> tuple[int, bool]:
+        """Record that the period of ``digest`` was skipped, so no later run sends it.
+
+        Returns (id, created); an edition of that period that exists already is kept.
+        """
+        return self.create_edition(
+            digest=digest,
+            period=period,
+            subject="",
+            window_start=None,
+            window_end=None,
+            info={"skipped": reason},
+            status="skipped",
+        )
+
+    def delete_skipped_edition(self, edition_id: int) -> bool:
+        """Forget a skipped period (for a deliberate late send). Only a skipped one goes."""
+        with self.begin() as conn:
+            return bool(
+                conn.execute(
+                    delete(editions).where(
+                        (editions.c.id == edition_id) & (editions.c.status == "skipped")
+                    )
+                ).rowcount
+            )
+
+    def unfinished_editions(self, digest: str) -> list[EditionInfo]:
+        """Editions of ``digest`` still being sent, oldest first."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                select(editions)
+                .where((editions.c.digest == digest) & editions.c.status.in_(("sending",)))
+                .order_by(editions.c.id)
+            ).all()
+        return [_info(r) for r in rows]
+
+    def active_timezones(self) -> list[str]:
+        """The distinct time zones of active subscribers ("" for those without one).
+
+        Local-time sends span these zones.
+        """
+        with self.connect() as conn:
+            return sorted(
+                conn.execute(
+                    select(subscribers.c.timezone)
+                    .where(subscribers.c.status == "active")
+                    .group_by(subscribers.c.timezone)
+                ).scalars()
+            )
+
+    def release_state(self, edition_id: int, now: datetime) -> tuple[int, datetime | None]:
+        """Queued deliveries of an edition still waiting for their local time, and the next
+        release among them."""
+        waiting = and_(
+            deliveries.c.edition_id == edition_id,
+            deliveries.c.status == "queued",
+            deliveries.c.release_at > now,
+        )
+        with self.connect() as conn:
+            n, first = conn.execute(
+                select(func.count(), func.min(deliveries.c.release_at)).where(waiting)
+            ).one()
+        if first is not None and first.tzinfo is None:  # SQLite drops the offset in min()
+            first = datetime.fromisoformat(str(first)).replace(tzinfo=UTC)
+        return int(n or 0), first

@@ -1,0 +1,90 @@
+"""An email to the editors when a scheduled run fails.
+
+Deliberately plain: one text message through SMTP (the ``[delivery.smtp]``
+settings, password from ``NEWSLETTER_SMTP_PASSWORD``) or, with the file outbox,
+a ``.eml`` in ``<outbox_dir>/alerts/``. It does not go through the delivery
+backend on purpose: the backend may be the very thing that failed.
+
+An alert that cannot be sent is logged; it never changes the run's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import tempfile
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from newsletter.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def channel(cfg: Config) -> str:
+    """How alerts go out: smtp or outbox."""
+    if cfg.alerts.via:
+        return cfg.alerts.via
+    return "outbox" if cfg.delivery.backend == "outbox" else "smtp"
+
+
+def build_alert(cfg: Config, subject: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = cfg.site.from_email
+    msg["To"] = ", ".join(cfg.alerts.email_to)
+    msg["Subject"] = cfg.secrets.redact(subject)
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=cfg.site.from_email.rpartition("@")[2] or None)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(cfg.secrets.redact(body))
+    return msg
+
+
+def _send_smtp(cfg: Config, msg: EmailMessage) -> str:
+    smtp = cfg.delivery.smtp
+    context = ssl.create_default_context()
+    cls = smtplib.SMTP_SSL if smtp.ssl else smtplib.SMTP
+    kwargs = {"context": context} if smtp.ssl else {}
+    with cls(smtp.host, smtp.port, timeout=smtp.timeout, **kwargs) as client:
+        if smtp.starttls and not smtp.ssl:
+            client.starttls(context=context)
+        if smtp.username:
+            client.login(smtp.username, cfg.secrets.smtp_password)
+        client.send_message(msg)
+    return f"smtp://{smtp.host}:{smtp.port}"
+
+
+def _write_outbox(cfg: Config, msg: EmailMessage) -> str:
+    folder = cfg.resolve(cfg.delivery.outbox_dir) / "alerts"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msg.as_bytes())
+    target = Path(tmp).with_suffix(".eml")
+    os.replace(tmp, target)
+    return str(target)
+
+
+def send_alert(cfg: Config, subject: str, body: str) -> str:
+    """Send one alert to ``alerts.email_to``. Returns where it went, "" if it did not."""
+    if not cfg.alerts.email_to:
+        return ""
+    msg = build_alert(cfg, subject, body)
+    how = channel(cfg)
+    try:
+        where = _send_smtp(cfg, msg) if how == "smtp" else _write_outbox(cfg, msg)
+    except (OSError, smtplib.SMTPException) as err:
+        logger.error(
+            "could not send the failure alert via %s: %s", how, cfg.secrets.redact(str(err))
+        )
+        return ""
+    logger.info("failure alert sent to %s via %s", ", ".join(cfg.alerts.email_to), where)
+    return where
+
+
+def hostname() -> str:
+    return socket.gethostname()
