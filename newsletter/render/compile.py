@@ -153,11 +153,21 @@ def compile_mjml(c: EditionContent, *, templates: str = "", timings: Timings | N
 
 
 def _template_error(err: TemplateError, name: str) -> RenderError:
-    where = getattr(err, "filename", None) or getattr(err, "name", None) or name
-    lineno = getattr(err, "lineno", None)
-    if lineno:
-        where = f"{where}:{lineno}"
-    return RenderError(f"template error: {err.message or err}", where=str(where))
+    """The error with the template file and line it happened in.
+
+    Syntax errors carry them; errors while rendering (an undefined variable)
+    do not, but Jinja rewrites the traceback so that its frames are template
+    lines: the innermost template frame is the place."""
+    where, lineno = getattr(err, "filename", None) or name, getattr(err, "lineno", None)
+    if not lineno:
+        tb = err.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+                where, lineno = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+            tb = tb.tb_next
+    return RenderError(
+        f"template error: {err.message or err}", where=f"{where}:{lineno}" if lineno else where
+    )
 
 
 def render_html(
@@ -182,6 +192,18 @@ def render_text(c: EditionContent, *, templates: str = "", timings: Timings | No
             return wrap(env.get_template(name).render(_context(c)))
         except TemplateError as err:
             raise _template_error(err, name) from err
+
+
+#: bytes a per-recipient placeholder may grow by when personalised (a signed
+#: unsubscribe URL is ~110 characters, a name rarely 60)
+PLACEHOLDER_ROOM = 200
+
+
+def sent_size(html: str) -> int:
+    """The HTML's size as a recipient gets it: room is kept for each placeholder."""
+    return len(html.encode()) + PLACEHOLDER_ROOM * sum(
+        html.count(p) for p in personalize.PLACEHOLDERS
+    )
 
 
 def _keep(c: EditionContent, keep: int) -> EditionContent:
@@ -209,7 +231,7 @@ def fit_budget(
     compiled = compile_mjml(c, templates=templates, timings=timings)
     with _stage(timings, "inline"):
         html = inline_css(compiled, inliner)
-    size = len(html.encode())
+    size = sent_size(html)
     if size <= max_bytes or len(c.articles) <= 1:
         return c, html
     ratio = size / len(compiled.encode())
@@ -224,7 +246,7 @@ def fit_budget(
     while True:
         trial = _keep(c, keep)
         out = render_html(trial, templates=templates, inliner=inliner, timings=timings)
-        if len(out.encode()) <= max_bytes or keep == 1:
+        if sent_size(out) <= max_bytes or keep == 1:
             return trial, out
         keep -= 1
 
@@ -242,7 +264,7 @@ def render(
         c, templates=templates, inliner=inliner, max_bytes=max_bytes, timings=timings
     )
     overflow = len(c.articles) - len(fitted.articles)
-    size = len(html.encode())
+    size = sent_size(html)
     warnings = []
     if overflow:
         logger.info("edition over %d bytes: %d stories moved to More stories", max_bytes, overflow)
@@ -251,7 +273,7 @@ def render(
             f"to keep the HTML under {max_bytes} bytes"
         )
     if size > max_bytes:
-        warnings.append(f"HTML is {size} bytes, over the {max_bytes}-byte budget")
+        warnings.append(f"HTML is about {size} bytes, over the {max_bytes}-byte budget")
     return Rendered(
         subject=c.subject,
         html=html,

@@ -6,7 +6,8 @@ our dark mode need), turn CSS widths into HTML attributes (an image's
 ``width="560"``, which Outlook needs, would become ``width="100%"``) and drop a
 lowercase doctype. So both engines here:
 
-- never touch the network, and leave ``<link>`` tags where they are;
+- never touch the network (not even for an ``@import``, which cssutils would
+  fetch behind premailer's back), and leave ``<link>`` tags where they are;
 - keep every ``<style>`` block as written, ``!important`` and media queries
   included, for the clients that read them;
 - add no HTML attributes, only ``style``;
@@ -23,6 +24,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +35,38 @@ _MJML_RESET = re.compile(r'<style type="text/css">(\s*#outlook a)')
 _IGNORE = 'data-premailer="ignore" data-css-inline="ignore"'
 
 
-def _premailer(html: str) -> str:
-    from premailer import Premailer
+def _refuse(url: str) -> None:
+    """cssutils' fetcher for @import: nothing is ever fetched."""
+    logger.debug("not fetching %s (no network while inlining)", url)
+    return None
 
-    # cssutils logs every vendor property it does not know (mso-*); keep logs useful
-    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
-    return Premailer(
+
+@lru_cache(maxsize=64)
+def _parse_css(css_body: str, validate: bool) -> Any:
+    """Parsed once per distinct style block: every edition has the same ones."""
+    import cssutils
+
+    return cssutils.CSSParser(fetcher=_refuse, validate=validate).parseString(css_body)
+
+
+_premailer_class: Any = None
+
+
+def _premailer(html: str) -> str:
+    global _premailer_class
+    if _premailer_class is None:
+        from premailer import Premailer
+
+        class OfflinePremailer(Premailer):
+            # premailer's allow_network=False covers <link> tags only: cssutils
+            # would still fetch an @import (MJML writes one per <mj-font>)
+            def _parse_css_string(self, css_body: str, validate: bool = True) -> Any:
+                return _parse_css(css_body, validate)
+
+        _premailer_class = OfflinePremailer
+        # cssutils logs every vendor property it does not know (mso-*); keep logs useful
+        logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+    return _premailer_class(
         html,
         allow_network=False,
         allow_loading_external_files=False,
@@ -51,7 +80,6 @@ def _premailer(html: str) -> str:
         align_floating_images=False,
         cssutils_logging_level=logging.CRITICAL,
         disable_validation=True,
-        cache_css_parsing=True,
     ).transform(pretty_print=False)
 
 

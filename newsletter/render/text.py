@@ -72,7 +72,7 @@ def rates_table(rates: RatesHeader) -> str:
         return ""
     marks = {"up": "▲", "down": "▼", "flat": "="}
     rows = [
-        (r.pair, r.text, f"{marks.get(r.direction, '=')} {r.change}".rstrip(), r.as_of)
+        (r.pair, r.text, f"{marks.get(r.direction, '=')} {r.change}" if r.change else "", r.as_of)
         for r in rates.items
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
