@@ -9,7 +9,9 @@ stylesheets from elsewhere are refused, as a mail client would.
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,17 +71,27 @@ def browser(executable: str = CHROMIUM) -> Iterator[Any]:
             b.close()
 
 
+_IMG_SRC = re.compile(r'(<img\b[^>]*?\bsrc=)("https?://[^"]*"|\'https?://[^\']*\')', re.I)
+
+
+def with_placeholders(html: str) -> str:
+    """``html`` with every remote image replaced by the grey placeholder (inline,
+    so the page makes no request at all)."""
+    data = "data:image/svg+xml;base64," + base64.b64encode(PLACEHOLDER_SVG).decode()
+    return _IMG_SRC.sub(lambda m: f'{m.group(1)}"{data}"', html)
+
+
 def open_page(b: Any, html: str, width: int, *, images: str = "load", dark: bool = False) -> Any:
     """A page ``width`` CSS pixels wide showing ``html`` as a mail client would."""
+    if images == "placeholder":
+        html = with_placeholders(html)
 
     def route(r: Any) -> None:
         req = r.request
-        if req.resource_type != "image" or not req.url.startswith(("http://", "https://")):
-            r.abort()
-        elif images == "placeholder":
-            r.fulfill(status=200, content_type="image/svg+xml", body=PLACEHOLDER_SVG)
-        else:
+        if req.resource_type == "image" and req.url.startswith(("http://", "https://")):
             r.continue_()
+        else:
+            r.abort()
 
     page = b.new_page(
         viewport={"width": width, "height": 800},

@@ -156,6 +156,7 @@ def check_message(
     ]
     shown += [v for el in doc.iter() if isinstance(el.tag, str) for v in el.attrib.values()]
     leftovers = [m.group(0) for part in (subject, text, *shown) for m in _UNRESOLVED.finditer(part)]
+    leftovers += [f"<{el.tag}>" for el in doc.iter() if str(el.tag).startswith("mj-")]
     if leftovers:
         error("unresolved", f"unresolved template variables: {_few(leftovers)}")
 

@@ -69,6 +69,11 @@ def format_date(value: datetime, fmt: str = "%-d %B %Y") -> str:
     return value.strftime(fmt)
 
 
+def oneline(value: object) -> str:
+    """Whitespace, line breaks included, folded to single spaces (plaintext titles)."""
+    return " ".join(str(value).split())
+
+
 @lru_cache(maxsize=16)
 def make_env(user_folder: str = "") -> Environment:
     """One environment per template folder, built once and reused."""
@@ -86,4 +91,5 @@ def make_env(user_folder: str = "") -> Environment:
     )
     env.filters["mjattr"] = mjattr
     env.filters["date"] = format_date
+    env.filters["oneline"] = oneline
     return env
