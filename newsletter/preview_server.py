@@ -26,7 +26,7 @@ from newsletter.editions import plan_edition, preview_message
 from newsletter.errors import NewsletterError
 from newsletter.models import RatesHeader
 from newsletter.rates.service import build_header
-from newsletter.render.env import bundled_templates
+from newsletter.render.env import bundled_templates, make_env
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,15 @@ def make_app(store: Store, cfg: Config, digest: DigestConfig, *, at: datetime | 
             )
         )
 
+    seen = {"stamp": template_stamp(folders)}
+
     def message(request: Request) -> Response:
+        stamp_now = template_stamp(folders)
+        if stamp_now != seen["stamp"]:
+            # Jinja notices an edited file by itself, but not a new file in the user
+            # folder that now overrides a bundled one it has cached: start afresh
+            make_env.cache_clear()
+            seen["stamp"] = stamp_now
         q = request.query_params
         as_email = q.get("as") or None
         tags = [t.strip() for t in (q.get("tags") or "").split(",") if t.strip()]
