@@ -57,11 +57,27 @@ def _premailer(html: str) -> str:
     if _premailer_class is None:
         from premailer import Premailer
 
+        rules_cache: dict[tuple[str, int], Any] = {}
+
         class OfflinePremailer(Premailer):
             # premailer's allow_network=False covers <link> tags only: cssutils
             # would still fetch an @import (MJML writes one per <mj-font>)
             def _parse_css_string(self, css_body: str, validate: bool = True) -> Any:
                 return _parse_css(css_body, validate)
+
+            # every edition has the same style blocks: premailer re-serialises each
+            # rule of each block per call (a third of its time), so keep the result
+            def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
+                key = (css_body, ruleset_index)
+                if key not in rules_cache:
+                    if len(rules_cache) > 64:
+                        rules_cache.clear()
+                    rules_cache[key] = super()._parse_style_rules(css_body, ruleset_index)
+                return rules_cache[key]
+
+            # all of them are disabled (see disable_basic_attributes): skip the work
+            def _style_to_basic_html_attributes(self, *args: Any, **kwargs: Any) -> None:
+                return None
 
         _premailer_class = OfflinePremailer
         # cssutils logs every vendor property it does not know (mso-*); keep logs useful
