@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from newsletter.config import Config, DigestConfig
-from newsletter.editions import plan_edition, preview_message
+from newsletter.editions import DEFAULT_VARIANT, plan_edition, preview_message
 from newsletter.errors import NewsletterError
 from newsletter.models import RatesHeader
 from newsletter.rates.service import build_header
@@ -143,11 +143,13 @@ def make_app(store: Store, cfg: Config, digest: DigestConfig, *, at: datetime | 
 
     def page(request: Request) -> Response:
         plan = plan_edition(store, cfg, digest, now())
+        keys = sorted(plan.variants, key=lambda k: (k != DEFAULT_VARIANT, k))
         options = (
             "".join(
-                f'<option value="{html.escape(k)}">{html.escape(k)} · {v.subscribers} subscribers, '
-                f"{len(v.articles)} stories</option>"
-                for k, v in plan.variants.items()
+                f'<option value="{html.escape(k)}">{html.escape(k)} · '
+                f"{plan.variants[k].subscribers} subscribers, "
+                f"{len(plan.variants[k].articles)} stories</option>"
+                for k in keys
             )
             or '<option value="">(no variant has enough stories)</option>'
         )

@@ -222,11 +222,12 @@ def fit_budget(
     """The content and its HTML, with as many stories as cards as fit in ``max_bytes``.
 
     One full render when the edition fits. Otherwise the number of cards is
-    found by a binary search on the size of the compiled MJML (Jinja and MJML
-    take ~5 ms; inlining is the slow stage), scaled by the inlined/compiled
-    ratio of the full render, and only the result is inlined, stepping down a
-    card at a time in the rare case the estimate was a little short. At least
-    one card always stays; check() reports an edition still over budget.
+    found on the size of the compiled MJML (Jinja and MJML take a few ms;
+    inlining is the slow stage), scaled by the inlined/compiled ratio of the
+    full render: interpolated between one card and all, then walked to the
+    exact count; only the result is inlined, stepping down a card at a time in
+    the rare case the estimate was a little short. At least one card always
+    stays; check() reports an edition still over budget.
     """
     compiled = compile_mjml(c, templates=templates, timings=timings)
     with _stage(timings, "inline"):
@@ -234,15 +235,24 @@ def fit_budget(
     size = sent_size(html)
     if size <= max_bytes or len(c.articles) <= 1:
         return c, html
-    ratio = size / len(compiled.encode())
-    lo, hi, keep = 1, len(c.articles) - 1, 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        estimate = len(compile_mjml(_keep(c, mid), templates=templates, timings=timings).encode())
-        if estimate * ratio <= max_bytes:
-            keep, lo = mid, mid + 1
-        else:
-            hi = mid - 1
+    n = len(c.articles)
+    limit = max_bytes * len(compiled.encode()) / size  # the budget in compiled bytes
+    sizes = {n: len(compiled.encode())}
+
+    def compiled_size(k: int) -> int:
+        if k not in sizes:
+            out = compile_mjml(_keep(c, k), templates=templates, timings=timings)
+            sizes[k] = len(out.encode())
+        return sizes[k]
+
+    # stories are about the same size: interpolate between one card and all of
+    # them, then walk to the exact count (usually a step or two)
+    per_card = (sizes[n] - compiled_size(1)) / (n - 1)
+    keep = min(n - 1, max(1, 1 + int((limit - compiled_size(1)) / per_card)))
+    while keep > 1 and compiled_size(keep) > limit:
+        keep -= 1
+    while keep + 1 < n and compiled_size(keep + 1) <= limit:
+        keep += 1
     while True:
         trial = _keep(c, keep)
         out = render_html(trial, templates=templates, inliner=inliner, timings=timings)
