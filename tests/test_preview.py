@@ -222,6 +222,8 @@ def test_send_test_to_uses_the_outbox_and_records_no_deliveries(project):
     assert real["digests"][0]["status"] == "sent" and real["digests"][0]["recipients"] == 22
     bad = CliRunner().invoke(cli, ["send", "--at", AT, "--test-to", "not-an-address"])
     assert bad.exit_code == 2 and "invalid email" in bad.output
+    dry = CliRunner().invoke(cli, ["send", "--test-to", "ed@example.com", "--dry-run"])
+    assert dry.exit_code == 2 and "cannot be combined with --dry-run" in dry.output
 
 
 # --------------------------------------------------------------------------- live server

@@ -88,6 +88,11 @@ def register(cli: click.Group) -> None:
         )
         for w in result.rendered.warnings:
             click.echo(f"warning: {w}", err=True)
+        if not result.articles:
+            click.echo(
+                f"warning: no stories for variant {result.variant} now: it would not be sent",
+                err=True,
+            )
         if screenshot:
             from newsletter.screenshot import take_screenshots
 

@@ -46,6 +46,8 @@ def register(cli: click.Group) -> None:
         if test_to:
             from newsletter.testsend import send_test
 
+            if dry_run or resolve:
+                raise InputError("--test-to cannot be combined with --dry-run or --resolve")
             dcfg = app.config.digest(digest)
             r = send_test(app.store, app.config, dcfg, parse_when(at), list(test_to))
             if as_json:
