@@ -134,6 +134,8 @@ class RenderConfig:
     max_html_bytes: int = 100_000
     #: sections per tag ("tags") or one list ("list")
     layout: str = "list"
+    #: the headless Chromium `newsletter preview --screenshot` drives (Debian's package)
+    chromium: str = "/usr/bin/chromium"
 
 
 @dataclass
@@ -221,7 +223,8 @@ class WebhookConfig:
 
 @dataclass
 class ArchiveConfig:
-    #: folder the web archive is written to (empty: no archive)
+    #: folder the web archive is written to after each send (empty: no archive);
+    #: publish it at site.archive_url, which the "View in browser" links use
     dir: str = ""
 
 
@@ -436,6 +439,12 @@ def _validate(cfg: Config) -> None:
         fail("render.inliner", f"must be premailer or css-inline, got {cfg.render.inliner!r}")
     if cfg.render.layout not in ("list", "tags"):
         fail("render.layout", f"must be list or tags, got {cfg.render.layout!r}")
+    if cfg.render.templates and not cfg.resolve(cfg.render.templates).is_dir():
+        fail("render.templates", f"no such folder: {cfg.resolve(cfg.render.templates)}")
+    if cfg.render.max_html_bytes < 10_000:
+        fail("render.max_html_bytes", "must be at least 10000 (Gmail clips at about 102 KB)")
+    if cfg.site.archive_url and not cfg.site.archive_url.startswith(("https://", "http://")):
+        fail("site.archive_url", "must be an absolute http(s) URL")
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
     _validate_rates(cfg.rates, fail)

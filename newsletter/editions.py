@@ -11,14 +11,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from newsletter.config import Config, DigestConfig
-from newsletter.models import Article, RatesHeader, Rendered, Subscriber, slugify
+from newsletter.errors import InputError, NotFoundError, RenderError
+from newsletter.models import Article, RatesHeader, Recipient, Rendered, Subscriber, slugify
 from newsletter.rates.service import header_from_json
 from newsletter.render.compile import EditionContent, render
 from newsletter.schedule import period_key, period_start  # noqa: F401 - re-exported
 from newsletter.store import Store
+
+if TYPE_CHECKING:
+    from newsletter.render.check import CheckReport
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +349,7 @@ def preview(
     *,
     subscriber: Subscriber | None = None,
     tags: list[str] | None = None,
+    rates: RatesHeader | None = None,
 ) -> tuple[Rendered, EditionPlan]:
     """What one subscriber (or one tag set) would get now, through the send's code path.
 
@@ -351,22 +357,214 @@ def preview(
     """
     from newsletter.rates.service import build_header
 
-    who = subscriber or Subscriber(email="preview@example.invalid", tags=list(tags or []), id=0)
+    who = subscriber or Subscriber(email=PREVIEW_EMAIL, tags=list(tags or []), id=0)
     plan = plan_edition(store, cfg, digest, now, audience=[who])
     key = variant_key(who.tags)
     variant = plan.variants.get(key)
     articles = variant.articles if variant else []
-    header = build_header(
-        store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
-    )
+    if rates is None:
+        rates = build_header(
+            store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
+        )
     content = content_for(
         cfg,
         digest,
         subject=plan.subject,
         edition_date=plan.edition_date,
         articles=articles,
-        rates=header,
+        rates=rates,
         tags=variant_tags(key, digest),
         names=tag_names(store),
+        archive_url=_preview_archive_link(store, cfg, digest, plan),
     )
     return render_content(cfg, content), plan
+
+
+# --------------------------------------------------------------------------- preview helpers
+
+PREVIEW_EMAIL = "preview@example.invalid"
+
+
+@dataclass
+class Preview:
+    """One message exactly as a send would build it, and what it was built from."""
+
+    subject: str
+    html: str
+    text: str
+    headers: dict[str, str]
+    rendered: Rendered
+    plan: EditionPlan
+    variant: str
+    unsubscribe_url: str
+    articles: int
+
+
+def _preview_archive_link(
+    store: Store, cfg: Config, digest: DigestConfig, plan: EditionPlan
+) -> str:
+    """The edition's archive page once it exists; before, the digest's archive index
+    (the edition's number is not known until it is created)."""
+    if not cfg.site.archive_url:
+        return ""
+    found = store.find_edition(digest.name, plan.period)
+    if found is not None:
+        return archive_link(cfg, digest, found.id)
+    return f"{cfg.site.archive_url.rstrip('/')}/{digest.name}/"
+
+
+def preview_unsubscribe_url(
+    cfg: Config, digest: DigestConfig, subscriber: Subscriber | None
+) -> str:
+    """A subscriber's real unsubscribe link; for anyone else one that unsubscribes nobody."""
+    from newsletter.delivery.send import unsubscribe_url
+
+    if subscriber is not None and subscriber.id and cfg.secrets.secret_key:
+        return unsubscribe_url(cfg, subscriber.id, digest.name)
+    return f"{cfg.site.public_url.rstrip('/')}/unsubscribe/PREVIEW"
+
+
+def build_preview(
+    cfg: Config,
+    digest: DigestConfig,
+    rendered: Rendered,
+    *,
+    email: str = PREVIEW_EMAIL,
+    name: str = "",
+    unsubscribe: str = "",
+    test: bool = False,
+) -> tuple[str, str, dict[str, str]]:
+    """(html, text, headers) of ``rendered`` personalised for one recipient, taken
+    from the very message a send would hand to the backend."""
+    from newsletter.delivery.mime import build_message
+    from newsletter.delivery.send import outgoing
+
+    recipient = Recipient(0, email, name, unsubscribe, "")
+    msg = build_message(outgoing(cfg, digest.name, 0, rendered, test=test), recipient)
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    headers = {k: str(v) for k, v in msg.items()}
+    return html, text, headers
+
+
+def preview_message(
+    store: Store,
+    cfg: Config,
+    digest: DigestConfig,
+    now: datetime,
+    *,
+    as_email: str | None = None,
+    tags: list[str] | None = None,
+    rates: RatesHeader | None = None,
+) -> Preview:
+    """What ``as_email`` (a subscriber) or a reader of ``tags`` would get now, personalised.
+
+    Sends and records nothing. Raises NotFoundError for an unknown subscriber.
+    """
+    from newsletter.audience.subscribers import normalize_email
+
+    if as_email and tags:
+        raise InputError("give a subscriber or a tag set, not both")
+    sub = None
+    if as_email:
+        sub = store.get_subscriber(normalize_email(as_email))
+        if sub is None:
+            raise NotFoundError("no such subscriber", where=as_email)
+    rendered, plan = preview(store, cfg, digest, now, subscriber=sub, tags=tags, rates=rates)
+    unsub = preview_unsubscribe_url(cfg, digest, sub)
+    html, text, headers = build_preview(
+        cfg,
+        digest,
+        rendered,
+        email=sub.email if sub else PREVIEW_EMAIL,
+        name=sub.name if sub else "",
+        unsubscribe=unsub,
+    )
+    key = variant_key(sub.tags if sub else list(tags or []))
+    variant = plan.variants.get(key)
+    return Preview(
+        subject=rendered.subject,
+        html=html,
+        text=text,
+        headers=headers,
+        rendered=rendered,
+        plan=plan,
+        variant=key,
+        unsubscribe_url=unsub,
+        articles=len(variant.articles) if variant else 0,
+    )
+
+
+def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) -> CheckReport:
+    """`newsletter check`: every variant the current audience would get, checked
+    as the messages a send would build. Sends and records nothing."""
+    from newsletter.rates.service import build_header
+    from newsletter.render.check import CheckReport, check_message
+
+    report = CheckReport()
+    if not cfg.secrets.secret_key:
+        report.add(
+            "error",
+            "unsubscribe",
+            "NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed",
+        )
+    if cfg.site.archive_url and not cfg.archive.dir:
+        report.add(
+            "warning",
+            "archive",
+            "site.archive_url is set but archive.dir is empty: "
+            'nothing publishes the pages "View in browser" points to',
+        )
+    plan = plan_edition(store, cfg, digest, now)
+    if not plan.variants:
+        report.add(
+            "error",
+            "empty",
+            f"no variant has min_articles={digest.min_articles} "
+            "new stories: the edition would be empty",
+        )
+        return report
+    if plan.recipients == 0:
+        report.add("warning", "audience", "no active subscriber would get this edition")
+    rates = build_header(
+        store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
+    )
+    names = tag_names(store)
+    archive_url = _preview_archive_link(store, cfg, digest, plan)
+    for key, variant in plan.variants.items():
+        content = content_for(
+            cfg,
+            digest,
+            subject=plan.subject,
+            edition_date=plan.edition_date,
+            articles=variant.articles,
+            rates=rates,
+            tags=variant.tags,
+            names=names,
+            archive_url=archive_url,
+        )
+        try:
+            rendered = render_content(cfg, content)
+        except RenderError as err:
+            report.add("error", "render", str(err), key)
+            continue
+        unsub = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/CHECK"
+        html, text, headers = build_preview(cfg, digest, rendered, unsubscribe=unsub)
+        report.findings += check_message(
+            subject=rendered.subject,
+            html=html,
+            text=text,
+            headers=headers,
+            unsubscribe_url=unsub,
+            articles=len(variant.articles),
+            max_bytes=cfg.render.max_html_bytes,
+            variant=key,
+            notes=rendered.warnings,
+        )
+        report.variants[key] = {
+            "bytes": len(html.encode()),
+            "stories": len(variant.articles),
+            "more_stories": rendered.overflow,
+            "subscribers": variant.subscribers,
+        }
+    return report

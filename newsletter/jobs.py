@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from newsletter import alerts, schedule
+from newsletter import alerts, archive, schedule
 from newsletter.articles.ingest import IngestReport, ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
@@ -276,6 +276,7 @@ def send_existing(
     renders = render_frozen(store, cfg, edition_id)
     backend = backend or make_backend(cfg)
     out.send = send_edition(store, cfg, edition_id, renders, backend, now=now)
+    archive.publish_after_send(store, cfg, edition_id)  # when [archive] dir is set
     counts = store.delivery_counts(edition_id)
     out.recipients = sum(sum(v.values()) for v in counts.values())
     out.variants = len(renders)

@@ -1,29 +1,51 @@
-"""preview: an edition as a subscriber would get it, before anything goes out."""
+"""preview, check and archive: an edition before it goes out, and after.
+
+All three commands are registered here, next to each other, as they all look
+at an edition through the renderer rather than send anything.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+import webbrowser
+from pathlib import Path
+
 import click
 
-from newsletter.audience.subscribers import normalize_email
-from newsletter.cli.common import App, parse_when, pass_app
-from newsletter.delivery.mime import recipient_values
-from newsletter.delivery.send import unsubscribe_url
-from newsletter.editions import preview as preview_edition
-from newsletter.errors import InputError, NotFoundError
-from newsletter.models import Recipient
-from newsletter.render.personalize import personalize
+from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
+from newsletter.editions import preflight, preview_message
+from newsletter.errors import InputError
+
+
+def _tags(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").split(",") if t.strip()]
 
 
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--digest", help="Digest name (default: the first configured).")
-    @click.option("--as", "as_email", help="Render exactly what this subscriber would get.")
-    @click.option("--tags", help="Render for this tag set (comma-separated slugs).")
+    @click.option("--as", "as_email", metavar="EMAIL", help="Exactly what this subscriber gets.")
+    @click.option("--tags", metavar="T,…", help="What a reader of these tag slugs gets.")
     @click.option(
         "--format", "fmt", type=click.Choice(["html", "text"]), default="html", show_default=True
     )
     @click.option(
         "--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout."
+    )
+    @click.option("--open", "open_it", is_flag=True, help="Open the result in the web browser.")
+    @click.option("--serve", is_flag=True, help="Serve a live preview with a variant picker.")
+    @click.option("--port", type=int, default=8026, show_default=True, help="Port for --serve.")
+    @click.option(
+        "--screenshot",
+        type=click.Path(file_okay=False),
+        metavar="DIR",
+        help="Save PNG screenshots at 375 and 600 px (headless Chromium).",
+    )
+    @click.option(
+        "--placeholder-images",
+        is_flag=True,
+        help="In screenshots, grey boxes instead of fetching the images.",
     )
     @click.option("--at", help="Preview as if it were this time (ISO 8601).")
     @pass_app
@@ -34,38 +56,114 @@ def register(cli: click.Group) -> None:
         tags: str | None,
         fmt: str,
         out: str | None,
+        open_it: bool,
+        serve: bool,
+        port: int,
+        screenshot: str | None,
+        placeholder_images: bool,
         at: str | None,
     ) -> None:
-        """Render an edition as a subscriber would get it. Sends and records nothing."""
+        """Render an edition exactly as a subscriber would get it. Sends and records nothing.
+
+        \b
+        newsletter preview --as reader@example.com --open
+        newsletter preview --tags kazakhstan,energy --format text
+        newsletter preview --screenshot shots/
+        newsletter preview --serve          (http://127.0.0.1:8026/)
+        """
         if as_email and tags is not None:
             raise InputError("give --as or --tags, not both")
         cfg, store = app.config, app.store
         dcfg = cfg.digest(digest)
-        sub = None
-        if as_email:
-            sub = store.get_subscriber(normalize_email(as_email))
-            if sub is None:
-                raise NotFoundError("no such subscriber", where=as_email)
-        tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
-        rendered, plan = preview_edition(
-            store, cfg, dcfg, parse_when(at), subscriber=sub, tags=tag_list
+        if serve:
+            from newsletter.preview_server import serve_preview
+
+            click.echo(
+                f"preview of {dcfg.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)", err=True
+            )
+            serve_preview(store, cfg, dcfg, port=port, at=at and parse_when(at))
+            return
+        result = preview_message(
+            store, cfg, dcfg, parse_when(at), as_email=as_email, tags=_tags(tags)
         )
-        unsub = (
-            unsubscribe_url(cfg, sub.id, dcfg.name)  # type: ignore[arg-type]
-            if sub and cfg.secrets.secret_key
-            else f"{cfg.site.public_url.rstrip('/')}/unsubscribe/PREVIEW"
-        )
-        values = recipient_values(
-            Recipient(0, sub.email if sub else "", sub.name if sub else "", unsub, "")
-        )
-        body = personalize(
-            rendered.html if fmt == "html" else rendered.text, values, html_part=fmt == "html"
-        )
-        if out:
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(body)
-            click.echo(f"wrote {out} ({len(body.encode())} bytes): {rendered.subject}", err=True)
+        for w in result.rendered.warnings:
+            click.echo(f"warning: {w}", err=True)
+        if not result.articles:
+            click.echo(
+                f"warning: no stories for variant {result.variant} now: it would not be sent",
+                err=True,
+            )
+        if screenshot:
+            from newsletter.screenshot import take_screenshots
+
+            paths = take_screenshots(
+                result.html,
+                Path(screenshot),
+                images="placeholder" if placeholder_images else "load",
+                executable=cfg.render.chromium,
+            )
+            for p in paths:
+                click.echo(str(p))
+            return
+        body = result.html if fmt == "html" else result.text
+        if open_it and not out:
+            fd, out = tempfile.mkstemp(prefix="newsletter-preview-", suffix=f".{fmt[:4]}")
+            os.close(fd)
+            Path(out).write_text(body, encoding="utf-8")
+        elif out:
+            Path(out).write_text(body, encoding="utf-8")
         else:
             click.echo(body, nl=False)
-        for w in rendered.warnings:
-            click.echo(f"warning: {w}", err=True)
+            return
+        click.echo(f"wrote {out} ({len(body.encode())} bytes): {result.subject}", err=True)
+        if open_it:
+            webbrowser.open(Path(out).resolve().as_uri())
+
+    @cli.command()
+    @click.option("--digest", help="Digest name (default: the first configured).")
+    @click.option("--at", help="Check as if it were this time (ISO 8601).")
+    @json_option
+    @pass_app
+    def check(app: App, digest: str | None, at: str | None, as_json: bool) -> None:
+        """Preflight the edition that would go out now; exit 1 on any error.
+
+        Errors: HTML over budget, image without alt text, no unsubscribe link or
+        header, unresolved template variables, empty edition, links that are not
+        absolute http(s). Warnings: images without a width, subjects over 78
+        characters, stories moved to "More stories".
+        """
+        dcfg = app.config.digest(digest)
+        report = preflight(app.store, app.config, dcfg, parse_when(at))
+        if as_json:
+            emit_json(report.as_dict())
+        else:
+            for key, v in report.variants.items():
+                more = f", {v['more_stories']} in More stories" if v["more_stories"] else ""
+                click.echo(
+                    f"variant {key}: {v['stories']} stories{more}, {v['bytes']} bytes, "
+                    f"{v['subscribers']} subscribers"
+                )
+            for f in report.findings:
+                click.echo(str(f), err=f.level == "error")
+            n_err, n_warn = len(report.errors), len(report.warnings)
+            click.echo(
+                f"{dcfg.name}: {'FAILED' if n_err else 'ok'} "
+                f"({n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)})"
+            )
+        if not report.ok:
+            raise SystemExit(1)
+
+    @cli.command()
+    @click.argument("edition_id", type=int, required=False)
+    @click.option("--all", "all_sent", is_flag=True, help="Every sent edition, not one.")
+    @pass_app
+    def archive(app: App, edition_id: int | None, all_sent: bool) -> None:
+        """(Re)write the web archive page of a sent edition (default: the latest).
+
+        Runs by itself after each send when [archive] dir is set; use this after
+        changing the templates, or to fill the archive of editions sent before.
+        """
+        from newsletter.archive import publish_sent
+
+        for path in publish_sent(app.store, app.config, edition_id=edition_id, all_sent=all_sent):
+            click.echo(path)

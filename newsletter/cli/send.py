@@ -24,6 +24,13 @@ def register(cli: click.Group) -> None:
         metavar="BATCH DECISION",
         help="Decide an unresolved batch: DECISION is resend, sent or failed.",
     )
+    @click.option(
+        "--test-to",
+        "test_to",
+        multiple=True,
+        metavar="EMAIL",
+        help="Send the preview to this editor, [TEST] in the subject; records nothing. Repeatable.",
+    )
     @json_option
     @pass_app
     def send(
@@ -32,9 +39,30 @@ def register(cli: click.Group) -> None:
         at: str | None,
         dry_run: bool,
         resolve: tuple[str, str] | None,
+        test_to: tuple[str, ...],
         as_json: bool,
     ) -> None:
         """Compile and send the current edition of a digest now (or resume it)."""
+        if test_to:
+            from newsletter.testsend import send_test
+
+            if dry_run or resolve:
+                raise InputError("--test-to cannot be combined with --dry-run or --resolve")
+            dcfg = app.config.digest(digest)
+            r = send_test(app.store, app.config, dcfg, parse_when(at), list(test_to))
+            if as_json:
+                emit_json(r.as_dict())
+            else:
+                for w in r.warnings:
+                    click.echo(f"warning: {w}", err=True)
+                click.echo(
+                    f"{r.subject!r} sent via {r.backend} to: {', '.join(r.sent) or 'nobody'}"
+                )
+                for email, reason in r.rejected.items():
+                    click.echo(f"refused: {email}: {reason}", err=True)
+            if r.rejected:
+                raise SystemExit(1)
+            return
         if resolve:
             batch, decision = resolve
             if decision not in ("resend", "sent", "failed"):

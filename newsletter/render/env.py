@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import html
+import re
 import unicodedata
 from datetime import datetime
 from functools import lru_cache
@@ -19,33 +19,59 @@ def bundled_templates() -> Path:
     return packaged if packaged.is_dir() else here.parent / "templates"
 
 
-#: Unicode categories MRML writes as-is in attribute values; anything else
-#: (emoji, variation selectors, joiners, combining marks) it would write in
-#: Rust debug escaping (``\u{fe0f}``), so those become character references.
+#: Unicode categories MRML writes as-is in attribute values. Anything else
+#: (variation selectors, joiners, combining marks, symbols) it may write in Rust
+#: debug escaping (``\\u{fe0f}``), so those become character references.
 _SAFE_CATEGORIES = ("L", "N", "P", "Zs", "Sm", "Sc")
+#: letters Rust escapes all the same (Hangul fillers and two halfwidth sound
+#: marks that are Grapheme_Extend); found by compiling every code point
+_UNSAFE_LETTERS = frozenset("\u115f\u1160\u3164\uff9e\uff9f\uffa0")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\\": "&#92;"}
+_PLAIN = re.compile(r"[ !#-%(-;=?-\[\]-~]*")
+
+
+def _is_noncharacter(ch: str) -> bool:
+    cp = ord(ch)
+    return 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE
+
+
+@lru_cache(maxsize=4096)
+def _attr_char(ch: str) -> str:
+    if ch in _ENTITIES:
+        return _ENTITIES[ch]
+    cat = unicodedata.category(ch)
+    if cat in ("Cc", "Cs") or _is_noncharacter(ch):
+        return ""  # not allowed in HTML text at all
+    if cat.startswith(_SAFE_CATEGORIES) and ch not in _UNSAFE_LETTERS:
+        return ch
+    return f"&#x{ord(ch):X};"
 
 
 def mjattr(value: object) -> Markup:
-    """A value made safe for an MJML attribute under mjml-python 1.4.2.
+    """``value`` made safe for an MJML attribute under mjml-python 1.4.2 (MRML 6).
 
-    MRML writes attribute values with Rust debug escaping: a newline becomes a
-    literal ``\\n``, an emoji ``\\u{…}`` and ``"`` ``\\"``. So whitespace is
-    folded to single spaces, the HTML specials are escaped as entities (which
-    MRML passes through verbatim), and every character outside the safe
-    categories becomes a numeric character reference.
+    MRML writes attribute values with Rust debug escaping, also those of raw HTML
+    inside ``<mj-text>``: a newline becomes a literal ``\\n``, an emoji's
+    variation selector ``\\u{fe0f}``, ``"`` ``\\"`` and a backslash ``\\\\``. So
+    whitespace is folded to single spaces, the HTML specials and the backslash
+    become entities, and every character outside the safe categories a numeric
+    character reference, which MRML passes through verbatim. Control characters
+    and noncharacters, which HTML does not allow, are dropped.
+    tests/test_render_attr.py compiles every code point through MRML to prove it.
     """
     text = " ".join(str(value).split())
-    out = []
-    for ch in html.escape(text, quote=True):
-        if ord(ch) < 128 or unicodedata.category(ch).startswith(_SAFE_CATEGORIES):
-            out.append(ch)
-        else:
-            out.append(f"&#x{ord(ch):X};")
-    return Markup("".join(out))
+    if _PLAIN.fullmatch(text):
+        return Markup(text)
+    return Markup("".join(_attr_char(ch) for ch in text))
 
 
 def format_date(value: datetime, fmt: str = "%-d %B %Y") -> str:
     return value.strftime(fmt)
+
+
+def oneline(value: object) -> str:
+    """Whitespace, line breaks included, folded to single spaces (plaintext titles)."""
+    return " ".join(str(value).split())
 
 
 @lru_cache(maxsize=16)
@@ -65,4 +91,5 @@ def make_env(user_folder: str = "") -> Environment:
     )
     env.filters["mjattr"] = mjattr
     env.filters["date"] = format_date
+    env.filters["oneline"] = oneline
     return env

@@ -1,0 +1,65 @@
+"""A fixed edition for the render tests, golden files and benchmarks/render.py.
+
+tests/data/render_edition.json holds 30 stories taken from the sample feed, with
+summaries cut to 60–120 words and a feed-sized image each (three have none).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+from newsletter.config import DigestConfig, SiteConfig
+from newsletter.models import Article, RateLine, RatesHeader, Tag
+from newsletter.render.compile import EditionContent
+
+DATA = Path(__file__).parent / "data" / "render_edition.json"
+
+
+def load_content(count: int = 30, *, layout: str = "list", **changes: object) -> EditionContent:
+    """The first ``count`` stories of the fixed edition as an EditionContent."""
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    articles = [
+        Article(
+            uid=a["url"],
+            url=a["url"],
+            title=a["title"],
+            published_at=datetime.fromisoformat(a["published_at"]),
+            summary_text=a["summary_text"],
+            author=a["author"],
+            image_url=a["image_url"],
+            image_alt=a["image_alt"],
+            tags=[Tag.from_name(t) for t in a["tags"]],
+            id=i + 1,
+        )
+        for i, a in enumerate(data["articles"][:count])
+    ]
+    rates = RatesHeader(
+        items=[
+            RateLine(
+                pair=r["pair"],
+                text=r["text"],
+                change=r["change"],
+                direction=r["direction"],
+                source=r["source"],
+                rate_date=date.fromisoformat(r["date"]),
+                as_of=r["as_of"],
+            )
+            for r in data["rates"]
+        ]
+    )
+    content = EditionContent(
+        site=SiteConfig(**data["site"]),
+        digest=DigestConfig(**data["digest"]),
+        subject=data["subject"],
+        edition_date=data["edition_date"],
+        articles=articles,
+        rates=rates,
+        reason_tags=data["reason_tags"],
+        archive_url=data["archive_url"],
+        layout=layout,
+    )
+    for key, value in changes.items():
+        setattr(content, key, value)
+    return content

@@ -1,0 +1,43 @@
+"""`newsletter preview --screenshot`: PNGs at 375 and 600 px from headless Chromium."""
+
+import struct
+
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from tests.test_browser_render import require_chromium
+
+AT = "2026-11-30T07:05:00+05:00"
+
+
+def png_size(path):
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_preview_screenshots_at_375_and_600(project):
+    require_chromium()
+    runner = CliRunner()
+    runner.invoke(cli, ["ingest"])
+    result = runner.invoke(
+        cli, ["preview", "--at", AT, "--screenshot", "shots", "--placeholder-images"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["shots/preview-375.png", "shots/preview-600.png"]
+    (w1, h1), (w2, h2) = (png_size(project / "shots" / f"preview-{w}.png") for w in (375, 600))
+    assert (w1, w2) == (375, 600)
+    assert h1 > h2 > 2000  # the whole page; the phone layout is the taller
+
+
+def test_a_missing_chromium_is_one_clear_line(project):
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[render]\nchromium = "/nonexistent/chromium"\n')
+    CliRunner().invoke(cli, ["ingest"])
+    result = CliRunner().invoke(cli, ["preview", "--at", AT, "--screenshot", "shots"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: /nonexistent/chromium: headless Chromium not found "
+        "(apt-get install chromium, or set [render] chromium to its path)"
+    )

@@ -1,0 +1,59 @@
+"""Golden files: the default templates' HTML and text for a fixed edition.
+
+A deliberate change to the templates or the renderer changes these files;
+review the diff, then update them with:
+
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_render_golden.py
+"""
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from newsletter.render.compile import render
+from tests.render_data import load_content
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def edition(layout="list"):
+    """8 stories as cards and 3 in More stories, the fixed rates; one story
+    without an image, one with quotes, an emoji and a line break in its title."""
+    c = load_content(11, layout=layout)
+    c.articles[5].title = 'Kazakh "Steppe" ❤️ Festival\nDraws Record Crowds'
+    c.more_stories = c.articles[8:]
+    c.articles = c.articles[:8]
+    return c
+
+
+def compare(name, actual):
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(actual, encoding="utf-8")
+        return
+    assert path.exists(), f"{path} is missing: run UPDATE_GOLDEN=1 pytest {__file__}"
+    expected = path.read_text(encoding="utf-8")
+    if actual != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True), actual.splitlines(True), str(path), "rendered", n=1
+            )
+        )
+        pytest.fail(f"{name} differs from the golden file:\n{diff[:4000]}")
+
+
+def test_html_golden():
+    html = render(edition()).html
+    # one element per line, so a diff shows what changed
+    compare("digest.html", html.replace("><", ">\n<"))
+
+
+def test_text_golden():
+    compare("digest.txt", render(edition()).text)
+
+
+def test_text_golden_sections_per_tag():
+    compare("digest-tags.txt", render(edition("tags")).text)
