@@ -30,7 +30,7 @@ SERIES = {
     "bounced": "#d2453d",
 }
 _TEMPLATES = Path(__file__).parent / "tracking" / "templates"
-_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(\.[\w-]+)+")
+_EMAIL = re.compile(r"<?[\w.+'-]+@[\w-]+(\.[\w-]+)+>?")
 #: bucket widths to choose from, smallest first; the first giving <= 96 buckets wins
 _BUCKETS = (
     timedelta(minutes=5),
