@@ -101,9 +101,9 @@ HOSTILE = (
 )
 
 
-def test_hostile_rows_are_reported_by_line_and_skipped(store, tmp_path):
-    report = import_csv(store, write(tmp_path, HOSTILE))
-    emails = sorted(s.email for s in store.iter_subscribers())
+def test_hostile_rows_are_reported_by_line_and_skipped(sqlite_store, tmp_path):
+    report = import_csv(sqlite_store, write(tmp_path, HOSTILE))
+    emails = sorted(s.email for s in sqlite_store.iter_subscribers())
     assert emails == [
         "evil@example.com",
         "good1@example.com",
@@ -129,24 +129,30 @@ def test_hostile_rows_are_reported_by_line_and_skipped(store, tmp_path):
     assert "NUL" in report.errors[1] and "U+202E" in report.errors[2]
     assert "unknown time zone" in report.errors[4]
     assert "7 fields, but the header has 5 columns" in report.errors[7]
-    assert store.get_subscriber("multi@example.com").name == "Line break"
+    assert sqlite_store.get_subscriber("multi@example.com").name == "Line break"
 
 
-def test_invalid_utf8_rejects_the_row_not_the_file(store, tmp_path):
+def test_invalid_utf8_rejects_the_row_not_the_file(sqlite_store, tmp_path):
     raw = (HEADER + "a@example.com,Ok,,,\n").encode() + b"b@example.com,\xff\xfe,,,\n"
     raw += b"c@example.com,Fine,,,\n"
-    report = import_csv(store, write(tmp_path, raw))
+    report = import_csv(sqlite_store, write(tmp_path, raw))
     assert report.errors == ["line 3: not valid UTF-8"]
-    assert sorted(s.email for s in store.iter_subscribers()) == ["a@example.com", "c@example.com"]
+    assert sorted(s.email for s in sqlite_store.iter_subscribers()) == [
+        "a@example.com",
+        "c@example.com",
+    ]
 
 
-def test_an_oversized_field_is_one_bad_row(store, tmp_path):
+def test_an_oversized_field_is_one_bad_row(sqlite_store, tmp_path):
     text = HEADER + "a@example.com,ok,,,\n" + "b@example.com," + "x" * 200_000 + ",,,\n"
     text += "c@example.com,ok,,,\n"
-    report = import_csv(store, write(tmp_path, text))
+    report = import_csv(sqlite_store, write(tmp_path, text))
     assert len(report.errors) == 1 and "field larger than field limit" in report.errors[0]
     assert report.errors[0].startswith("line 3")
-    assert sorted(s.email for s in store.iter_subscribers()) == ["a@example.com", "c@example.com"]
+    assert sorted(s.email for s in sqlite_store.iter_subscribers()) == [
+        "a@example.com",
+        "c@example.com",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -158,34 +164,38 @@ def test_an_oversized_field_is_one_bad_row(store, tmp_path):
         ("email,email\n", "a column appears twice"),
     ],
 )
-def test_a_bad_header_stops_the_import_naming_the_file(store, tmp_path, text, message):
+def test_a_bad_header_stops_the_import_naming_the_file(sqlite_store, tmp_path, text, message):
     f = write(tmp_path, text)
     with pytest.raises(InputError, match=message) as err:
-        import_csv(store, f)
+        import_csv(sqlite_store, f)
     assert err.value.where == str(f)
 
 
-def test_a_bom_and_columns_in_any_order_and_case_are_fine(store, tmp_path):
+def test_a_bom_and_columns_in_any_order_and_case_are_fine(sqlite_store, tmp_path):
     f = write(tmp_path, "\ufeffStatus,EMAIL,Name\nactive,z@example.com,Zed\n")
-    assert import_csv(store, f).inserted == 1
-    assert store.get_subscriber("z@example.com").name == "Zed"
+    assert import_csv(sqlite_store, f).inserted == 1
+    assert sqlite_store.get_subscriber("z@example.com").name == "Zed"
 
 
-def test_export_guards_against_formulas_and_round_trips(store, tmp_path):
-    store.upsert_subscribers(
+def test_export_guards_against_formulas_and_round_trips(sqlite_store, tmp_path):
+    sqlite_store.upsert_subscribers(
         [
             Subscriber(email="evil@example.com", name='=HYPERLINK("http://x")', tags=["a", "b"]),
             Subscriber(email="+plus@example.com", name="-5", timezone="Asia/Almaty"),
         ]
     )
-    text = export_csv(store.iter_subscribers())
+    text = export_csv(sqlite_store.iter_subscribers())
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1][1] == '\'=HYPERLINK("http://x")'
     assert rows[2][:2] == ["'+plus@example.com", "'-5"]
-    before = [(s.email, s.name, s.tags, s.timezone, s.status) for s in store.iter_subscribers()]
-    report = import_csv(store, write(tmp_path, text))
+    before = [
+        (s.email, s.name, s.tags, s.timezone, s.status) for s in sqlite_store.iter_subscribers()
+    ]
+    report = import_csv(sqlite_store, write(tmp_path, text))
     assert report.errors == [] and report.unchanged == 2
-    after = [(s.email, s.name, s.tags, s.timezone, s.status) for s in store.iter_subscribers()]
+    after = [
+        (s.email, s.name, s.tags, s.timezone, s.status) for s in sqlite_store.iter_subscribers()
+    ]
     assert after == before
 
 

@@ -20,8 +20,7 @@ ONE_CLICK = {
 }
 
 
-@pytest.fixture
-def site(db_url, tmp_path):
+def make_site(db_url, tmp_path):
     toml = tmp_path / "newsletter.toml"
     toml.write_text(
         """
@@ -49,6 +48,18 @@ tags = ["kazakhstan", "uzbekistan"]
 
         yield cfg, store, sent, srv, link
     store.close()
+
+
+@pytest.fixture
+def site(db_url, tmp_path):
+    """On both engines."""
+    yield from make_site(db_url, tmp_path)
+
+
+@pytest.fixture
+def lite_site(tmp_path):
+    """SQLite only, for checks that do not depend on the engine."""
+    yield from make_site(f"sqlite:///{tmp_path / 'lite.db'}", tmp_path)
 
 
 def events(store):
@@ -101,16 +112,16 @@ def test_one_click_post_unsubscribes_and_repeating_it_changes_nothing(site):
     assert "You are unsubscribed" in httpx.get(url).text
 
 
-def test_a_post_of_any_body_or_type_is_the_one_click(site):
-    cfg, store, sent, srv, link = site
+def test_a_post_of_any_body_or_type_is_the_one_click(lite_site):
+    cfg, store, sent, srv, link = lite_site
     d = sent.deliveries[0]
     r = httpx.post(link(d.subscriber_id), files={"List-Unsubscribe": (None, "One-Click")})
     assert r.status_code == 200
     assert store.get_subscriber("aigerim@example.com").status == "unsubscribed"
 
 
-def test_a_stronger_suppression_survives_an_unsubscribe(site):
-    cfg, store, sent, srv, link = site
+def test_a_stronger_suppression_survives_an_unsubscribe(lite_site):
+    cfg, store, sent, srv, link = lite_site
     store.set_subscriber_status("aigerim@example.com", "complained", "spam report")
     httpx.post(link(sent.deliveries[0].subscriber_id), **ONE_CLICK)
     assert store.get_subscriber("aigerim@example.com").status == "complained"
@@ -138,8 +149,8 @@ def test_preferences_replace_the_tags_with_offered_ones_only(site):
     assert store.get_subscriber("aigerim@example.com").tags == []
 
 
-def test_forged_links_get_the_same_404_whether_or_not_the_subscriber_exists(site):
-    cfg, store, sent, srv, link = site
+def test_forged_links_get_the_same_404_whether_or_not_the_subscriber_exists(lite_site):
+    cfg, store, sent, srv, link = lite_site
     real = sent.deliveries[0].subscriber_id
     other_cfg = load_config(None, env={"NEWSLETTER_SECRET_KEY": "a-different-secret-key-xyz"})
     other_cfg.site = cfg.site
@@ -159,8 +170,8 @@ def test_forged_links_get_the_same_404_whether_or_not_the_subscriber_exists(site
     assert events(store) == []
 
 
-def test_a_genuine_token_for_a_list_not_sent_here_is_refused(site):
-    cfg, store, sent, srv, link = site
+def test_a_genuine_token_for_a_list_not_sent_here_is_refused(lite_site):
+    cfg, store, sent, srv, link = lite_site
     from newsletter.audience.tokens import make_token
 
     token = make_token(KEY, sent.deliveries[0].subscriber_id, "daily.elsewhere.example")
@@ -169,8 +180,8 @@ def test_a_genuine_token_for_a_list_not_sent_here_is_refused(site):
     assert store.get_subscriber("aigerim@example.com").status == "active"
 
 
-def test_a_removed_subscriber_gets_the_same_answer_as_an_unsubscribed_one(site):
-    cfg, store, sent, srv, link = site
+def test_a_removed_subscriber_gets_the_same_answer_as_an_unsubscribed_one(lite_site):
+    cfg, store, sent, srv, link = lite_site
     from newsletter.models import Subscriber
 
     ((sid, _),) = store.upsert_subscribers([Subscriber(email="gone@example.net")])
@@ -182,8 +193,8 @@ def test_a_removed_subscriber_gets_the_same_answer_as_an_unsubscribed_one(site):
         assert r.status_code == 200 and "You are unsubscribed" in r.text
 
 
-def test_the_confirmation_form_is_too_large_to_abuse(site):
-    cfg, store, sent, srv, link = site
+def test_the_confirmation_form_is_too_large_to_abuse(lite_site):
+    cfg, store, sent, srv, link = lite_site
     r = httpx.post(link(sent.deliveries[0].subscriber_id), content=b"x" * 100_000)
     assert r.status_code == 413
     assert store.get_subscriber("aigerim@example.com").status == "active"

@@ -242,13 +242,15 @@ def test_provider_events_resolve_an_unresolved_delivery(store, cfg):
         ("dropped", {"reason": "Unsubscribed Address"}, "unsubscribed"),
     ],
 )
-def test_these_events_suppress_the_address_for_all_future_sends(store, cfg, kind, extra, status):
-    sent = sent_edition(store, ["a@example.com", "b@example.com"])
-    result = post(store, cfg, [sg_event(kind, sent.deliveries[0], **extra)])
+def test_these_events_suppress_the_address_for_all_future_sends(
+    sqlite_store, cfg, kind, extra, status
+):
+    sent = sent_edition(sqlite_store, ["a@example.com", "b@example.com"])
+    result = post(sqlite_store, cfg, [sg_event(kind, sent.deliveries[0], **extra)])
     assert result.suppressed == 1
-    assert subscriber(store, "a@example.com")[0] == status
-    assert subscriber(store, "b@example.com")[0] == "active"
-    active = [s.email for s in store.iter_subscribers(status=("active",))]
+    assert subscriber(sqlite_store, "a@example.com")[0] == status
+    assert subscriber(sqlite_store, "b@example.com")[0] == "active"
+    active = [s.email for s in sqlite_store.iter_subscribers(status=("active",))]
     assert active == ["b@example.com"]
 
 
