@@ -260,3 +260,77 @@ def test_a_key_in_the_config_file_is_used_and_a_bad_one_stops_the_app(tmp_path, 
     with pytest.raises(ConfigError, match="webhook_public_key: not a valid public key"):
         create_app(cfg, store)
     store.close()
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("max_age = -1", "webhook.max_age: must be 0"),
+        ("port = 70000", "webhook.port: must be between 1 and 65535"),
+        ("max_body_bytes = 10", "webhook.max_body_bytes: must be at least 1000"),
+        ("soft_bounce_limit = -2", "webhook.soft_bounce_limit: must be 0"),
+    ],
+)
+def test_webhook_settings_are_validated_naming_file_and_key(tmp_path, table, message):
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(f"[webhook]\n{table}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(toml, env={})
+    assert str(toml) in str(err.value)
+
+
+def test_newsletter_serve_runs_as_a_process_and_stops_cleanly(tmp_path, signer):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "NEWSLETTER_SECRET_KEY": "k" * 20,
+        "NEWSLETTER_SENDGRID_WEBHOOK_KEY": signer.public_b64,
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+    }
+    env.pop("NEWSLETTER_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.text == "ok"
+        body = body_of([sg_event("delivered")])
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/sendgrid",
+            content=body,
+            headers=signer.headers(body),
+        )
+        assert r.status_code == 200 and r.json()["unmatched"] == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert f"listening on http://127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+def test_newsletter_serve_without_the_secret_key_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    r = CliRunner(env={"NEWSLETTER_SECRET_KEY": ""}).invoke(
+        cli, ["--db", f"sqlite:///{tmp_path / 'x.db'}", "serve"]
+    )
+    assert r.exit_code == 2
+    assert "NEWSLETTER_SECRET_KEY is not set" in r.output and "Traceback" not in r.output
