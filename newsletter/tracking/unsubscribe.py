@@ -55,7 +55,8 @@ def resolve(cfg: Config, store: Store, token: str) -> Reader:
 def mask_email(email: str) -> str:
     """``a••••@example.com``: enough to recognise, too little to harvest."""
     local, _, domain = email.partition("@")
-    return f"{local[:1]}{'•' * max(len(local) - 1, 1)}@{domain}" if domain else "•••"
+    # a fixed number of dots: the length of the address is not shown either
+    return f"{local[:1]}••••@{domain}" if domain else "••••"
 
 
 def unsubscribe(cfg: Config, store: Store, reader: Reader, *, how: str = "link") -> None:
