@@ -35,6 +35,11 @@ def register(cli: click.Group) -> None:
             "rates: "
             + ", ".join(f"{r.replace('_', '-')} {percent(data['rates'][r])}" for r in RATES)
         )
+        if not data["events"]:
+            click.echo(
+                "no provider events for this edition yet: delivered, opened and clicked come "
+                "from SendGrid's event webhook (`newsletter serve`)"
+            )
         for name, v in data["variants"].items():
             shown = ", ".join(f"{k} {n}" for k, n in v["counts"].items() if n)
             click.echo(f"variant {name} ({v['recipients']}): {shown or 'no deliveries'}")
