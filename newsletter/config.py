@@ -212,12 +212,14 @@ class AlertsConfig:
 
 @dataclass
 class WebhookConfig:
+    #: `newsletter serve` binds this address; 127.0.0.1 unless you mean to expose it
     host: str = "127.0.0.1"
     port: int = 8025
     #: seconds; 0 turns the signature timestamp age check off
     max_age: int = 600
+    #: a webhook request body larger than this is refused with 413
     max_body_bytes: int = 5_000_000
-    #: consecutive soft bounces that suppress an address
+    #: consecutive soft bounces (deferred, blocked) that suppress an address; 0 = never
     soft_bounce_limit: int = 5
 
 
@@ -447,6 +449,14 @@ def _validate(cfg: Config) -> None:
         fail("site.archive_url", "must be an absolute http(s) URL")
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
+    if not 0 < cfg.webhook.port < 65536:
+        fail("webhook.port", f"must be between 1 and 65535, got {cfg.webhook.port}")
+    if cfg.webhook.max_age < 0:
+        fail("webhook.max_age", "must be 0 (no check) or a number of seconds")
+    if cfg.webhook.max_body_bytes < 1000:
+        fail("webhook.max_body_bytes", "must be at least 1000")
+    if cfg.webhook.soft_bounce_limit < 0:
+        fail("webhook.soft_bounce_limit", "must be 0 (never) or a positive count")
     _validate_rates(cfg.rates, fail)
 
 

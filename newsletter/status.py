@@ -1,12 +1,27 @@
-"""What happened to an edition: counts per status, per variant."""
+"""What happened to an edition: counts per status and rates, overall and per variant.
+
+Definitions (the same in `newsletter status` and the HTML report):
+
+- sent: deliveries the provider took (accepted, or anything its events said since);
+- delivered: deliveries with a delivered, unsubscribed or complained status, or
+  opened or clicked (each proves the message arrived);
+- delivery rate = delivered / sent;  bounce rate = bounced / sent;
+- open rate = opened / delivered;  click rate = clicked / delivered;
+- click-to-open = clicked / opened;  complaint and unsubscribe rate: / delivered.
+
+Opens are counted from SendGrid's open events; Apple Mail Privacy Protection
+pre-fetches images, so the open rate is an upper bound.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from newsletter.errors import NotFoundError
+from newsletter.models import EditionInfo
 from newsletter.store import Store
 
+#: delivery statuses, in the order they are shown
 STATUSES = (
     "queued",
     "claimed",
@@ -20,25 +35,71 @@ STATUSES = (
     "failed",
     "unresolved",
 )
+#: everything `status` counts: the statuses plus the engagement flags
+COUNTS = (*STATUSES, "opened", "clicked")
+
+#: not (yet) taken by the provider
+_NOT_SENT = ("queued", "claimed", "failed", "unresolved")
+#: statuses that prove the message arrived
+_ARRIVED = ("delivered", "unsubscribed", "complained")
 
 
-def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any]:
+def _rate(n: int, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def summarize(rows: list[tuple[str, bool, bool, int]]) -> dict[str, Any]:
+    """Counts and rates from (status, opened, clicked, count) rows."""
+    counts = {k: 0 for k in COUNTS}
+    recipients = sent = delivered = 0
+    for status, opened, clicked, n in rows:
+        recipients += n
+        counts[status] = counts.get(status, 0) + n
+        if opened:
+            counts["opened"] += n
+        if clicked:
+            counts["clicked"] += n
+        if status not in _NOT_SENT:
+            sent += n
+        if status in _ARRIVED or opened or clicked:
+            delivered += n
+    return {
+        "recipients": recipients,
+        "sent": sent,
+        "delivered_total": delivered,
+        "counts": counts,
+        "rates": {
+            "delivery": _rate(delivered, sent),
+            "open": _rate(counts["opened"], delivered),
+            "click": _rate(counts["clicked"], delivered),
+            "click_to_open": _rate(counts["clicked"], counts["opened"]),
+            "bounce": _rate(counts["bounced"], sent),
+            "complaint": _rate(counts["complained"], delivered),
+            "unsubscribe": _rate(counts["unsubscribed"], delivered),
+        },
+    }
+
+
+def find_edition(store: Store, edition_id: int | None) -> EditionInfo:
     if edition_id is None:
         latest = store.list_editions(limit=1)
         if not latest:
             raise NotFoundError("no editions yet", hint="run `newsletter run` first")
-        info = latest[0]
-    else:
-        info = store.get_edition(edition_id)
-        if info is None:
-            raise NotFoundError(f"no edition {edition_id}")
-    per_variant = store.delivery_counts(info.id)
-    total = {s: 0 for s in STATUSES}
-    variants = {}
-    for v, counts in per_variant.items():
-        variants[v] = {s: counts.get(s, 0) for s in STATUSES}
-        for s, n in counts.items():
-            total[s] = total.get(s, 0) + n
+        return latest[0]
+    info = store.get_edition(edition_id)
+    if info is None:
+        raise NotFoundError(f"no edition {edition_id}")
+    return info
+
+
+def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any]:
+    """Everything `newsletter status` shows, as plain data (the --json output)."""
+    info = find_edition(store, edition_id)
+    rows = store.engagement_rows(info.id)
+    per_variant: dict[str, list[tuple[str, bool, bool, int]]] = {}
+    for variant, status, opened, clicked, n in rows:
+        per_variant.setdefault(variant, []).append((status, opened, clicked, n))
+    overall = summarize([r[1:] for r in rows])
     return {
         "id": info.id,
         "digest": info.digest,
@@ -47,9 +108,11 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
         "subject": info.subject,
         "created_at": info.created_at.isoformat(),
         "sent_at": info.sent_at.isoformat() if info.sent_at else None,
-        "recipients": sum(total.values()),
-        "counts": total,
-        "variants": variants,
+        **overall,
+        "variants": {v: summarize(r) for v, r in sorted(per_variant.items())},
+        "events": store.event_type_counts(info.id),
+        # across all editions: events whose message we could not find
+        "unmatched_events": store.unmatched_event_count(),
         "unresolved_batches": [
             {"id": b["id"], "size": b["size"], "error": b["error"], "variant": b["variant"]}
             for b in store.unresolved_batches(info.id)

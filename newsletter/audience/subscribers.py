@@ -2,14 +2,18 @@
 
 CSV columns: email, name, tags, timezone, status (see subscribers/README.md).
 Bad rows are reported with their line numbers and skipped; good rows are
-imported. Each chunk of rows is one transaction and re-importing only updates,
-so an interrupted import is resumed by running it again.
+imported. The file is read as a stream and written a chunk (1,000 rows) per
+transaction, so memory stays flat for any size. An import is resumable rather
+than atomic: re-importing only updates, so an interrupted import is finished
+by running it again, and the rows it had written are not lost.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,43 +22,106 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import InputError
+from newsletter.errors import InputError, NotFoundError
 from newsletter.models import Subscriber, slugify
 from newsletter.store import Store
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("email", "name", "tags", "timezone", "status")
 STATUSES = ("active", "unsubscribed", "suppressed", "bounced", "complained")
 
+MAX_NAME = 200
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 100
+#: error lines kept in a report; the rest are only counted
+MAX_ERRORS_KEPT = 1000
 
-def normalize_email(address: str) -> str:
-    """Validated and normalized (lower case, IDNA domain); InputError when invalid."""
+#: a spreadsheet runs a cell that starts with one of these as a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: bidirectional overrides and isolates: a name with them can display as something else
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
+    """Validated and normalized (lower case, IDNA domain); InputError when invalid.
+
+    No DNS lookups unless ``check_deliverability``.
+    """
+    text = address.strip()
     try:
-        info = validate_email(address.strip(), check_deliverability=False)
+        info = validate_email(text, check_deliverability=check_deliverability)
     except EmailNotValidError as err:
-        raise InputError(f"invalid email {address.strip()!r}: {err}") from None
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise InputError(f"invalid email {shown!r}: {err}") from None
     return info.normalized.lower()
 
 
 def parse_tags(text: str) -> list[str]:
-    return sorted({slugify(t) for t in text.replace(",", ";").split(";") if slugify(t)})
+    tags = sorted({slugify(t) for t in text.replace(",", ";").split(";") if slugify(t)})
+    if len(tags) > MAX_TAGS:
+        raise InputError(f"more than {MAX_TAGS} tags")
+    long = [t for t in tags if len(t) > MAX_TAG_LENGTH]
+    if long:
+        raise InputError(f"tag longer than {MAX_TAG_LENGTH} characters: {long[0][:40]!r}...")
+    return tags
 
 
-def to_subscriber(row: dict[str, str]) -> Subscriber:
-    email = normalize_email(row.get("email") or "")
-    tz = (row.get("timezone") or "").strip()
-    if tz:
+def _unescape_cell(value: str) -> str:
+    """Undo the export's guard against spreadsheet formulas ('=x -> =x)."""
+    if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
+        return value[1:]
+    return value
+
+
+def _escape_cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def clean_name(text: str) -> str:
+    name = " ".join(_unescape_cell(text.strip()).split())
+    if len(name) > MAX_NAME:
+        raise InputError(f"name is longer than {MAX_NAME} characters")
+    for ch in name:
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc":
+            raise InputError(f"name contains the control character U+{ord(ch):04X}")
+    return name
+
+
+def check_timezone(text: str) -> str:
+    tz = text.strip()
+    if not tz:
+        return ""
+    if len(tz) > 64:
+        raise InputError("time zone name is too long")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"unknown time zone {tz!r}") from None
+    return tz
+
+
+def to_subscriber(row: dict[str, str], *, check_deliverability: bool = False) -> Subscriber:
+    """A validated Subscriber from one CSV row; InputError naming the problem."""
+    for value in row.values():
         try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InputError(f"unknown time zone {tz!r}") from None
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("not valid UTF-8") from None
+        if "\x00" in value:
+            raise InputError("contains a NUL byte")
+    email = normalize_email(
+        _unescape_cell(row.get("email") or ""), check_deliverability=check_deliverability
+    )
     status = (row.get("status") or "active").strip().lower() or "active"
     if status not in STATUSES:
-        raise InputError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
-    name = " ".join((row.get("name") or "").split())
-    if len(name) > 200:
-        raise InputError("name is longer than 200 characters")
+        raise InputError(f"unknown status {status[:40]!r} (one of {', '.join(STATUSES)})")
     return Subscriber(
-        email=email, name=name, tags=parse_tags(row.get("tags") or ""), timezone=tz, status=status
+        email=email,
+        name=clean_name(row.get("name") or ""),
+        tags=parse_tags(row.get("tags") or ""),
+        timezone=check_timezone(row.get("timezone") or ""),
+        status=status,
     )
 
 
@@ -63,91 +130,153 @@ class ImportReport:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    #: "line N: what is wrong"
+    #: rows skipped as bad
+    rejected: int = 0
+    #: "line N: what is wrong", the first MAX_ERRORS_KEPT of them
     errors: list[str] = field(default_factory=list)
+
+    def reject(self, line: str, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"line {line}: {message}")
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
 
-def read_rows(fh: TextIO, where: str) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """(line number, row) for each data row, or (line, error message)."""
-    reader = csv.DictReader(fh)
-    if reader.fieldnames is None:
-        raise InputError("empty file, expected a header row", where=where)
-    header = [h.strip().lower() for h in reader.fieldnames]
+def read_rows(fh: TextIO, where: str) -> Iterator[tuple[str, dict[str, str] | str]]:
+    """(line, row) for each data row, or (line, error message).
+
+    ``line`` is the line the record starts on ("7"), or the span of a record
+    that runs over several lines ("7-9").
+    """
+    reader = csv.reader(fh)
+    try:
+        header_row = next(reader)
+    except StopIteration:
+        raise InputError("empty file, expected a header row", where=where) from None
+    except csv.Error as err:
+        raise InputError(f"unreadable header row: {err}", where=where) from None
+    header = [h.strip().lower() for h in header_row]
     if "email" not in header:
         raise InputError(f"no 'email' column (columns: {', '.join(COLUMNS)})", where=where)
-    unknown = set(header) - set(COLUMNS)
+    unknown = sorted(set(header) - set(COLUMNS))
     if unknown:
-        raise InputError(
-            f"unknown columns {sorted(unknown)} (allowed: {', '.join(COLUMNS)})", where=where
-        )
-    reader.fieldnames = header
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5])
+        raise InputError(f"unknown columns {shown} (allowed: {', '.join(COLUMNS)})", where=where)
+    if len(set(header)) != len(header):
+        raise InputError("a column appears twice in the header", where=where)
     while True:
+        start = reader.line_num + 1
         try:
-            row = next(reader)
+            fields = next(reader)
         except StopIteration:
             return
         except csv.Error as err:
-            yield reader.line_num, f"unreadable CSV: {err}"
+            yield _span(start, reader.line_num), f"unreadable CSV: {err}"
             continue
-        if None in row:
-            yield reader.line_num, "more fields than columns"
+        line = _span(start, reader.line_num)
+        if not fields or fields == [""] * len(fields):
+            continue  # blank line
+        if len(fields) > len(header):
+            yield line, f"{len(fields)} fields, but the header has {len(header)} columns"
             continue
-        yield reader.line_num, row
+        yield line, dict(zip(header, fields, strict=False))
+
+
+def _span(start: int, end: int) -> str:
+    return str(start) if end <= start else f"{start}-{end}"
 
 
 def import_csv(
-    store: Store, path: str | Path, *, resubscribe: bool = False, chunk: int = 1000
+    store: Store,
+    path: str | Path,
+    *,
+    resubscribe: bool = False,
+    check_deliverability: bool = False,
+    chunk: int = 1000,
 ) -> ImportReport:
     """Import a CSV file in chunks, streaming: memory stays flat for any size."""
     where = str(path)
     report = ImportReport()
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        # undecodable bytes become lone surrogates, so one bad row is reported, not the file
+        fh = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror}", where=where) from err
     with fh:
-        try:
-            pending: list[tuple[int, Subscriber]] = []
-            for line, row in read_rows(fh, where):
-                if isinstance(row, str):
-                    report.errors.append(f"line {line}: {row}")
-                    continue
-                try:
-                    sub = to_subscriber(row)
-                except InputError as err:
-                    report.errors.append(f"line {line}: {err.message}")
-                    continue
-                pending.append((line, sub))
-                if len(pending) >= chunk:
-                    _flush(store, pending, report, resubscribe)
-                    pending = []
-            _flush(store, pending, report, resubscribe)
-        except UnicodeDecodeError as err:
-            raise InputError(
-                f"not UTF-8 text ({err.reason} at byte {err.start})", where=where
-            ) from err
+        pending: dict[str, Subscriber] = {}
+        for line, row in read_rows(fh, where):
+            if isinstance(row, str):
+                report.reject(line, row)
+                continue
+            try:
+                sub = to_subscriber(row, check_deliverability=check_deliverability)
+            except InputError as err:
+                report.reject(line, err.message)
+                continue
+            if sub.email in pending or len(pending) >= chunk:
+                # a later row for the same address updates it, as a re-import would
+                _flush(store, pending, report, resubscribe)
+                pending = {}
+            pending[sub.email] = sub
+        _flush(store, pending, report, resubscribe)
+    logger.info(
+        "%s: %d added, %d updated, %d unchanged, %d rejected",
+        where,
+        report.inserted,
+        report.updated,
+        report.unchanged,
+        report.rejected,
+    )
     return report
 
 
 def _flush(
-    store: Store, pending: list[tuple[int, Subscriber]], report: ImportReport, resubscribe: bool
+    store: Store, pending: dict[str, Subscriber], report: ImportReport, resubscribe: bool
 ) -> None:
     if not pending:
         return
-    with store.begin() as conn:
-        for _line, sub in pending:
-            _, what = store.upsert_subscriber(sub, resubscribe=resubscribe, conn=conn)
-            setattr(report, what, getattr(report, what) + 1)
+    for _id, what in store.upsert_subscribers(list(pending.values()), resubscribe=resubscribe):
+        setattr(report, what, getattr(report, what) + 1)
+
+
+def add_subscriber(
+    store: Store,
+    email: str,
+    *,
+    name: str = "",
+    tags: str = "",
+    timezone: str = "",
+    resubscribe: bool = False,
+) -> tuple[Subscriber, str]:
+    """Add or update one subscriber, validated like an import row. Returns (it, outcome)."""
+    sub = to_subscriber({"email": email, "name": name, "tags": tags, "timezone": timezone})
+    ((sid, what),) = store.upsert_subscribers([sub], resubscribe=resubscribe)
+    stored = store.get_subscriber(id=sid)
+    assert stored is not None
+    return stored, what
+
+
+def remove_subscriber(store: Store, email: str) -> str:
+    """Remove a subscriber by address; NotFoundError if there is none. Returns the address."""
+    address = normalize_email(email)
+    if not store.remove_subscriber(address):
+        raise NotFoundError("no such subscriber", where=address)
+    return address
 
 
 def export_csv(subs: Iterable[Subscriber], fh: TextIO | None = None) -> str:
-    """Write subscribers in the import format; returns the text when no file is given."""
+    """Write subscribers in the import format; returns the text when no file is given.
+
+    A cell that a spreadsheet would run as a formula gets a leading ``'``;
+    importing the file again removes it.
+    """
     out = fh or io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for s in subs:
-        w.writerow([s.email, s.name, ";".join(s.tags), s.timezone, s.status])
+        w.writerow(
+            [_escape_cell(v) for v in (s.email, s.name, ";".join(s.tags), s.timezone, s.status)]
+        )
     return out.getvalue() if fh is None else ""  # type: ignore[union-attr]

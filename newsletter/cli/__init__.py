@@ -12,7 +12,7 @@ import sys
 import click
 
 from newsletter import __version__
-from newsletter.cli import articles, preview, rates, run, send, status, subscribers
+from newsletter.cli import articles, preview, rates, run, send, serve, status, subscribers
 from newsletter.cli.common import CONTEXT_SETTINGS, App, NewsletterGroup, setup_logging
 
 
@@ -52,7 +52,7 @@ def cli(
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (run, articles, rates, subscribers, preview, send, status):
+for module in (run, articles, rates, subscribers, preview, send, status, serve):
     module.register(cli)
 
 

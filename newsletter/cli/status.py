@@ -1,11 +1,18 @@
-"""status: what happened to an edition's deliveries."""
+"""status and report: what happened to an edition's deliveries."""
 
 from __future__ import annotations
 
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, pass_app
-from newsletter.status import edition_status
+from newsletter.report import write_report
+from newsletter.status import COUNTS, edition_status
+
+RATES = ("delivery", "open", "click", "click_to_open", "bounce", "complaint", "unsubscribe")
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def register(cli: click.Group) -> None:
@@ -14,18 +21,51 @@ def register(cli: click.Group) -> None:
     @json_option
     @pass_app
     def status(app: App, edition: int | None, as_json: bool) -> None:
-        """Delivery status of an edition (default: the latest), per variant."""
+        """Delivery status of an edition (default: the latest): counts and rates, per variant."""
         data = edition_status(app.store, edition)
         if as_json:
             emit_json(data)
             return
         click.echo(f"edition {data['id']}  {data['digest']}  {data['period']}  {data['status']}")
         click.echo(f"subject: {data['subject']}")
-        for name, counts in [("all", data["counts"])] + sorted(data["variants"].items()):
-            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-            click.echo(f"  {name}: {shown or 'no deliveries'}")
+        click.echo(f"recipients {data['recipients']}, sent {data['sent']}")
+        for name in COUNTS:
+            click.echo(f"  {name:<13} {data['counts'][name]:>8}")
+        click.echo(
+            "rates: "
+            + ", ".join(f"{r.replace('_', '-')} {percent(data['rates'][r])}" for r in RATES)
+        )
+        if not data["events"]:
+            click.echo(
+                "no provider events for this edition yet: delivered, opened and clicked come "
+                "from SendGrid's event webhook (`newsletter serve`)"
+            )
+        for name, v in data["variants"].items():
+            shown = ", ".join(f"{k} {n}" for k, n in v["counts"].items() if n)
+            click.echo(f"variant {name} ({v['recipients']}): {shown or 'no deliveries'}")
+            click.echo(
+                "  rates: "
+                + ", ".join(f"{r.replace('_', '-')} {percent(v['rates'][r])}" for r in RATES[:5])
+            )
+        if data["unmatched_events"]:
+            click.echo(f"events matching no delivery (all editions): {data['unmatched_events']}")
         for b in data["unresolved_batches"]:
             click.echo(
                 f"  UNRESOLVED batch {b['id']} ({b['size']} recipients): {b['error']}; "
                 f"decide with `newsletter send --resolve {b['id']} resend|sent|failed`"
             )
+
+    @cli.command()
+    @click.argument("edition", type=int)
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False, writable=True),
+        default="report.html",
+        show_default=True,
+        help="Where to write the HTML page.",
+    )
+    @pass_app
+    def report(app: App, edition: int, out: str) -> None:
+        """Write one HTML page about an edition: funnel, events over time, links, bounces."""
+        path = write_report(app.store, edition, out)
+        click.echo(f"wrote {path}")

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from newsletter.audience.subscribers import (
     STATUSES,
+    add_subscriber,
     export_csv,
     import_csv,
-    normalize_email,
-    parse_tags,
+    remove_subscriber,
 )
-from newsletter.cli.common import App, emit_json, json_option, pass_app
-from newsletter.errors import NotFoundError
-from newsletter.models import Subscriber
+from newsletter.cli.common import App, json_option, pass_app
+
+#: rejected rows printed before "… and N more"
+SHOWN_ERRORS = 50
 
 
 def register(cli: click.Group) -> None:
@@ -28,68 +30,88 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--resubscribe",
         is_flag=True,
-        help="Reactivate suppressed/unsubscribed addresses in the file.",
+        help="Reactivate suppressed/unsubscribed addresses the file lists as active.",
+    )
+    @click.option(
+        "--check-deliverability",
+        is_flag=True,
+        help="Also look up each address's domain in DNS (slow; off by default).",
     )
     @json_option
     @pass_app
-    def import_(app: App, file: str, resubscribe: bool, as_json: bool) -> None:
-        """Import or update subscribers from a CSV file. Bad rows are reported and skipped."""
-        report = import_csv(app.store, file, resubscribe=resubscribe)
+    def import_(
+        app: App, file: str, resubscribe: bool, check_deliverability: bool, as_json: bool
+    ) -> None:
+        """Import or update subscribers from a CSV file. Bad rows are reported and skipped.
+
+        Re-importing a file updates rows and never duplicates them, so an
+        interrupted import is finished by running it again. Exit code 3 when
+        some rows were rejected, 1 when all were.
+        """
+        report = import_csv(
+            app.store, file, resubscribe=resubscribe, check_deliverability=check_deliverability
+        )
         if as_json:
-            emit_json(report.as_dict())
+            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
         else:
             click.echo(
                 f"{file}: {report.inserted} added, {report.updated} updated, "
-                f"{report.unchanged} unchanged, {len(report.errors)} rejected"
+                f"{report.unchanged} unchanged, {report.rejected} rejected"
             )
-            for e in report.errors[:50]:
+            for e in report.errors[:SHOWN_ERRORS]:
                 click.echo(f"  {file}: {e}", err=True)
-            if len(report.errors) > 50:
-                click.echo(f"  … and {len(report.errors) - 50} more", err=True)
-        if report.errors:
+            if report.rejected > SHOWN_ERRORS:
+                click.echo(f"  … and {report.rejected - SHOWN_ERRORS} more", err=True)
+        if report.rejected:
             raise SystemExit(3 if report.inserted + report.updated + report.unchanged else 1)
 
     @subscribers.command("export")
     @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+    @click.option("--tag", help="Only subscribers with this tag slug.")
     @pass_app
-    def export(app: App, status: str | None) -> None:
-        """Write all subscribers as CSV to stdout."""
-        export_csv(app.store.iter_subscribers(status=[status] if status else None), sys.stdout)
+    def export(app: App, status: str | None, tag: str | None) -> None:
+        """Write subscribers as CSV (the import format) to stdout."""
+        export_csv(
+            app.store.iter_subscribers(status=[status] if status else None, tag=tag), sys.stdout
+        )
 
     @subscribers.command("add")
     @click.argument("email")
     @click.option("--name", default="")
-    @click.option("--tags", default="", help="Comma-separated tag slugs.")
-    @click.option("--timezone", default="")
+    @click.option("--tags", default="", help="Comma-separated tag slugs (none: the defaults).")
+    @click.option("--timezone", default="", help="IANA time zone, e.g. Asia/Almaty.")
+    @click.option("--resubscribe", is_flag=True, help="Reactivate a suppressed address.")
     @pass_app
-    def add(app: App, email: str, name: str, tags: str, timezone: str) -> None:
+    def add(app: App, email: str, name: str, tags: str, timezone: str, resubscribe: bool) -> None:
         """Add (or update) one subscriber."""
-        sub = Subscriber(
-            email=normalize_email(email), name=name, tags=parse_tags(tags), timezone=timezone
+        sub, what = add_subscriber(
+            app.store, email, name=name, tags=tags, timezone=timezone, resubscribe=resubscribe
         )
-        _, what = app.store.upsert_subscriber(sub)
-        click.echo(f"{sub.email}: {what}")
+        note = "" if sub.status == "active" else f" (still {sub.status}; --resubscribe to change)"
+        click.echo(f"{sub.email}: {what}{note}")
 
     @subscribers.command("remove")
     @click.argument("email")
     @pass_app
     def remove(app: App, email: str) -> None:
         """Remove a subscriber (kept as unsubscribed when they have delivery history)."""
-        address = normalize_email(email)
-        if not app.store.remove_subscriber(address):
-            raise NotFoundError("no such subscriber", where=address)
-        click.echo(f"{address}: removed")
+        click.echo(f"{remove_subscriber(app.store, email)}: removed")
 
     @subscribers.command("list")
-    @click.option("--status", type=click.Choice(STATUSES))
-    @click.option("--tag")
+    @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+    @click.option("--tag", help="Only subscribers with this tag slug.")
     @json_option
     @pass_app
     def list_(app: App, status: str | None, tag: str | None, as_json: bool) -> None:
         """List subscribers."""
         subs = app.store.iter_subscribers(status=[status] if status else None, tag=tag)
         if as_json:
-            emit_json([s.__dict__ for s in subs])
+            # streamed item by item: a million subscribers never sit in memory at once
+            click.echo("[", nl=False)
+            for i, s in enumerate(subs):
+                click.echo(("," if i else "") + "\n  ", nl=False)
+                click.echo(json.dumps(s.__dict__, ensure_ascii=False), nl=False)
+            click.echo("\n]")
             return
         n = 0
         for s in subs:

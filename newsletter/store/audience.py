@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from newsletter.models import Subscriber
 from newsletter.store.base import StoreBase, utcnow
@@ -12,6 +13,13 @@ from newsletter.store.schema import subscriber_tags, subscribers
 
 #: statuses that receive editions
 SENDABLE = ("active",)
+
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
 
 
 class AudienceQueries(StoreBase):
@@ -22,63 +30,124 @@ class AudienceQueries(StoreBase):
 
         A suppressed or unsubscribed address keeps its status unless ``resubscribe``.
         """
+        ((sid, what),) = self.upsert_subscribers([sub], resubscribe=resubscribe, conn=conn)
+        return sid, what
+
+    def upsert_subscribers(
+        self,
+        subs: Sequence[Subscriber],
+        *,
+        resubscribe: bool = False,
+        conn: Connection | None = None,
+    ) -> list[tuple[int, str]]:
+        """Insert or update many by email, in one transaction and a few statements.
+
+        Returns (id, outcome) per subscriber, in order. The addresses must be
+        distinct and normalized. A non-active address stays as it is when the
+        row says active, unless ``resubscribe``; a row that says unsubscribed,
+        bounced … suppresses the address.
+        """
         if conn is None:
             with self.begin() as c:
-                return self.upsert_subscriber(sub, resubscribe=resubscribe, conn=c)
+                return self.upsert_subscribers(subs, resubscribe=resubscribe, conn=c)
+        if len({s.email for s in subs}) != len(subs):
+            raise ValueError("upsert_subscribers needs distinct addresses")
         now = utcnow()
-        row = conn.execute(select(subscribers).where(subscribers.c.email == sub.email)).first()
-        wanted_tags = sorted(set(sub.tags))
-        if row is None:
-            sid = conn.execute(
-                insert(subscribers).values(
-                    email=sub.email,
-                    name=sub.name,
-                    timezone=sub.timezone,
-                    status=sub.status,
-                    created_at=now,
-                    updated_at=now,
+        emails = [s.email for s in subs]
+        existing: dict[str, Any] = {}
+        for part in _chunks(emails):
+            for r in conn.execute(select(subscribers).where(subscribers.c.email.in_(part))):
+                existing[r.email] = r
+        have_tags: dict[int, list[str]] = {r.id: [] for r in existing.values()}
+        for part in _chunks(sorted(have_tags)):
+            for sid, slug in conn.execute(
+                select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_slug).where(
+                    subscriber_tags.c.subscriber_id.in_(part)
                 )
-            ).inserted_primary_key[0]
-            if wanted_tags:
-                conn.execute(
-                    insert(subscriber_tags),
-                    [{"subscriber_id": sid, "tag_slug": t} for t in wanted_tags],
-                )
-            return sid, "inserted"
-        status = row.status
-        if sub.status == "active" and row.status != "active" and not resubscribe:
-            status = row.status  # stays suppressed / unsubscribed
-        elif sub.status != row.status:
-            status = sub.status
-        have_tags = sorted(
+            ):
+                have_tags[sid].append(slug)
+
+        fresh = [s for s in subs if s.email not in existing]
+        if fresh:
             conn.execute(
-                select(subscriber_tags.c.tag_slug).where(subscriber_tags.c.subscriber_id == row.id)
-            ).scalars()
-        )
-        changes = {
-            k: v
-            for k, v in {"name": sub.name, "timezone": sub.timezone, "status": status}.items()
-            if getattr(row, k) != v
-        }
-        if status == "active" and row.status != "active":
-            changes["status_reason"] = ""
-            changes["soft_bounces"] = 0
-        if not changes and have_tags == wanted_tags:
-            return row.id, "unchanged"
-        if changes:
+                insert(subscribers),
+                [
+                    {
+                        "email": s.email,
+                        "name": s.name,
+                        "timezone": s.timezone,
+                        "status": s.status,
+                        "status_reason": "" if s.status == "active" else "imported",
+                        "soft_bounces": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for s in fresh
+                ],
+            )
+        ids: dict[str, int] = {e: r.id for e, r in existing.items()}
+        for part in _chunks([s.email for s in fresh]):
+            ids.update(
+                conn.execute(
+                    select(subscribers.c.email, subscribers.c.id).where(
+                        subscribers.c.email.in_(part)
+                    )
+                ).all()
+            )
+        outcomes: list[tuple[int, str]] = []
+        updates: list[dict[str, Any]] = []
+        retag: dict[int, list[str]] = {}
+        for s in subs:
+            sid = ids[s.email]
+            wanted_tags = sorted(set(s.tags))
+            row = existing.get(s.email)
+            if row is None:
+                if wanted_tags:
+                    retag[sid] = wanted_tags
+                outcomes.append((sid, "inserted"))
+                continue
+            values = {
+                "name": row.name,
+                "timezone": row.timezone,
+                "status": row.status,
+                "status_reason": row.status_reason,
+                "soft_bounces": row.soft_bounces,
+            }
+            values["name"], values["timezone"] = s.name, s.timezone
+            if s.status == "active" and row.status != "active":
+                if resubscribe:
+                    values.update(status="active", status_reason="", soft_bounces=0)
+                # else: stays suppressed / unsubscribed
+            elif s.status != row.status:
+                values.update(status=s.status, status_reason="imported")
+            changed = any(values[k] != getattr(row, k) for k in values)
+            if changed:
+                updates.append({"b_id": sid, **{f"b_{k}": v for k, v in values.items()}})
+            if sorted(have_tags[sid]) != wanted_tags:
+                retag[sid] = wanted_tags
+                changed = True
+            outcomes.append((sid, "updated" if changed else "unchanged"))
+        if updates:
             conn.execute(
                 update(subscribers)
-                .where(subscribers.c.id == row.id)
-                .values(**changes, updated_at=now)
+                .where(subscribers.c.id == bindparam("b_id"))
+                .values(
+                    name=bindparam("b_name"),
+                    timezone=bindparam("b_timezone"),
+                    status=bindparam("b_status"),
+                    status_reason=bindparam("b_status_reason"),
+                    soft_bounces=bindparam("b_soft_bounces"),
+                    updated_at=now,
+                ),
+                updates,
             )
-        if have_tags != wanted_tags:
-            conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id == row.id))
-            if wanted_tags:
-                conn.execute(
-                    insert(subscriber_tags),
-                    [{"subscriber_id": row.id, "tag_slug": t} for t in wanted_tags],
-                )
-        return row.id, "updated"
+        stale = [sid for sid in retag if sid in have_tags and have_tags[sid]]
+        for part in _chunks(stale):
+            conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id.in_(part)))
+        tag_rows = [{"subscriber_id": sid, "tag_slug": t} for sid, ts in retag.items() for t in ts]
+        if tag_rows:
+            conn.execute(insert(subscriber_tags), tag_rows)
+        return outcomes
 
     def get_subscriber(
         self, email: str | None = None, *, id: int | None = None

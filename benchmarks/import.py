@@ -1,0 +1,83 @@
+"""Subscriber import: rows/s and peak memory, 100,000 vs 1,000,000 rows.
+
+    .venv/bin/python benchmarks/import.py [--rows 1000000]
+
+Writes CSV files (1 row in 200 is bad, a few addresses repeat in other case),
+imports each with `newsletter subscribers import` in a child process into a
+fresh SQLite database, and reports the time and the child's peak RSS. Flat
+memory means the peak barely moves between the small and the large file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TAGS = ["kazakhstan", "uzbekistan", "kyrgyzstan", "tajikistan", "energy", "economy", "water"]
+ZONES = ["Asia/Almaty", "Asia/Tashkent", "Asia/Bishkek", "Europe/London", ""]
+
+
+def write_csv(path: Path, rows: int) -> None:
+    rnd = random.Random(rows)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("email,name,tags,timezone,status\n")
+        for i in range(rows):
+            if i % 200 == 7:
+                fh.write(f"broken-address-{i},Someone,,,\n")
+                continue
+            email = f"Reader.{i}@Example.com" if i % 1000 == 3 else f"reader{i}@example.com"
+            tags = ";".join(rnd.sample(TAGS, rnd.randint(0, 3)))
+            status = "unsubscribed" if i % 97 == 0 else "active"
+            fh.write(f"{email},Reader Number {i},{tags},{rnd.choice(ZONES)},{status}\n")
+
+
+def run_import(csv_path: Path, workdir: Path) -> tuple[float, int, str]:
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{workdir / (csv_path.stem + '.db')}",
+    }
+    env.pop("NEWSLETTER_CONFIG", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "subscribers", "import", str(csv_path)],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode not in (0, 3):
+        raise SystemExit(proc.stderr)
+    # ru_maxrss of children is the largest child so far: run small files first
+    return elapsed, max(peak, before), proc.stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nl-import-bench-"))
+    for rows in sorted({max(args.rows // 10, 1000), args.rows}):
+        path = work / f"subs_{rows}.csv"
+        write_csv(path, rows)
+        elapsed, peak_kb, summary = run_import(path, work)
+        size_mb = path.stat().st_size / 1e6
+        print(
+            f"{rows:>9,} rows ({size_mb:.0f} MB): {elapsed:6.1f} s, {rows / elapsed:8,.0f} rows/s, "
+            f"peak RSS {peak_kb / 1024:.0f} MB  [{summary.split(': ', 1)[-1]}]"
+        )
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, SQLite")
+
+
+if __name__ == "__main__":
+    main()

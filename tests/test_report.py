@@ -1,0 +1,125 @@
+"""`newsletter report`: one self-contained HTML page an editor can read at a glance."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.config import load_config
+from newsletter.report import build_report, chart_svg, group_reasons, render_report, timeline
+from newsletter.tracking.webhook import ingest_sendgrid
+from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+
+T0 = 1796000000
+
+
+def seeded(store):
+    emails = [f"r{i}@example.com" for i in range(6)]
+    sent = sent_edition(store, emails)
+    d, e = sent.deliveries, sent.edition_id
+    events = []
+    for i in range(5):
+        events.append(sg_event("delivered", d[i], e, timestamp=T0 + i * 60))
+    events += [
+        sg_event("open", d[0], e, timestamp=T0 + 3600),
+        sg_event("open", d[1], e, timestamp=T0 + 7200),
+        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3700),
+        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3800),
+        sg_event("click", d[1], e, url="https://news.example/top", timestamp=T0 + 7300),
+        sg_event("click", d[1], e, url="https://news.example/second", timestamp=T0 + 7400),
+        sg_event("click", d[2], e, url="javascript:alert(1)", timestamp=T0 + 7500),
+        sg_event(
+            "bounce",
+            d[5],
+            e,
+            reason="550 5.1.1 <r5@example.com>: Recipient address rejected",
+            timestamp=T0 + 30,
+        ),
+        sg_event("deferred", d[3], e, response="421 <b>try</b> later", timestamp=T0 + 10),
+    ]
+    ingest_sendgrid(store, load_config(None, env={}), body_of(events))
+    return sent
+
+
+class Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_the_page_has_the_funnel_chart_links_and_bounces(store):
+    sent = seeded(store)
+    html = render_report(build_report(store, sent.edition_id))
+    # funnel: 6 sent, 5 delivered (the bounce is not), 3 opened (a click implies an open), 3 clicked
+    assert re.search(r"Delivered</div>.*?5 · 83.3%", html, re.S)
+    assert re.search(r"Opened</div>.*?3 · 50.0%", html, re.S)
+    assert re.search(r"Clicked</div>.*?3 · 50.0%", html, re.S)
+    # links: by people, then clicks
+    links = re.findall(
+        r'<td class="url">(.*?)</td>\s*<td class="num">(\d+)</td><td class="num">(\d+)', html
+    )
+    assert links[0] == (
+        '<a href="https://news.example/top" rel="noreferrer noopener">https://news.example/top</a>',
+        "2",
+        "3",
+    )
+    # a hostile URL is shown, never linked
+    assert "javascript:alert(1)" in html and 'href="javascript' not in html
+    # bounces grouped with the address blanked, text escaped
+    assert "550 5.1.1 &lt;address&gt;: Recipient address rejected" in html
+    assert "r5@example.com" not in html
+    assert "421 &lt;b&gt;try&lt;/b&gt; later" in html
+    # an inline chart with one line per kind of event
+    assert html.count("<polyline") == 4
+    parser = Collect()
+    parser.feed(html)
+    assert not [t for t, a in parser.tags if t in ("script", "link", "img", "iframe")]
+    assert not [a for t, a in parser.tags if "src" in a]
+
+
+def test_timeline_buckets_fit_the_span():
+    t = datetime(2026, 12, 1, 7, tzinfo=UTC)
+    items = [
+        ("delivered", t),
+        ("delivered", t + timedelta(minutes=3)),
+        ("opened", t + timedelta(hours=2)),
+    ]
+    tl = timeline(items)
+    assert tl["bucket"] == timedelta(minutes=5)
+    assert sum(tl["series"]["delivered"]) == 2 and sum(tl["series"]["opened"]) == 1
+    week = timeline([("clicked", t), ("clicked", t + timedelta(days=7))])
+    assert week["bucket"] == timedelta(hours=3)
+    assert len(week["series"]["clicked"]) <= 96
+    assert "No events" in chart_svg(timeline([]))
+
+
+def test_reasons_group_across_addresses():
+    rows = [
+        ("bounced", "550 <a@x.org> unknown", 2),
+        ("bounced", "550 <b@y.org> unknown", 3),
+        ("dropped", "Bounced Address", 1),
+    ]
+    assert group_reasons(rows) == [
+        {"kind": "bounced", "reason": "550 <address> unknown", "count": 5},
+        {"kind": "dropped", "reason": "Bounced Address", "count": 1},
+    ]
+
+
+def test_the_cli_writes_the_page(project):
+    from newsletter.store import open_store
+
+    store = open_store(load_config(project / "newsletter.toml").database_url)
+    sent = seeded(store)
+    store.close()
+    r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "out.html"])
+    assert r.exit_code == 0 and r.output == "wrote out.html\n"
+    assert "<svg" in (project / "out.html").read_text(encoding="utf-8")
+    r = CliRunner().invoke(cli, ["report", "999", "--out", "x.html"])
+    assert r.exit_code == 1 and "no edition 999" in r.output
+    r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "missing/dir/x.html"])
+    assert r.exit_code == 2 and "missing/dir/x.html: cannot write" in r.output

@@ -1,0 +1,268 @@
+"""Subscriber import, export and the CLI: validation, hostile rows, re-imports, suppression."""
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.audience.subscribers import export_csv, import_csv
+from newsletter.cli import cli
+from newsletter.errors import InputError
+from newsletter.models import Subscriber
+
+HEADER = "email,name,tags,timezone,status\n"
+
+
+def write(tmp_path, text, name="subs.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+def test_the_sample_file_imports_cleanly(store):
+    from tests.conftest import ROOT
+
+    report = import_csv(store, ROOT / "subscribers" / "sample.csv")
+    assert report.errors == [] and report.inserted == 24
+    erlan = store.get_subscriber("erlan.nurpeisov@example.com")  # was Erlan.Nurpeisov@…
+    assert erlan.name == "Ерлан Нұрпейісов" and erlan.tags == ["energy", "kazakhstan"]
+    assert store.get_subscriber("d.okonkwo@example.net").status == "bounced"
+
+
+def test_addresses_are_unique_regardless_of_case_and_reimport_updates(store, tmp_path):
+    f = write(tmp_path, HEADER + "Ana@Example.COM,Ana,Kazakhstan,Asia/Almaty,\n")
+    assert import_csv(store, f).inserted == 1
+    g = write(tmp_path, HEADER + "ana@example.com,Ana B,energy;Kazakhstan,,\n", "b.csv")
+    report = import_csv(store, g)
+    assert (report.inserted, report.updated) == (0, 1)
+    again = import_csv(store, g)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 1)
+    subs = list(store.iter_subscribers())
+    assert [(s.email, s.name, s.tags, s.timezone) for s in subs] == [
+        ("ana@example.com", "Ana B", ["energy", "kazakhstan"], "")
+    ]
+
+
+def test_the_same_address_twice_in_one_file_is_one_subscriber_the_later_row_wins(store, tmp_path):
+    f = write(tmp_path, HEADER + "x@example.com,First,,,\nX@EXAMPLE.com,Second,,,\n")
+    report = import_csv(store, f)
+    assert (report.inserted, report.updated) == (1, 1)
+    assert [s.name for s in store.iter_subscribers()] == ["Second"]
+
+
+def test_suppressed_addresses_stay_suppressed_unless_resubscribe(store, tmp_path):
+    store.upsert_subscribers(
+        [
+            Subscriber(email="gone@example.com", status="unsubscribed"),
+            Subscriber(email="bounce@example.com", status="bounced"),
+        ]
+    )
+    f = write(tmp_path, HEADER + "gone@example.com,,,,active\nbounce@example.com,,,,\n")
+    import_csv(store, f)
+    assert store.get_subscriber("gone@example.com").status == "unsubscribed"
+    assert store.get_subscriber("bounce@example.com").status == "bounced"
+    import_csv(store, f, resubscribe=True)
+    assert store.get_subscriber("gone@example.com").status == "active"
+    assert store.get_subscriber("bounce@example.com").status == "active"
+
+
+def test_a_file_can_suppress_an_address(store, tmp_path):
+    store.upsert_subscribers([Subscriber(email="a@example.com")])
+    import_csv(store, write(tmp_path, HEADER + "a@example.com,,,,unsubscribed\n"))
+    assert store.get_subscriber("a@example.com").status == "unsubscribed"
+
+
+HOSTILE = (
+    HEADER
+    + "good1@example.com,Good One,,,\n"  # line 2
+    + "not-an-email,X,,,\n"  # 3
+    + 'evil@example.com,=HYPERLINK("http://x"),,,\n'  # 4: imported, escaped on export
+    + "nul@example.com,a\x00b,,,\n"  # 5
+    + "bidi@example.com,\u202eevil,,,\n"  # 6
+    + "ctrl@example.com,bell\x07,,,\n"  # 7
+    + "tz@example.com,,,Mars/Olympus,\n"  # 8
+    + "path@example.com,,,../../etc/passwd,\n"  # 9
+    + "status@example.com,,,,vip\n"  # 10
+    + "many@example.com,,a,b,c,d,e\n"  # 11: too many fields
+    + '"multi@example.com","Line\nbreak",,,\n'  # 12-13: one record over two lines
+    + "long@example.com,"
+    + "n" * 300
+    + ",,,\n"  # 14
+    + "tags@example.com,,"
+    + ";".join(f"t{i}" for i in range(60))
+    + ",,\n"  # 15
+    + "<script>@example.com,,,,\n"  # 16
+    + "\n"  # 17: blank
+    + "good2@example.com,Good Two,,,\n"  # 18
+    + '"unterminated@example.com,oops\n'  # 19: quote never closed, runs to the end
+    + "late@example.com,,,,\n"
+)
+
+
+def test_hostile_rows_are_reported_by_line_and_skipped(sqlite_store, tmp_path):
+    report = import_csv(sqlite_store, write(tmp_path, HOSTILE))
+    emails = sorted(s.email for s in sqlite_store.iter_subscribers())
+    assert emails == [
+        "evil@example.com",
+        "good1@example.com",
+        "good2@example.com",
+        "multi@example.com",
+    ]
+    lines = [e.split(":")[0] for e in report.errors]
+    assert lines == [
+        "line 3",
+        "line 5",
+        "line 6",
+        "line 7",
+        "line 8",
+        "line 9",
+        "line 10",
+        "line 11",
+        "line 14",
+        "line 15",
+        "line 16",
+        "line 19-20",  # the open quote swallowed the next line: both reported, not imported
+    ]
+    assert report.rejected == 12 and report.inserted == 4
+    assert "NUL" in report.errors[1] and "U+202E" in report.errors[2]
+    assert "unknown time zone" in report.errors[4]
+    assert "7 fields, but the header has 5 columns" in report.errors[7]
+    assert sqlite_store.get_subscriber("multi@example.com").name == "Line break"
+
+
+def test_invalid_utf8_rejects_the_row_not_the_file(sqlite_store, tmp_path):
+    raw = (HEADER + "a@example.com,Ok,,,\n").encode() + b"b@example.com,\xff\xfe,,,\n"
+    raw += b"c@example.com,Fine,,,\n"
+    report = import_csv(sqlite_store, write(tmp_path, raw))
+    assert report.errors == ["line 3: not valid UTF-8"]
+    assert sorted(s.email for s in sqlite_store.iter_subscribers()) == [
+        "a@example.com",
+        "c@example.com",
+    ]
+
+
+def test_an_oversized_field_is_one_bad_row(sqlite_store, tmp_path):
+    text = HEADER + "a@example.com,ok,,,\n" + "b@example.com," + "x" * 200_000 + ",,,\n"
+    text += "c@example.com,ok,,,\n"
+    report = import_csv(sqlite_store, write(tmp_path, text))
+    assert len(report.errors) == 1 and "field larger than field limit" in report.errors[0]
+    assert report.errors[0].startswith("line 3")
+    assert sorted(s.email for s in sqlite_store.iter_subscribers()) == [
+        "a@example.com",
+        "c@example.com",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty file"),
+        ("name,tags\nx,y\n", "no 'email' column"),
+        ("email,phone\n", "unknown columns 'phone'"),
+        ("email,email\n", "a column appears twice"),
+    ],
+)
+def test_a_bad_header_stops_the_import_naming_the_file(sqlite_store, tmp_path, text, message):
+    f = write(tmp_path, text)
+    with pytest.raises(InputError, match=message) as err:
+        import_csv(sqlite_store, f)
+    assert err.value.where == str(f)
+
+
+def test_a_bom_and_columns_in_any_order_and_case_are_fine(sqlite_store, tmp_path):
+    f = write(tmp_path, "\ufeffStatus,EMAIL,Name\nactive,z@example.com,Zed\n")
+    assert import_csv(sqlite_store, f).inserted == 1
+    assert sqlite_store.get_subscriber("z@example.com").name == "Zed"
+
+
+def test_export_guards_against_formulas_and_round_trips(sqlite_store, tmp_path):
+    sqlite_store.upsert_subscribers(
+        [
+            Subscriber(email="evil@example.com", name='=HYPERLINK("http://x")', tags=["a", "b"]),
+            Subscriber(email="+plus@example.com", name="-5", timezone="Asia/Almaty"),
+        ]
+    )
+    text = export_csv(sqlite_store.iter_subscribers())
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[1][1] == '\'=HYPERLINK("http://x")'
+    assert rows[2][:2] == ["'+plus@example.com", "'-5"]
+    before = [
+        (s.email, s.name, s.tags, s.timezone, s.status) for s in sqlite_store.iter_subscribers()
+    ]
+    report = import_csv(sqlite_store, write(tmp_path, text))
+    assert report.errors == [] and report.unchanged == 2
+    after = [
+        (s.email, s.name, s.tags, s.timezone, s.status) for s in sqlite_store.iter_subscribers()
+    ]
+    assert after == before
+
+
+def test_an_import_resumes_after_an_interruption(store, tmp_path, monkeypatch):
+    rows = "".join(f"user{i}@example.com,User {i},,,\n" for i in range(25))
+    f = write(tmp_path, HEADER + rows)
+    calls = {"n": 0}
+    real = store.upsert_subscribers
+
+    def crash_on_third_chunk(subs, **kw):
+        calls["n"] += kw.get("conn") is None
+        if calls["n"] == 3:
+            raise RuntimeError("power cut")
+        return real(subs, **kw)
+
+    monkeypatch.setattr(store, "upsert_subscribers", crash_on_third_chunk)
+    with pytest.raises(RuntimeError):
+        import_csv(store, f, chunk=10)
+    assert len(list(store.iter_subscribers())) == 20  # two committed chunks kept
+    monkeypatch.setattr(store, "upsert_subscribers", real)
+    report = import_csv(store, f, chunk=10)
+    assert (report.inserted, report.unchanged) == (5, 20)
+    assert len(list(store.iter_subscribers())) == 25
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_cli_import_reports_counts_and_bad_lines_with_exit_3(project):
+    (project / "bad.csv").write_text(HEADER + "ok@example.com,,,,\nnope,,,,\n", encoding="utf-8")
+    r = run("subscribers", "import", "bad.csv")
+    assert r.exit_code == 3
+    assert "bad.csv: 1 added, 0 updated, 0 unchanged, 1 rejected" in r.output
+    assert "bad.csv: line 3: invalid email 'nope'" in r.output
+    (project / "allbad.csv").write_text(HEADER + "nope,,,,\n", encoding="utf-8")
+    assert run("subscribers", "import", "allbad.csv").exit_code == 1
+
+
+def test_cli_add_list_export_remove(project):
+    assert run("subscribers", "import", "subscribers.csv").exit_code == 0
+    r = run("subscribers", "add", "New@Example.com", "--name", "New", "--tags", "Energy, Water")
+    assert r.exit_code == 0 and r.output == "new@example.com: inserted\n"
+    r = run("subscribers", "add", "emma.lindqvist@example.net")
+    assert "still unsubscribed; --resubscribe to change" in r.output
+    r = run("subscribers", "add", "bad@example.com", "--timezone", "Nowhere/Land")
+    assert r.exit_code == 2 and "unknown time zone" in r.output
+
+    r = run("subscribers", "list", "--tag", "energy", "--json")
+    data = json.loads(r.output)
+    assert "new@example.com" in [d["email"] for d in data]
+    assert all("energy" in d["tags"] for d in data)
+    r = run("subscribers", "list", "--status", "unsubscribed")
+    assert r.output.splitlines()[-1] == "1 subscribers"
+    assert "emma.lindqvist@example.net" in r.output
+    assert json.loads(run("subscribers", "list", "--status", "complained", "--json").output) == []
+
+    r = run("subscribers", "export", "--status", "bounced")
+    assert (
+        r.output
+        == HEADER
+        + "d.okonkwo@example.net,David Okonkwo,politics;security,America/New_York,bounced\n"
+    )
+
+    assert run("subscribers", "remove", "NEW@example.com").output == "new@example.com: removed\n"
+    r = run("subscribers", "remove", "new@example.com")
+    assert r.exit_code == 1 and "new@example.com: no such subscriber" in r.output
