@@ -78,6 +78,16 @@ class RatesHeader:
     def __bool__(self) -> bool:
         return bool(self.items)
 
+    @property
+    def sources(self) -> list[str]:
+        """The sources of the figures, in order of first use."""
+        return list(dict.fromkeys(line.source for line in self.items))
+
+    def note(self, line: RateLine) -> int:
+        """The footnote number naming ``line``'s source; 0 when one source gave them all."""
+        sources = self.sources
+        return sources.index(line.source) + 1 if len(sources) > 1 else 0
+
 
 @dataclass
 class RateLine:

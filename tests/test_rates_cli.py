@@ -49,13 +49,14 @@ def test_rates_prints_the_header_as_the_plaintext_edition_does(configured):
     result = invoke("rates", "--date", "2026-04-02")
     assert result.exit_code == 0, result.output
     # KGS from CBU: NBK's '5.43' KGS has 3 significant digits, CBU's '138.80' has 5
+    # each figure names its source by a footnote number
     assert result.stdout == (
-        "KGS/USD             0.01143  = 0.00%\n"
-        "KZT/USD            0.002105  ▲ +0.77%\n"
-        "TJS/USD              0.1047  ▼ -0.11%\n"
-        "UZS/USD  1 USD = 12,142 UZS  ▼ -0.43%\n"
-        "TMT/USD              0.2857  = 0.00%\n"
-        "Rates: Central Bank of Uzbekistan, National Bank of Kazakhstan, fixed peg\n"
+        "KGS/USD[1]             0.01143  = 0.00%\n"
+        "KZT/USD[2]            0.002105  ▲ +0.77%\n"
+        "TJS/USD[2]              0.1047  ▼ -0.11%\n"
+        "UZS/USD[1]  1 USD = 12,142 UZS  ▼ -0.43%\n"
+        "TMT/USD[3]              0.2857  = 0.00%\n"
+        "Rates: [1] Central Bank of Uzbekistan, [2] National Bank of Kazakhstan, [3] fixed peg\n"
     )
 
 
@@ -96,7 +97,7 @@ def test_rates_shows_stale_stored_figures_with_their_date(configured):
     # TMT is the peg: never down, never stale
     assert [d["as_of"] for d in data] == ["as of 1 Apr"] * 4 + [""]
     text = invoke("rates", "--date", "2026-04-09").stdout
-    assert "KZT/USD            0.002089  ▲ +0.58%  as of 1 Apr\n" in text
+    assert "KZT/USD[1]            0.002089  ▲ +0.58%  as of 1 Apr\n" in text
 
 
 def test_an_edition_goes_out_without_the_header_when_all_providers_are_down(project, banks, caplog):

@@ -136,3 +136,11 @@ def test_lock_excludes_a_second_holder_until_it_expires(store):
     store.release_lock("run", "a")
     assert store.acquire_lock("run", "b", ttl=timedelta(seconds=-1))  # already expired
     assert store.acquire_lock("run", "c", ttl=timedelta(minutes=5))  # stale lock recovered
+
+
+def test_a_tag_keeps_its_best_spelling(store):
+    store.upsert_articles([article(1, tags=[Tag.from_name("KAZAKHSTAN")])])
+    assert [t.name for t, _ in store.list_tags()] == ["KAZAKHSTAN"]
+    store.upsert_articles([article(2, tags=[Tag.from_name("Kazakhstan")])])
+    store.upsert_articles([article(3, tags=[Tag.from_name("kazakhstan")])])
+    assert [(t.slug, t.name, n) for t, n in store.list_tags()] == [("kazakhstan", "Kazakhstan", 3)]

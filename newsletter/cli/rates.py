@@ -9,7 +9,7 @@ import click
 
 from newsletter.cli.common import App, emit_json, json_option, pass_app
 from newsletter.rates.service import build_header, header_to_json
-from newsletter.render.text import rates_table
+from newsletter.render.text import rates_sources, rates_table
 
 
 def register(cli: click.Group) -> None:
@@ -39,5 +39,4 @@ def register(cli: click.Group) -> None:
             return
         # the same two parts as the plaintext edition (templates/digest.txt.j2)
         click.echo(rates_table(header))
-        sources = dict.fromkeys(r.source for r in header.items)
-        click.echo(f"Rates: {', '.join(sources)}")
+        click.echo(rates_sources(header))

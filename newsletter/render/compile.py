@@ -24,7 +24,7 @@ from newsletter.models import Article, RatesHeader, Rendered
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.render.inline import inline_css
-from newsletter.render.text import rates_table, wrap
+from newsletter.render.text import rates_sources, rates_table, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def _context(c: EditionContent) -> dict:
         "more_stories": c.more_stories,
         "rates": c.rates,
         "rates_table": rates_table(c.rates),
+        "rates_sources": rates_sources(c.rates) if c.rates else "",
         "reason_tags": c.reason_tags,
         "archive_url": c.archive_url,
         "web": c.web,
@@ -225,8 +226,8 @@ def fit_budget(
     found on the size of the compiled MJML (Jinja and MJML take a few ms;
     inlining is the slow stage), scaled by the inlined/compiled ratio of the
     full render: interpolated between one card and all, then walked to the
-    exact count; only the result is inlined, stepping down a card at a time in
-    the rare case the estimate was a little short. At least one card always
+    exact count; then the result is inlined and checked, stepping a card up
+    while the next still fits, or down while it does not. At least one card always
     stays; check() reports an edition still over budget.
     """
     compiled = compile_mjml(c, templates=templates, timings=timings)
@@ -253,12 +254,24 @@ def fit_budget(
         keep -= 1
     while keep + 1 < n and compiled_size(keep + 1) <= limit:
         keep += 1
-    while True:
+    trial = _keep(c, keep)
+    out = render_html(trial, templates=templates, inliner=inliner, timings=timings)
+    if sent_size(out) <= max_bytes:
+        # the estimate may be a card short: step up while the next one still fits
+        while keep + 1 < n:
+            bigger = _keep(c, keep + 1)
+            bigger_out = render_html(bigger, templates=templates, inliner=inliner, timings=timings)
+            if sent_size(bigger_out) > max_bytes:
+                break
+            keep, trial, out = keep + 1, bigger, bigger_out
+        return trial, out
+    while keep > 1:
+        keep -= 1
         trial = _keep(c, keep)
         out = render_html(trial, templates=templates, inliner=inliner, timings=timings)
-        if sent_size(out) <= max_bytes or keep == 1:
-            return trial, out
-        keep -= 1
+        if sent_size(out) <= max_bytes:
+            break
+    return trial, out
 
 
 def render(

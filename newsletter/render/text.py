@@ -72,7 +72,12 @@ def rates_table(rates: RatesHeader) -> str:
         return ""
     marks = {"up": "▲", "down": "▼", "flat": "="}
     rows = [
-        (r.pair, r.text, f"{marks.get(r.direction, '=')} {r.change}" if r.change else "", r.as_of)
+        (
+            f"{r.pair}[{rates.note(r)}]" if rates.note(r) else r.pair,
+            r.text,
+            f"{marks.get(r.direction, '=')} {r.change}" if r.change else "",
+            r.as_of,
+        )
         for r in rates.items
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -80,3 +85,12 @@ def rates_table(rates: RatesHeader) -> str:
         f"{p:<{widths[0]}}  {t:>{widths[1]}}  {c:<{widths[2]}}  {a}".rstrip() for p, t, c, a in rows
     ]
     return "\n".join(lines)
+
+
+def rates_sources(rates: RatesHeader) -> str:
+    """'Rates: NBK' or, with several sources, 'Rates: [1] NBK, [2] NBT' (the
+    numbers match the footnotes in :func:`rates_table`)."""
+    sources = rates.sources
+    if len(sources) == 1:
+        return f"Rates: {sources[0]}"
+    return "Rates: " + ", ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1))

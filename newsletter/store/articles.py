@@ -170,15 +170,21 @@ class ArticleQueries(StoreBase):
         if not wanted:
             return
         by_slug: dict[str, str] = {}
-        for t in sorted(wanted, key=lambda t: (t.slug, t.name)):
+        for t in sorted(wanted, key=lambda t: (t.slug, _name_rank(t.name), t.name)):
             by_slug.setdefault(t.slug, t.name)
-        have = set(
-            conn.execute(select(tags_table.c.slug).where(tags_table.c.slug.in_(by_slug))).scalars()
+        have = dict(
+            conn.execute(
+                select(tags_table.c.slug, tags_table.c.name).where(tags_table.c.slug.in_(by_slug))
+            ).all()
         )
+        # a better spelling ("Kazakhstan" over "KAZAKHSTAN") renames the tag
+        for slug, name in by_slug.items():
+            if slug in have and _name_rank(name) < _name_rank(have[slug]):
+                conn.execute(update(tags_table).where(tags_table.c.slug == slug).values(name=name))
         new = [{"slug": s, "name": n} for s, n in by_slug.items() if s not in have]
         if not new:
             return
-        # the first spelling of a tag names it; a concurrent ingest may add it first
+        # a concurrent ingest may add the same tag first
         if self.dialect == "postgresql":
             stmt = pg_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
         elif self.dialect == "sqlite":
@@ -346,3 +352,13 @@ class ArticleQueries(StoreBase):
 
 #: marks an article inserted earlier in the same chunk
 _PENDING: Any = object()
+
+
+def _name_rank(name: str) -> int:
+    """How good a tag's display spelling is: mixed case ("Oil and Gas") beats all
+    lower case, which beats shouting ("KAZAKHSTAN")."""
+    if name.isupper():
+        return 2
+    if name.islower():
+        return 1
+    return 0
