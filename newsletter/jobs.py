@@ -32,6 +32,7 @@ from newsletter.editions import EditionPlan, plan_edition, render_frozen, varian
 from newsletter.errors import NewsletterError
 from newsletter.models import EditionInfo, Rendered
 from newsletter.rates.service import build_header, header_to_json
+from newsletter.render import personalize
 from newsletter.schedule import Period
 from newsletter.store import Store
 from newsletter.store.deliveries import AudienceRow
@@ -235,15 +236,24 @@ def freeze(
 
 
 def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) -> str:
-    """An HTML file of the first variant next to the outbox, for a quick look."""
+    """An HTML file of the first variant next to the outbox, for a quick look.
+
+    No recipient's data: the personal links point at a placeholder page."""
     if not renders:
         return ""
+    sample = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/PREVIEW"
+    values = {
+        personalize.UNSUBSCRIBE_URL: sample,
+        personalize.PREFERENCES_URL: sample,
+        personalize.NAME: "",
+    }
     folder = cfg.resolve(cfg.delivery.outbox_dir) / f"edition-{edition_id}"
     path = folder / "preview.html"
     key = "default" if "default" in renders else sorted(renders)[0]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(renders[key].html, encoding="utf-8")
+        html = personalize.personalize(renders[key].html, values, html_part=True)
+        path.write_text(html, encoding="utf-8")
     except OSError as err:  # a convenience only: never worth failing a sent edition over
         logger.warning("could not write the preview %s: %s", path, err.strerror)
         return ""

@@ -42,6 +42,9 @@ def test_run_fills_the_outbox_once_per_period(project):
     assert "%%" not in text and "%%" not in html
     assert "KZT/USD" in text and "KZT/USD" in html
 
+    preview = (project / "outbox" / f"edition-{digest['edition_id']}" / "preview.html").read_text()
+    assert "%%" not in preview and "/unsubscribe/PREVIEW" in preview
+
     second = invoke("run", "--at", AT, "--json")
     assert json.loads(second.output)["digests"][0]["status"] == "already-sent"
     assert len(list((project / "outbox").rglob("*.eml"))) == 22
