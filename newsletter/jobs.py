@@ -8,6 +8,7 @@ it sent and sends nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,13 @@ from zoneinfo import ZoneInfo
 from newsletter.articles.ingest import IngestReport, ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.send import SendReport, freeze_audience, send_edition, worker_id
+from newsletter.delivery.send import (
+    BatchProgress,
+    SendReport,
+    freeze_audience,
+    send_edition,
+    worker_id,
+)
 from newsletter.editions import (
     EditionPlan,
     period_key,
@@ -67,7 +74,9 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         """0 ok or nothing due, 1 failure, 3 partial (documented in docs/operations.md)."""
-        if any(d.status == "partial" for d in self.digests) or (self.ingest and self.ingest.failed):
+        if any(d.status == "partial" or (d.send and d.send.unresolved) for d in self.digests) or (
+            self.ingest and self.ingest.failed
+        ):
             return 3
         return 0
 
@@ -125,6 +134,7 @@ def run_digest(
     backend: Backend | None = None,
     dry_run: bool = False,
     force: bool = False,
+    on_batch: Callable[[BatchProgress], None] | None = None,
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
@@ -181,7 +191,7 @@ def run_digest(
     out.edition_id = edition_id
     renders = render_frozen(store, cfg, edition_id)
     backend = backend or make_backend(cfg)
-    out.send = send_edition(store, cfg, edition_id, renders, backend)
+    out.send = send_edition(store, cfg, edition_id, renders, backend, on_batch=on_batch)
     counts = store.delivery_counts(edition_id)
     out.recipients = sum(sum(v.values()) for v in counts.values())
     out.variants = len(renders)

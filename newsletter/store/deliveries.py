@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import InputError, NewsletterError, NotFoundError, StoreError
 from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.schema import batches, deliveries, subscribers
+from newsletter.store.schema import batches, deliveries, editions, events, subscribers
 
 TRANSITIONS: dict[str, set[str]] = {
     "queued": {"claimed"},
@@ -65,51 +65,89 @@ class Batch:
     variant: str
     backend: str
     deliveries: tuple[ClaimedDelivery, ...]
+    provider_batch_id: str = ""
+    claimed_at: datetime | None = None
 
 
 class DeliveryQueries(StoreBase):
     def freeze_audience(
-        self, edition_id: int, rows: Iterable[AudienceRow], *, chunk: int = 2000
+        self,
+        edition_id: int,
+        rows: Iterable[AudienceRow],
+        *,
+        left_out: dict[str, int] | None = None,
+        chunk: int = 5000,
     ) -> int:
-        """Write one queued delivery per recipient. Rows already there are kept as they are."""
+        """Write one queued delivery per recipient, in one transaction. Returns how many.
+
+        Rows already there are kept as they are, so a second call adds nothing.
+        An address that differs from one already frozen only by case is written
+        ``failed`` as a duplicate: it is sent once, never twice. The edition
+        becomes ``sending`` in the same transaction, and its info records the
+        audience: queued, duplicates and ``left_out`` (subscribers not sent to,
+        by status).
+        """
         now = utcnow()
-        added = 0
-        buf: list[AudienceRow] = []
-
-        def flush() -> int:
-            with self.begin() as conn:
-                have = set(
-                    conn.execute(
-                        select(deliveries.c.subscriber_id).where(
-                            (deliveries.c.edition_id == edition_id)
-                            & deliveries.c.subscriber_id.in_([r.subscriber_id for r in buf])
-                        )
-                    ).scalars()
+        added = duplicates = 0
+        with self.begin() as conn:
+            lock = select(editions.c.info).where(editions.c.id == edition_id)
+            if self.dialect == "postgresql":
+                # two senders freezing the same edition take turns here
+                lock = lock.with_for_update()
+            info = conn.execute(lock).scalar_one()
+            have: set[int] = set()
+            seen: dict[str, int] = {}
+            for sid, mail in conn.execute(
+                select(deliveries.c.subscriber_id, deliveries.c.email).where(
+                    deliveries.c.edition_id == edition_id
                 )
-                new = [
-                    {
-                        "edition_id": edition_id,
-                        "subscriber_id": r.subscriber_id,
-                        "email": r.email,
-                        "variant": r.variant,
-                        "status": "queued",
-                        "release_at": r.release_at,
-                        "updated_at": now,
-                    }
-                    for r in buf
-                    if r.subscriber_id not in have
-                ]
-                if new:
-                    conn.execute(insert(deliveries), new)
-                return len(new)
-
-        for row in rows:
-            buf.append(row)
-            if len(buf) >= chunk:
-                added += flush()
-                buf = []
-        if buf:
-            added += flush()
+            ):
+                have.add(sid)
+                seen.setdefault(mail.strip().casefold(), sid)
+            buf: list[dict] = []
+            for r in rows:
+                if r.subscriber_id in have:
+                    continue
+                have.add(r.subscriber_id)
+                key = r.email.strip().casefold()
+                first = seen.setdefault(key, r.subscriber_id)
+                row = {
+                    "edition_id": edition_id,
+                    "subscriber_id": r.subscriber_id,
+                    "email": r.email,
+                    "variant": r.variant,
+                    "status": "queued",
+                    "error": "",
+                    "release_at": r.release_at,
+                    "updated_at": now,
+                }
+                if first != r.subscriber_id:
+                    row["status"] = "failed"
+                    row["error"] = (
+                        f"duplicate address: subscriber {first} has the same address "
+                        "(ignoring case); sent once, not twice"
+                    )
+                    duplicates += 1
+                else:
+                    added += 1
+                buf.append(row)
+                if len(buf) >= chunk:
+                    conn.execute(insert(deliveries), buf)
+                    buf = []
+            if buf:
+                conn.execute(insert(deliveries), buf)
+            info = dict(info or {})
+            audience = dict(info.get("audience") or {})
+            audience["queued"] = int(audience.get("queued", 0)) + added
+            audience["duplicates"] = int(audience.get("duplicates", 0)) + duplicates
+            if left_out is not None:
+                audience["left_out"] = dict(left_out)
+            info["audience"] = audience
+            conn.execute(
+                update(editions)
+                .where(editions.c.id == edition_id)
+                .values(info=info, status="sending")
+            )
         return added
 
     def claim_batch(
@@ -120,12 +158,15 @@ class DeliveryQueries(StoreBase):
         limit: int,
         worker: str = "",
         variant: str | None = None,
+        provider_batch_id: str = "",
         now: datetime | None = None,
     ) -> Batch | None:
         """Claim up to ``limit`` queued deliveries of one variant, and commit the claim.
 
         On PostgreSQL rows are locked with FOR UPDATE SKIP LOCKED, so several
-        workers can share one send; on SQLite the write transaction serialises them.
+        workers can share one send; on SQLite the write transaction (BEGIN
+        IMMEDIATE) serialises them. ``provider_batch_id`` is stored with the
+        claim, so a batch whose outcome is unknown can be cancelled by it.
         Returns None when nothing is left to claim.
         """
         now = now or utcnow()
@@ -136,9 +177,10 @@ class DeliveryQueries(StoreBase):
         )
         with self.begin() as conn:
             if variant is None:
-                variant = conn.execute(
-                    select(deliveries.c.variant).where(ready).order_by(deliveries.c.id).limit(1)
-                ).scalar_one_or_none()
+                first = select(deliveries.c.variant).where(ready).order_by(deliveries.c.id).limit(1)
+                if self.dialect == "postgresql":
+                    first = first.with_for_update(skip_locked=True)
+                variant = conn.execute(first).scalar_one_or_none()
                 if variant is None:
                     return None
             q = (
@@ -169,22 +211,33 @@ class DeliveryQueries(StoreBase):
                     size=len(rows),
                     worker=worker,
                     claimed_at=now,
+                    provider_batch_id=provider_batch_id,
+                    message_id="",
+                    error="",
                 )
             )
             ids = [r.id for r in rows]
-            conn.execute(
+            claimed = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids) & (deliveries.c.status == "queued"))
                 .values(status="claimed", batch_id=batch_id, updated_at=now)
-            )
+            ).rowcount
+            if claimed != len(ids):
+                # cannot happen with the row locks above; never send what we do not own
+                raise StoreError(
+                    f"claimed {claimed} of {len(ids)} deliveries; another worker raced this one",
+                    where=f"batch {batch_id}",
+                )
         return Batch(
             id=batch_id,
             edition_id=edition_id,
             variant=variant,
             backend=backend,
             deliveries=tuple(
-                ClaimedDelivery(r.id, r.subscriber_id, r.email, variant, r.name) for r in rows
+                ClaimedDelivery(r.id, r.subscriber_id, r.email, variant, r.name or "") for r in rows
             ),
+            provider_batch_id=provider_batch_id,
+            claimed_at=now,
         )
 
     def finish_batch(
@@ -193,18 +246,25 @@ class DeliveryQueries(StoreBase):
         *,
         message_id: str = "",
         failed: dict[int, str] | None = None,
-        requeue: Sequence[int] = (),
+        requeue: Sequence[int] | dict[int, str] = (),
         accepted_ids: dict[int, str] | None = None,
-    ) -> None:
-        """Record what the provider said of a claimed batch.
+        unresolved: dict[int, str] | None = None,
+        batch_status: str | None = None,
+        note: str = "",
+    ) -> dict[str, int]:
+        """Record what the provider said of a claimed (or unresolved) batch.
 
         Deliveries in ``failed`` become failed with their reason, those in
         ``requeue`` go back to queued (the provider certainly did not take them),
-        and the rest become accepted with ``message_id`` (or their own id from
-        ``accepted_ids``).
+        those in ``unresolved`` are held (outcome unknown), and the rest become
+        accepted with ``message_id`` (or their own id from ``accepted_ids``).
+        Only deliveries still claimed or unresolved by this batch change, so a
+        late or repeated call cannot touch a delivery another batch has since
+        claimed. Returns the counts per new status.
         """
         failed = failed or {}
         accepted_ids = accepted_ids or {}
+        unresolved = unresolved or {}
         requeue_set = set(requeue)
         now = utcnow()
         with self.begin() as conn:
@@ -216,40 +276,120 @@ class DeliveryQueries(StoreBase):
                     )
                 ).scalars()
             )
-            for did, reason in failed.items():
-                if did in ids:
-                    conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == did)
-                        .values(status="failed", error=reason[:2000], updated_at=now)
-                    )
-            if requeue_set:
+            mine = set(ids)
+            fail = {i: r for i, r in failed.items() if i in mine}
+            back = [i for i in ids if i in requeue_set and i not in fail]
+            hold = {i: r for i, r in unresolved.items() if i in mine and i not in fail}
+            accepted = [i for i in ids if i not in fail and i not in requeue_set and i not in hold]
+            own = [i for i in accepted if i in accepted_ids]
+            rest = [i for i in accepted if i not in accepted_ids]
+            if fail:
                 conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.id.in_([i for i in ids if i in requeue_set]))
+                    .where(deliveries.c.id == bindparam("did"))
+                    .values(status="failed", error=bindparam("reason"), updated_at=now),
+                    [{"did": i, "reason": r[:2000]} for i, r in fail.items()],
+                )
+            if hold:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("did"))
+                    .values(status="unresolved", error=bindparam("reason"), updated_at=now),
+                    [{"did": i, "reason": r[:2000]} for i, r in hold.items()],
+                )
+            if own:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("did"))
+                    .values(status="accepted", message_id=bindparam("mid"), updated_at=now),
+                    [{"did": i, "mid": accepted_ids[i][:500]} for i in own],
+                )
+            for start in range(0, len(back), 1000):
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(back[start : start + 1000]))
                     .values(status="queued", batch_id=None, updated_at=now)
                 )
-            accepted = [i for i in ids if i not in failed and i not in requeue_set]
-            own = [i for i in accepted if i in accepted_ids]
-            for did in own:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == did)
-                    .values(status="accepted", message_id=accepted_ids[did], updated_at=now)
-                )
-            rest = [i for i in accepted if i not in accepted_ids]
             for start in range(0, len(rest), 1000):
                 conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(rest[start : start + 1000]))
-                    .values(status="accepted", message_id=message_id, updated_at=now)
+                    .values(status="accepted", message_id=message_id[:500], updated_at=now)
                 )
-            status = "accepted" if accepted else ("failed" if failed else "requeued")
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(status=status, message_id=message_id, finished_at=now)
+            if batch_status is None:
+                batch_status = (
+                    "unknown"
+                    if hold
+                    else "accepted"
+                    if accepted
+                    else "failed"
+                    if fail
+                    else "requeued"
+                )
+            values: dict = {"status": batch_status, "finished_at": now}
+            if message_id:
+                values["message_id"] = message_id[:500]
+            if note or hold:
+                values["error"] = (note or next(iter(hold.values())))[:2000]
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+        return {
+            "accepted": len(accepted),
+            "failed": len(fail),
+            "queued": len(back),
+            "unresolved": len(hold),
+        }
+
+    def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
+        """Make ``new_worker`` the one resolving a batch ``worker`` left claimed.
+
+        Conditional on the batch still being claimed by ``worker``, so of two
+        runs recovering the same dead batch only one goes on.
+        """
+        with self.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(batches)
+                    .where(
+                        (batches.c.id == batch_id)
+                        & (batches.c.worker == worker)
+                        & (batches.c.status == "claimed")
+                    )
+                    .values(worker=new_worker)
+                ).rowcount
             )
+
+    def batch_event_evidence(self, batch_id: str) -> tuple[int, str]:
+        """Provider facts about a batch whose outcome is unknown.
+
+        Returns (how many of its open deliveries have webhook events, a provider
+        message id seen in them). Events carry our delivery id in custom_args, and
+        a delivery goes to the provider again only after a certain refusal or a
+        cancel, so any event means the unknown request was accepted.
+        """
+        with self.connect() as conn:
+            open_ids = (
+                select(deliveries.c.id)
+                .where(
+                    (deliveries.c.batch_id == batch_id)
+                    & deliveries.c.status.in_(("claimed", "unresolved"))
+                )
+                .scalar_subquery()
+            )
+            n = conn.execute(
+                select(func.count(func.distinct(events.c.delivery_id))).where(
+                    events.c.delivery_id.in_(open_ids)
+                )
+            ).scalar_one()
+            if not n:
+                return 0, ""
+            raw = conn.execute(
+                select(events.c.raw).where(events.c.delivery_id.in_(open_ids)).limit(1)
+            ).scalar_one_or_none()
+        mid = ""
+        if isinstance(raw, dict):
+            # sg_message_id is "<X-Message-Id>.<filter suffix>"
+            mid = str(raw.get("sg_message_id") or "").split(".", 1)[0]
+        return int(n), mid
 
     def claimed_batches(self, edition_id: int) -> list[dict]:
         """Batches still claimed: their worker is calling the provider, or died doing so."""
@@ -292,14 +432,45 @@ class DeliveryQueries(StoreBase):
         with self.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(batches.c.claimed_at))]
 
+    def get_batch(self, batch_id: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_batches(self, edition_id: int) -> list[dict]:
+        with self.connect() as conn:
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(batches)
+                    .where(batches.c.edition_id == edition_id)
+                    .order_by(batches.c.claimed_at)
+                )
+            ]
+
     def resolve_batch(self, batch_id: str, decision: str) -> int:
-        """An operator's decision on an unknown batch: ``resend`` or ``sent`` or ``failed``."""
+        """An operator's decision on an unknown batch: ``resend`` or ``sent`` or ``failed``.
+
+        Only the batch's unresolved deliveries change; returns how many.
+        """
         target = {"resend": "queued", "sent": "accepted", "failed": "failed"}[decision]
         now = utcnow()
         with self.begin() as conn:
+            row = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).first()
+            if row is None:
+                raise NotFoundError(
+                    f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+                )
+            if row.status != "unknown":
+                raise InputError(
+                    f"batch {batch_id} is {row.status}, not unresolved; nothing to decide"
+                )
             values: dict = {"status": target, "updated_at": now}
             if target == "queued":
                 values["batch_id"] = None
+                values["error"] = ""
+            elif target == "failed":
+                values["error"] = "outcome unknown; marked failed by the operator"
             n = conn.execute(
                 update(deliveries)
                 .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved"))
