@@ -74,6 +74,14 @@ _FIELD = re.compile(r"^personalizations\.(\d+)(?:\.|$)")
 _BRACKETED = re.compile(r"\[([^\[\]\s]+@[^\[\]\s]+)\]")
 
 
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def _escape(value: str) -> str:
+    """html.escape, skipped for the usual value that needs none (a URL, a plain name)."""
+    return html.escape(value, quote=True) if _HTML_SPECIAL.search(value) else value
+
+
 def _text_tag(tag: str) -> str:
     """The tag a text part uses when its value differs from the HTML-escaped one."""
     return tag[:-2] + "_text%%"
@@ -236,30 +244,41 @@ class SendGridBackend(Backend):
         r = message.rendered
         subject = f"[TEST] {r.subject}" if message.test else r.subject
         text, page = r.text, r.html
+        values = [recipient_values(x) for x in recipients]
+        # tags with the same value for everyone (the unsubscribe and preferences
+        # URLs) travel once: the content is pointed at the first of them
+        used = [t for t in PLACEHOLDERS if t in page or t in text or t in subject]
+        for i, tag in enumerate(used):
+            same = next((u for u in used[:i] if all(v[u] == v[tag] for v in values)), None)
+            if same is not None:
+                page, text = page.replace(tag, same), text.replace(tag, same)
+                subject = subject.replace(tag, same)
         in_html = [t for t in PLACEHOLDERS if t in page]
         in_text = [t for t in PLACEHOLDERS if t in text or t in subject]
-        values = [recipient_values(x) for x in recipients]
+        escaped = [{t: _escape(v[t]) for t in in_html} for v in values]
         # SendGrid puts one value in both parts; where HTML escaping changes a value
         # (a name with "&"), the text part gets a tag of its own for this request
         split = {
             t
             for t in in_text
-            if t in in_html and any(html.escape(v[t], quote=True) != v[t] for v in values)
+            if t in in_html and any(e[t] != v[t] for e, v in zip(escaped, values, strict=True))
         }
         for t in split:
             text = text.replace(t, _text_tag(t))
             subject = subject.replace(t, _text_tag(t))
+        plain = [t for t in in_text if t not in split]
+        text_tags = [(t, _text_tag(t)) for t in split]
         edition = str(message.edition_id)
         personalizations = []
-        for rec, vals in zip(recipients, values, strict=True):
-            subs = {t: vals[t] for t in in_text if t not in split}
-            for t in in_html:
-                subs[t] = html.escape(vals[t], quote=True)
-            for t in split:
-                subs[_text_tag(t)] = vals[t]
-            to = {"email": rec.email, "name": rec.name} if rec.name else {"email": rec.email}
+        for rec, vals, esc in zip(recipients, values, escaped, strict=True):
+            subs = {t: vals[t] for t in plain}
+            subs.update(esc)
+            for t, tt in text_tags:
+                subs[tt] = vals[t]
             p: dict[str, Any] = {
-                "to": [to],
+                "to": [
+                    {"email": rec.email, "name": rec.name} if rec.name else {"email": rec.email}
+                ],
                 "custom_args": {
                     "newsletter_delivery_id": str(rec.delivery_id),
                     "newsletter_edition_id": edition,
