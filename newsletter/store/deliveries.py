@@ -298,8 +298,9 @@ class DeliveryQueries(StoreBase):
         requeue_ids = [i for i in requeue if i not in failed]
         hold_ids = [i for i in unresolved if i not in failed and i not in requeue_ids]
         now = utcnow()
-        open_ = (deliveries.c.batch_id == batch_id) & deliveries.c.status.in_(
-            ("claimed", "unresolved")
+        # no IN (...) here: expanding parameters cannot go with executemany
+        open_ = (deliveries.c.batch_id == batch_id) & or_(
+            deliveries.c.status == "claimed", deliveries.c.status == "unresolved"
         )
         one = open_ & (deliveries.c.id == bindparam("did"))
 
