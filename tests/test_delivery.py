@@ -207,7 +207,7 @@ def test_a_compiled_edition_is_frozen_by_the_send_itself(store, tmp_path):
         )
     report = send_edition(store, cfg, eid, {"default": RENDER}, OutboxBackend(cfg))
     assert report.accepted == 2
-    assert report.left_out == {"unsubscribed": 1, "suppressed": 0}
+    assert report.left_out == {"unsubscribed": 1}
     assert store.get_edition(eid).status == "sent"
 
 

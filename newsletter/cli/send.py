@@ -16,8 +16,9 @@ from newsletter.delivery.send import BatchProgress, resolve
 class BatchOutput:
     """A progress bar on a terminal; one line per batch on stderr otherwise."""
 
-    def __init__(self, *, tty: bool | None = None):
+    def __init__(self, *, tty: bool | None = None, console: object = None):
         self.tty = sys.stderr.isatty() if tty is None else tty
+        self.console = console
         self.progress = None
         self.task = None
 
@@ -37,7 +38,7 @@ class BatchOutput:
                     BarColumn(),
                     MofNCompleteColumn(),
                     TimeRemainingColumn(),
-                    console=Console(stderr=True),
+                    console=self.console or Console(stderr=True),
                 )
                 self.progress.start()
                 self.task = self.progress.add_task("sending", total=p.total)

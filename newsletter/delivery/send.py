@@ -32,7 +32,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -53,6 +53,7 @@ from newsletter.errors import (
 )
 from newsletter.models import Recipient, Rendered
 from newsletter.store import Store
+from newsletter.store.audience import SENDABLE
 from newsletter.store.base import utcnow
 from newsletter.store.deliveries import AudienceRow, Batch
 
@@ -60,9 +61,6 @@ logger = logging.getLogger(__name__)
 
 #: stop after this many batches in a row end with an unknown outcome
 MAX_UNKNOWN_IN_A_ROW = 3
-
-#: subscriber statuses that are never sent to, counted when the audience is frozen
-LEFT_OUT = ("unsubscribed", "suppressed")
 
 
 def worker_id() -> str:
@@ -189,14 +187,13 @@ def outgoing(
 # --------------------------------------------------------------------------- the audience
 
 
-def _left_out(store: Store, variants: Iterable[str]) -> dict[str, int]:
-    """Unsubscribed and suppressed subscribers who would otherwise get one of ``variants``."""
-    wanted = set(variants)
-    counts = dict.fromkeys(LEFT_OUT, 0)
-    for sub in store.iter_subscribers(status=LEFT_OUT):
-        if variant_key(sub.tags) in wanted:
-            counts[sub.status] += 1
-    return counts
+def _left_out(store: Store) -> dict[str, int]:
+    """Subscribers never sent to, by status: unsubscribed, suppressed, bounced, complained."""
+    return {
+        status: n
+        for status, n in sorted(store.count_subscribers().items())
+        if status not in SENDABLE and n
+    }
 
 
 def freeze_audience(
@@ -208,7 +205,7 @@ def freeze_audience(
         for variant, subs in plan_variants.items()
         for sid, email in subs
     )
-    return store.freeze_audience(edition_id, rows, left_out=_left_out(store, plan_variants.keys()))
+    return store.freeze_audience(edition_id, rows, left_out=_left_out(store))
 
 
 def freeze_edition_audience(store: Store, edition_id: int) -> int:
@@ -216,10 +213,10 @@ def freeze_edition_audience(store: Store, edition_id: int) -> int:
     variants = set(store.edition_details(edition_id)["variants"])
     rows = (
         AudienceRow(subscriber_id=sub.id, email=sub.email, variant=key)  # type: ignore[arg-type]
-        for sub in store.iter_subscribers(status=("active",))
+        for sub in store.iter_subscribers(status=SENDABLE)
         if (key := variant_key(sub.tags)) in variants
     )
-    return store.freeze_audience(edition_id, rows, left_out=_left_out(store, variants))
+    return store.freeze_audience(edition_id, rows, left_out=_left_out(store))
 
 
 # --------------------------------------------------------------------------- unknown outcomes
