@@ -15,6 +15,7 @@ fake server took. Targets (issue 6): >= 20,000 recipients/s, < 200 MB peak.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +33,27 @@ sys.path.insert(0, str(ROOT))
 
 API_KEY = "SG.benchmark-key"
 VARIANTS = ("kazakhstan", "kazakhstan+uzbekistan", "default")
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, folder: Path):
+    """A fresh SQLite file, or a throwaway schema in the PostgreSQL database at ``url``."""
+    if not url:
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def start_fake() -> tuple[subprocess.Popen, str]:
@@ -201,7 +224,11 @@ def child(cfg_path: str, edition_id: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--subscribers", type=int, default=100_000)
-    ap.add_argument("--db", default="", help="database URL (default: a fresh SQLite file)")
+    ap.add_argument(
+        "--db",
+        default="",
+        help="a PostgreSQL URL to run on, in a throwaway schema (default: a fresh SQLite file)",
+    )
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "EDITION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -213,8 +240,7 @@ def main() -> None:
     os.environ.pop("NEWSLETTER_SENDGRID_HOST", None)
     fake, host = start_fake()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            db = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(args.db, Path(tmp)) as db:
             cfg_path = write_config(Path(tmp), db, host, args.concurrency)
             eid, freeze_s = setup(cfg_path, args.subscribers)
             out = subprocess.run(
@@ -236,12 +262,18 @@ def main() -> None:
         f"sent: {result['accepted']:,} accepted, {result['failed']} failed, "
         f"{result['batches']} batches in {result['seconds']:.2f}s"
     )
-    print(f"recipients/s: {rate:,.0f}  (with the freeze: "
-          f"{result['accepted'] / (result['seconds'] + freeze_s):,.0f})")
-    print(f"sender peak RSS: {result['peak_rss_mb']:.0f} MB "
-          f"(before the send: {result['rss_before_send_mb']:.0f} MB)")
-    print(f"fake server: {stats['requests']} requests, {stats['accepted']:,} recipients taken, "
-          f"{stats['distinct']:,} distinct, statuses {stats['statuses']}")
+    print(
+        f"recipients/s: {rate:,.0f}  (with the freeze: "
+        f"{result['accepted'] / (result['seconds'] + freeze_s):,.0f})"
+    )
+    print(
+        f"sender peak RSS: {result['peak_rss_mb']:.0f} MB "
+        f"(before the send: {result['rss_before_send_mb']:.0f} MB)"
+    )
+    print(
+        f"fake server: {stats['requests']} requests, {stats['accepted']:,} recipients taken, "
+        f"{stats['distinct']:,} distinct, statuses {stats['statuses']}"
+    )
 
 
 if __name__ == "__main__":

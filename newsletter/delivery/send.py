@@ -525,6 +525,29 @@ class _Run:
             raise
 
 
+def _prepare_and_run(
+    store: Store,
+    cfg: Config,
+    edition_id: int,
+    digest: str,
+    renders: dict[str, Rendered],
+    backend: Backend,
+    report: SendReport,
+    on_batch: Callable[[BatchProgress], None] | None,
+) -> _Run:
+    recovered = recover_batches(
+        store, backend, edition_id, lease=timedelta(seconds=cfg.delivery.lease_seconds)
+    )
+    report.requeued = recovered["requeued"]
+    report.cancelled = recovered["cancelled"]
+    report.resolved = recovered["accepted"]
+    total = sum(c.get("queued", 0) for c in store.delivery_counts(edition_id).values())
+    messages = {k: outgoing(cfg, digest, edition_id, r) for k, r in renders.items()}
+    run = _Run(store, cfg, edition_id, digest, messages, backend, report, total, on_batch)
+    run.run()
+    return run
+
+
 def send_edition(
     store: Store,
     cfg: Config,
@@ -551,19 +574,10 @@ def send_edition(
     report.left_out = dict(audience.get("left_out") or {})
     report.duplicates = int(audience.get("duplicates") or 0)
     try:
-        recovered = recover_batches(
-            store,
-            backend,
-            edition_id,
-            lease=timedelta(seconds=cfg.delivery.lease_seconds),
-        )
-        report.requeued = recovered["requeued"]
-        report.cancelled = recovered["cancelled"]
-        report.resolved = recovered["accepted"]
-        total = sum(c.get("queued", 0) for c in store.delivery_counts(edition_id).values())
-        messages = {k: outgoing(cfg, info.digest, edition_id, r) for k, r in renders.items()}
-        run = _Run(store, cfg, edition_id, info.digest, messages, backend, report, total, on_batch)
-        run.run()
+        with store.sending():
+            run = _prepare_and_run(
+                store, cfg, edition_id, info.digest, renders, backend, report, on_batch
+            )
     finally:
         backend.close()
     totals = _finalize(store, edition_id)

@@ -13,7 +13,8 @@ change goes through :func:`check_transition`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -70,6 +71,22 @@ class Batch:
 
 
 class DeliveryQueries(StoreBase):
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Hold the database open for a send.
+
+        On SQLite every store call opens and closes its own connection, and the
+        last connection to close checkpoints and removes the write-ahead log: a
+        full write of the changed pages after every claim. One idle connection
+        held for the send avoids that (SQLite still checkpoints as the log
+        grows). Other engines need nothing.
+        """
+        if self.dialect != "sqlite":
+            yield
+            return
+        with self.engine.connect():
+            yield
+
     def freeze_audience(
         self,
         edition_id: int,
@@ -178,6 +195,17 @@ class DeliveryQueries(StoreBase):
             )
             for sid, email, variant, status, error, release in rows
         ]
+        raw = conn.connection.driver_connection
+        if (
+            dialect.name == "postgresql"
+            and hasattr(raw, "cursor")
+            and hasattr(raw.cursor(), "copy")
+        ):
+            # psycopg 3: COPY is an order of magnitude faster than INSERTs
+            with raw.cursor() as cur, cur.copy(f"COPY deliveries ({cols}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(row)
+            return
         for start in range(0, len(params), chunk):
             conn.exec_driver_sql(sql, params[start : start + chunk])
 
@@ -207,9 +235,15 @@ class DeliveryQueries(StoreBase):
             or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= now),
         )
         with self.begin() as conn:
+            # SQLite walks the (edition_id, status) index in rowid order, so ORDER BY id
+            # is free there and keeps batches in id order; PostgreSQL would sort every
+            # queued row for each claim, and any queued rows will do
+            ordered = self.dialect != "postgresql"
             if variant is None:
-                first = select(deliveries.c.variant).where(ready).order_by(deliveries.c.id).limit(1)
-                if self.dialect == "postgresql":
+                first = select(deliveries.c.variant).where(ready).limit(1)
+                if ordered:
+                    first = first.order_by(deliveries.c.id)
+                else:
                     first = first.with_for_update(skip_locked=True)
                 variant = conn.execute(first).scalar_one_or_none()
                 if variant is None:
@@ -231,14 +265,11 @@ class DeliveryQueries(StoreBase):
                     error="",
                 )
             )
-            pick = (
-                select(deliveries.c.id)
-                .where(ready & (deliveries.c.variant == variant))
-                .order_by(deliveries.c.id)
-                .limit(limit)
-            )
-            if self.dialect == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
+            pick = select(deliveries.c.id).where(ready & (deliveries.c.variant == variant))
+            if ordered:
+                pick = pick.order_by(deliveries.c.id).limit(limit)
+            else:
+                pick = pick.limit(limit).with_for_update(skip_locked=True)
             claimed = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(pick.scalar_subquery()))
