@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -346,6 +347,10 @@ class _Run:
         self.links = UnsubscribeLinks(cfg, digest)
         self.me = worker_id()
         self.lock = threading.Lock()
+        # SQLite has one writer at a time, and a writer that finds the lock taken
+        # sleeps in SQLite's busy handler (up to 100 ms a try); the workers of one
+        # process take turns on a Python lock instead, which wakes them at once
+        self.db: Any = threading.Lock() if store.dialect == "sqlite" else nullcontext()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.done = 0
@@ -366,13 +371,14 @@ class _Run:
         # the rate is paid before the claim, so no claimed batch waits on it
         backend.pacer.acquire(self.limit)
         provider_batch = backend.new_provider_batch()
-        batch = store.claim_batch(
-            self.edition_id,
-            backend=backend.name,
-            limit=self.limit,
-            worker=self.me,
-            provider_batch_id=provider_batch,
-        )
+        with self.db:
+            batch = store.claim_batch(
+                self.edition_id,
+                backend=backend.name,
+                limit=self.limit,
+                worker=self.me,
+                provider_batch_id=provider_batch,
+            )
         if batch is None:
             backend.pacer.refund(self.limit)
             return False
@@ -407,13 +413,14 @@ class _Run:
         except (AuthError, TransientError, PermanentDeliveryError) as err:
             # the provider certainly took none of it: back to the queue, and stop
             known = partial_of(err)
-            counts = store.finish_batch(
-                batch.id,
-                failed=known.rejected,
-                requeue=ids,
-                batch_status="requeued",
-                note=str(err),
-            )
+            with self.db:
+                counts = store.finish_batch(
+                    batch.id,
+                    failed=known.rejected,
+                    requeue=ids,
+                    batch_status="requeued",
+                    note=str(err),
+                )
             self.tally(batch, counts)
             raise
         except DeliveryError as err:
@@ -429,14 +436,15 @@ class _Run:
             # a bug, not the provider: we cannot tell whether the request went out
             store.mark_batch_unresolved(batch.id, f"internal error: {err!r}")
             raise
-        counts = store.finish_batch(
-            batch.id,
-            message_id=result.message_id,
-            failed=result.rejected,
-            requeue=list(result.retry),
-            unresolved=result.unknown,
-            accepted_ids=result.message_ids,
-        )
+        with self.db:
+            counts = store.finish_batch(
+                batch.id,
+                message_id=result.message_id,
+                failed=result.rejected,
+                requeue=list(result.retry),
+                unresolved=result.unknown,
+                accepted_ids=result.message_ids,
+            )
         if result.unknown:
             self.settle_unknown(batch, next(iter(result.unknown.values())), counts)
         else:
