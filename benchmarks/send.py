@@ -194,6 +194,7 @@ def child(cfg_path: str, edition_id: int) -> None:
         html, text = page(v)
         renders[v] = Rendered(subject="The Steppe Ledger: weekly digest", html=html, text=text)
     base = peak_rss_kb()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
@@ -206,6 +207,8 @@ def child(cfg_path: str, edition_id: int) -> None:
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     took = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     peak = peak_rss_kb()
     print(
         json.dumps(
@@ -214,6 +217,7 @@ def child(cfg_path: str, edition_id: int) -> None:
                 "failed": report.failed,
                 "batches": report.batches,
                 "seconds": took,
+                "cpu_seconds": cpu,
                 "peak_rss_mb": peak / 1024,
                 "rss_before_send_mb": base / 1024,
             }
@@ -265,6 +269,11 @@ def main() -> None:
     print(
         f"recipients/s: {rate:,.0f}  (with the freeze: "
         f"{result['accepted'] / (result['seconds'] + freeze_s):,.0f})"
+    )
+    print(
+        f"sender CPU: {result['cpu_seconds']:.2f}s "
+        f"({result['accepted'] / result['cpu_seconds']:,.0f} recipients per CPU second); "
+        f"load average: {os.getloadavg()[0]:.2f}"
     )
     print(
         f"sender peak RSS: {result['peak_rss_mb']:.0f} MB "
