@@ -6,8 +6,10 @@ before the provider is called; afterwards its deliveries become accepted or
 failed. A batch still claimed when its worker died has an unknown outcome: it
 is never silently re-sent or dropped, but resolved (see ``newsletter.delivery``).
 
-Allowed transitions live in one table, ``TRANSITIONS``, and every status
-change goes through :func:`check_transition`.
+Allowed transitions live in one table, ``TRANSITIONS``. The bulk updates
+here make only those moves: each is conditional on the row's current status
+(and batch), so a late or repeated call changes nothing it should not.
+:func:`check_transition` is for single-row changes made elsewhere (webhooks).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Lost(Exception):
-    """The connection died; ``sent`` says whether DATA's content may have been taken."""
+    """The connection died; ``during_data``: the message may have been taken."""
 
     def __init__(self, err: BaseException, *, during_data: bool):
         super().__init__(str(err))
