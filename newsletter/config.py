@@ -140,16 +140,35 @@ class RenderConfig:
 
 @dataclass
 class SendGridConfig:
+    #: the API base URL; NEWSLETTER_SENDGRID_HOST overrides it (tests, proxies). Left at
+    #: the default, `region` picks it.
     host: str = "https://api.sendgrid.com"
+    #: global or eu (https://api.eu.sendgrid.com, for an EU-pinned subuser)
     region: str = "global"
+    #: mail/send validates but sends nothing (answers 200, not 202)
     sandbox: bool = False
+    #: unsubscribe group (ASM) id; 0 = none
     asm_group_id: int = 0
+    #: IP pool name; "" = the account's default
     ip_pool: str = ""
+    #: seconds to connect, write the request and read the answer
     timeout: float = 30.0
+    #: retries of one request on 429, 5xx and network errors before giving up
     max_retries: int = 5
+    #: seconds before the first retry; doubled each time, with jitter
+    backoff: float = 0.5
+    #: longest single wait between retries, seconds; a rate limit that resets later
+    #: than this stops the send instead of sleeping
+    retry_max_wait: float = 60.0
     #: messages per second, 0 = unlimited
     rate: float = 0.0
+    #: requests in flight at once
     concurrency: int = 4
+    #: seconds; > 0 sends every batch with send_at = now + this and a SendGrid batch id,
+    #: so a batch whose outcome is unknown can be cancelled and sent again (0 = off)
+    schedule_delay: int = 0
+    #: seconds before send_at after which a cancel is not trusted (SendGrid: 10 minutes)
+    cancel_margin: int = 600
     #: public key for the signed event webhook (or NEWSLETTER_SENDGRID_WEBHOOK_KEY)
     webhook_public_key: str = ""
 
@@ -158,10 +177,22 @@ class SendGridConfig:
 class SmtpConfig:
     host: str = "localhost"
     port: int = 587
+    #: upgrade the connection with STARTTLS (port 587)
     starttls: bool = True
+    #: implicit TLS from the first byte (port 465); starttls is then ignored
     ssl: bool = False
+    #: login name; the password comes from NEWSLETTER_SMTP_PASSWORD
     username: str = ""
     timeout: float = 30.0
+    #: a PEM file of CA certificates to trust (a private relay's); "" = the system's
+    ca_file: str = ""
+    #: messages per batch (one claim, one connection); smaller batches mean fewer
+    #: deliveries held as unknown if the sender dies mid-batch
+    batch_size: int = 50
+    #: messages per second, 0 = unlimited
+    rate: float = 0.0
+    #: connections in use at once
+    concurrency: int = 1
 
 
 @dataclass
@@ -170,6 +201,9 @@ class DeliveryConfig:
     backend: str = "outbox"
     outbox_dir: str = "outbox"
     batch_size: int = 1000
+    #: seconds after which a batch claimed by a worker that cannot be checked (another
+    #: machine, or a reused pid) counts as abandoned and is resolved by the next run
+    lease_seconds: int = 900
     sendgrid: SendGridConfig = field(default_factory=SendGridConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
@@ -437,6 +471,10 @@ def _validate(cfg: Config) -> None:
         fail("delivery.backend", f"must be outbox, sendgrid or smtp, got {cfg.delivery.backend!r}")
     if not 1 <= cfg.delivery.batch_size <= 1000:
         fail("delivery.batch_size", "must be between 1 and 1000 (SendGrid's limit)")
+    if cfg.delivery.lease_seconds < 60:
+        fail("delivery.lease_seconds", "must be at least 60")
+    _validate_sendgrid(cfg.delivery.sendgrid, fail)
+    _validate_smtp(cfg.delivery.smtp, fail)
     if cfg.render.inliner not in ("premailer", "css-inline"):
         fail("render.inliner", f"must be premailer or css-inline, got {cfg.render.inliner!r}")
     if cfg.render.layout not in ("list", "tags"):
@@ -522,6 +560,49 @@ def _validate_rates(r: RatesConfig, fail: typing.Callable[[str, str], None]) -> 
         check_code(f"rates.pegs.{cur}", cur)
         if per_usd <= 0:
             fail(f"rates.pegs.{cur}", f"must be more than 0, got {per_usd!r}")
+
+
+def _validate_sendgrid(sg: SendGridConfig, fail: Any) -> None:
+    key = "delivery.sendgrid"
+    if sg.region not in ("global", "eu"):
+        fail(f"{key}.region", f"must be global or eu, got {sg.region!r}")
+    if not sg.host.startswith(("https://", "http://")):
+        fail(f"{key}.host", f"must be an http(s) URL, got {sg.host!r}")
+    if sg.timeout <= 0:
+        fail(f"{key}.timeout", "must be more than 0 seconds")
+    if not 0 <= sg.max_retries <= 20:
+        fail(f"{key}.max_retries", "must be between 0 and 20")
+    if sg.backoff < 0 or sg.retry_max_wait < 0:
+        fail(f"{key}.backoff", "backoff and retry_max_wait must not be negative")
+    if sg.rate < 0:
+        fail(f"{key}.rate", "must not be negative (0 = unlimited)")
+    if not 1 <= sg.concurrency <= 64:
+        fail(f"{key}.concurrency", "must be between 1 and 64")
+    if sg.asm_group_id < 0:
+        fail(f"{key}.asm_group_id", "must be a group id, or 0 for none")
+    if sg.ip_pool and not 2 <= len(sg.ip_pool) <= 64:
+        fail(f"{key}.ip_pool", "must be 2 to 64 characters (SendGrid's limit)")
+    if sg.cancel_margin < 0:
+        fail(f"{key}.cancel_margin", "must not be negative")
+    if sg.schedule_delay and not sg.cancel_margin < sg.schedule_delay <= 72 * 3600:
+        fail(
+            f"{key}.schedule_delay",
+            "must be 0 (off) or more than cancel_margin and at most 259200 (72 hours)",
+        )
+
+
+def _validate_smtp(sm: SmtpConfig, fail: Any) -> None:
+    key = "delivery.smtp"
+    if not 1 <= sm.port <= 65535:
+        fail(f"{key}.port", f"not a port number: {sm.port}")
+    if sm.timeout <= 0:
+        fail(f"{key}.timeout", "must be more than 0 seconds")
+    if not 1 <= sm.batch_size <= 1000:
+        fail(f"{key}.batch_size", "must be between 1 and 1000")
+    if sm.rate < 0:
+        fail(f"{key}.rate", "must not be negative (0 = unlimited)")
+    if not 1 <= sm.concurrency <= 32:
+        fail(f"{key}.concurrency", "must be between 1 and 32")
 
 
 def find_config_path(explicit: str | None, env: typing.Mapping[str, str]) -> Path | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,13 @@ from newsletter import alerts, archive, schedule
 from newsletter.articles.ingest import IngestReport, ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.send import SendReport, send_edition, worker_id
+from newsletter.delivery.send import (
+    BatchProgress,
+    SendReport,
+    left_out_counts,
+    send_edition,
+    worker_id,
+)
 from newsletter.editions import EditionPlan, plan_edition, render_frozen, variant_key
 from newsletter.errors import NewsletterError
 from newsletter.models import EditionInfo, Rendered
@@ -101,6 +108,8 @@ class RunReport:
             return 1
         if failed or any(d.status == "partial" for d in self.digests):
             return 3
+        if any(d.send and d.send.unresolved for d in self.digests):
+            return 3  # held batches wait for a decision
         if self.ingest and self.ingest.failed:
             return 3
         return 0
@@ -230,7 +239,7 @@ def freeze(
                 release_at=release,
             )
 
-    added = store.freeze_audience(edition_id, rows())
+    added = store.freeze_audience(edition_id, rows(), left_out=left_out_counts(store))
     store.set_edition_status(edition_id, "sending")
     return added
 
@@ -280,12 +289,13 @@ def send_existing(
     edition_id: int,
     now: datetime,
     backend: Backend | None,
+    on_batch: Callable[[BatchProgress], None] | None = None,
 ) -> DigestOutcome:
     """Send what is released of a stored edition and fill in ``out``."""
     out.edition_id = edition_id
     renders = render_frozen(store, cfg, edition_id)
     backend = backend or make_backend(cfg)
-    out.send = send_edition(store, cfg, edition_id, renders, backend, now=now)
+    out.send = send_edition(store, cfg, edition_id, renders, backend, on_batch=on_batch, now=now)
     archive.publish_after_send(store, cfg, edition_id)  # when [archive] dir is set
     counts = store.delivery_counts(edition_id)
     out.recipients = sum(sum(v.values()) for v in counts.values())
@@ -342,6 +352,7 @@ def run_digest(
     dry_run: bool = False,
     force: bool = False,
     period: Period | None = None,
+    on_batch: Callable[[BatchProgress], None] | None = None,
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
@@ -426,7 +437,7 @@ def run_digest(
             # a run died while freezing the audience: finish that first
             details = store.edition_details(edition_id)
             freeze(store, digest, edition_id, set(details["variants"]), period)
-    return send_existing(store, cfg, out, edition_id, now, backend)
+    return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
 def resume_local_time(

@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import click
 
 from newsletter import jobs
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
 from newsletter.cli.run import print_run
-from newsletter.errors import InputError
+from newsletter.delivery.send import BatchProgress, resolve
+
+
+class BatchOutput:
+    """A progress bar on a terminal; one line per batch on stderr otherwise."""
+
+    def __init__(self, *, tty: bool | None = None, console: object = None):
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def __call__(self, p: BatchProgress) -> None:
+        if self.tty:
+            if self.progress is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TimeRemainingColumn,
+                )
+
+                self.progress = Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=self.console or Console(stderr=True),
+                )
+                self.progress.start()
+                self.task = self.progress.add_task("sending", total=p.total)
+            self.progress.update(self.task, completed=p.done)
+            return
+        rate = p.done / p.seconds if p.seconds > 0 else 0.0
+        held = f", {p.unresolved} unresolved" if p.unresolved else ""
+        click.echo(
+            f"batch {p.batch_id} {p.variant}: {p.accepted} accepted, {p.failed} failed{held} "
+            f"({p.done}/{p.total}, {rate:,.0f}/s)",
+            err=True,
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def register(cli: click.Group) -> None:
@@ -19,7 +66,7 @@ def register(cli: click.Group) -> None:
     )
     @click.option(
         "--resolve",
-        "resolve",
+        "resolve_",
         nargs=2,
         metavar="BATCH DECISION",
         help="Decide an unresolved batch: DECISION is resend, sent or failed.",
@@ -38,15 +85,19 @@ def register(cli: click.Group) -> None:
         digest: str | None,
         at: str | None,
         dry_run: bool,
-        resolve: tuple[str, str] | None,
+        resolve_: tuple[str, str] | None,
         test_to: tuple[str, ...],
         as_json: bool,
     ) -> None:
-        """Compile and send the current edition of a digest now (or resume it)."""
+        """Compile and send the current edition of a digest now (or resume it).
+
+        A batch whose outcome is unknown is held; decide it with --resolve.
+        Exit codes: 0 ok, 1 failure, 2 usage, 3 partial or held.
+        """
         if test_to:
             from newsletter.testsend import send_test
 
-            if dry_run or resolve:
+            if dry_run or resolve_:
                 raise InputError("--test-to cannot be combined with --dry-run or --resolve")
             dcfg = app.config.digest(digest)
             r = send_test(app.store, app.config, dcfg, parse_when(at), list(test_to))
@@ -63,21 +114,50 @@ def register(cli: click.Group) -> None:
             if r.rejected:
                 raise SystemExit(1)
             return
-        if resolve:
-            batch, decision = resolve
-            if decision not in ("resend", "sent", "failed"):
-                raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
-            n = app.store.resolve_batch(batch, decision)
-            click.echo(f"batch {batch}: {n} deliveries marked {decision}")
+        if resolve_:
+            done = resolve(app.store, *resolve_)
+            if as_json:
+                emit_json(dataclasses.asdict(done))
+            elif done.decision == "resend":
+                click.echo(
+                    f"batch {done.batch_id}: {done.deliveries} deliveries queued again; "
+                    f"`newsletter send --digest {done.digest} --at {done.period}` sends them"
+                )
+            else:
+                click.echo(
+                    f"batch {done.batch_id}: {done.deliveries} deliveries marked {done.decision}"
+                    f"; edition {done.edition_id} is {done.edition_status}"
+                )
             return
         dcfg = app.config.digest(digest)
-        outcome = jobs.run_digest(
-            app.store, app.config, dcfg, parse_when(at), dry_run=dry_run, force=True
-        )
+        output = BatchOutput()
+        try:
+            outcome = jobs.run_digest(
+                app.store,
+                app.config,
+                dcfg,
+                parse_when(at),
+                dry_run=dry_run,
+                force=True,
+                on_batch=None if as_json else output,
+            )
+        finally:
+            output.close()
         report = jobs.RunReport(now=parse_when(at), digests=[outcome])
         if as_json:
             emit_json(report.as_dict())
         else:
             print_run(report)
+            s = outcome.send
+            if s is not None:
+                left = ", ".join(f"{n} {k}" for k, n in sorted(s.left_out.items()) if n)
+                if left or s.duplicates:
+                    dup = f"{s.duplicates} duplicate addresses" if s.duplicates else ""
+                    click.echo(f"        left out: {', '.join(x for x in (left, dup) if x)}")
+                if s.unresolved:
+                    click.echo(
+                        f"        {s.unresolved} deliveries held with an unknown outcome: "
+                        "`newsletter status` lists the batches"
+                    )
         if report.exit_code:
             raise SystemExit(report.exit_code)

@@ -6,22 +6,26 @@ before the provider is called; afterwards its deliveries become accepted or
 failed. A batch still claimed when its worker died has an unknown outcome: it
 is never silently re-sent or dropped, but resolved (see ``newsletter.delivery``).
 
-Allowed transitions live in one table, ``TRANSITIONS``, and every status
-change goes through :func:`check_transition`.
+Allowed transitions live in one table, ``TRANSITIONS``. The bulk updates
+here make only those moves: each is conditional on the row's current status
+(and batch), so a late or repeated call changes nothing it should not.
+:func:`check_transition` is for single-row changes made elsewhere (webhooks).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import InputError, NewsletterError, NotFoundError
 from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.schema import batches, deliveries, subscribers
+from newsletter.store.schema import batches, deliveries, editions, events, subscribers
 
 TRANSITIONS: dict[str, set[str]] = {
     "queued": {"claimed"},
@@ -49,8 +53,7 @@ class AudienceRow:
     release_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class ClaimedDelivery:
+class ClaimedDelivery(NamedTuple):
     id: int
     subscriber_id: int
     email: str
@@ -65,52 +68,148 @@ class Batch:
     variant: str
     backend: str
     deliveries: tuple[ClaimedDelivery, ...]
+    provider_batch_id: str = ""
+    claimed_at: datetime | None = None
 
 
 class DeliveryQueries(StoreBase):
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Hold the database open for a send.
+
+        On SQLite every store call opens and closes its own connection, and the
+        last connection to close checkpoints and removes the write-ahead log: a
+        full write of the changed pages after every claim. One idle connection
+        held for the send avoids that (SQLite still checkpoints as the log
+        grows). Other engines need nothing.
+        """
+        if self.dialect != "sqlite":
+            yield
+            return
+        with self.engine.connect():
+            yield
+
     def freeze_audience(
-        self, edition_id: int, rows: Iterable[AudienceRow], *, chunk: int = 2000
+        self,
+        edition_id: int,
+        rows: Iterable[AudienceRow],
+        *,
+        left_out: dict[str, int] | None = None,
+        chunk: int = 5000,
     ) -> int:
-        """Write one queued delivery per recipient. Rows already there are kept as they are."""
+        """Write one queued delivery per recipient, in one transaction. Returns how many.
+
+        Rows already there are kept as they are, so a second call adds nothing.
+        An address that differs from one already frozen only by case is written
+        ``failed`` as a duplicate: it is sent once, never twice. The edition
+        becomes ``sending`` in the same transaction, and its info records the
+        audience: queued, duplicates and ``left_out`` (subscribers not sent to,
+        by status).
+        """
         now = utcnow()
-        added = 0
-        buf: list[AudienceRow] = []
-
-        def flush() -> int:
-            with self.begin() as conn:
-                have = set(
-                    conn.execute(
-                        select(deliveries.c.subscriber_id).where(
-                            (deliveries.c.edition_id == edition_id)
-                            & deliveries.c.subscriber_id.in_([r.subscriber_id for r in buf])
-                        )
-                    ).scalars()
+        added = duplicates = 0
+        # read the rows first: they may come from a query, and on SQLite every
+        # transaction takes the write lock, so none may be opened inside this one
+        rows = list(rows)
+        with self.begin() as conn:
+            lock = select(editions.c.info).where(editions.c.id == edition_id)
+            if self.dialect == "postgresql":
+                # two senders freezing the same edition take turns here
+                lock = lock.with_for_update()
+            info = conn.execute(lock).scalar_one()
+            have: set[int] = set()
+            seen: dict[str, int] = {}
+            for sid, mail in conn.execute(
+                select(deliveries.c.subscriber_id, deliveries.c.email).where(
+                    deliveries.c.edition_id == edition_id
                 )
-                new = [
-                    {
-                        "edition_id": edition_id,
-                        "subscriber_id": r.subscriber_id,
-                        "email": r.email,
-                        "variant": r.variant,
-                        "status": "queued",
-                        "release_at": r.release_at,
-                        "updated_at": now,
-                    }
-                    for r in buf
-                    if r.subscriber_id not in have
-                ]
-                if new:
-                    conn.execute(insert(deliveries), new)
-                return len(new)
-
-        for row in rows:
-            buf.append(row)
-            if len(buf) >= chunk:
-                added += flush()
-                buf = []
-        if buf:
-            added += flush()
+            ):
+                have.add(sid)
+                seen.setdefault(mail.strip().casefold(), sid)
+            new: list[tuple] = []
+            for r in rows:
+                if r.subscriber_id in have:
+                    continue
+                have.add(r.subscriber_id)
+                first = seen.setdefault(r.email.strip().casefold(), r.subscriber_id)
+                if first != r.subscriber_id:
+                    status = "failed"
+                    error = (
+                        f"duplicate address: subscriber {first} has the same address "
+                        "(ignoring case); sent once, not twice"
+                    )
+                    duplicates += 1
+                else:
+                    status, error = "queued", ""
+                    added += 1
+                new.append((r.subscriber_id, r.email, r.variant, status, error, r.release_at))
+            self._insert_deliveries(conn, edition_id, new, now, chunk=chunk)
+            info = dict(info or {})
+            audience = dict(info.get("audience") or {})
+            audience["queued"] = int(audience.get("queued", 0)) + added
+            audience["duplicates"] = int(audience.get("duplicates", 0)) + duplicates
+            if left_out is not None:
+                audience["left_out"] = dict(left_out)
+            info["audience"] = audience
+            conn.execute(
+                update(editions)
+                .where(editions.c.id == edition_id)
+                .values(info=info, status="sending")
+            )
         return added
+
+    def _insert_deliveries(
+        self, conn: Connection, edition_id: int, rows: list[tuple], now: datetime, *, chunk: int
+    ) -> None:
+        """Bulk insert (subscriber_id, email, variant, status, error, release_at) rows.
+
+        Straight to the driver's executemany: SQLAlchemy's per-row parameter
+        processing costs more than the inserts themselves at 100,000 rows. Values
+        go through the columns' own bind processors, so they are stored exactly
+        as SQLAlchemy would store them.
+        """
+        if not rows:
+            return
+        dialect = conn.dialect
+        stamp = deliveries.c.updated_at.type._cached_bind_processor(dialect)
+        flag = deliveries.c.opened.type._cached_bind_processor(dialect)
+        at = stamp(now) if stamp else now
+        no = flag(False) if flag else False
+        cols = (
+            "edition_id, subscriber_id, email, variant, status, error, message_id, "
+            "opened, clicked, release_at, updated_at"
+        )
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        sql = f"INSERT INTO deliveries ({cols}) VALUES ({', '.join([mark] * 11)})"
+        params = [
+            (
+                edition_id,
+                sid,
+                email,
+                variant,
+                status,
+                error,
+                "",
+                no,
+                no,
+                stamp(release) if (stamp and release is not None) else release,
+                at,
+            )
+            for sid, email, variant, status, error, release in rows
+        ]
+        raw = conn.connection.driver_connection
+        if (
+            dialect.name == "postgresql"
+            and hasattr(raw, "cursor")
+            and hasattr(raw.cursor(), "copy")
+        ):
+            # psycopg 3: COPY is an order of magnitude faster than INSERTs
+            with raw.cursor() as cur, cur.copy(f"COPY deliveries ({cols}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(row)
+            return
+        for start in range(0, len(params), chunk):
+            conn.exec_driver_sql(sql, params[start : start + chunk])
 
     def claim_batch(
         self,
@@ -120,12 +219,15 @@ class DeliveryQueries(StoreBase):
         limit: int,
         worker: str = "",
         variant: str | None = None,
+        provider_batch_id: str = "",
         now: datetime | None = None,
     ) -> Batch | None:
         """Claim up to ``limit`` queued deliveries of one variant, and commit the claim.
 
         On PostgreSQL rows are locked with FOR UPDATE SKIP LOCKED, so several
-        workers can share one send; on SQLite the write transaction serialises them.
+        workers can share one send; on SQLite the write transaction (BEGIN
+        IMMEDIATE) serialises them. ``provider_batch_id`` is stored with the
+        claim, so a batch whose outcome is unknown can be cancelled by it.
         Returns None when nothing is left to claim.
         """
         now = now or utcnow()
@@ -135,30 +237,21 @@ class DeliveryQueries(StoreBase):
             or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= now),
         )
         with self.begin() as conn:
+            # SQLite walks the (edition_id, status) index in rowid order, so ORDER BY id
+            # is free there and keeps batches in id order; PostgreSQL would sort every
+            # queued row for each claim, and any queued rows will do
+            ordered = self.dialect != "postgresql"
             if variant is None:
-                variant = conn.execute(
-                    select(deliveries.c.variant).where(ready).order_by(deliveries.c.id).limit(1)
-                ).scalar_one_or_none()
+                first = select(deliveries.c.variant).where(ready).limit(1)
+                if ordered:
+                    first = first.order_by(deliveries.c.id)
+                else:
+                    first = first.with_for_update(skip_locked=True)
+                variant = conn.execute(first).scalar_one_or_none()
                 if variant is None:
                     return None
-            q = (
-                select(
-                    deliveries.c.id,
-                    deliveries.c.subscriber_id,
-                    deliveries.c.email,
-                    subscribers.c.name,
-                )
-                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .where(ready & (deliveries.c.variant == variant))
-                .order_by(deliveries.c.id)
-                .limit(limit)
-            )
-            if self.dialect == "postgresql":
-                q = q.with_for_update(of=deliveries, skip_locked=True)
-            rows = conn.execute(q).all()
-            if not rows:
-                return None
             batch_id = uuid.uuid4().hex
+            # the batch row first: the deliveries refer to it
             conn.execute(
                 insert(batches).values(
                     id=batch_id,
@@ -166,25 +259,48 @@ class DeliveryQueries(StoreBase):
                     variant=variant,
                     status="claimed",
                     backend=backend,
-                    size=len(rows),
+                    size=0,
                     worker=worker,
                     claimed_at=now,
+                    provider_batch_id=provider_batch_id,
+                    message_id="",
+                    error="",
                 )
             )
-            ids = [r.id for r in rows]
-            conn.execute(
+            pick = select(deliveries.c.id).where(ready & (deliveries.c.variant == variant))
+            if ordered:
+                pick = pick.order_by(deliveries.c.id).limit(limit)
+            else:
+                pick = pick.limit(limit).with_for_update(skip_locked=True)
+            claimed = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(ids) & (deliveries.c.status == "queued"))
+                .where(deliveries.c.id.in_(pick.scalar_subquery()))
                 .values(status="claimed", batch_id=batch_id, updated_at=now)
-            )
+            ).rowcount
+            if not claimed:
+                # another worker took the last ones between the two statements
+                conn.execute(delete(batches).where(batches.c.id == batch_id))
+                return None
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.subscriber_id,
+                    deliveries.c.email,
+                    subscribers.c.name,
+                )
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(deliveries.c.batch_id == batch_id)
+                .order_by(deliveries.c.id)
+            ).all()
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(size=len(rows)))
         return Batch(
             id=batch_id,
             edition_id=edition_id,
             variant=variant,
             backend=backend,
-            deliveries=tuple(
-                ClaimedDelivery(r.id, r.subscriber_id, r.email, variant, r.name) for r in rows
-            ),
+            deliveries=tuple(ClaimedDelivery(r[0], r[1], r[2], variant, r[3] or "") for r in rows),
+            provider_batch_id=provider_batch_id,
+            claimed_at=now,
         )
 
     def finish_batch(
@@ -193,63 +309,136 @@ class DeliveryQueries(StoreBase):
         *,
         message_id: str = "",
         failed: dict[int, str] | None = None,
-        requeue: Sequence[int] = (),
+        requeue: Sequence[int] | dict[int, str] = (),
         accepted_ids: dict[int, str] | None = None,
-    ) -> None:
-        """Record what the provider said of a claimed batch.
+        unresolved: dict[int, str] | None = None,
+        batch_status: str | None = None,
+        note: str = "",
+    ) -> dict[str, int]:
+        """Record what the provider said of a claimed (or unresolved) batch.
 
         Deliveries in ``failed`` become failed with their reason, those in
         ``requeue`` go back to queued (the provider certainly did not take them),
-        and the rest become accepted with ``message_id`` (or their own id from
-        ``accepted_ids``).
+        those in ``unresolved`` are held (outcome unknown), and the rest become
+        accepted with ``message_id`` (or their own id from ``accepted_ids``).
+        Only deliveries still claimed or unresolved by this batch change, so a
+        late or repeated call cannot touch a delivery another batch has since
+        claimed. Returns the counts per new status.
         """
         failed = failed or {}
         accepted_ids = accepted_ids or {}
-        requeue_set = set(requeue)
+        unresolved = unresolved or {}
+        requeue_ids = [i for i in requeue if i not in failed]
+        hold_ids = [i for i in unresolved if i not in failed and i not in requeue_ids]
         now = utcnow()
+        # no IN (...) here: expanding parameters cannot go with executemany
+        open_ = (deliveries.c.batch_id == batch_id) & or_(
+            deliveries.c.status == "claimed", deliveries.c.status == "unresolved"
+        )
+        one = open_ & (deliveries.c.id == bindparam("did"))
+
+        def each(values: dict[str, Any], params: list[dict]) -> int:
+            if not params:
+                return 0
+            return conn.execute(update(deliveries).where(one).values(**values), params).rowcount
+
         with self.begin() as conn:
-            ids = list(
-                conn.execute(
-                    select(deliveries.c.id).where(
-                        (deliveries.c.batch_id == batch_id)
-                        & deliveries.c.status.in_(("claimed", "unresolved"))
-                    )
-                ).scalars()
+            n_failed = each(
+                {"status": "failed", "error": bindparam("reason"), "updated_at": now},
+                [{"did": i, "reason": r[:2000]} for i, r in failed.items()],
             )
-            for did, reason in failed.items():
-                if did in ids:
-                    conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == did)
-                        .values(status="failed", error=reason[:2000], updated_at=now)
-                    )
-            if requeue_set:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_([i for i in ids if i in requeue_set]))
-                    .values(status="queued", batch_id=None, updated_at=now)
-                )
-            accepted = [i for i in ids if i not in failed and i not in requeue_set]
-            own = [i for i in accepted if i in accepted_ids]
-            for did in own:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == did)
-                    .values(status="accepted", message_id=accepted_ids[did], updated_at=now)
-                )
-            rest = [i for i in accepted if i not in accepted_ids]
-            for start in range(0, len(rest), 1000):
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(rest[start : start + 1000]))
-                    .values(status="accepted", message_id=message_id, updated_at=now)
-                )
-            status = "accepted" if accepted else ("failed" if failed else "requeued")
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(status=status, message_id=message_id, finished_at=now)
+            n_queued = each(
+                {"status": "queued", "batch_id": None, "updated_at": now},
+                [{"did": i} for i in requeue_ids],
             )
+            n_own = each(
+                {"status": "accepted", "message_id": bindparam("mid"), "updated_at": now},
+                [
+                    {"did": i, "mid": m[:500]}
+                    for i, m in accepted_ids.items()
+                    if i not in failed and i not in unresolved and i not in requeue_ids
+                ],
+            )
+            rest = update(deliveries).where(open_)
+            if hold_ids:
+                rest = rest.where(deliveries.c.id.not_in(hold_ids))
+            n_rest = conn.execute(
+                rest.values(status="accepted", message_id=message_id[:500], updated_at=now)
+            ).rowcount
+            n_held = each(
+                {"status": "unresolved", "error": bindparam("reason"), "updated_at": now},
+                [{"did": i, "reason": unresolved[i][:2000]} for i in hold_ids],
+            )
+            accepted = n_own + n_rest
+            if batch_status is None:
+                batch_status = (
+                    "unknown"
+                    if n_held
+                    else "accepted"
+                    if accepted
+                    else "failed"
+                    if n_failed
+                    else "requeued"
+                )
+            values: dict = {"status": batch_status, "finished_at": now}
+            if message_id:
+                values["message_id"] = message_id[:500]
+            if note or n_held:
+                values["error"] = (note or unresolved[hold_ids[0]])[:2000]
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+        return {"accepted": accepted, "failed": n_failed, "queued": n_queued, "unresolved": n_held}
+
+    def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
+        """Make ``new_worker`` the one resolving a batch ``worker`` left claimed.
+
+        Conditional on the batch still being claimed by ``worker``, so of two
+        runs recovering the same dead batch only one goes on.
+        """
+        with self.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(batches)
+                    .where(
+                        (batches.c.id == batch_id)
+                        & (batches.c.worker == worker)
+                        & (batches.c.status == "claimed")
+                    )
+                    .values(worker=new_worker)
+                ).rowcount
+            )
+
+    def batch_event_evidence(self, batch_id: str) -> tuple[int, str]:
+        """Provider facts about a batch whose outcome is unknown.
+
+        Returns (how many of its open deliveries have webhook events, a provider
+        message id seen in them). Events carry our delivery id in custom_args, and
+        a delivery goes to the provider again only after a certain refusal or a
+        cancel, so any event means the unknown request was accepted.
+        """
+        with self.connect() as conn:
+            open_ids = (
+                select(deliveries.c.id)
+                .where(
+                    (deliveries.c.batch_id == batch_id)
+                    & deliveries.c.status.in_(("claimed", "unresolved"))
+                )
+                .scalar_subquery()
+            )
+            n = conn.execute(
+                select(func.count(func.distinct(events.c.delivery_id))).where(
+                    events.c.delivery_id.in_(open_ids)
+                )
+            ).scalar_one()
+            if not n:
+                return 0, ""
+            raw = conn.execute(
+                select(events.c.raw).where(events.c.delivery_id.in_(open_ids)).limit(1)
+            ).scalar_one_or_none()
+        mid = ""
+        if isinstance(raw, dict):
+            # sg_message_id is "<X-Message-Id>.<filter suffix>"
+            mid = str(raw.get("sg_message_id") or "").split(".", 1)[0]
+        return int(n), mid
 
     def claimed_batches(self, edition_id: int) -> list[dict]:
         """Batches still claimed: their worker is calling the provider, or died doing so."""
@@ -292,14 +481,45 @@ class DeliveryQueries(StoreBase):
         with self.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(batches.c.claimed_at))]
 
+    def get_batch(self, batch_id: str) -> dict | None:
+        with self.connect() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_batches(self, edition_id: int) -> list[dict]:
+        with self.connect() as conn:
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(batches)
+                    .where(batches.c.edition_id == edition_id)
+                    .order_by(batches.c.claimed_at)
+                )
+            ]
+
     def resolve_batch(self, batch_id: str, decision: str) -> int:
-        """An operator's decision on an unknown batch: ``resend`` or ``sent`` or ``failed``."""
+        """An operator's decision on an unknown batch: ``resend`` or ``sent`` or ``failed``.
+
+        Only the batch's unresolved deliveries change; returns how many.
+        """
         target = {"resend": "queued", "sent": "accepted", "failed": "failed"}[decision]
         now = utcnow()
         with self.begin() as conn:
+            row = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).first()
+            if row is None:
+                raise NotFoundError(
+                    f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+                )
+            if row.status != "unknown":
+                raise InputError(
+                    f"batch {batch_id} is {row.status}, not unresolved; nothing to decide"
+                )
             values: dict = {"status": target, "updated_at": now}
             if target == "queued":
                 values["batch_id"] = None
+                values["error"] = ""
+            elif target == "failed":
+                values["error"] = "outcome unknown; marked failed by the operator"
             n = conn.execute(
                 update(deliveries)
                 .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved"))

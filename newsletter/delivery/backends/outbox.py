@@ -28,7 +28,13 @@ class OutboxBackend(Backend):
     def edition_folder(self, edition_id: int, *, test: bool = False) -> Path:
         return self.folder / (f"test-{edition_id}" if test else f"edition-{edition_id}")
 
-    def send_batch(self, message: OutgoingMessage, recipients: list[Recipient]) -> BatchResult:
+    def send_batch(
+        self,
+        message: OutgoingMessage,
+        recipients: list[Recipient],
+        *,
+        provider_batch_id: str = "",
+    ) -> BatchResult:
         folder = self.edition_folder(message.edition_id, test=message.test)
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,476 @@
+"""SendGrid's v3 mail/send through the ``sendgrid`` package: one request per batch.
+
+A batch is up to 1000 recipients of one variant. The variant's subject, text
+and HTML go into the request once; each recipient gets one personalization
+with its substitutions (unsubscribe URL, name), its List-Unsubscribe header and
+``custom_args`` = our delivery and edition ids (nothing personal), so webhook
+events find their delivery again.
+
+What an answer means (see docs/sending.md):
+
+- 202 (200 in sandbox mode): every recipient in the request was accepted; the
+  X-Message-Id is kept for the batch.
+- 400: nothing was sent. The error body names fields such as
+  ``personalizations.17.to.0.email``; those recipients are refused and the rest
+  are sent again at once. A 400 that names no recipient refuses the request.
+- 401/403: the key is refused: :class:`AuthError`, the send stops.
+- 429, 5xx (but 504), and errors before the request was fully written: nothing
+  was taken; retried with exponential backoff and jitter, a 429 not before its
+  X-RateLimit-Reset.
+- A timeout or a dropped connection *after* the request was written, and 504:
+  SendGrid may have taken it. Not retried blindly: :class:`DeliveryError`, the
+  batch's outcome is unknown and is resolved by the state machine.
+
+The client has no timeout and no retries of its own; urllib raises errors
+while connecting or writing as ``URLError`` and errors while waiting for the
+answer unwrapped (``TimeoutError``, ``ConnectionResetError``, ``http.client``
+exceptions). That split is what tells "not sent" from "unknown".
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sendgrid
+from python_http_client.exceptions import HTTPError
+
+from newsletter.config import Config
+from newsletter.delivery.backends.base import (
+    Backend,
+    BatchResult,
+    OutgoingMessage,
+    with_partial,
+)
+from newsletter.delivery.mime import list_headers, list_unsubscribe, recipient_values
+from newsletter.delivery.pacing import Pacer, backoff_delay
+from newsletter.errors import (
+    AuthError,
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientError,
+)
+from newsletter.models import Recipient
+from newsletter.render.personalize import PLACEHOLDERS
+
+logger = logging.getLogger(__name__)
+
+REGION_HOSTS = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
+DEFAULT_HOST = REGION_HOSTS["global"]
+
+#: the personalization a 400's field path points at
+_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.|$)")
+#: SendGrid quotes addresses in brackets: "... instance of [a@b.example] in ..."
+_BRACKETED = re.compile(r"\[([^\[\]\s]+@[^\[\]\s]+)\]")
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def _escape(value: str) -> str:
+    """html.escape, skipped for the usual value that needs none (a URL, a plain name)."""
+    return html.escape(value, quote=True) if _HTML_SPECIAL.search(value) else value
+
+
+def _text_tag(tag: str) -> str:
+    """The tag a text part uses when its value differs from the HTML-escaped one."""
+    return tag[:-2] + "_text%%"
+
+
+def _error_items(body: bytes | str | None) -> list[dict[str, str]]:
+    """SendGrid's ``{"errors": [{"message", "field", "help"}]}``, tolerant of junk."""
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, TypeError):
+        return []
+    items = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        {"message": str(e.get("message") or ""), "field": str(e.get("field") or "")}
+        for e in items
+        if isinstance(e, dict)
+    ]
+
+
+def _describe(err: HTTPError) -> str:
+    items = _error_items(err.body)
+    detail = "; ".join(
+        f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in items
+    )
+    text = f"{err.status_code} {getattr(err, 'reason', '') or ''}".strip()
+    return f"{text}: {detail}" if detail else text
+
+
+class SendGridBackend(Backend):
+    name = "sendgrid"
+    max_batch = 1000
+    idempotent = False
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.settings = cfg.delivery.sendgrid
+        self.api_key = cfg.secrets.sendgrid_api_key
+        if not self.api_key:
+            raise ConfigError(
+                "SENDGRID_API_KEY is not set",
+                where=f"{cfg.path}: delivery.backend",
+                hint="export the key, or use the outbox or smtp backend",
+            )
+        host = self.settings.host.rstrip("/")
+        if host == DEFAULT_HOST:
+            host = REGION_HOSTS[self.settings.region]
+        self.host = host
+        self.concurrency = self.settings.concurrency
+        self.pacer = Pacer(self.settings.rate)
+        self._local = threading.local()
+        #: replaced in tests to record waits
+        self.sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------------ the HTTP calls
+
+    def _api(self) -> Any:
+        """This thread's client: the package's client keeps mutable headers per instance."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = sendgrid.SendGridAPIClient(api_key=self.api_key, host=self.host).client
+            self._local.client = client
+        return client
+
+    def _call(self, what: str, request: Callable[[], Any], *, idempotent: bool) -> Any:
+        """One API request with the retry policy; returns the package's Response.
+
+        4xx answers other than 401/403/429 are raised as the package's HTTPError
+        for the caller to read.
+        """
+        attempt = 0
+        s = self.settings
+        while True:
+            self.pacer.wait_pause()
+            try:
+                return request()
+            except HTTPError as err:
+                status = err.status_code
+                if status in (401, 403):
+                    raise AuthError(
+                        f"SendGrid refused the API key ({_describe(err)}); the send stops "
+                        "and nothing more is sent",
+                        where=self.host,
+                        hint="check SENDGRID_API_KEY and that it may use Mail Send",
+                    ) from None
+                if status == 429:
+                    wait, reason = self._rate_limit_wait(err), f"rate limited ({_describe(err)})"
+                elif status == 504 and not idempotent:
+                    raise DeliveryError(
+                        f"{what}: SendGrid answered 504 (a gateway timed out after the "
+                        "request was passed on); the outcome is unknown",
+                        where=self.host,
+                    ) from None
+                elif status >= 500:
+                    wait = backoff_delay(attempt, s.backoff, s.retry_max_wait)
+                    reason = f"server error {_describe(err)}"
+                else:
+                    raise
+            except urllib.error.URLError as err:
+                # raised while connecting or writing the request: SendGrid never had all
+                # of it, so it cannot have acted on it
+                wait = backoff_delay(attempt, s.backoff, s.retry_max_wait)
+                reason = f"cannot reach SendGrid ({err.reason})"
+            except (OSError, http.client.HTTPException) as err:
+                # raised while waiting for or reading the answer: the request was written
+                if not idempotent:
+                    raise DeliveryError(
+                        f"{what}: the request was sent but no answer came back "
+                        f"({type(err).__name__}: {err}); the outcome is unknown",
+                        where=self.host,
+                    ) from None
+                wait = backoff_delay(attempt, s.backoff, s.retry_max_wait)
+                reason = f"no answer ({type(err).__name__})"
+            if attempt >= s.max_retries:
+                raise TransientError(
+                    f"{what}: {reason}; gave up after {attempt + 1} attempts", where=self.host
+                )
+            attempt += 1
+            logger.info("%s: %s; retry %d in %.2fs", what, reason, attempt, wait)
+            self.sleep(wait)
+
+    def _rate_limit_wait(self, err: HTTPError) -> float:
+        headers = err.headers or {}
+        s = self.settings
+        wait = None
+        reset = headers.get("X-RateLimit-Reset")
+        retry_after = headers.get("Retry-After")
+        try:
+            if reset is not None:
+                wait = max(0.0, float(reset) - time.time())
+            elif retry_after is not None:
+                wait = max(0.0, float(retry_after))
+        except ValueError:
+            wait = None
+        if wait is None:
+            wait = backoff_delay(0, s.backoff, s.retry_max_wait)
+        if wait > s.retry_max_wait:
+            at = datetime.fromtimestamp(time.time() + wait).strftime("%H:%M:%S")
+            raise TransientError(
+                f"SendGrid's rate limit resets at {at}, more than retry_max_wait="
+                f"{s.retry_max_wait:g}s from now; run `newsletter send` again then",
+                where=self.host,
+            )
+        # the limit is the account's: every worker holds until it resets
+        wait += backoff_delay(0, min(s.backoff, 1.0), 1.0) / 2
+        self.pacer.pause(wait)
+        return wait
+
+    # ------------------------------------------------------------------ the request body
+
+    def build_body(
+        self,
+        message: OutgoingMessage,
+        recipients: list[Recipient],
+        *,
+        provider_batch_id: str = "",
+    ) -> dict[str, Any]:
+        """The mail/send body: the variant once, one personalization per recipient."""
+        r = message.rendered
+        subject = f"[TEST] {r.subject}" if message.test else r.subject
+        text, page = r.text, r.html
+        values = [recipient_values(x) for x in recipients]
+        # tags with the same value for everyone (the unsubscribe and preferences
+        # URLs) travel once: the content is pointed at the first of them
+        used = [t for t in PLACEHOLDERS if t in page or t in text or t in subject]
+        for i, tag in enumerate(used):
+            same = next((u for u in used[:i] if all(v[u] == v[tag] for v in values)), None)
+            if same is not None:
+                page, text = page.replace(tag, same), text.replace(tag, same)
+                subject = subject.replace(tag, same)
+        in_html = [t for t in PLACEHOLDERS if t in page]
+        in_text = [t for t in PLACEHOLDERS if t in text or t in subject]
+        escaped = [{t: _escape(v[t]) for t in in_html} for v in values]
+        # SendGrid puts one value in both parts; where HTML escaping changes a value
+        # (a name with "&"), the text part gets a tag of its own for this request
+        split = {
+            t
+            for t in in_text
+            if t in in_html and any(e[t] != v[t] for e, v in zip(escaped, values, strict=True))
+        }
+        for t in split:
+            text = text.replace(t, _text_tag(t))
+            subject = subject.replace(t, _text_tag(t))
+        plain = [t for t in in_text if t not in split]
+        text_tags = [(t, _text_tag(t)) for t in split]
+        edition = str(message.edition_id)
+        personalizations = []
+        for rec, vals, esc in zip(recipients, values, escaped, strict=True):
+            subs = {t: vals[t] for t in plain}
+            subs.update(esc)
+            for t, tt in text_tags:
+                subs[tt] = vals[t]
+            p: dict[str, Any] = {
+                "to": [
+                    {"email": rec.email, "name": rec.name} if rec.name else {"email": rec.email}
+                ],
+                "custom_args": {
+                    "newsletter_delivery_id": str(rec.delivery_id),
+                    "newsletter_edition_id": edition,
+                },
+                # per recipient, so in the personalization: SendGrid documents
+                # substitutions for subject, reply-to and content, not for headers
+                "headers": {"List-Unsubscribe": list_unsubscribe(message, rec)},
+            }
+            if subs:
+                p["substitutions"] = subs
+            personalizations.append(p)
+        shared = list_headers(message, recipients[0]) if recipients else {}
+        sender: dict[str, str] = {"email": message.from_email}
+        if message.from_name:
+            sender["name"] = message.from_name
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": sender,
+            "subject": subject,
+            "content": [
+                {"type": "text/plain", "value": text or " "},
+                {"type": "text/html", "value": page or " "},
+            ],
+            "headers": {k: v for k, v in shared.items() if k != "List-Unsubscribe"},
+            "categories": list(dict.fromkeys([message.digest[:255], f"edition-{edition}"])),
+        }
+        if message.reply_to:
+            body["reply_to"] = {"email": message.reply_to}
+        s = self.settings
+        if s.asm_group_id:
+            body["asm"] = {"group_id": s.asm_group_id}
+        if s.ip_pool:
+            body["ip_pool_name"] = s.ip_pool
+        if s.sandbox:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        if provider_batch_id:
+            body["batch_id"] = provider_batch_id
+            body["send_at"] = int(time.time()) + s.schedule_delay
+        return body
+
+    # ------------------------------------------------------------------ the contract
+
+    def send_batch(
+        self,
+        message: OutgoingMessage,
+        recipients: list[Recipient],
+        *,
+        provider_batch_id: str = "",
+    ) -> BatchResult:
+        rejected: dict[int, str] = {}
+        first: dict[str, int] = {}
+        batch: list[Recipient] = []
+        for rec in recipients:
+            key = rec.email.strip().casefold()
+            if key in first:
+                rejected[rec.delivery_id] = (
+                    f"duplicate address: {rec.email} is also delivery {first[key]} in this "
+                    "request, and SendGrid refuses an address twice; not sent"
+                )
+                continue
+            first[key] = rec.delivery_id
+            batch.append(rec)
+        while batch:
+            body = self.build_body(message, batch, provider_batch_id=provider_batch_id)
+            try:
+                response = self._call(
+                    "mail/send",
+                    lambda body=body: self._api().mail.send.post(
+                        request_body=body, timeout=self.settings.timeout
+                    ),
+                    idempotent=False,
+                )
+            except HTTPError as err:
+                if err.status_code != 400:
+                    raise with_partial(
+                        PermanentDeliveryError(
+                            f"SendGrid refused the request ({_describe(err)})", where=self.host
+                        ),
+                        BatchResult(rejected=rejected),
+                    ) from None
+                bad = self._refused(err, batch)
+                if not bad:
+                    raise with_partial(
+                        PermanentDeliveryError(
+                            f"SendGrid refused the request ({_describe(err)}); it names no "
+                            "recipient, so every batch would fail the same way",
+                            where=self.host,
+                        ),
+                        BatchResult(rejected=rejected),
+                    ) from None
+                rejected.update(bad)
+                batch = [x for x in batch if x.delivery_id not in bad]
+                logger.warning("SendGrid refused %d address(es); sending the rest", len(bad))
+                continue
+            except TransientError as err:
+                if not rejected:
+                    raise
+                return BatchResult(
+                    rejected=rejected, retry={x.delivery_id: str(err) for x in batch}
+                )
+            except DeliveryError as err:
+                if not rejected or isinstance(err, AuthError):
+                    raise with_partial(err, BatchResult(rejected=rejected)) from None
+                return BatchResult(
+                    rejected=rejected, unknown={x.delivery_id: str(err) for x in batch}
+                )
+            message_id = response.headers.get("X-Message-Id", "") if response.headers else ""
+            if response.status_code == 200 and self.settings.sandbox:
+                message_id = message_id or "sandbox"
+            elif response.status_code != 202:
+                logger.warning("mail/send answered %s, not 202", response.status_code)
+            return BatchResult(message_id=message_id, rejected=rejected)
+        return BatchResult(rejected=rejected)
+
+    @staticmethod
+    def _refused(err: HTTPError, batch: list[Recipient]) -> dict[int, str]:
+        """The recipients a 400 names, by field path or by a bracketed address."""
+        by_address = {x.email.strip().casefold(): x for x in batch}
+        out: dict[int, str] = {}
+        unnamed = False
+        for item in _error_items(err.body):
+            found: Recipient | None = None
+            m = _FIELD.match(item["field"])
+            if m and int(m.group(1)) < len(batch):
+                found = batch[int(m.group(1))]
+            else:
+                for addr in _BRACKETED.findall(item["message"]):
+                    found = by_address.get(addr.casefold()) or found
+            if found is None:
+                unnamed = True
+                continue
+            reason = f"refused by SendGrid: {item['message']}".strip()
+            out.setdefault(found.delivery_id, reason)
+        # a refusal that names nobody cannot be fixed by dropping recipients
+        return {} if unnamed else out
+
+    def new_provider_batch(self) -> str:
+        if not self.settings.schedule_delay:
+            return ""
+        response = self._call(
+            "mail/batch",
+            lambda: self._api().mail.batch.post(timeout=self.settings.timeout),
+            idempotent=True,
+        )
+        try:
+            return str(json.loads(response.body)["batch_id"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise TransientError("mail/batch answered without a batch_id", where=self.host) from err
+
+    def cancel_deadline(self, claimed_at: datetime) -> datetime | None:
+        s = self.settings
+        if not s.schedule_delay:
+            return None
+        # send_at was set after the claim, so it is at least claimed_at + delay
+        return claimed_at + timedelta(seconds=s.schedule_delay - s.cancel_margin)
+
+    def cancel_provider_batch(self, provider_batch_id: str) -> bool:
+        timeout = self.settings.timeout
+        api = self._api
+        try:
+            self._call(
+                "scheduled_sends",
+                lambda: api().user.scheduled_sends.post(
+                    request_body={"batch_id": provider_batch_id, "status": "cancel"},
+                    timeout=timeout,
+                ),
+                idempotent=True,
+            )
+        except HTTPError as err:
+            if err.status_code != 400:
+                raise TransientError(
+                    f"cannot cancel batch {provider_batch_id}: {_describe(err)}",
+                    where=self.host,
+                ) from None
+            # the batch already has a status (paused, or cancelled by an earlier try)
+            try:
+                self._call(
+                    "scheduled_sends",
+                    lambda: (
+                        api()
+                        .user.scheduled_sends._(provider_batch_id)
+                        .patch(request_body={"status": "cancel"}, timeout=timeout)
+                    ),
+                    idempotent=True,
+                )
+            except HTTPError as err2:
+                raise TransientError(
+                    f"cannot cancel batch {provider_batch_id}: {_describe(err2)}",
+                    where=self.host,
+                ) from None
+        logger.info("cancelled SendGrid batch %s", provider_batch_id)
+        return True
+
+    def close(self) -> None:
+        self._local = threading.local()

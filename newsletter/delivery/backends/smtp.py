@@ -1,0 +1,259 @@
+"""Plain SMTP (smtplib): STARTTLS or implicit TLS, AUTH, one reused connection per worker.
+
+Each recipient gets a full RFC 5322 message (``delivery/mime.py``) in its own
+MAIL/RCPT/DATA transaction. The transaction's phase decides what a failure
+means:
+
+- refused at MAIL or RCPT with 5xx, or DATA answered 5xx: refused for good;
+- 4xx anywhere: not taken, queued again for a later run;
+- the connection lost before DATA: not taken; the worker reconnects once and
+  tries that message again;
+- the connection lost during DATA: the server may have queued it: unknown.
+
+A batch that stops half-way returns what is known; nothing that was accepted
+is ever reported as "not sent". Batches are small (``smtp.batch_size``) so a
+sender that dies mid-batch leaves few deliveries to resolve.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import logging
+import smtplib
+import ssl
+import threading
+
+from newsletter.config import Config
+from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
+from newsletter.delivery.mime import build_message
+from newsletter.delivery.pacing import Pacer
+from newsletter.errors import (
+    AuthError,
+    ConfigError,
+    PermanentDeliveryError,
+    TransientError,
+)
+from newsletter.models import Recipient
+
+logger = logging.getLogger(__name__)
+
+
+class _Lost(Exception):
+    """The connection died; ``during_data``: the message may have been taken."""
+
+    def __init__(self, err: BaseException, *, during_data: bool):
+        super().__init__(str(err))
+        self.during_data = during_data
+
+
+class SmtpBackend(Backend):
+    name = "smtp"
+    idempotent = False
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.settings = s = cfg.delivery.smtp
+        self.password = cfg.secrets.smtp_password
+        if s.username and not self.password:
+            raise ConfigError(
+                "NEWSLETTER_SMTP_PASSWORD is not set but delivery.smtp.username is",
+                where=f"{cfg.path}: delivery.smtp.username",
+            )
+        self.max_batch = s.batch_size
+        self.concurrency = s.concurrency
+        self.pacer = Pacer(s.rate)
+        self.where = f"smtp://{s.host}:{s.port}"
+        self._local = threading.local()
+        self._open: list[smtplib.SMTP] = []
+        self._lock = threading.Lock()
+
+    def tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if self.settings.ca_file:
+            ctx.load_verify_locations(cafile=str(self.cfg.resolve(self.settings.ca_file)))
+        return ctx
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        conn: smtplib.SMTP | None = None
+        try:
+            if s.ssl:
+                conn = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=self.tls_context()
+                )
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo()
+            if s.starttls and not s.ssl:
+                if not conn.has_extn("starttls"):
+                    raise PermanentDeliveryError(
+                        "the server offers no STARTTLS; refusing to send in clear text",
+                        where=self.where,
+                        hint="set delivery.smtp.starttls = false only for a trusted relay",
+                    )
+                conn.starttls(context=self.tls_context())
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self.password)
+        except smtplib.SMTPAuthenticationError as err:
+            _quietly_close(conn)
+            raise AuthError(
+                f"the SMTP server refused the login ({err.smtp_code} {_text(err.smtp_error)})",
+                where=self.where,
+                hint="check delivery.smtp.username and NEWSLETTER_SMTP_PASSWORD",
+            ) from None
+        except PermanentDeliveryError:
+            _quietly_close(conn)
+            raise
+        except ssl.SSLError as err:
+            _quietly_close(conn)
+            raise PermanentDeliveryError(
+                f"TLS failed: {err.reason or err}", where=self.where
+            ) from None
+        except (OSError, smtplib.SMTPException) as err:
+            _quietly_close(conn)
+            raise TransientError(f"cannot connect: {err}", where=self.where) from None
+        with self._lock:
+            self._open.append(conn)
+        return conn
+
+    def _conn(self) -> smtplib.SMTP:
+        """This worker's connection, reused while the server keeps it open."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                if conn.noop()[0] == 250:
+                    return conn
+            except (OSError, smtplib.SMTPException):
+                pass
+            self._drop(conn)
+        conn = self._connect()
+        self._local.conn = conn
+        return conn
+
+    def _drop(self, conn: smtplib.SMTP) -> None:
+        _quietly_close(conn)
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                _quietly_close(conn)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ sending
+
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes) -> tuple:
+        """MAIL, RCPT, DATA. Returns (code, text); raises _Lost when the link dies."""
+        during_data = False
+        try:
+            code, resp = conn.mail(sender)
+            if code != 250:
+                conn.rset()
+                return code, _text(resp), "mail"
+            code, resp = conn.rcpt(rcpt)
+            if code not in (250, 251):
+                conn.rset()
+                return code, _text(resp), "rcpt"
+            during_data = True
+            try:
+                code, resp = conn.data(data)
+            except smtplib.SMTPDataError as err:
+                # DATA itself was refused: the content was never sent
+                return err.smtp_code, _text(err.smtp_error), "data"
+            return code, _text(resp), "data"
+        except smtplib.SMTPServerDisconnected as err:
+            raise _Lost(err, during_data=during_data) from None
+        except OSError as err:
+            raise _Lost(err, during_data=during_data) from None
+
+    def send_batch(
+        self,
+        message: OutgoingMessage,
+        recipients: list[Recipient],
+        *,
+        provider_batch_id: str = "",
+    ) -> BatchResult:
+        result = BatchResult()
+        conn = self._conn()  # raises before anything is sent: the whole batch is retried
+        sender = message.from_email
+        for i, rec in enumerate(recipients):
+            msg = build_message(message, rec)
+            data = msg.as_bytes(policy=email.policy.SMTP)
+            for attempt in (0, 1):
+                try:
+                    code, text, phase = self._transaction(conn, sender, rec.email, data)
+                    break
+                except _Lost as lost:
+                    self._drop(conn)
+                    if lost.during_data:
+                        result.unknown[rec.delivery_id] = (
+                            f"connection lost during DATA ({lost}); the server may have "
+                            "queued the message"
+                        )
+                        code = 0
+                        break
+                    try:
+                        if attempt:
+                            raise TransientError(f"connection lost: {lost}", where=self.where)
+                        conn = self._conn()
+                    except (TransientError, AuthError, PermanentDeliveryError) as err:
+                        return self._rest(result, recipients[i:], str(err))
+            if code == 0:
+                try:
+                    conn = self._conn()
+                except (TransientError, AuthError, PermanentDeliveryError) as err:
+                    return self._rest(result, recipients[i + 1 :], str(err))
+                continue
+            reason = f"{code} {text}".strip()
+            if code == 250 and phase == "data":
+                result.message_ids[rec.delivery_id] = msg["Message-ID"]
+            elif phase == "mail" and code >= 500:
+                # the server refuses our sender: every message would fail the same way
+                result.retry.update(
+                    {r.delivery_id: f"sender refused: {reason}" for r in recipients[i:]}
+                )
+                if not result.message_ids and not result.rejected and not result.unknown:
+                    raise PermanentDeliveryError(
+                        f"the server refused the sender {sender}: {reason}", where=self.where
+                    )
+                return result
+            elif 400 <= code < 500:
+                result.retry[rec.delivery_id] = f"temporary failure at {phase}: {reason}"
+            else:
+                result.rejected[rec.delivery_id] = f"refused at {phase}: {reason}"
+        if len(result.retry) == len(recipients):
+            raise TransientError(
+                f"every message was deferred: {next(iter(result.retry.values()))}",
+                where=self.where,
+            )
+        return result
+
+    @staticmethod
+    def _rest(result: BatchResult, rest: list[Recipient], reason: str) -> BatchResult:
+        for r in rest:
+            if r.delivery_id not in result.unknown:
+                result.retry[r.delivery_id] = reason
+        return result
+
+
+def _text(resp: bytes | str) -> str:
+    return resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+
+
+def _quietly_close(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass

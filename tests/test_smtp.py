@@ -1,0 +1,245 @@
+"""The SMTP backend against a real aiosmtpd server on loopback: STARTTLS, AUTH, reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import ipaddress
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from newsletter.delivery.backends import make_backend
+from newsletter.delivery.send import send_edition
+from newsletter.errors import AuthError, PermanentDeliveryError, TransientError
+from tests.test_delivery import RENDER, make_config, make_edition, statuses
+
+USER, PASSWORD = "mailer", "s3cret-smtp-password"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Mailbox:
+    """aiosmtpd handler: keeps what it accepts; refuses, defers or stalls chosen addresses."""
+
+    def __init__(self):
+        self.messages: list[dict] = []
+        self.refuse: set[str] = set()
+        self.defer: set[str] = set()
+        self.stall: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        if address in self.defer:
+            return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if set(envelope.rcpt_tos) & self.stall:
+            await asyncio.sleep(1.0)  # longer than the client's timeout
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "content": envelope.content,
+                "peer": session.peer,
+                "tls": session.ssl is not None,
+                "auth": session.authenticated,
+            }
+        )
+        return "250 2.0.0 Ok: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtpd(tmp_path):
+    cert, key = self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == USER.encode()
+            and auth_data.password == PASSWORD.encode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=ctx,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    box.port, box.cert = port, cert
+    yield box
+    controller.stop()
+
+
+def smtp_config(folder, box, *, password=PASSWORD, batch_size=2, **extra):
+    settings = {
+        "host": "127.0.0.1",
+        "port": box.port,
+        "username": USER,
+        "ca_file": str(box.cert),
+        "batch_size": batch_size,
+        "timeout": 5.0,
+        **extra,
+    }
+    lines = ["[delivery.smtp]"] + [
+        f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
+        for k, v in settings.items()
+    ]
+    return make_config(
+        folder,
+        backend="smtp",
+        extra="\n".join(lines),
+        env={"NEWSLETTER_SMTP_PASSWORD": password},
+    )
+
+
+def test_sends_over_starttls_with_auth_reusing_one_connection(sqlite_store, smtpd, tmp_path):
+    cfg = smtp_config(tmp_path, smtpd)
+    eid = make_edition(sqlite_store, 5)
+    report = send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert report.accepted == 5 and report.batches == 3
+    assert sorted(m["to"][0] for m in smtpd.messages) == [
+        f"reader{i}@example.com" for i in range(5)
+    ]
+    assert all(m["tls"] and m["auth"] for m in smtpd.messages)
+    assert len({m["peer"] for m in smtpd.messages}) == 1, "a new connection per batch"
+    msg = email.message_from_bytes(smtpd.messages[0]["content"], policy=email.policy.default)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Id"] == "<weekly.steppe-ledger.example>"
+    unsub = msg["List-Unsubscribe"]
+    assert "<https://steppe-ledger.example/newsletter/unsubscribe/" in unsub
+    assert "<mailto:unsubscribe@steppe-ledger.example?subject=unsubscribe>" in unsub
+    body = msg.get_body(("plain",)).get_content()
+    assert "%%" not in body and unsub.split("<")[1].split(">")[0] in body
+    rows = sqlite_store.list_deliveries(eid)
+    assert all(r["message_id"].startswith("<") for r in rows)
+    assert statuses(sqlite_store, eid) == {"accepted": 5}
+
+
+def test_a_wrong_password_stops_the_send_and_sends_nothing(sqlite_store, smtpd, tmp_path):
+    cfg = smtp_config(tmp_path, smtpd, password="wrong-password")
+    eid = make_edition(sqlite_store, 3)
+    with pytest.raises(AuthError, match="refused the login") as err:
+        send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert "wrong-password" not in str(err.value)
+    assert smtpd.messages == []
+    assert statuses(sqlite_store, eid) == {"queued": 3}
+
+
+def test_refused_recipients_fail_and_deferred_ones_wait_for_the_next_run(
+    sqlite_store, smtpd, tmp_path
+):
+    cfg = smtp_config(tmp_path, smtpd, batch_size=10)
+    eid = make_edition(sqlite_store, 4)
+    smtpd.refuse = {"reader1@example.com"}
+    smtpd.defer = {"reader2@example.com"}
+    with pytest.raises(TransientError, match="deferred: temporary failure at rcpt: 451"):
+        send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert statuses(sqlite_store, eid) == {"accepted": 2, "failed": 1, "queued": 1}
+    (failed,) = sqlite_store.list_deliveries(eid, status="failed")
+    assert failed["email"] == "reader1@example.com" and "550" in failed["error"]
+    smtpd.defer = set()
+    report = send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert report.accepted == 1
+    assert sorted(m["to"][0] for m in smtpd.messages) == [
+        "reader0@example.com",
+        "reader2@example.com",
+        "reader3@example.com",
+    ]
+
+
+def test_no_answer_to_data_is_an_unknown_outcome(sqlite_store, smtpd, tmp_path):
+    cfg = smtp_config(tmp_path, smtpd, batch_size=10, timeout=0.5)
+    eid = make_edition(sqlite_store, 3)
+    smtpd.stall = {"reader1@example.com"}
+    report = send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert report.unresolved == 1 and report.accepted == 2
+    (held,) = sqlite_store.list_deliveries(eid, status="unresolved")
+    assert held["email"] == "reader1@example.com"
+    assert "during DATA" in held["error"]
+    assert sqlite_store.unresolved_batches(eid)
+
+
+def test_a_server_without_starttls_is_refused(sqlite_store, tmp_path):
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        cfg = make_config(
+            tmp_path,
+            backend="smtp",
+            extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntimeout = 5.0',
+        )
+        eid = make_edition(sqlite_store, 1)
+        with pytest.raises(PermanentDeliveryError, match="offers no STARTTLS"):
+            send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+        assert box.messages == [] and statuses(sqlite_store, eid) == {"queued": 1}
+    finally:
+        controller.stop()
+
+
+def test_an_untrusted_certificate_is_refused(sqlite_store, smtpd, tmp_path):
+    cfg = smtp_config(tmp_path, smtpd)
+    cfg.delivery.smtp.ca_file = ""
+    eid = make_edition(sqlite_store, 1)
+    with pytest.raises(PermanentDeliveryError, match="TLS failed"):
+        send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    assert smtpd.messages == []
