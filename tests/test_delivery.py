@@ -416,3 +416,32 @@ def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
     data = json.loads(out.output)
     assert data["counts"]["unresolved"] == 2
     assert [b["id"] for b in data["unresolved_batches"]] == [batch.id]
+
+
+def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_path):
+    from newsletter.tracking.events import TrackedEvent
+
+    cfg = make_config(tmp_path)
+    eid = make_edition(store, 3)
+
+    def webhook_first(recipients):
+        # SendGrid's "delivered" for the first recipient lands while its batch is claimed
+        first = recipients[0]
+        store.record_events(
+            [
+                TrackedEvent(
+                    provider="sendgrid",
+                    provider_event_id="early-1",
+                    type="delivered",
+                    raw_type="delivered",
+                    email=first.email,
+                    occurred_at=NOW,
+                    raw={},
+                    delivery_id=first.delivery_id,
+                    edition_id=eid,
+                )
+            ]
+        )
+
+    send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg, check=webhook_first))
+    assert statuses(store, eid) == {"delivered": 1, "accepted": 2}

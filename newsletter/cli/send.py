@@ -11,6 +11,7 @@ from newsletter import jobs
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
 from newsletter.cli.run import print_run
 from newsletter.delivery.send import BatchProgress, resolve
+from newsletter.errors import InputError
 
 
 class BatchOutput:

@@ -595,6 +595,10 @@ def send_edition(
             )
     finally:
         backend.close()
+    if store.event_type_counts(edition_id):
+        # webhook events that came in while their delivery was still claimed (the
+        # provider reported before it answered us) changed nothing then; now they do
+        store.apply_stored_events(edition_id=edition_id)
     totals = _finalize(store, edition_id)
     report.unresolved = totals.get("unresolved", 0)
     report.pending = totals.get("queued", 0) + totals.get("claimed", 0)
