@@ -144,3 +144,16 @@ def test_a_tag_keeps_its_best_spelling(store):
     store.upsert_articles([article(2, tags=[Tag.from_name("Kazakhstan")])])
     store.upsert_articles([article(3, tags=[Tag.from_name("kazakhstan")])])
     assert [(t.slug, t.name, n) for t, n in store.list_tags()] == [("kazakhstan", "Kazakhstan", 3)]
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_store):
+    import threading
+
+    sqlite_store.upsert_articles([article(1)])
+    got = []
+    with sqlite_store.begin() as conn:  # a writer holds the write lock
+        conn.execute(sa.text("UPDATE articles SET title = 'changing'"))
+        reader = threading.Thread(target=lambda: got.append(sqlite_store.count_articles()))
+        reader.start()
+        reader.join(timeout=5)  # a read that took the write lock would wait 30 s
+        assert got == [1]

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 
+#: execution option of the connections Store.connect() hands out: they only read
+READ_ONLY = "newsletter_read_only"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -28,5 +31,6 @@ class StoreBase:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        """A connection for reading; writes go through :meth:`begin`."""
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             yield conn

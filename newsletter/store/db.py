@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 from newsletter.errors import StoreError
 from newsletter.store.articles import ArticleQueries
 from newsletter.store.audience import AudienceQueries
+from newsletter.store.base import READ_ONLY
 from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
@@ -44,6 +45,14 @@ def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
     cur.close()
 
 
+def _sqlite_begin(conn) -> None:  # noqa: ANN001
+    # a write transaction takes the write lock at once, so two writers queue
+    # instead of failing mid-transaction with "database is locked"; a read
+    # (Store.connect) begins deferred and, under WAL, never waits for a writer
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     try:
@@ -54,9 +63,7 @@ def make_engine(url: str) -> Engine:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_connect)
-            # let BEGIN take the write lock at once, so two writers queue instead of
-            # failing mid-transaction with "database is locked"
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
