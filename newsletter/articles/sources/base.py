@@ -14,6 +14,7 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from newsletter import http
 from newsletter.articles.normalize import ItemNormalizer
 from newsletter.config import ArticlesConfig, SourceConfig
 from newsletter.errors import ConfigError
@@ -65,6 +66,16 @@ class Source(abc.ABC):
         if state.last_modified:
             headers["If-Modified-Since"] = state.last_modified
         return headers
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> http.Response:
+        """GET ``url`` with this source's timeout and the [articles] size cap."""
+        return http.get(
+            url,
+            timeout=self.cfg.timeout,
+            max_bytes=self.articles_cfg.max_feed_bytes,
+            headers=headers,
+            limit_hint="articles.max_feed_bytes",
+        )
 
     def normalizer(self, base_url: str = "") -> ItemNormalizer:
         """The normalizer with this source's name and the [articles] settings."""

@@ -16,7 +16,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from newsletter import http
 from newsletter.articles.normalize import Item, one_line, to_utc, truncate
 from newsletter.articles.sources.base import FetchResult, Source, SourceState
 from newsletter.errors import SourceError
@@ -115,13 +114,7 @@ class JsonSource(Source):
     kind = "json"
 
     def fetch(self, state: SourceState) -> FetchResult:
-        resp = http.get(
-            self.cfg.url,
-            timeout=self.cfg.timeout,
-            max_bytes=self.articles_cfg.max_feed_bytes,
-            headers=self.conditional_headers(state),
-            limit_hint="articles.max_feed_bytes",
-        )
+        resp = self.get(self.cfg.url, self.conditional_headers(state))
         if resp.not_modified:
             return FetchResult(state=state, not_modified=True)
         try:

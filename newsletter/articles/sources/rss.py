@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import feedparser
 
-from newsletter import http
 from newsletter.articles import normalize
 from newsletter.articles.normalize import Item
 from newsletter.articles.sources.base import FetchResult, Source, SourceState
@@ -202,13 +201,7 @@ class FeedSource(Source):
     kind = "rss"
 
     def fetch(self, state: SourceState) -> FetchResult:
-        resp = http.get(
-            self.cfg.url,
-            timeout=self.cfg.timeout,
-            max_bytes=self.articles_cfg.max_feed_bytes,
-            headers=self.conditional_headers(state),
-            limit_hint="articles.max_feed_bytes",
-        )
+        resp = self.get(self.cfg.url, self.conditional_headers(state))
         if resp.not_modified:
             return FetchResult(state=state, not_modified=True)
         items, notes = read_feed(resp.body, source=self.label, where=self.cfg.url)

@@ -128,13 +128,7 @@ class WordPressSource(Source):
         return f"{self.kind}:{self.api_root}" + (f"?tags={tags}" if tags else "")
 
     def _get_json(self, url: str) -> tuple[Any, http.Response]:
-        resp = http.get(
-            url,
-            timeout=self.cfg.timeout,
-            max_bytes=self.articles_cfg.max_feed_bytes,
-            headers={"Accept": "application/json"},
-            limit_hint="articles.max_feed_bytes",
-        )
+        resp = self.get(url, {"Accept": "application/json"})
         try:
             return json.loads(resp.body), resp
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
