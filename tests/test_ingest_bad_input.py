@@ -144,6 +144,21 @@ def test_a_feed_cut_short_keeps_the_items_before_the_cut(sqlite_store, web):
     assert rep.problems[1:] == ["cut: item 3: skipped, no link or title or date"]
 
 
+def test_a_feed_cut_before_any_usable_item_fails_the_source(sqlite_store, web):
+    whole = feed(item(1), item(2))
+    cut = whole[: whole.index(b"<item>") + 20]
+    srv = web(by_path({"/cut": Reply(200, cut, {"ETag": '"v1"'})}))
+    report = run(sqlite_store, src("cut", srv.url("/cut")))
+    (rep,) = report.sources
+    assert (
+        rep.error == f"{srv.url('/cut')}: feed is not well-formed and no item in it could be used"
+    )
+    assert report.failed == [rep]
+    # the next run asks again in full: the broken answer's ETag was not kept
+    run(sqlite_store, src("cut", srv.url("/cut")))
+    assert "If-None-Match" not in srv.requests[-1].headers
+
+
 def test_an_html_page_is_not_a_feed(sqlite_store, web):
     srv = web(by_path({"/": Reply(200, b"<!doctype html><html><body>Hi</body></html>")}))
     (rep,) = run(sqlite_store, src("home", srv.url("/"))).sources

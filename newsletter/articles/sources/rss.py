@@ -208,6 +208,12 @@ class FeedSource(Source):
         norm = self.normalizer(base_url=resp.url)
         for item in items:
             norm.add(item)
+        if notes and not norm.articles:
+            # a broken document that gave nothing usable: the source failed (and its
+            # conditional-GET state is not advanced, so the next run asks again)
+            raise SourceError(
+                "feed is not well-formed and no item in it could be used", where=self.cfg.url
+            )
         return FetchResult(
             articles=norm.articles,
             problems=notes + norm.problems,
