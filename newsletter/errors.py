@@ -90,11 +90,5 @@ class AuthError(DeliveryError):
     """The provider rejected our credentials (401/403): stop the whole send."""
 
 
-class LockedError(NewsletterError):
-    """Another run holds the lock."""
-
-    exit_code = 0
-
-
 class WebhookError(NewsletterError):
     """A webhook request was refused (bad signature, too old, too big)."""

@@ -56,8 +56,11 @@ PAGE_HEADERS = {
 }
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(WebhookError):
+    """The request body is over [webhook] max_body_bytes (answered 413)."""
+
+    def __init__(self) -> None:
+        super().__init__("request body too large")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
