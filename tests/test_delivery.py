@@ -446,3 +446,19 @@ def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_p
 
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg, check=webhook_first))
     assert statuses(store, eid) == {"delivered": 1, "accepted": 2}
+
+
+def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, tmp_path):
+    # `run --at` a month back must not make this worker's live batches look stale
+    cfg = make_config(tmp_path)
+    eid = make_edition(store, 2)
+    stamps = []
+
+    def look(recipients):
+        stamps.extend(b["claimed_at"] for b in store.claimed_batches(eid))
+
+    past = datetime.now(UTC) - timedelta(days=30)
+    send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg, check=look), now=past)
+    assert len(stamps) == 1
+    assert abs(stamps[0] - datetime.now(UTC)) < timedelta(minutes=1)
+    assert statuses(store, eid) == {"accepted": 2}

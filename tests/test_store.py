@@ -157,3 +157,13 @@ def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_store):
         reader.start()
         reader.join(timeout=5)  # a read that took the write lock would wait 30 s
         assert got == [1]
+
+
+def test_a_mistyped_sqlite_path_is_refused_not_created(tmp_path):
+    from newsletter.errors import StoreError
+
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"sqlite:///{tmp_path}/no/such/folder/news.db")
+    assert not (tmp_path / "no").exists()
+    s = open_store(f"sqlite:///{tmp_path}/new-folder/news.db")  # one level is made
+    s.close()

@@ -81,7 +81,9 @@ def test_get_shows_the_confirmation_and_changes_nothing(site):
     d = sent.deliveries[0]
     r = httpx.get(link(d.subscriber_id))
     assert r.status_code == 200
-    assert "Unsubscribe from Weekly digest?" in r.text
+    assert "Unsubscribe from The Steppe Ledger?" in r.text
+    # one audience: leaving stops every digest, and the page says so
+    assert "no more newsletters from The Steppe Ledger, including Weekly digest" in r.text
     assert "a••••@example.com" in r.text and "aigerim@example.com" not in r.text
     assert 'name="tag" value="kazakhstan"' in r.text
     assert r.headers["cache-control"] == "no-store"

@@ -381,7 +381,7 @@ class _Run:
                 limit=self.limit,
                 worker=self.me,
                 provider_batch_id=provider_batch,
-                now=self.now,
+                release_before=self.now,
             )
         if batch is None:
             backend.pacer.refund(self.limit)

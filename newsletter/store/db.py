@@ -60,7 +60,12 @@ def make_engine(url: str) -> Engine:
             if ":memory:" not in url:
                 path = url.split("///", 1)[-1]
                 if path:
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    folder = Path(path).parent
+                    # one missing level (.demo/) is made; a deeper missing path is
+                    # more likely a typo that would quietly start an empty database
+                    if not folder.parent.is_dir():
+                        raise StoreError(f"folder {folder.parent} does not exist", where="database")
+                    folder.mkdir(exist_ok=True)
             engine = create_engine(url, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)

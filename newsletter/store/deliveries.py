@@ -221,8 +221,13 @@ class DeliveryQueries(StoreBase):
         variant: str | None = None,
         provider_batch_id: str = "",
         now: datetime | None = None,
+        release_before: datetime | None = None,
     ) -> Batch | None:
         """Claim up to ``limit`` queued deliveries of one variant, and commit the claim.
+
+        ``now`` stamps the claim (real time by default: leases and SendGrid's
+        cancel deadline are measured from it). ``release_before`` is the run's
+        clock (``--at``): deliveries released after it (local-time sends) wait.
 
         On PostgreSQL rows are locked with FOR UPDATE SKIP LOCKED, so several
         workers can share one send; on SQLite the write transaction (BEGIN
@@ -231,10 +236,11 @@ class DeliveryQueries(StoreBase):
         Returns None when nothing is left to claim.
         """
         now = now or utcnow()
+        release = release_before or now
         ready = and_(
             deliveries.c.edition_id == edition_id,
             deliveries.c.status == "queued",
-            or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= now),
+            or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= release),
         )
         with self.begin() as conn:
             # SQLite walks the (edition_id, status) index in rowid order, so ORDER BY id
