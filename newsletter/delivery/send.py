@@ -24,9 +24,6 @@ the store hands each batch to one of them only.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import os
 import socket
@@ -38,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from newsletter.audience.tokens import make_token
+from newsletter.audience.tokens import TokenSigner, make_token
 from newsletter.config import Config
 from newsletter.delivery.backends import Backend, OutgoingMessage
 from newsletter.delivery.backends.base import partial_of
@@ -146,27 +143,16 @@ def unsubscribe_url(cfg: Config, subscriber_id: int, digest: str) -> str:
 
 
 class UnsubscribeLinks:
-    """:func:`unsubscribe_url` for many subscribers of one digest, twice as fast.
-
-    The same token as :func:`newsletter.audience.tokens.make_token` (a test
-    checks they agree), with the HMAC key schedule and the URL prefix computed
-    once: at 100,000 recipients the links are a fifth of the sender's work.
-    """
+    """:func:`unsubscribe_url` for many subscribers of one digest: the signer and
+    the URL prefix are made once (at 100,000 recipients the links are a fifth of
+    the sender's work)."""
 
     def __init__(self, cfg: Config, digest: str):
-        secret = cfg.secrets.secret_key
-        make_token(secret, 0, "")  # the same error as make_token when the key is missing
-        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-        self._suffix = f":{list_id(cfg, digest)}".encode()
+        self._signer = TokenSigner(cfg.secrets.secret_key, list_id(cfg, digest))
         self._prefix = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/".encode()
 
     def __call__(self, subscriber_id: int) -> str:
-        enc = base64.urlsafe_b64encode
-        payload = enc(b"%d%s" % (subscriber_id, self._suffix)).rstrip(b"=")
-        mac = self._mac.copy()
-        mac.update(payload)
-        sig = enc(mac.digest()[:16]).rstrip(b"=")
-        return (self._prefix + payload + b"." + sig).decode()
+        return (self._prefix + self._signer.token_bytes(subscriber_id)).decode()
 
 
 def outgoing(
