@@ -202,11 +202,11 @@ def test_http_errors(sqlite_store, web, status, text):
 
 
 def test_timeout(sqlite_store, web):
-    srv = web(by_path({"/slow": Reply(200, GOOD, delay=1.5), "/good": Reply(200, GOOD)}))
+    srv = web(by_path({"/slow": Reply(200, GOOD, delay=3.0), "/good": Reply(200, GOOD)}))
     report = run(
-        sqlite_store, src("slow", srv.url("/slow"), timeout=0.3), src("good", srv.url("/good"))
+        sqlite_store, src("slow", srv.url("/slow"), timeout=1.0), src("good", srv.url("/good"))
     )
-    assert report.sources[0].error == f"{srv.url('/slow')}: timed out after 0.3s"
+    assert report.sources[0].error == f"{srv.url('/slow')}: timed out after 1s"
     assert report.sources[1].stored.inserted == 2
 
 

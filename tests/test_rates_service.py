@@ -110,7 +110,7 @@ def test_providers_are_fetched_only_when_a_pair_needs_them(store, replay):
 
 FAILURES = {
     "5xx": Reply(503, b"<html>Service Unavailable</html>"),
-    "timeout": Reply(200, b"", delay=1.0),
+    "timeout": Reply(200, b"", delay=3.0),
     "garbage": Reply(200, b"<html><body>We are updating the site</body></html>"),
     "dropped": Reply(drop=True),
 }
@@ -120,7 +120,9 @@ FAILURES = {
 def test_a_failing_provider_falls_back_to_the_next(store, replay, caplog, failure):
     replay.fail["nbk"] = FAILURES[failure]
     tmt = RatePairConfig(providers=["nbk", "nbt", "peg"])
-    cfg = replay.config(providers=["nbk", "cbu"], pairs={"TMT": tmt}, timeout=0.3)
+    # 1 s: short enough for the timeout case, long enough that a loaded machine
+    # never times out the healthy providers
+    cfg = replay.config(providers=["nbk", "cbu"], pairs={"TMT": tmt}, timeout=1.0)
     with caplog.at_level(logging.WARNING):
         header = build_header(store, cfg, APR2)
     got = lines(header)

@@ -32,8 +32,9 @@ def sg():
 
 def sg_config(folder: Path, fake: FakeSendGrid, *, batch_size: int = 1000, **settings):
     # a generous timeout: a loaded CI machine must not turn a slow answer into an
-    # "unknown outcome"; the timeout tests set their own
-    settings = {"backoff": 0.01, "timeout": 10.0, **settings}
+    # "unknown outcome"; the timeout tests set their own. One worker unless a test
+    # asks for more: with several, batch sizes depend on who claims first
+    settings = {"backoff": 0.01, "timeout": 10.0, "concurrency": 1, **settings}
     lines = ["[delivery.sendgrid]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     return make_config(
         folder,
