@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from newsletter.models import Subscriber
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import StoreBase, update_by_id, utcnow
 from newsletter.store.schema import subscriber_tags, subscribers
 
 #: statuses that receive editions
@@ -122,25 +122,12 @@ class AudienceQueries(StoreBase):
                 values.update(status=s.status, status_reason="imported")
             changed = any(values[k] != getattr(row, k) for k in values)
             if changed:
-                updates.append({"b_id": sid, **{f"b_{k}": v for k, v in values.items()}})
+                updates.append({"id": sid, **values})
             if sorted(have_tags[sid]) != wanted_tags:
                 retag[sid] = wanted_tags
                 changed = True
             outcomes.append((sid, "updated" if changed else "unchanged"))
-        if updates:
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.id == bindparam("b_id"))
-                .values(
-                    name=bindparam("b_name"),
-                    timezone=bindparam("b_timezone"),
-                    status=bindparam("b_status"),
-                    status_reason=bindparam("b_status_reason"),
-                    soft_bounces=bindparam("b_soft_bounces"),
-                    updated_at=now,
-                ),
-                updates,
-            )
+        update_by_id(conn, subscribers, updates, updated_at=now)
         stale = [sid for sid in retag if sid in have_tags and have_tags[sid]]
         for part in _chunks(stale):
             conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id.in_(part)))

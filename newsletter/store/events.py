@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import StoreBase, update_by_id, utcnow
 from newsletter.store.schema import deliveries, editions, events, subscribers
 from newsletter.tracking.events import TrackedEvent
 from newsletter.tracking.precedence import (
@@ -317,9 +317,7 @@ class EventQueries(StoreBase):
             status, opened, clicked = fold(d.status, ts)
             opened, clicked = opened or d.opened, clicked or d.clicked
             if (status, opened, clicked) != (d.status, d.opened, d.clicked):
-                changes.append(
-                    {"b_id": did, "b_status": status, "b_opened": opened, "b_clicked": clicked}
-                )
+                changes.append({"id": did, "status": status, "opened": opened, "clicked": clicked})
         if changes and self.dialect == "sqlite":
             self._sqlite_executemany(
                 conn,
@@ -327,27 +325,17 @@ class EventQueries(StoreBase):
                 "UPDATE deliveries SET {sets} WHERE id = ?",
                 [
                     {
-                        "status": c["b_status"],
-                        "opened": c["b_opened"],
-                        "clicked": c["b_clicked"],
+                        "status": c["status"],
+                        "opened": c["opened"],
+                        "clicked": c["clicked"],
                         "updated_at": now,
-                        "{where}": c["b_id"],
+                        "{where}": c["id"],
                     }
                     for c in changes
                 ],
             )
-        elif changes:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    opened=bindparam("b_opened"),
-                    clicked=bindparam("b_clicked"),
-                    updated_at=now,
-                ),
-                changes,
-            )
+        else:
+            update_by_id(conn, deliveries, changes, updated_at=now)
         return len(changes)
 
     def _subscribers(
@@ -397,19 +385,10 @@ class EventQueries(StoreBase):
                 wanted = stronger(wanted, by_email[r.email])
             assert wanted is not None
             if SUBSCRIBER_RANK[wanted[0]] > SUBSCRIBER_RANK.get(r.status, 0):
-                changes.append({"b_id": r.id, "b_status": wanted[0], "b_reason": wanted[1]})
+                changes.append({"id": r.id, "status": wanted[0], "status_reason": wanted[1]})
                 newly += r.status == "active"
         if changes:
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    status_reason=bindparam("b_reason"),
-                    updated_at=now,
-                ),
-                changes,
-            )
+            update_by_id(conn, subscribers, changes, updated_at=now)
             logger.info("suppressed %d addresses", len(changes))
         return newly
 
@@ -478,20 +457,9 @@ class EventQueries(StoreBase):
                     reason = f"{SOFT_REASON}: {streak} in a row"
             if (streak, status, reason) != (r.soft_bounces, r.status, r.status_reason):
                 changes.append(
-                    {"b_id": r.id, "b_soft": streak, "b_status": status, "b_reason": reason}
+                    {"id": r.id, "soft_bounces": streak, "status": status, "status_reason": reason}
                 )
-        if changes:
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.id == bindparam("b_id"))
-                .values(
-                    soft_bounces=bindparam("b_soft"),
-                    status=bindparam("b_status"),
-                    status_reason=bindparam("b_reason"),
-                    updated_at=now,
-                ),
-                changes,
-            )
+        update_by_id(conn, subscribers, changes, updated_at=now)
 
     def apply_stored_events(
         self, delivery_ids: Sequence[int] | None = None, *, edition_id: int | None = None
