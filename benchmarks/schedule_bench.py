@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import available_timezones
 
-from newsletter import jobs, schedule
+from newsletter import schedule
 from newsletter.config import DigestConfig, load_config
+from newsletter.jobs.run import run as run_job
 from newsletter.models import Article, Subscriber, Tag
 from newsletter.store import open_store
 
@@ -76,7 +77,7 @@ def main() -> None:
         )
         start = time.perf_counter()
         # Monday 07:05 at UTC+3: the first of the 50 zones are due
-        first = jobs.run(store, cfg, datetime(2026, 11, 30, 4, 5, tzinfo=UTC))
+        first = run_job(store, cfg, datetime(2026, 11, 30, 4, 5, tzinfo=UTC))
         took = time.perf_counter() - start
         d = first.digests[0]
         print(
@@ -84,11 +85,11 @@ def main() -> None:
             f"zones sent in {took:.2f} s ({d.send.accepted} sent, {d.waiting} waiting)"
         )
         later = datetime(2026, 12, 1, 4, 5, tzinfo=UTC)
-        jobs.run(store, cfg, later)  # every zone is released by now
+        run_job(store, cfg, later)  # every zone is released by now
         start = time.perf_counter()
         n = 10
         for _ in range(n):
-            report = jobs.run(store, cfg, later + timedelta(minutes=5))
+            report = run_job(store, cfg, later + timedelta(minutes=5))
         assert report.digests[0].status == "already-sent"
         print(
             f"a run with nothing due ({subs} subscribers, local time): "

@@ -118,8 +118,7 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
     import sqlalchemy as sa
 
     from newsletter.config import load_config
-    from newsletter.delivery.send import freeze_audience
-    from newsletter.editions import variant_key
+    from newsletter.editions.freeze import freeze_audience
     from newsletter.store import open_store
     from newsletter.store.schema import subscriber_tags, subscribers
 
@@ -161,10 +160,7 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
     )
     t = time.perf_counter()
     # what `newsletter run` does: the active audience by variant, then the freeze
-    audience: dict[str, list[tuple[int, str]]] = {v: [] for v in VARIANTS}
-    for sub in store.iter_subscribers(status=("active",)):
-        audience[variant_key(sub.tags)].append((sub.id, sub.email))
-    frozen = freeze_audience(store, eid, audience)
+    frozen = freeze_audience(store, cfg, eid)
     took = time.perf_counter() - t
     store.close()
     print(f"audience frozen: {frozen:,} deliveries in {took:.2f}s")

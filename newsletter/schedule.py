@@ -162,6 +162,15 @@ class Period:
         return to_instant(self.wall, tz)
 
 
+def period_from_key(digest: DigestConfig, key: str) -> Period:
+    """The period an edition names by ``key`` (its fire time on the digest's clock)."""
+    start = parse_period_key(key)
+    if start is None:
+        raise ValueError(f"not a period key: {key!r}")
+    wall = start.astimezone(zone(digest.timezone)).replace(tzinfo=None)
+    return Period(start=start, wall=wall, opened=start, closes=start)
+
+
 def current_period(digest: DigestConfig, now: datetime, zones: Iterable[ZoneInfo] = ()) -> Period:
     """The period ``now`` falls in.
 

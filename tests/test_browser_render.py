@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.preview.screenshot import CHROMIUM, browser, open_page
 from newsletter.render.compile import render_html
-from newsletter.screenshot import CHROMIUM, browser, open_page
 from tests.render_data import load_content
 
 pytestmark = pytest.mark.browser

@@ -17,17 +17,14 @@ from newsletter.cli import cli
 from newsletter.config import Config, load_config
 from newsletter.delivery.backends.base import Backend, BatchResult
 from newsletter.delivery.backends.outbox import OutboxBackend
-from newsletter.delivery.send import (
-    UnsubscribeLinks,
-    freeze_audience,
-    resolve,
-    send_edition,
-    unsubscribe_url,
-)
+from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
+from newsletter.delivery.recovery import resolve
+from newsletter.delivery.send import send_edition
+from newsletter.editions.freeze import left_out_counts
 from newsletter.errors import InputError, NotFoundError
 from newsletter.models import Rendered, Subscriber
 from newsletter.store import Store, open_store
-from newsletter.store.deliveries import TRANSITIONS
+from newsletter.store.deliveries import TRANSITIONS, AudienceRow
 from newsletter.store.schema import events
 
 SECRET = "test-secret-key-0123456789"
@@ -56,6 +53,16 @@ batch_size = {batch_size}
 outbox_dir = "outbox"
 {extra}
 """
+
+
+def freeze_audience(store, edition_id, variants) -> int:
+    """Freeze an explicit audience: variant -> [(subscriber id, email)]."""
+    rows = [
+        AudienceRow(subscriber_id=sid, email=email, variant=variant)
+        for variant, subs in variants.items()
+        for sid, email in subs
+    ]
+    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
 
 
 def make_config(

@@ -17,9 +17,11 @@ import time_machine
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from newsletter import jobs
 from newsletter.cli import cli
 from newsletter.config import load_config
+from newsletter.jobs.outcomes import DigestOutcome, RunReport
+from newsletter.jobs.run import run as run_job
+from newsletter.jobs.run import run_digest
 from newsletter.models import Article, Subscriber, Tag
 from newsletter.store import open_store
 
@@ -116,7 +118,7 @@ def outbox_messages(cfg, edition_id: int) -> list[email.message.EmailMessage]:
     ]
 
 
-def by_digest(report: jobs.RunReport) -> dict[str, jobs.DigestOutcome]:
+def by_digest(report: RunReport) -> dict[str, DigestOutcome]:
     return {d.digest: d for d in report.digests}
 
 
@@ -130,7 +132,7 @@ def count_rows(store, *tables: str) -> dict[str, int]:
 
 def test_each_due_digest_is_sent_once_with_its_own_tags_subject_and_template(setup):
     cfg, store = setup
-    report = jobs.run(store, cfg, MONDAY + timedelta(minutes=5))
+    report = run_job(store, cfg, MONDAY + timedelta(minutes=5))
     out = by_digest(report)
     assert out["weekly"].status == "sent" and out["daily"].status == "sent"
     assert out["weekly"].period == "2026-11-30T07:00+05:00"
@@ -149,20 +151,20 @@ def test_each_due_digest_is_sent_once_with_its_own_tags_subject_and_template(set
     assert "DAILY BRIEF TEMPLATE" in d_text and "DAILY BRIEF TEMPLATE" not in w_text
 
     # the same period again, later: nothing is sent twice
-    again = by_digest(jobs.run(store, cfg, MONDAY + timedelta(hours=1)))
+    again = by_digest(run_job(store, cfg, MONDAY + timedelta(hours=1)))
     assert again["weekly"].status == again["daily"].status == "already-sent"
     assert len(outbox_messages(cfg, out["weekly"].edition_id)) == 3
 
 
 def test_not_due_until_the_next_fire_time(setup):
     cfg, store = setup
-    jobs.run(store, cfg, MONDAY + timedelta(minutes=1))
+    run_job(store, cfg, MONDAY + timedelta(minutes=1))
     # Tuesday 02:59 Berlin: the daily's period is still Monday's
     store.upsert_articles([story(4, MONDAY + timedelta(hours=20), "Economy")])
     tuesday = datetime(2026, 12, 1, 1, 59, tzinfo=UTC)
-    out = by_digest(jobs.run(store, cfg, tuesday))
+    out = by_digest(run_job(store, cfg, tuesday))
     assert out["daily"].status == "already-sent" and out["daily"].period.startswith("2026-11-30")
-    out = by_digest(jobs.run(store, cfg, tuesday + timedelta(minutes=2)))
+    out = by_digest(run_job(store, cfg, tuesday + timedelta(minutes=2)))
     assert out["daily"].status == "sent" and out["daily"].period == "2026-12-01T03:00+01:00"
     assert out["weekly"].status == "already-sent"
 
@@ -188,31 +190,31 @@ def test_cli_run_uses_the_real_clock_when_no_time_is_given(setup):
 def test_a_missed_period_is_sent_late_once_within_catch_up_hours(setup):
     cfg, store = setup
     # the machine was down from 02:00 to 05:00 UTC: 3 hours late
-    late = by_digest(jobs.run(store, cfg, MONDAY + timedelta(hours=3)))
+    late = by_digest(run_job(store, cfg, MONDAY + timedelta(hours=3)))
     assert late["weekly"].status == "sent"  # catch_up_hours = 6
     assert late["weekly"].late_by == "3h 0m"
     assert late["daily"].status == "missed"  # catch_up_hours = 2
     assert "catch_up_hours=2" in late["daily"].message
     # recorded, so it is never sent, even by a later run of the same period
     assert store.find_edition("daily", "2026-11-30T03:00+01:00").status == "skipped"
-    again = by_digest(jobs.run(store, cfg, MONDAY + timedelta(hours=4)))
+    again = by_digest(run_job(store, cfg, MONDAY + timedelta(hours=4)))
     assert again["daily"].status == "skipped" and again["weekly"].status == "already-sent"
     assert count_rows(store, "deliveries")["deliveries"] == 3  # the weekly's only
 
 
 def test_periods_missed_while_down_are_reported_and_never_sent(setup, caplog):
     cfg, store = setup
-    jobs.run(store, cfg, MONDAY + timedelta(minutes=5))
+    run_job(store, cfg, MONDAY + timedelta(minutes=5))
     store.upsert_articles([story(9, MONDAY + timedelta(days=2), "Economy")])
     # down from Monday until Thursday 02:05 UTC (03:05 Berlin): Tuesday and Wednesday lost
     caplog.set_level("WARNING")
     thursday = MONDAY + timedelta(days=3, minutes=5)
-    out = by_digest(jobs.run(store, cfg, thursday))
+    out = by_digest(run_job(store, cfg, thursday))
     assert out["daily"].status == "sent" and out["daily"].period == "2026-12-03T03:00+01:00"
     assert out["daily"].missed_periods == ["2026-12-01T03:00+01:00", "2026-12-02T03:00+01:00"]
     assert "2 earlier period(s) were never sent" in caplog.text
     # a run in the next period does not report them again
-    later = by_digest(jobs.run(store, cfg, thursday + timedelta(days=1)))
+    later = by_digest(run_job(store, cfg, thursday + timedelta(days=1)))
     assert later["daily"].missed_periods == []
     periods = {e.period for e in store.list_editions("daily")}
     assert "2026-12-01T03:00+01:00" not in periods and "2026-12-02T03:00+01:00" not in periods
@@ -221,15 +223,13 @@ def test_periods_missed_while_down_are_reported_and_never_sent(setup, caplog):
 def test_send_can_deliberately_send_a_skipped_period(setup):
     cfg, store = setup
     at = MONDAY + timedelta(hours=3)
-    assert by_digest(jobs.run(store, cfg, at))["daily"].status == "missed"
-    dry = jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True, dry_run=True)
+    assert by_digest(run_job(store, cfg, at))["daily"].status == "missed"
+    dry = run_digest(store, cfg, cfg.digest("daily"), at, force=True, dry_run=True)
     assert dry.status == "dry-run" and dry.message.startswith("would send 2 articles")
     assert store.find_edition("daily", dry.period).status == "skipped"
-    out = jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True)
+    out = run_digest(store, cfg, cfg.digest("daily"), at, force=True)
     assert out.status == "sent" and len(outbox_messages(cfg, out.edition_id)) == 3
-    assert jobs.run_digest(store, cfg, cfg.digest("daily"), at, force=True).status == (
-        "already-sent"
-    )
+    assert run_digest(store, cfg, cfg.digest("daily"), at, force=True).status == ("already-sent")
 
 
 # --------------------------------------------------------------------------- dry run
@@ -271,11 +271,11 @@ def test_dry_run_of_an_edition_being_sent_changes_nothing(setup):
     daily.local_time = True  # the Almaty reader is released first, the rest wait
     store.upsert_subscriber(Subscriber(email="tokyo@example.com", timezone="Asia/Tokyo"))
     at = datetime(2026, 11, 30, 3, 5, tzinfo=__import__("zoneinfo").ZoneInfo("Asia/Tokyo"))
-    first = jobs.run_digest(store, cfg, daily, at)
+    first = run_digest(store, cfg, daily, at)
     assert first.status == "sending"
     before = count_rows(store, "deliveries", "batches")
     counts = store.delivery_counts(first.edition_id)
-    dry = jobs.run_digest(store, cfg, daily, at + timedelta(hours=8), dry_run=True)
+    dry = run_digest(store, cfg, daily, at + timedelta(hours=8), dry_run=True)
     assert dry.status == "dry-run" and dry.message.startswith("would resume edition")
     assert count_rows(store, "deliveries", "batches") == before
     assert store.delivery_counts(first.edition_id) == counts
@@ -308,8 +308,8 @@ catch_up_hours = 24
         store.upsert_subscriber(Subscriber(email=addr, timezone=tz))
     store.upsert_articles([story(1, MONDAY - timedelta(days=1), "Kazakhstan")])
 
-    def run(at: datetime) -> jobs.DigestOutcome:
-        (out,) = jobs.run(store, cfg, at, digests=["timewarp"]).digests
+    def run(at: datetime) -> DigestOutcome:
+        (out,) = run_job(store, cfg, at, digests=["timewarp"]).digests
         return out
 
     # Monday 07:05 in Tokyo (Sunday 22:05 UTC): the period opens; only Tokyo is released
@@ -355,17 +355,17 @@ local_time = true
     store.upsert_subscriber(Subscriber(email="east@example.com", timezone="Pacific/Kiritimati"))
     store.upsert_subscriber(Subscriber(email="west@example.com", timezone="Pacific/Pago_Pago"))
     store.upsert_articles([story(1, datetime(2026, 11, 29, tzinfo=UTC), "Kazakhstan")])
-    r1 = jobs.run(store, cfg, datetime(2026, 11, 29, 17, 5, tzinfo=UTC), digests=["dateline"])
+    r1 = run_job(store, cfg, datetime(2026, 11, 29, 17, 5, tzinfo=UTC), digests=["dateline"])
     (monday,) = r1.digests
     assert monday.period == "2026-11-30T07:00+00:00" and monday.send.accepted == 1
     store.upsert_articles([story(2, datetime(2026, 11, 30, 12, tzinfo=UTC), "Kazakhstan")])
     # Monday 17:05 UTC: Tuesday opened in Kiritimati; Monday still waits for Pago Pago
-    r2 = jobs.run(store, cfg, datetime(2026, 11, 30, 17, 5, tzinfo=UTC), digests=["dateline"])
+    r2 = run_job(store, cfg, datetime(2026, 11, 30, 17, 5, tzinfo=UTC), digests=["dateline"])
     assert [(d.period, d.status) for d in r2.digests] == [
         ("2026-11-30T07:00+00:00", "sending"),
         ("2026-12-01T07:00+00:00", "sending"),
     ]
-    r3 = jobs.run(store, cfg, datetime(2026, 11, 30, 18, 5, tzinfo=UTC), digests=["dateline"])
+    r3 = run_job(store, cfg, datetime(2026, 11, 30, 18, 5, tzinfo=UTC), digests=["dateline"])
     resumed = {d.period: d for d in r3.digests}
     assert resumed["2026-11-30T07:00+00:00"].send.accepted == 1
     assert store.find_edition("dateline", "2026-11-30T07:00+00:00").status == "sent"
@@ -497,10 +497,10 @@ starttls = false
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        report = jobs.run(store, cfg, MONDAY + timedelta(minutes=5), digests=["daily"])
+        report = run_job(store, cfg, MONDAY + timedelta(minutes=5), digests=["daily"])
         assert report.exit_code == 1
         assert report.alert == f"smtp://127.0.0.1:{port}"
-        ok = jobs.run(store, cfg, MONDAY + timedelta(minutes=5), digests=["weekly"])
+        ok = run_job(store, cfg, MONDAY + timedelta(minutes=5), digests=["weekly"])
         assert ok.exit_code == 0 and ok.alert == ""
     finally:
         controller.stop()
@@ -516,7 +516,7 @@ def test_alerts_go_to_the_outbox_with_the_outbox_backend_and_never_break_the_run
     cfg, store = setup
     cfg.alerts.email_to = ["editors@steppe-ledger.example"]
     (Path(cfg.path).parent / "templates" / "brief.txt.j2").unlink()
-    report = jobs.run(store, cfg, MONDAY + timedelta(minutes=5))
+    report = run_job(store, cfg, MONDAY + timedelta(minutes=5))
     assert report.exit_code == 3
     (alert,) = (cfg.resolve(cfg.delivery.outbox_dir) / "alerts").glob("*.eml")
     msg = email.message_from_bytes(alert.read_bytes(), policy=email.policy.default)
@@ -525,7 +525,7 @@ def test_alerts_go_to_the_outbox_with_the_outbox_backend_and_never_break_the_run
     cfg.alerts.via = "smtp"
     cfg.delivery.smtp.host, cfg.delivery.smtp.port = "127.0.0.1", _free_port()
     cfg.delivery.smtp.timeout = 2
-    again = jobs.run(store, cfg, MONDAY + timedelta(minutes=10))
+    again = run_job(store, cfg, MONDAY + timedelta(minutes=10))
     assert again.exit_code == 1 and again.alert == ""  # the daily alone failed this time
 
 
@@ -543,7 +543,7 @@ def test_schedule_lists_next_runs_and_the_state_of_the_current_period(setup):
     assert (weekly["state"], weekly["decision"]) == ("none", "due")
     assert weekly["next_runs"][:2] == ["2026-12-07T07:00:00+05:00", "2026-12-14T07:00:00+05:00"]
     assert len(daily["next_runs"]) == 5 and daily["next_runs"][0] == "2026-12-01T03:00:00+01:00"
-    jobs.run(store, cfg, MONDAY + timedelta(minutes=5))
+    run_job(store, cfg, MONDAY + timedelta(minutes=5))
     text = runner.invoke(cli, ["--config", cfg.path, "schedule", "--at", at, "--count", "2"])
     assert text.exit_code == 0, text.output
     assert "weekly: '0 7 * * MON' in Asia/Almaty" in text.stdout
@@ -567,6 +567,6 @@ def test_a_run_gives_way_to_a_run_holding_the_lock(setup):
         assert "weekly (2026-11-30T07:00+05:00): dry-run" in dry.stdout
     finally:
         lock.release()
-    assert by_digest(jobs.run(store, cfg, MONDAY + timedelta(minutes=6)))["weekly"].status == (
+    assert by_digest(run_job(store, cfg, MONDAY + timedelta(minutes=6)))["weekly"].status == (
         "sent"
     )

@@ -19,11 +19,12 @@ from newsletter.articles.ingest import ingest
 from newsletter.audience.subscribers import import_csv
 from newsletter.cli import cli
 from newsletter.delivery.backends.base import Backend, BatchResult
-from newsletter.editions import preflight, preview_message
 from newsletter.errors import NotFoundError, PreflightError
-from newsletter.preview_server import make_app
+from newsletter.preview.message import preview_message
+from newsletter.preview.preflight import preflight
+from newsletter.preview.server import make_app
+from newsletter.preview.testsend import send_test
 from newsletter.store.schema import metadata
-from newsletter.testsend import send_test
 
 AT = "2026-11-30T07:05:00+05:00"
 NOW = datetime.fromisoformat(AT)

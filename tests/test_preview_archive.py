@@ -9,11 +9,11 @@ import lxml.html
 import pytest
 from click.testing import CliRunner
 
-from newsletter.archive import publish, render_web
 from newsletter.articles.ingest import ingest
 from newsletter.audience.subscribers import import_csv
 from newsletter.cli import cli
-from newsletter.jobs import run_digest
+from newsletter.editions.archive import publish, render_web
+from newsletter.jobs.run import run_digest
 
 AT = "2026-11-30T07:05:00+05:00"
 NEXT = "2026-12-07T07:05:00+05:00"

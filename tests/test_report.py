@@ -8,7 +8,13 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.config import load_config
-from newsletter.report import build_report, chart_svg, group_reasons, render_report, timeline
+from newsletter.tracking.report import (
+    build_report,
+    chart_svg,
+    group_reasons,
+    render_report,
+    timeline,
+)
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
 

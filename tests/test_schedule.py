@@ -5,7 +5,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from newsletter import editions, schedule
 from newsletter.config import DigestConfig, load_config
 from newsletter.errors import ConfigError
 from newsletter.schedule import (
@@ -44,11 +43,6 @@ def test_period_is_the_latest_fire_time_at_or_before_now():
     assert period_start(d, monday + timedelta(days=3)) == monday
     assert period_start(d, monday - timedelta(seconds=1)) == monday - timedelta(days=7)
     assert period_key(monday) == "2026-11-30T07:00+05:00"
-
-
-def test_editions_module_keeps_the_old_names():
-    assert editions.period_start is schedule.period_start
-    assert editions.period_key is schedule.period_key
 
 
 def test_due_just_after_the_fire_time_and_not_due_before_it():

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.config import Config, DigestConfig
-from newsletter.editions import plan_edition, selection, variant_key
+from newsletter.editions.plan import plan_edition, selection
+from newsletter.editions.variants import variant_key
 from newsletter.models import Article, Subscriber, Tag
 
 # before any real clock reading, so "ingested now" is never inside a test's window

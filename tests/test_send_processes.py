@@ -22,10 +22,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from newsletter import jobs
 from newsletter.cli import cli
 from newsletter.config import load_config
-from newsletter.editions import plan_edition
+from newsletter.editions.freeze import create_edition
+from newsletter.editions.plan import plan_edition
 from newsletter.store import open_store
 from newsletter.store.schema import events
 from tests.conftest import ROOT, SAMPLE_CONFIG
@@ -62,7 +62,7 @@ def prepare(folder: Path, db_url: str, n: int, *, sendgrid: str = "") -> tuple[i
     store = open_store(db_url)
     now = datetime.fromisoformat(AT)
     plan = plan_edition(store, cfg, cfg.digest(), now)
-    eid, created = jobs.create_edition(store, cfg, plan, now)
+    eid, created = create_edition(store, cfg, plan, now)
     assert created and store.delivery_counts(eid)["default"] == {"queued": n}
     store.close()
     return eid, env

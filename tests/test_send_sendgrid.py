@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from newsletter.cli import cli
 from newsletter.delivery.backends import make_backend
 from newsletter.delivery.backends.sendgrid import REGION_HOSTS, SendGridBackend
+from newsletter.delivery.message import outgoing
 from newsletter.delivery.mime import list_unsubscribe
 from newsletter.delivery.pacing import Pacer, backoff_delay
-from newsletter.delivery.send import outgoing, send_edition
+from newsletter.delivery.send import send_edition
 from newsletter.errors import AuthError, ConfigError, PermanentDeliveryError, TransientError
 from newsletter.models import Recipient, Rendered
 from tests.fakes.sendgrid import FakeSendGrid, SchemaError, make_validator
@@ -392,7 +393,7 @@ def test_a_dead_workers_scheduled_batch_is_cancelled_on_the_next_run(sqlite_stor
     )
     # the dead worker's request did reach SendGrid
     msg = outgoing(cfg, "weekly", eid, RENDER)
-    from newsletter.delivery.send import UnsubscribeLinks
+    from newsletter.delivery.message import UnsubscribeLinks
 
     links = UnsubscribeLinks(cfg, "weekly")
     recs = [

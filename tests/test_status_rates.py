@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.config import load_config
-from newsletter.status import COUNTS, edition_status, summarize
+from newsletter.tracking.status import COUNTS, edition_status, summarize
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
 

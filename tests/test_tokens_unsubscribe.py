@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter.config import load_config
-from newsletter.delivery.send import list_id, unsubscribe_url
+from newsletter.delivery.message import list_id, unsubscribe_url
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp, sent_edition

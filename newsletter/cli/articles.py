@@ -10,7 +10,8 @@ import click
 from newsletter.articles.ingest import ingest as run_ingest
 from newsletter.articles.ingest import sources_for
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
-from newsletter.editions import selection, tag_slugs
+from newsletter.editions.plan import selection
+from newsletter.editions.variants import tag_slugs
 from newsletter.errors import InputError
 from newsletter.models import Article
 

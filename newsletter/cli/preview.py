@@ -14,8 +14,9 @@ from pathlib import Path
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
-from newsletter.editions import preflight, preview_message
 from newsletter.errors import InputError
+from newsletter.preview.message import preview_message
+from newsletter.preview.preflight import preflight
 
 
 def _tags(value: str | None) -> list[str]:
@@ -76,7 +77,7 @@ def register(cli: click.Group) -> None:
         cfg, store = app.config, app.store
         dcfg = cfg.digest(digest)
         if serve:
-            from newsletter.preview_server import serve_preview
+            from newsletter.preview.server import serve_preview
 
             click.echo(
                 f"preview of {dcfg.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)", err=True
@@ -94,7 +95,7 @@ def register(cli: click.Group) -> None:
                 err=True,
             )
         if screenshot:
-            from newsletter.screenshot import take_screenshots
+            from newsletter.preview.screenshot import take_screenshots
 
             paths = take_screenshots(
                 result.html,
@@ -163,7 +164,7 @@ def register(cli: click.Group) -> None:
         Runs by itself after each send when [archive] dir is set; use this after
         changing the templates, or to fill the archive of editions sent before.
         """
-        from newsletter.archive import publish_sent
+        from newsletter.editions.archive import publish_sent
 
         for path in publish_sent(app.store, app.config, edition_id=edition_id, all_sent=all_sent):
             click.echo(path)

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import click
 
-from newsletter import jobs
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
 from newsletter.config import DEFAULT_CONFIG_NAME
 from newsletter.errors import InputError
+from newsletter.jobs.outcomes import RunReport
+from newsletter.jobs.overview import ScheduleReport, schedule_overview
+from newsletter.jobs.run import run as run_job
 
 STARTER = Path(__file__).resolve().parent.parent / "samples" / "starter.toml"
 
 
-def print_run(report: jobs.RunReport) -> None:
+def print_run(report: RunReport) -> None:
     if report.locked_by:
         click.echo(report.summary_text())
         return
@@ -59,7 +61,7 @@ def print_run(report: jobs.RunReport) -> None:
     click.echo(report.summary_text())
 
 
-def print_schedule(report: jobs.ScheduleReport) -> None:
+def print_schedule(report: ScheduleReport) -> None:
     click.echo(f"now {report.now.isoformat(timespec='minutes')}")
     if report.lock:
         since = report.lock["acquired_at"].isoformat(timespec="seconds")
@@ -129,7 +131,7 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 ok or nothing due (or another run is busy), 1 failure, 2 usage,
         3 partial.
         """
-        report = jobs.run(
+        report = run_job(
             app.store,
             app.config,
             parse_when(at),
@@ -157,7 +159,7 @@ def register(cli: click.Group) -> None:
         app: App, at: str | None, digests: tuple[str, ...], count: int, as_json: bool
     ) -> None:
         """List each digest's current period and its next runs."""
-        report = jobs.schedule_overview(
+        report = schedule_overview(
             app.store, app.config, parse_when(at), count=count, digests=list(digests) or None
         )
         if as_json:

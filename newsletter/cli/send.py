@@ -7,11 +7,13 @@ import sys
 
 import click
 
-from newsletter import jobs
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
 from newsletter.cli.run import print_run
-from newsletter.delivery.send import BatchProgress, resolve
+from newsletter.delivery.recovery import resolve
+from newsletter.delivery.send import BatchProgress
 from newsletter.errors import InputError
+from newsletter.jobs.outcomes import RunReport
+from newsletter.jobs.run import run_digest
 
 
 class BatchOutput:
@@ -96,7 +98,7 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 ok, 1 failure, 2 usage, 3 partial or held.
         """
         if test_to:
-            from newsletter.testsend import send_test
+            from newsletter.preview.testsend import send_test
 
             if dry_run or resolve_:
                 raise InputError("--test-to cannot be combined with --dry-run or --resolve")
@@ -133,7 +135,7 @@ def register(cli: click.Group) -> None:
         dcfg = app.config.digest(digest)
         output = BatchOutput()
         try:
-            outcome = jobs.run_digest(
+            outcome = run_digest(
                 app.store,
                 app.config,
                 dcfg,
@@ -144,7 +146,7 @@ def register(cli: click.Group) -> None:
             )
         finally:
             output.close()
-        report = jobs.RunReport(now=parse_when(at), digests=[outcome])
+        report = RunReport(now=parse_when(at), digests=[outcome])
         if as_json:
             emit_json(report.as_dict())
         else:

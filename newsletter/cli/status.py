@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, pass_app
-from newsletter.report import write_report
-from newsletter.status import COUNTS, edition_status
+from newsletter.tracking.report import write_report
+from newsletter.tracking.status import COUNTS, edition_status
 
 RATES = ("delivery", "open", "click", "click_to_open", "bounce", "complaint", "unsubscribe")
 

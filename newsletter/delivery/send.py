@@ -1,22 +1,12 @@
 """The send: a persisted state machine over deliveries and batches.
 
-1. The audience is frozen first, in one transaction: one queued delivery per
-   (edition, subscriber); unsubscribed and suppressed subscribers are left out
-   and counted; an address that repeats another (ignoring case) is recorded as
-   a failed duplicate.
+1. The audience is frozen first (``editions.freeze``), in one transaction: one
+   queued delivery per (edition, subscriber).
 2. A batch is claimed, and the claim committed, before the backend is called.
 3. The backend's answer turns the batch's deliveries accepted or failed (or
    queued again when the provider certainly did not take them).
-4. A batch whose outcome is unknown (its worker died during the call, or the
-   call timed out after the request was written) is resolved, never silently
-   re-sent or dropped:
-
-   - with an idempotent backend (the file outbox) it is simply sent again;
-   - provider events carrying our delivery ids prove it was accepted;
-   - a batch sent with a provider batch id (SendGrid ``schedule_delay``) is
-     cancelled while that is still certain to work, then sent again;
-   - otherwise it is held as unresolved for ``newsletter send --resolve`` and
-     listed by ``newsletter status``. Each later run looks at the events again.
+4. A batch whose outcome is unknown is resolved, never silently re-sent or
+   dropped (``delivery.recovery``).
 
 Several workers (threads here, processes on other machines) share one send:
 the store hands each batch to one of them only.
@@ -25,8 +15,6 @@ the store hands each batch to one of them only.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from newsletter.audience.tokens import TokenSigner, make_token
 from newsletter.config import Config
 from newsletter.delivery.backends import Backend, OutgoingMessage
 from newsletter.delivery.backends.base import partial_of
-from newsletter.editions import variant_key
+from newsletter.delivery.message import UnsubscribeLinks, outgoing
+from newsletter.delivery.recovery import finalize, recover_batches, resolve_unknown, worker_id
+from newsletter.editions.freeze import freeze_audience
 from newsletter.errors import (
     AuthError,
     DeliveryError,
@@ -51,31 +40,12 @@ from newsletter.errors import (
 )
 from newsletter.models import Recipient, Rendered
 from newsletter.store import Store
-from newsletter.store.audience import SENDABLE
-from newsletter.store.base import utcnow
-from newsletter.store.deliveries import AudienceRow, Batch
+from newsletter.store.deliveries import Batch
 
 logger = logging.getLogger(__name__)
 
 #: stop after this many batches in a row end with an unknown outcome
 MAX_UNKNOWN_IN_A_ROW = 3
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _worker_alive(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's worker: only its lease can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -119,196 +89,6 @@ class BatchProgress:
     done: int
     total: int
     seconds: float
-
-
-@dataclass
-class ResolveOutcome:
-    batch_id: str
-    edition_id: int
-    digest: str
-    period: str
-    decision: str
-    deliveries: int
-    edition_status: str
-
-
-def list_id(cfg: Config, digest: str) -> str:
-    host = cfg.site.url.split("://", 1)[-1].split("/", 1)[0] or "localhost"
-    return f"{digest}.{host}"
-
-
-def unsubscribe_url(cfg: Config, subscriber_id: int, digest: str) -> str:
-    token = make_token(cfg.secrets.secret_key, subscriber_id, list_id(cfg, digest))
-    return f"{cfg.site.public_url.rstrip('/')}/unsubscribe/{token}"
-
-
-class UnsubscribeLinks:
-    """:func:`unsubscribe_url` for many subscribers of one digest: the signer and
-    the URL prefix are made once (at 100,000 recipients the links are a fifth of
-    the sender's work)."""
-
-    def __init__(self, cfg: Config, digest: str):
-        self._signer = TokenSigner(cfg.secrets.secret_key, list_id(cfg, digest))
-        self._prefix = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/".encode()
-
-    def __call__(self, subscriber_id: int) -> str:
-        return (self._prefix + self._signer.token_bytes(subscriber_id)).decode()
-
-
-def outgoing(
-    cfg: Config, digest: str, edition_id: int, rendered: Rendered, *, test: bool = False
-) -> OutgoingMessage:
-    return OutgoingMessage(
-        rendered=rendered,
-        from_email=cfg.site.from_email,
-        from_name=cfg.site.from_name or cfg.site.name,
-        reply_to=cfg.site.reply_to,
-        list_id=list_id(cfg, digest),
-        digest=digest,
-        edition_id=edition_id,
-        unsubscribe_mailto=cfg.site.unsubscribe_mailto,
-        test=test,
-    )
-
-
-# --------------------------------------------------------------------------- the audience
-
-
-def left_out_counts(store: Store) -> dict[str, int]:
-    """Subscribers never sent to, by status: unsubscribed, suppressed, bounced, complained."""
-    return {
-        status: n
-        for status, n in sorted(store.count_subscribers().items())
-        if status not in SENDABLE and n
-    }
-
-
-def freeze_audience(
-    store: Store, edition_id: int, plan_variants: dict[str, list[tuple[int, str]]]
-) -> int:
-    """Write the queued deliveries: variant -> [(subscriber id, email)]. Returns how many."""
-    rows = (
-        AudienceRow(subscriber_id=sid, email=email, variant=variant)
-        for variant, subs in plan_variants.items()
-        for sid, email in subs
-    )
-    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
-
-
-def freeze_edition_audience(store: Store, edition_id: int) -> int:
-    """Freeze the audience of a compiled edition from the subscribers as they are now."""
-    variants = set(store.edition_details(edition_id)["variants"])
-    rows = (
-        AudienceRow(subscriber_id=sub.id, email=sub.email, variant=key)  # type: ignore[arg-type]
-        for sub in store.iter_subscribers(status=SENDABLE)
-        if (key := variant_key(sub.tags)) in variants
-    )
-    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
-
-
-# --------------------------------------------------------------------------- unknown outcomes
-
-
-def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reason: str) -> str:
-    """Settle a batch whose outcome is unknown from provider facts, else hold it.
-
-    Returns "accepted" (events prove it), "cancelled" (cancelled at the provider
-    and queued again) or "held" (unresolved, for an operator's decision).
-    """
-    batch_id = batch["id"]
-    seen, mid = store.batch_event_evidence(batch_id)
-    if seen:
-        counts = store.finish_batch(
-            batch_id,
-            message_id=batch.get("message_id") or mid,
-            batch_status="accepted",
-            note=f"outcome was unknown; accepted: {seen} of its deliveries have provider events",
-        )
-        logger.info("batch %s: accepted, from provider events", batch_id)
-        return "accepted" if counts["accepted"] else "held"
-    provider_batch = batch.get("provider_batch_id") or ""
-    deadline = backend.cancel_deadline(batch["claimed_at"]) if provider_batch else None
-    if deadline is not None and utcnow() < deadline:
-        try:
-            cancelled = backend.cancel_provider_batch(provider_batch)
-        except (TransientError, PermanentDeliveryError) as err:
-            logger.warning("batch %s: cannot cancel it now: %s", batch_id, err)
-            cancelled = False
-        if cancelled:
-            store.finish_batch(
-                batch_id,
-                requeue=store.batch_delivery_ids(batch_id),
-                batch_status="cancelled",
-                note=f"outcome was unknown ({reason}); cancelled at the provider, sent again",
-            )
-            logger.info("batch %s: cancelled at the provider; queued again", batch_id)
-            return "cancelled"
-    if batch["status"] == "claimed":
-        store.mark_batch_unresolved(batch_id, reason)
-        logger.warning(
-            "batch %s: outcome unknown (%s); held for `newsletter send --resolve`",
-            batch_id,
-            reason,
-        )
-    return "held"
-
-
-def recover_batches(
-    store: Store,
-    backend: Backend,
-    edition_id: int,
-    *,
-    lease: timedelta = timedelta(minutes=15),
-    worker: str | None = None,
-) -> dict[str, int]:
-    """Deal with batches dead workers left claimed, and look again at held ones.
-
-    Returns deliveries per outcome: requeued, accepted, cancelled, held.
-    """
-    me = worker or worker_id()
-    out = {"requeued": 0, "accepted": 0, "cancelled": 0, "held": 0}
-    stale_before = utcnow() - lease
-    for batch in store.claimed_batches(edition_id):
-        stale = batch["claimed_at"] < stale_before
-        if not stale and _worker_alive(batch["worker"]):
-            continue
-        if not store.take_over_batch(batch["id"], batch["worker"], me):
-            continue  # another run is recovering it
-        size = batch["size"]
-        if backend.idempotent:
-            store.finish_batch(
-                batch["id"],
-                requeue=store.batch_delivery_ids(batch["id"]),
-                batch_status="requeued",
-                note=f"worker died; sent again (the {backend.name} backend is idempotent)",
-            )
-            out["requeued"] += size
-            logger.info("batch %s: worker died; sent again (idempotent backend)", batch["id"])
-            continue
-        why = "its worker died during the provider call" if not stale else "its lease expired"
-        outcome = resolve_unknown(store, backend, batch, f"{why}; the outcome is unknown")
-        out[outcome] += size
-    for batch in store.unresolved_batches(edition_id):
-        outcome = resolve_unknown(store, backend, batch, batch["error"])
-        if outcome != "held":
-            out[outcome] += batch["size"]
-    return out
-
-
-# --------------------------------------------------------------------------- the send
-
-
-def _finalize(store: Store, edition_id: int) -> dict[str, int]:
-    """Totals per status; the edition is done once nothing is queued, claimed or held."""
-    totals: dict[str, int] = {}
-    for counts in store.delivery_counts(edition_id).values():
-        for status, n in counts.items():
-            totals[status] = totals.get(status, 0) + n
-    open_ = totals.get("queued", 0) + totals.get("claimed", 0) + totals.get("unresolved", 0)
-    if not open_:
-        status = "partially_failed" if totals.get("failed") else "sent"
-        store.set_edition_status(edition_id, status, sent=True)
-    return totals
 
 
 class _Run:
@@ -569,7 +349,7 @@ def send_edition(
         raise NotFoundError(f"no edition {edition_id}")
     started = time.monotonic()
     if info.status == "compiled":
-        freeze_edition_audience(store, edition_id)
+        freeze_audience(store, cfg, edition_id)
     report = SendReport(edition_id=edition_id)
     audience = store.edition_details(edition_id)["info"].get("audience") or {}
     report.left_out = dict(audience.get("left_out") or {})
@@ -585,7 +365,7 @@ def send_edition(
         # webhook events that came in while their delivery was still claimed (the
         # provider reported before it answered us) changed nothing then; now they do
         store.apply_stored_events(edition_id=edition_id)
-    totals = _finalize(store, edition_id)
+    totals = finalize(store, edition_id)
     report.unresolved = totals.get("unresolved", 0)
     report.pending = totals.get("queued", 0) + totals.get("claimed", 0)
     report.seconds = round(time.monotonic() - started, 3)
@@ -595,33 +375,3 @@ def send_edition(
             logger.error("send of edition %s stopped: %s", edition_id, first)
         raise first
     return report
-
-
-def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
-    """An operator's decision on a held batch: resend, sent or failed."""
-    if decision not in ("resend", "sent", "failed"):
-        raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
-    batch = store.get_batch(batch_id)
-    if batch is None:
-        raise NotFoundError(
-            f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
-        )
-    n = store.resolve_batch(batch_id, decision)
-    edition_id = batch["edition_id"]
-    info = store.get_edition(edition_id)
-    assert info is not None
-    if decision == "resend" and info.status != "sending":
-        store.set_edition_status(edition_id, "sending")
-    else:
-        _finalize(store, edition_id)
-    info = store.get_edition(edition_id)
-    assert info is not None
-    return ResolveOutcome(
-        batch_id=batch_id,
-        edition_id=edition_id,
-        digest=info.digest,
-        period=info.period,
-        decision=decision,
-        deliveries=n,
-        edition_status=info.status,
-    )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from newsletter.audience.tokens import read_token
 from newsletter.config import Config, DigestConfig
-from newsletter.delivery.send import list_id
+from newsletter.delivery.message import list_id
 from newsletter.errors import InputError
 from newsletter.models import Subscriber, slugify
 from newsletter.store import Store

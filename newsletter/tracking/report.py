@@ -19,8 +19,8 @@ import jinja2
 from markupsafe import Markup
 
 from newsletter.errors import InputError
-from newsletter.status import edition_status
 from newsletter.store import Store
+from newsletter.tracking.status import edition_status
 
 #: event types drawn in the chart, with their colours
 SERIES = {
@@ -29,7 +29,7 @@ SERIES = {
     "clicked": "#e08a00",
     "bounced": "#d2453d",
 }
-_TEMPLATES = Path(__file__).parent / "tracking" / "templates"
+_TEMPLATES = Path(__file__).parent / "templates"
 _EMAIL = re.compile(r"<?[\w.+'-]+@[\w-]+(\.[\w-]+)+>?")
 #: bucket widths to choose from, smallest first; the first giving <= 96 buckets wins
 _BUCKETS = (

@@ -31,7 +31,8 @@ from pathlib import Path
 from jinja2 import TemplateError
 
 from newsletter.config import Config
-from newsletter.editions import DEFAULT_VARIANT, content_for, tag_names
+from newsletter.editions.frozen import content_for, tag_names
+from newsletter.editions.variants import DEFAULT_VARIANT
 from newsletter.errors import (
     ConfigError,
     InputError,

@@ -22,9 +22,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from newsletter.config import Config, DigestConfig
-from newsletter.editions import DEFAULT_VARIANT, plan_edition, preview_message
+from newsletter.editions.plan import plan_edition
+from newsletter.editions.variants import DEFAULT_VARIANT
 from newsletter.errors import NewsletterError
 from newsletter.models import RatesHeader
+from newsletter.preview.message import preview_message
 from newsletter.rates.service import build_header
 from newsletter.render.env import bundled_templates, make_env
 from newsletter.store import Store

@@ -19,30 +19,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from newsletter import alerts, archive, schedule
-from newsletter.articles.ingest import IngestReport, ingest
+from newsletter import schedule
+from newsletter.articles.ingest import ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.send import (
-    BatchProgress,
-    SendReport,
-    left_out_counts,
-    send_edition,
-    worker_id,
-)
-from newsletter.editions import EditionPlan, plan_edition, render_frozen, variant_key
+from newsletter.delivery.recovery import worker_id
+from newsletter.delivery.send import BatchProgress, send_edition
+from newsletter.editions import archive
+from newsletter.editions.freeze import create_edition, digest_zones, freeze_audience
+from newsletter.editions.frozen import render_frozen
+from newsletter.editions.plan import plan_edition
 from newsletter.errors import NewsletterError
+from newsletter.jobs import alerts
+from newsletter.jobs.outcomes import DigestOutcome, RunReport
 from newsletter.models import EditionInfo, Rendered
-from newsletter.rates.service import build_header, header_to_json
 from newsletter.render import personalize
 from newsletter.schedule import Period
 from newsletter.store import Store
-from newsletter.store.deliveries import AudienceRow
 from newsletter.store.editions import DONE_STATES
 
 logger = logging.getLogger(__name__)
@@ -50,198 +46,6 @@ logger = logging.getLogger(__name__)
 summary_logger = logging.getLogger("newsletter.summary")
 
 RUN_LOCK = "run"
-
-#: outcomes that did their work (for the exit code)
-WORKED = ("sent", "resumed", "sending", "partial")
-
-
-@dataclass
-class DigestOutcome:
-    digest: str
-    period: str
-    #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
-    #: already-sent | skipped (a period recorded as missed earlier) | missed |
-    #: too-few-articles | no-subscribers | dry-run | failed
-    status: str
-    message: str = ""
-    edition_id: int | None = None
-    articles: int = 0
-    recipients: int = 0
-    variants: int = 0
-    send: SendReport | None = None
-    preview: str = ""
-    outbox: str = ""
-    #: how long after the period opened this run sent it ("" when on time)
-    late_by: str = ""
-    #: earlier periods that were never sent (the machine was down)
-    missed_periods: list[str] = field(default_factory=list)
-    #: local-time deliveries still waiting for their hour, and the next release
-    waiting: int = 0
-    next_release: str = ""
-
-    def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "send"}
-        d["send"] = self.send.as_dict() if self.send else None
-        return d
-
-
-@dataclass
-class RunReport:
-    now: datetime
-    ingest: IngestReport | None = None
-    digests: list[DigestOutcome] = field(default_factory=list)
-    dry_run: bool = False
-    #: set when another run held the lock and this one gave way: who holds it
-    locked_by: str = ""
-    #: a run-level failure (lost lock, database gone) after the lock was taken
-    error: str = ""
-    seconds: float = 0.0
-    #: where the failure alert went ("" for none)
-    alert: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        """0 ok or nothing due, 1 failure, 3 partial (documented in docs/operations.md)."""
-        failed = [d for d in self.digests if d.status == "failed"]
-        worked = [d for d in self.digests if d.status in WORKED]
-        if self.error or (failed and not worked):
-            return 1
-        if failed or any(d.status == "partial" for d in self.digests):
-            return 3
-        if any(d.send and d.send.unresolved for d in self.digests):
-            return 3  # held batches wait for a decision
-        if self.ingest and self.ingest.failed:
-            return 3
-        return 0
-
-    @property
-    def outcome(self) -> str:
-        if self.locked_by:
-            return "locked"
-        return {0: "ok", 1: "failed", 3: "partial"}[self.exit_code]
-
-    def summary(self) -> dict:
-        sends = [d.send for d in self.digests if d.send]
-        return {
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "now": self.now.isoformat(),
-            "dry_run": self.dry_run,
-            "locked_by": self.locked_by,
-            "error": self.error,
-            "seconds": round(self.seconds, 3),
-            "ingest": {
-                "sources": len(self.ingest.sources) if self.ingest else 0,
-                "failed": len(self.ingest.failed) if self.ingest else 0,
-                "new": self.ingest.inserted if self.ingest else 0,
-            },
-            "digests": {f"{d.digest}@{d.period}": d.status for d in self.digests},
-            "accepted": sum(s.accepted for s in sends),
-            "failed": sum(s.failed for s in sends),
-            "unresolved": sum(s.unresolved for s in sends),
-            "waiting": sum(d.waiting for d in self.digests),
-        }
-
-    def summary_text(self) -> str:
-        s = self.summary()
-        if self.locked_by:
-            return f"run locked: another run ({self.locked_by}) is in progress; exit 0"
-        parts = [f"{k}: {v}" for k, v in s["digests"].items()] or ["no digests"]
-        text = (
-            f"run {s['outcome']}{' (dry run)' if self.dry_run else ''}: "
-            + ", ".join(parts)
-            + f"; {s['accepted']} accepted, {s['failed']} failed"
-        )
-        if s["unresolved"]:
-            text += f", {s['unresolved']} unresolved"
-        if s["waiting"]:
-            text += f", {s['waiting']} waiting for local time"
-        if s["ingest"]["failed"]:
-            text += f"; {s['ingest']['failed']} source(s) failed"
-        if self.error:
-            text += f"; {self.error}"
-        return text + f"; exit {self.exit_code} in {s['seconds']:.1f}s"
-
-    def as_dict(self) -> dict:
-        return {
-            "now": self.now.isoformat(),
-            "dry_run": self.dry_run,
-            "locked_by": self.locked_by,
-            "error": self.error,
-            "exit_code": self.exit_code,
-            "alert": self.alert,
-            "ingest": [s.as_dict() for s in self.ingest.sources] if self.ingest else [],
-            "digests": [d.as_dict() for d in self.digests],
-        }
-
-
-def digest_zones(store: Store, digest: DigestConfig) -> list[ZoneInfo]:
-    """The zones a local-time digest is released across (none without local_time)."""
-    if not digest.local_time:
-        return []
-    home = schedule.zone(digest.timezone)
-    return sorted(
-        {schedule.subscriber_zone(name, home) for name in store.active_timezones()},
-        key=lambda z: z.key,
-    )
-
-
-def create_edition(
-    store: Store, cfg: Config, plan: EditionPlan, now: datetime, period: Period | None = None
-) -> tuple[int, bool]:
-    """Freeze a planned edition: articles per variant, rates, then the audience.
-
-    With ``local_time``, each delivery gets ``release_at``: the period's wall-clock
-    fire time in the subscriber's zone (the digest's when they have none).
-    """
-    header = build_header(store, cfg.rates, now.astimezone(ZoneInfo(plan.digest.timezone)).date())
-    edition_id, created = store.create_edition(
-        digest=plan.digest.name,
-        period=plan.period,
-        subject=plan.subject,
-        window_start=plan.window_start,
-        window_end=plan.window_end,
-        rates=header_to_json(header),
-        info={"edition_date": plan.edition_date, "skipped_subscribers": plan.skipped_subscribers},
-        status="compiled",
-        variants={k: [a.id for a in v.articles] for k, v in plan.variants.items()},  # type: ignore[misc]
-    )
-    if created:
-        freeze(store, plan.digest, edition_id, set(plan.variants), period)
-    return edition_id, created
-
-
-def freeze(
-    store: Store,
-    digest: DigestConfig,
-    edition_id: int,
-    variants: set[str],
-    period: Period | None,
-) -> int:
-    """Write the edition's queued deliveries (idempotent), then mark it sending."""
-    home = schedule.zone(digest.timezone)
-    local = period is not None and digest.local_time
-
-    def rows():  # noqa: ANN202
-        for sub in store.iter_subscribers(status=("active",)):
-            key = variant_key(sub.tags)
-            if key not in variants:
-                continue
-            release = (
-                period.release_at(schedule.subscriber_zone(sub.timezone, home))
-                if local and period is not None
-                else None
-            )
-            yield AudienceRow(
-                subscriber_id=sub.id,  # type: ignore[arg-type]
-                email=sub.email,
-                variant=key,
-                release_at=release,
-            )
-
-    added = store.freeze_audience(edition_id, rows(), left_out=left_out_counts(store))
-    store.set_edition_status(edition_id, "sending")
-    return added
 
 
 def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) -> str:
@@ -425,7 +229,7 @@ def run_digest(
             return out
         if out.late_by:
             logger.warning("%s: sending period %s %s late", digest.name, period.key, out.late_by)
-        edition_id, created = create_edition(store, cfg, plan, now, period)
+        edition_id, created = create_edition(store, cfg, plan, now)
         out.status = "sent" if created else "resumed"
     else:
         edition_id = existing.id
@@ -435,8 +239,7 @@ def run_digest(
             return out
         if existing.status == "compiled":
             # a run died while freezing the audience: finish that first
-            details = store.edition_details(edition_id)
-            freeze(store, digest, edition_id, set(details["variants"]), period)
+            freeze_audience(store, cfg, edition_id)
     return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
@@ -576,73 +379,3 @@ def _alert_body(report: RunReport) -> str:
         )
     lines += ["", f"Run time (as given): {report.now.isoformat()}", "See `newsletter status`."]
     return "\n".join(lines)
-
-
-@dataclass
-class DigestSchedule:
-    """One digest's line in ``newsletter schedule``."""
-
-    digest: str
-    schedule: str
-    timezone: str
-    local_time: bool
-    catch_up_hours: int
-    period: str
-    #: what the current period's edition is: none | compiled | sending | sent | …
-    state: str
-    edition_id: int | None
-    #: for a period without an edition: due | late | missed
-    decision: str
-    next_runs: list[datetime]
-
-    def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["next_runs"] = [t.isoformat() for t in self.next_runs]
-        return d
-
-
-@dataclass
-class ScheduleReport:
-    now: datetime
-    digests: list[DigestSchedule]
-    lock: dict | None = None
-
-    def as_dict(self) -> dict:
-        lock = None
-        if self.lock:
-            lock = {
-                "holder": self.lock["holder"],
-                "since": self.lock["acquired_at"].isoformat(timespec="seconds"),
-                "stale": self.lock["stale"],
-            }
-        return {
-            "now": self.now.isoformat(),
-            "lock": lock,
-            "digests": [d.as_dict() for d in self.digests],
-        }
-
-
-def schedule_overview(
-    store: Store, cfg: Config, now: datetime, *, count: int = 5, digests: list[str] | None = None
-) -> ScheduleReport:
-    """Each digest's current period, what became of it, and its next ``count`` runs."""
-    chosen = [cfg.digest(n) for n in digests] if digests else cfg.digests
-    rows = []
-    for d in chosen:
-        period = schedule.current_period(d, now, digest_zones(store, d))
-        edition = store.find_edition(d.name, period.key)
-        rows.append(
-            DigestSchedule(
-                digest=d.name,
-                schedule=d.schedule,
-                timezone=d.timezone,
-                local_time=d.local_time,
-                catch_up_hours=d.catch_up_hours,
-                period=period.key,
-                state=edition.status if edition else "none",
-                edition_id=edition.id if edition else None,
-                decision="" if edition else schedule.decide(d, period, now).state,
-                next_runs=schedule.next_runs(d, now, count),
-            )
-        )
-    return ScheduleReport(now=now, digests=rows, lock=store.lock_holder(RUN_LOCK))

@@ -17,10 +17,10 @@ from datetime import datetime
 from newsletter.audience.subscribers import normalize_email
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.send import outgoing
-from newsletter.editions import preview
+from newsletter.delivery.message import outgoing
 from newsletter.errors import InputError, PreflightError
 from newsletter.models import Recipient
+from newsletter.preview.message import preview
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,186 @@
+"""Batches whose outcome is unknown, settled from provider facts or by an operator.
+
+A batch whose outcome is unknown (its worker died during the provider call, or
+the call timed out after the request was written) is never silently re-sent or
+dropped:
+
+- with an idempotent backend (the file outbox) it is simply sent again;
+- provider events carrying our delivery ids prove it was accepted;
+- a batch sent with a provider batch id (SendGrid ``schedule_delay``) is
+  cancelled while that is still certain to work, then sent again;
+- otherwise it is held as unresolved for ``newsletter send --resolve`` and
+  listed by ``newsletter status``. Each later run looks at the events again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from newsletter.delivery.backends import Backend
+from newsletter.errors import InputError, NotFoundError, PermanentDeliveryError, TransientError
+from newsletter.store import Store
+from newsletter.store.base import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's worker: only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class ResolveOutcome:
+    batch_id: str
+    edition_id: int
+    digest: str
+    period: str
+    decision: str
+    deliveries: int
+    edition_status: str
+
+
+def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reason: str) -> str:
+    """Settle a batch whose outcome is unknown from provider facts, else hold it.
+
+    Returns "accepted" (events prove it), "cancelled" (cancelled at the provider
+    and queued again) or "held" (unresolved, for an operator's decision).
+    """
+    batch_id = batch["id"]
+    seen, mid = store.batch_event_evidence(batch_id)
+    if seen:
+        counts = store.finish_batch(
+            batch_id,
+            message_id=batch.get("message_id") or mid,
+            batch_status="accepted",
+            note=f"outcome was unknown; accepted: {seen} of its deliveries have provider events",
+        )
+        logger.info("batch %s: accepted, from provider events", batch_id)
+        return "accepted" if counts["accepted"] else "held"
+    provider_batch = batch.get("provider_batch_id") or ""
+    deadline = backend.cancel_deadline(batch["claimed_at"]) if provider_batch else None
+    if deadline is not None and utcnow() < deadline:
+        try:
+            cancelled = backend.cancel_provider_batch(provider_batch)
+        except (TransientError, PermanentDeliveryError) as err:
+            logger.warning("batch %s: cannot cancel it now: %s", batch_id, err)
+            cancelled = False
+        if cancelled:
+            store.finish_batch(
+                batch_id,
+                requeue=store.batch_delivery_ids(batch_id),
+                batch_status="cancelled",
+                note=f"outcome was unknown ({reason}); cancelled at the provider, sent again",
+            )
+            logger.info("batch %s: cancelled at the provider; queued again", batch_id)
+            return "cancelled"
+    if batch["status"] == "claimed":
+        store.mark_batch_unresolved(batch_id, reason)
+        logger.warning(
+            "batch %s: outcome unknown (%s); held for `newsletter send --resolve`",
+            batch_id,
+            reason,
+        )
+    return "held"
+
+
+def recover_batches(
+    store: Store,
+    backend: Backend,
+    edition_id: int,
+    *,
+    lease: timedelta = timedelta(minutes=15),
+    worker: str | None = None,
+) -> dict[str, int]:
+    """Deal with batches dead workers left claimed, and look again at held ones.
+
+    Returns deliveries per outcome: requeued, accepted, cancelled, held.
+    """
+    me = worker or worker_id()
+    out = {"requeued": 0, "accepted": 0, "cancelled": 0, "held": 0}
+    stale_before = utcnow() - lease
+    for batch in store.claimed_batches(edition_id):
+        stale = batch["claimed_at"] < stale_before
+        if not stale and _worker_alive(batch["worker"]):
+            continue
+        if not store.take_over_batch(batch["id"], batch["worker"], me):
+            continue  # another run is recovering it
+        size = batch["size"]
+        if backend.idempotent:
+            store.finish_batch(
+                batch["id"],
+                requeue=store.batch_delivery_ids(batch["id"]),
+                batch_status="requeued",
+                note=f"worker died; sent again (the {backend.name} backend is idempotent)",
+            )
+            out["requeued"] += size
+            logger.info("batch %s: worker died; sent again (idempotent backend)", batch["id"])
+            continue
+        why = "its worker died during the provider call" if not stale else "its lease expired"
+        outcome = resolve_unknown(store, backend, batch, f"{why}; the outcome is unknown")
+        out[outcome] += size
+    for batch in store.unresolved_batches(edition_id):
+        outcome = resolve_unknown(store, backend, batch, batch["error"])
+        if outcome != "held":
+            out[outcome] += batch["size"]
+    return out
+
+
+def finalize(store: Store, edition_id: int) -> dict[str, int]:
+    """Totals per status; the edition is done once nothing is queued, claimed or held."""
+    totals: dict[str, int] = {}
+    for counts in store.delivery_counts(edition_id).values():
+        for status, n in counts.items():
+            totals[status] = totals.get(status, 0) + n
+    open_ = totals.get("queued", 0) + totals.get("claimed", 0) + totals.get("unresolved", 0)
+    if not open_:
+        status = "partially_failed" if totals.get("failed") else "sent"
+        store.set_edition_status(edition_id, status, sent=True)
+    return totals
+
+
+def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
+    """An operator's decision on a held batch: resend, sent or failed."""
+    if decision not in ("resend", "sent", "failed"):
+        raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
+    batch = store.get_batch(batch_id)
+    if batch is None:
+        raise NotFoundError(
+            f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+        )
+    n = store.resolve_batch(batch_id, decision)
+    edition_id = batch["edition_id"]
+    info = store.get_edition(edition_id)
+    assert info is not None
+    if decision == "resend" and info.status != "sending":
+        store.set_edition_status(edition_id, "sending")
+    else:
+        finalize(store, edition_id)
+    info = store.get_edition(edition_id)
+    assert info is not None
+    return ResolveOutcome(
+        batch_id=batch_id,
+        edition_id=edition_id,
+        digest=info.digest,
+        period=info.period,
+        decision=decision,
+        deliveries=n,
+        edition_status=info.status,
+    )

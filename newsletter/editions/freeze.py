@@ -1,0 +1,102 @@
+"""Freezing an edition: its articles, rates header and audience, written before any send.
+
+There is one way to freeze an audience, :func:`freeze_audience`: from the
+subscribers as they are now, each with the variant of their tags and, for a
+local-time digest, the instant their own clock reaches the period's fire time.
+It is idempotent, so a run that died while freezing finishes the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from newsletter import schedule
+from newsletter.config import Config, DigestConfig
+from newsletter.editions.plan import EditionPlan
+from newsletter.editions.variants import variant_key
+from newsletter.errors import NotFoundError
+from newsletter.rates.service import build_header, header_to_json
+from newsletter.schedule import Period
+from newsletter.store import Store
+from newsletter.store.audience import SENDABLE
+from newsletter.store.deliveries import AudienceRow
+
+
+def digest_zones(store: Store, digest: DigestConfig) -> list[ZoneInfo]:
+    """The zones a local-time digest is released across (none without local_time)."""
+    if not digest.local_time:
+        return []
+    home = schedule.zone(digest.timezone)
+    return sorted(
+        {schedule.subscriber_zone(name, home) for name in store.active_timezones()},
+        key=lambda z: z.key,
+    )
+
+
+def left_out_counts(store: Store) -> dict[str, int]:
+    """Subscribers never sent to, by status: unsubscribed, suppressed, bounced, complained."""
+    return {
+        status: n
+        for status, n in sorted(store.count_subscribers().items())
+        if status not in SENDABLE and n
+    }
+
+
+def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) -> tuple[int, bool]:
+    """Freeze a planned edition: articles per variant, rates, then the audience.
+
+    Returns (edition id, created); a period's edition is created once, whoever
+    comes first, so a second caller gets the existing one and freezes nothing.
+    """
+    header = build_header(store, cfg.rates, now.astimezone(ZoneInfo(plan.digest.timezone)).date())
+    edition_id, created = store.create_edition(
+        digest=plan.digest.name,
+        period=plan.period,
+        subject=plan.subject,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        rates=header_to_json(header),
+        info={"edition_date": plan.edition_date, "skipped_subscribers": plan.skipped_subscribers},
+        status="compiled",
+        variants={k: [a.id for a in v.articles] for k, v in plan.variants.items()},
+    )
+    if created:
+        freeze_audience(store, cfg, edition_id)
+    return edition_id, created
+
+
+def _audience(
+    store: Store, digest: DigestConfig, variants: set[str], period: Period | None
+) -> Iterator[AudienceRow]:
+    home = schedule.zone(digest.timezone)
+    for sub in store.iter_subscribers(status=SENDABLE):
+        key = variant_key(sub.tags)
+        if key not in variants or sub.id is None:
+            continue
+        release = (
+            period.release_at(schedule.subscriber_zone(sub.timezone, home))
+            if period is not None
+            else None
+        )
+        yield AudienceRow(subscriber_id=sub.id, email=sub.email, variant=key, release_at=release)
+
+
+def freeze_audience(store: Store, cfg: Config, edition_id: int) -> int:
+    """Write the edition's queued deliveries from the subscribers as they are now.
+
+    Idempotent: subscribers already frozen are kept as they are. With
+    ``local_time`` each delivery gets ``release_at``, the period's wall-clock
+    fire time in the subscriber's zone (the digest's when they have none). The
+    store marks the edition sending in the same transaction. Returns how many
+    deliveries were added.
+    """
+    info = store.get_edition(edition_id)
+    if info is None:
+        raise NotFoundError(f"no edition {edition_id}")
+    digest = cfg.digest(info.digest)
+    variants = set(store.edition_details(edition_id)["variants"])
+    period = schedule.period_from_key(digest, info.period) if digest.local_time else None
+    rows = _audience(store, digest, variants, period)
+    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))

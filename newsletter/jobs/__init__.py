@@ -1,0 +1,1 @@
+"""The scheduled run (`newsletter run`), its outcomes, alerts and the schedule overview."""

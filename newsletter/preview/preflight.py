@@ -1,0 +1,89 @@
+"""`newsletter check`: every variant the audience would get, checked as sent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from newsletter.config import Config, DigestConfig
+from newsletter.editions.frozen import content_for, render_content, tag_names
+from newsletter.editions.plan import plan_edition
+from newsletter.errors import RenderError
+from newsletter.preview.message import build_preview, preview_archive_link
+from newsletter.rates.service import build_header
+from newsletter.render.check import CheckReport, check_message
+from newsletter.store import Store
+
+
+def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) -> CheckReport:
+    """`newsletter check`: every variant the current audience would get, checked
+    as the messages a send would build. Sends and records nothing."""
+    from newsletter.render.check import CheckReport
+
+    report = CheckReport()
+    if not cfg.secrets.secret_key:
+        report.add(
+            "error",
+            "unsubscribe",
+            "NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed",
+        )
+    if cfg.site.archive_url and not cfg.archive.dir:
+        report.add(
+            "warning",
+            "archive",
+            "site.archive_url is set but archive.dir is empty: "
+            'nothing publishes the pages "View in browser" points to',
+        )
+    plan = plan_edition(store, cfg, digest, now)
+    if not plan.variants:
+        report.add(
+            "error",
+            "empty",
+            f"no variant has min_articles={digest.min_articles} "
+            "new stories: the edition would be empty",
+        )
+        return report
+    if plan.recipients == 0:
+        report.add("warning", "audience", "no active subscriber would get this edition")
+    rates = build_header(
+        store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
+    )
+    names = tag_names(store)
+    archive_url = preview_archive_link(store, cfg, digest, plan)
+    for key, variant in plan.variants.items():
+        content = content_for(
+            cfg,
+            digest,
+            subject=plan.subject,
+            edition_date=plan.edition_date,
+            articles=variant.articles,
+            rates=rates,
+            tags=variant.tags,
+            names=names,
+            archive_url=archive_url,
+        )
+        try:
+            rendered = render_content(cfg, content)
+        except RenderError as err:
+            report.add("error", "render", str(err), key)
+            continue
+        unsub = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/CHECK"
+        html, text, headers = build_preview(cfg, digest, rendered, unsubscribe=unsub)
+        report.findings += check_message(
+            subject=rendered.subject,
+            html=html,
+            text=text,
+            headers=headers,
+            unsubscribe_url=unsub,
+            articles=len(variant.articles),
+            max_bytes=cfg.render.max_html_bytes,
+            variant=key,
+            notes=rendered.warnings,
+        )
+        report.variants[key] = {
+            "bytes": len(html.encode()),
+            "stories": len(variant.articles),
+            "more_stories": rendered.overflow,
+            "subscribers": variant.subscribers,
+        }
+    return report
