@@ -34,14 +34,16 @@ demo: install
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: install-test system-deps
-	$(BIN)/ruff format --check newsletter tests benchmarks
-	$(BIN)/ruff check newsletter tests benchmarks
+test: install-test system-deps lint
 	$(BIN)/python -m pytest -q
 
-lint:
+# formatting, lint, types (0 errors; strict on states and store) and the import
+# contracts between stage folders (pyproject.toml [tool.importlinter])
+lint: install-test
 	$(BIN)/ruff format --check newsletter tests benchmarks
 	$(BIN)/ruff check newsletter tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format:
 	$(BIN)/ruff format newsletter tests benchmarks

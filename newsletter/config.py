@@ -361,7 +361,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"expected a table, got {value!r}", where=where)
-        return _build(tp, value, where)
+        return _build(typing.cast(type, tp), value, where)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

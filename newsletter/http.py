@@ -92,7 +92,7 @@ def _read_body(
     url: str,
     max_bytes: int,
     limit_hint: str,
-    error: type[SourceError],
+    error: type[NewsletterError],
 ) -> bytes:
     """Read the body in chunks, stopping as soon as it passes ``max_bytes``."""
     length = resp.headers.get("Content-Length")

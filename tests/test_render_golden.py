@@ -19,6 +19,14 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
+def test_golden_files_are_never_rewritten_in_ci():
+    # UPDATE_GOLDEN rewrites the expected files, so every golden test would pass:
+    # in CI that would hide any change to the rendered output
+    assert not (UPDATE and os.environ.get("CI") == "true"), (
+        "UPDATE_GOLDEN=1 is set in CI: golden tests would compare output with itself"
+    )
+
+
 def edition(layout="list"):
     """8 stories as cards and 3 in More stories, the fixed rates; one story
     without an image, one with quotes, an emoji and a line break in its title."""

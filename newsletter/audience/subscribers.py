@@ -272,11 +272,12 @@ def export_csv(subs: Iterable[Subscriber], fh: TextIO | None = None) -> str:
     A cell that a spreadsheet would run as a formula gets a leading ``'``;
     importing the file again removes it.
     """
-    out = fh or io.StringIO()
+    buf = io.StringIO() if fh is None else None
+    out: TextIO = fh if fh is not None else buf  # type: ignore[assignment]
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for s in subs:
         w.writerow(
             [_escape_cell(v) for v in (s.email, s.name, ";".join(s.tags), s.timezone, s.status)]
         )
-    return out.getvalue() if fh is None else ""  # type: ignore[union-attr]
+    return buf.getvalue() if buf is not None else ""

@@ -7,8 +7,6 @@ and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from newsletter import __version__
@@ -61,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -82,7 +82,7 @@ def register(cli: click.Group) -> None:
             click.echo(
                 f"preview of {dcfg.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)", err=True
             )
-            serve_preview(store, cfg, dcfg, port=port, at=at and parse_when(at))
+            serve_preview(store, cfg, dcfg, port=port, at=parse_when(at) if at else None)
             return
         result = preview_message(
             store, cfg, dcfg, parse_when(at), as_email=as_email, tags=_tags(tags)

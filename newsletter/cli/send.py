@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 import click
 
@@ -19,11 +20,11 @@ from newsletter.jobs.run import run_digest
 class BatchOutput:
     """A progress bar on a terminal; one line per batch on stderr otherwise."""
 
-    def __init__(self, *, tty: bool | None = None, console: object = None):
+    def __init__(self, *, tty: bool | None = None, console: Any = None):
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.console = console
-        self.progress = None
-        self.task = None
+        self.progress: Any = None
+        self.task: Any = None
 
     def __call__(self, p: BatchProgress) -> None:
         if self.tty:

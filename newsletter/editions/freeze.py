@@ -60,7 +60,9 @@ def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) 
         rates=header_to_json(header),
         info={"edition_date": plan.edition_date, "skipped_subscribers": plan.skipped_subscribers},
         status="compiled",
-        variants={k: [a.id for a in v.articles] for k, v in plan.variants.items()},
+        variants={
+            k: [a.id for a in v.articles if a.id is not None] for k, v in plan.variants.items()
+        },
     )
     if created:
         freeze_audience(store, cfg, edition_id)

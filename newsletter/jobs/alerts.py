@@ -47,9 +47,12 @@ def build_alert(cfg: Config, subject: str, body: str) -> EmailMessage:
 def _send_smtp(cfg: Config, msg: EmailMessage) -> str:
     smtp = cfg.delivery.smtp
     context = ssl.create_default_context()
-    cls = smtplib.SMTP_SSL if smtp.ssl else smtplib.SMTP
-    kwargs = {"context": context} if smtp.ssl else {}
-    with cls(smtp.host, smtp.port, timeout=smtp.timeout, **kwargs) as client:
+    client = (
+        smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        if smtp.ssl
+        else smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+    )
+    with client:
         if smtp.starttls and not smtp.ssl:
             client.starttls(context=context)
         if smtp.username:

@@ -40,7 +40,7 @@ def group(number: str, locale: str = "en") -> str:
     thousands, decimal = separators(locale)
     sign = number[0] if number[:1] in ("-", "+") else ""
     whole, _, frac = number[len(sign) :].partition(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]

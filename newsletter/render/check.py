@@ -152,9 +152,9 @@ def check_message(
         for el in doc.iter()
         if isinstance(el.tag, str) and el.tag not in _NOT_SHOWN
         for t in (el.text, el.tail)
-        if t
+        if isinstance(t, str) and t
     ]
-    shown += [v for el in doc.iter() if isinstance(el.tag, str) for v in el.attrib.values()]
+    shown += [str(v) for el in doc.iter() if isinstance(el.tag, str) for v in el.attrib.values()]
     leftovers = [m.group(0) for part in (subject, text, *shown) for m in _UNRESOLVED.finditer(part)]
     leftovers += [f"<{el.tag}>" for el in doc.iter() if str(el.tag).startswith("mj-")]
     if leftovers:

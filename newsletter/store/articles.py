@@ -186,7 +186,7 @@ class ArticleQueries(StoreBase):
             return
         # a concurrent ingest may add the same tag first
         if self.dialect == "postgresql":
-            stmt = pg_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
+            stmt: Any = pg_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
         elif self.dialect == "sqlite":
             stmt = sqlite_insert(tags_table).on_conflict_do_nothing(index_elements=["slug"])
         else:  # pragma: no cover - only the two engines above are supported

@@ -195,7 +195,7 @@ class AudienceQueries(StoreBase):
                 rows = conn.execute(q).all()
                 if not rows:
                     return
-                batch = self._with_tags(conn, rows)
+                batch = self._with_tags(conn, list(rows))
             yield from batch
             last = rows[-1].id
 

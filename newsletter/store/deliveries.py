@@ -197,7 +197,7 @@ class DeliveryQueries(StoreBase):
             )
             for sid, email, variant, status, error, release in rows
         ]
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         if (
             dialect.name == "postgresql"
             and hasattr(raw, "cursor")

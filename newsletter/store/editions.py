@@ -54,7 +54,7 @@ class EditionQueries(StoreBase):
         """
         try:
             with self.begin() as conn:
-                eid = conn.execute(
+                inserted = conn.execute(
                     insert(editions).values(
                         digest=digest,
                         period=period,
@@ -66,7 +66,9 @@ class EditionQueries(StoreBase):
                         info=info,
                         created_at=utcnow(),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert inserted is not None
+                eid = inserted[0]
                 rows = [
                     {"edition_id": eid, "variant": v, "article_id": a, "position": i}
                     for v, ids in (variants or {}).items()

@@ -136,7 +136,7 @@ class EventQueries(StoreBase):
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 # per connection (the SQLite pool opens a new one each time), before BEGIN
-                raw = conn.connection.driver_connection
+                raw: Any = conn.connection.driver_connection
                 raw.execute("PRAGMA synchronous=FULL")
                 # each request gets a fresh connection: read the indexes through mmap
                 # instead of refilling a cold page cache with read() calls
@@ -221,7 +221,7 @@ class EventQueries(StoreBase):
             )
             return
         if self.dialect == "postgresql":
-            stmt = pg_insert(events).on_conflict_do_nothing(
+            stmt: Any = pg_insert(events).on_conflict_do_nothing(
                 index_elements=["provider", "provider_event_id"]
             )
         elif self.dialect == "sqlite":
@@ -475,11 +475,11 @@ class EventQueries(StoreBase):
             q = select(*_DELIVERY_COLS).where(deliveries.c.status.in_(_EVENT_DRIVEN))
             if delivery_ids is not None:
                 ids = sorted(set(delivery_ids))
-                found = []
+                found: list[Any] = []
                 for part in _chunks(ids):
                     found += conn.execute(q.where(deliveries.c.id.in_(part))).all()
             elif edition_id is not None:
-                found = conn.execute(q.where(deliveries.c.edition_id == edition_id)).all()
+                found = list(conn.execute(q.where(deliveries.c.edition_id == edition_id)).all())
             else:
                 raise ValueError("give delivery_ids or edition_id")
             rows = {r.id: _Delivery(*r[:7]) for r in found}

@@ -95,7 +95,9 @@ class RateQueries(StoreBase):
             cond &= rates.c.source.in_(list(sources))
         newest = select(func.max(rates.c.rate_date)).where(cond).scalar_subquery()
         with self.connect() as conn:
-            rows = conn.execute(select(rates).where(cond & (rates.c.rate_date == newest))).all()
+            rows = list(
+                conn.execute(select(rates).where(cond & (rates.c.rate_date == newest))).all()
+            )
         if not rows:
             return None
         rank = {name: i for i, name in enumerate(sources or ())}

@@ -130,11 +130,8 @@ class JsonSource(Source):
         notes: list[str] = []
         for pos, raw in enumerate(articles_list(data, self.cfg.url), 1):
             item, errors, warnings = validate(raw, pos)
-            title = (
-                one_line(raw.get("title"))
-                if isinstance(raw, dict) and isinstance(raw.get("title"), str)
-                else ""
-            )
+            raw_title = raw.get("title") if isinstance(raw, dict) else None
+            title = one_line(raw_title) if isinstance(raw_title, str) else ""
             label = norm.describe(Item(position=pos, title=title))
             notes += [f"{label}: {w}" for w in warnings]
             if item is None:

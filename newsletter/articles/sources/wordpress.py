@@ -93,10 +93,11 @@ def post_item(post: dict, position: int) -> Item | str:
         return "skipped, password-protected"
     author = _dig(post, "_embedded", "author", 0, "name")
     published = _gmt(post.get("date_gmt")) or _gmt(post.get("date"))
+    link = post.get("link")
     return Item(
         position=position,
         uid=_rendered(post, "guid"),
-        link=post.get("link") if isinstance(post.get("link"), str) else "",
+        link=link if isinstance(link, str) else "",
         title=_rendered(post, "title"),
         summary=_rendered(post, "excerpt"),
         content=_rendered(post, "content"),

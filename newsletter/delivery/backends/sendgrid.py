@@ -29,6 +29,7 @@ exceptions). That split is what tells "not sent" from "unknown".
 
 from __future__ import annotations
 
+import functools
 import html
 import http.client
 import json
@@ -146,6 +147,9 @@ class SendGridBackend(Backend):
             client = sendgrid.SendGridAPIClient(api_key=self.api_key, host=self.host).client
             self._local.client = client
         return client
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        return self._api().mail.send.post(request_body=body, timeout=self.settings.timeout)
 
     def _call(self, what: str, request: Callable[[], Any], *, idempotent: bool) -> Any:
         """One API request with the retry policy; returns the package's Response.
@@ -346,9 +350,7 @@ class SendGridBackend(Backend):
             try:
                 response = self._call(
                     "mail/send",
-                    lambda body=body: self._api().mail.send.post(
-                        request_body=body, timeout=self.settings.timeout
-                    ),
+                    functools.partial(self._post, body),
                     idempotent=False,
                 )
             except HTTPError as err:
