@@ -3,6 +3,10 @@
 Each file is named by its delivery id and written atomically (temporary file,
 then rename), so re-sending a batch after a crash rewrites the same files and
 can never deliver twice: the backend is idempotent.
+
+A file holds exactly the bytes SMTP would send as DATA to a server that
+announces 8BITMIME (as Postfix, Exim, Gmail and SES do): CR LF line ends, 8bit
+parts where no line is over 998 octets (``delivery/mime.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
-from newsletter.delivery.mime import build_message
+from newsletter.delivery.mime import render_message
 from newsletter.errors import DeliveryError
 from newsletter.models import Recipient
 
@@ -39,7 +43,7 @@ class OutboxBackend(Backend):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for r in recipients:
-                data = build_message(message, r).as_bytes()
+                data = render_message(message, r, eight_bit=True).data
                 name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
                 fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
                 with os.fdopen(fd, "wb") as fh:
