@@ -11,6 +11,7 @@ parts where no line is over 998 octets (``delivery/mime.py``).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMess
 from newsletter.delivery.mime import render_message
 from newsletter.errors import DeliveryError
 from newsletter.models import Recipient
+
+logger = logging.getLogger(__name__)
 
 
 class OutboxBackend(Backend):
@@ -53,4 +56,12 @@ class OutboxBackend(Backend):
             raise DeliveryError(
                 f"cannot write the outbox: {err.strerror}", where=str(folder)
             ) from err
+        if recipients:
+            logger.debug(
+                "edition %s: batch of %d recipient(s) written, deliveries %d-%d",
+                message.edition_id,
+                len(recipients),
+                recipients[0].delivery_id,
+                recipients[-1].delivery_id,
+            )
         return BatchResult(message_id=f"outbox-{message.edition_id}")

@@ -187,6 +187,14 @@ class SmtpBackend(Backend):
     ) -> BatchResult:
         result = BatchResult()
         conn = self._conn()  # raises before anything is sent: the whole batch is retried
+        if recipients:
+            logger.debug(
+                "edition %s: batch of %d recipient(s), deliveries %d-%d",
+                message.edition_id,
+                len(recipients),
+                recipients[0].delivery_id,
+                recipients[-1].delivery_id,
+            )
         sender = message.from_email
         for i, rec in enumerate(recipients):
             for attempt in (0, 1):
