@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import functools
 import re
 from dataclasses import dataclass
 from email import quoprimime
@@ -235,6 +236,48 @@ def transfer_encoding(content: str, *, eight_bit: bool) -> str:
     return "quoted-printable" if qp <= b64 else "base64"
 
 
+#: a tag (quoted attribute values may hold anything but their quote); tags inside
+#: comments are left alone (Outlook's conditional comments are parsed by Word)
+_TAG = re.compile(r"""<[A-Za-z][^<>"']*(?:(?:"[^"]*"|'[^']*')[^<>"']*)*>""")
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_SPACE_IN_TAG = re.compile(r"""\s|"[^"]*"|'[^']*'""")
+#: lines of the HTML part kept under this, with room for the per-recipient values
+SHORT_LINE = 600
+
+
+@functools.lru_cache(maxsize=16)
+def short_lines(html: str, limit: int = SHORT_LINE) -> str:
+    """``html`` with long lines broken at a space between two attributes of a tag
+    (a newline there means exactly what the space meant, in every parser), so
+    the part can go 8bit (RFC 5322: at most 998 octets a line). A line without
+    such a space stays long, and the part is then quoted-printable or base64.
+    Cached: a variant's HTML is the same for every recipient of a batch."""
+    comments = [(m.start(), m.end()) for m in _COMMENT.finditer(html)]
+    spaces = [
+        tag.start() + m.start()
+        for tag in _TAG.finditer(html)
+        if not any(a <= tag.start() < b for a, b in comments)
+        for m in _SPACE_IN_TAG.finditer(tag.group(0))
+        if m.group(0) == " "
+    ]
+    if not spaces:
+        return html
+    out = list(html)
+    line_start = 0
+    previous = -1
+    newlines = iter([i for i, ch in enumerate(html) if ch == "\n"] + [len(html)])
+    next_newline = next(newlines)
+    for pos in spaces:
+        while next_newline < pos:
+            line_start, previous = next_newline + 1, -1
+            next_newline = next(newlines)
+        if len(html[line_start:pos].encode()) > limit and previous > line_start:
+            out[previous] = "\n"
+            line_start = previous + 1
+        previous = pos
+    return "".join(out)
+
+
 def render_message(
     message: OutgoingMessage, recipient: Recipient, *, eight_bit: bool = True
 ) -> WireMessage:
@@ -242,7 +285,7 @@ def render_message(
     r = message.rendered
     values = recipient_values(recipient)
     text = personalize(r.text, values, html_part=False)
-    html = personalize(r.html, values, html_part=True)
+    html = personalize(short_lines(r.html), values, html_part=True)
     ctes = (
         transfer_encoding(text, eight_bit=eight_bit),
         transfer_encoding(html, eight_bit=eight_bit),
