@@ -18,10 +18,10 @@ from aiosmtpd.controller import Controller
 from newsletter.audience.subscribers import to_subscriber
 from newsletter.config import load_config
 from newsletter.delivery.backends import make_backend
-from newsletter.delivery.send import freeze_audience, send_edition
+from newsletter.delivery.send import send_edition
 from newsletter.models import Rendered
 from newsletter.store import Store
-from tests.test_delivery import CONFIG, NOW, SECRET, add_subscribers
+from tests.test_delivery import CONFIG, NOW, SECRET, add_subscribers, freeze_audience
 from tests.test_smtp import Mailbox, free_port
 
 LONG_PUBLIC = "https://steppe-ledger.example/newsletter" + "/subscriptions-and-preferences" * 3
