@@ -16,7 +16,7 @@ from newsletter.render.check import check_message
 from newsletter.render.compile import render
 from newsletter.render.env import bundled_templates
 from newsletter.render.personalize import PLACEHOLDERS, personalize
-from tests.render_data import load_content
+from tests.render_data import load_content, russian_content
 
 UNSUB = "https://steppe-ledger.example/newsletter/unsubscribe/MTp3ZWVrbHk.8lAd69X1u-4cahWGAy5mfA"
 HEADERS = {
@@ -289,3 +289,23 @@ def test_check_json_names_each_check_by_code(project):
     assert out.exit_code == 1
     data = json.loads(out.output)
     assert {"escape", "unsubscribe-wording"} <= {f["code"] for f in data["errors"]}
+
+
+@pytest.mark.parametrize("layout", ["list", "tags"])
+def test_a_30_story_russian_edition_passes(layout):
+    content = russian_content(30, layout=layout)
+    r = render(content)
+    values = dict.fromkeys(PLACEHOLDERS, UNSUB)
+    found = check_message(
+        subject=r.subject,
+        html=personalize(r.html, values, html_part=True),
+        text=personalize(r.text, values, html_part=False),
+        headers=HEADERS,
+        unsubscribe_url=UNSUB,
+        articles=30,
+        max_bytes=100_000,
+        notes=r.warnings,
+        language="ru",
+    )
+    assert [f for f in found if f.level == "error"] == []
+    assert {f.code for f in found} <= {"overflow"}  # the budget moves a few stories

@@ -27,7 +27,7 @@ import email.policy
 import functools
 import re
 from dataclasses import dataclass
-from email import quoprimime
+from email import base64mime, quoprimime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import quote
@@ -236,46 +236,106 @@ def transfer_encoding(content: str, *, eight_bit: bool) -> str:
     return "quoted-printable" if qp <= b64 else "base64"
 
 
-#: a tag (quoted attribute values may hold anything but their quote); tags inside
-#: comments are left alone (Outlook's conditional comments are parsed by Word)
-_TAG = re.compile(r"""<[A-Za-z][^<>"']*(?:(?:"[^"]*"|'[^']*')[^<>"']*)*>""")
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_SPACE_IN_TAG = re.compile(r"""\s|"[^"]*"|'[^']*'""")
+#: a comment, a tag (quoted attribute values may hold anything but their quote),
+#: a run of text, or a stray "<"
+_TOKEN = re.compile(
+    r"""(<!--.*?-->)|<(/?)([A-Za-z][\w:-]*)((?:[^<>"']|"[^"]*"|'[^']*')*)>|([^<]+)|<""", re.S
+)
+_QUOTED_OR_SPACE = re.compile(r""""[^"]*"|'[^']*'| """)
+#: elements whose text keeps its line breaks (or is not HTML)
+_RAW = frozenset({"pre", "textarea", "script", "style", "plaintext", "xmp", "listing"})
 #: lines of the HTML part kept under this, with room for the per-recipient values
 SHORT_LINE = 600
 
 
+#: the most octets a placeholder's value may take in the HTML (escaped)
+_PLACEHOLDER_OCTETS = {UNSUBSCRIBE_URL: 300, PREFERENCES_URL: 300, NAME: 400}
+
+
+def _octets(text: str) -> int:
+    """UTF-8 octets of ``text`` with each placeholder counted as its longest value."""
+    size = len(text.encode())
+    if "%%" in text:
+        size += sum((n - len(p)) * text.count(p) for p, n in _PLACEHOLDER_OCTETS.items())
+    return size
+
+
 @functools.lru_cache(maxsize=16)
 def short_lines(html: str, limit: int = SHORT_LINE) -> str:
-    """``html`` with long lines broken at a space between two attributes of a tag
-    (a newline there means exactly what the space meant, in every parser), so
-    the part can go 8bit (RFC 5322: at most 998 octets a line). A line without
-    such a space stays long, and the part is then quoted-printable or base64.
-    Cached: a variant's HTML is the same for every recipient of a batch."""
-    comments = [(m.start(), m.end()) for m in _COMMENT.finditer(html)]
-    spaces = [
-        tag.start() + m.start()
-        for tag in _TAG.finditer(html)
-        if not any(a <= tag.start() < b for a, b in comments)
-        for m in _SPACE_IN_TAG.finditer(tag.group(0))
-        if m.group(0) == " "
-    ]
-    if not spaces:
+    """``html`` with long lines broken at a space, so the part can go 8bit
+    (RFC 5322: at most 998 octets a line).
+
+    A space becomes a newline only where both mean the same to every HTML
+    parser: between the attributes of a tag, and in text outside ``<pre>``,
+    ``<textarea>``, ``<style>`` and ``<script>`` (HTML collapses a newline
+    there into a space, as it does under ``white-space: nowrap``); never inside
+    an attribute value or a comment (Outlook's conditional comments). A line
+    without such a space stays long and the part is quoted-printable or
+    base64. Cached: a variant's HTML is the same for every recipient.
+    """
+    if all(len(line) <= limit // 4 for line in html.splitlines()):
         return html
+    spaces: list[int] = []
+    raw: str | None = None
+    for m in _TOKEN.finditer(html):
+        if m.group(1):
+            continue
+        if m.group(3):
+            name = m.group(3).lower()
+            if m.group(2):
+                raw = None if name == raw else raw
+                continue
+            if raw is None:
+                start = m.start(4)
+                spaces += [
+                    start + q.start()
+                    for q in _QUOTED_OR_SPACE.finditer(m.group(4))
+                    if q.group(0) == " "
+                ]
+                raw = name if name in _RAW else None
+        elif m.group(5) and raw is None:
+            text, start = m.group(5), m.start(5)
+            i = text.find(" ")
+            while i >= 0:
+                spaces.append(start + i)
+                i = text.find(" ", i + 1)
     out = list(html)
-    line_start = 0
-    previous = -1
-    newlines = iter([i for i, ch in enumerate(html) if ch == "\n"] + [len(html)])
-    next_newline = next(newlines)
+    line_start, previous = 0, -1
+    newlines = [i for i, ch in enumerate(html) if ch == "\n"]
+    nl = 0
     for pos in spaces:
-        while next_newline < pos:
-            line_start, previous = next_newline + 1, -1
-            next_newline = next(newlines)
-        if len(html[line_start:pos].encode()) > limit and previous > line_start:
+        while nl < len(newlines) and newlines[nl] < pos:
+            line_start, previous = newlines[nl] + 1, -1
+            nl += 1
+        if previous > line_start and _octets(html[line_start:pos]) > limit:
             out[previous] = "\n"
             line_start = previous + 1
         previous = pos
     return "".join(out)
+
+
+def wire_size(content: str, cte: str) -> int:
+    """Octets ``content`` takes in a part's body with transfer encoding ``cte`` (CR LF)."""
+    if cte in ("7bit", "8bit"):
+        raw = content.encode()
+        return len(raw) + raw.count(b"\n")
+    if cte == "base64":
+        return len(base64mime.body_encode(content.encode(), 76).replace("\n", "\r\n"))
+    encoded = quoprimime.body_encode(content.encode().decode("latin-1"), 76)
+    return len(encoded) + encoded.count("\n")
+
+
+def html_wire_sizes(html: str) -> dict[str, int | str]:
+    """The HTML part of a message on the wire: with 8BITMIME and without (the size
+    Gmail may count, see docs/templates.md), and the encoding used without."""
+    html = short_lines(html)
+    with_8bit = transfer_encoding(html, eight_bit=True)
+    without = transfer_encoding(html, eight_bit=False)
+    return {
+        "wire_bytes_8bitmime": wire_size(html, with_8bit),
+        "wire_bytes_7bit": wire_size(html, without),
+        "wire_encoding_7bit": without,
+    }
 
 
 def render_message(

@@ -77,7 +77,7 @@ class Finding:
 class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     #: per variant: size in bytes, stories, stories moved to More stories
-    variants: dict[str, dict[str, int]] = field(default_factory=dict)
+    variants: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
