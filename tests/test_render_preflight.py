@@ -309,3 +309,29 @@ def test_a_30_story_russian_edition_passes(layout):
     )
     assert [f for f in found if f.level == "error"] == []
     assert {f.code for f in found} <= {"overflow"}  # the budget moves a few stories
+
+
+@pytest.mark.parametrize("layout", ["list", "tags"])
+def test_bundled_outline_images_rates_and_link_texts(layout):
+    """The issue's findings, read straight from the rendered HTML: story titles
+    and section headings were both h2; the rates table was role=presentation
+    with th scope=row; images had no height; every "Read more →" looked alike."""
+    import lxml.html
+
+    doc = lxml.html.document_fromstring(render(load_content(30, layout=layout)).html)
+    headings = [(h.tag, h.get("class")) for h in doc.iter("h1", "h2", "h3", "h4")]
+    assert headings[0] == ("h1", "hd") and [t for t, _ in headings].count("h1") == 1
+    assert {t for t, c in headings if c == "ct"} == {"h3"}  # stories
+    assert {t for t, c in headings if c == "sh"} == {"h2"}  # sections
+    assert headings[1] == ("h2", "sh")  # a section before the first story
+    (rates,) = doc.xpath('//table[@class="rt"]')
+    assert rates.get("role") == "presentation" and not rates.xpath(".//th|.//*[@scope]")
+    for img in doc.iter("img"):
+        assert img.get("width").isdigit() and img.get("height").isdigit(), img.get("src")
+        assert "font-size" in img.get("style") and "color" in img.get("style")
+    texts: dict[str, set[str]] = {}
+    for a in doc.iter("a"):
+        texts.setdefault(" ".join(a.text_content().split()), set()).add(a.get("href"))
+    assert all(len(hrefs) == 1 for text, hrefs in texts.items() if text), [
+        t for t, h in texts.items() if len(h) > 1
+    ]

@@ -364,4 +364,6 @@ def render_message(
 def build_message(message: OutgoingMessage, recipient: Recipient) -> EmailMessage:
     """The decoded view of :func:`render_message`'s bytes (for previews)."""
     wire = render_message(message, recipient)
-    return email.message_from_bytes(wire.data, policy=email.policy.default)  # type: ignore[return-value]
+    msg = email.message_from_bytes(wire.data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)  # policy.default parses to EmailMessage
+    return msg

@@ -45,6 +45,7 @@ from typing import Any
 import sendgrid
 from python_http_client.exceptions import HTTPError
 
+from newsletter.audience.subscribers import neutral_name
 from newsletter.config import Config
 from newsletter.delivery.backends.base import (
     Backend,
@@ -299,7 +300,9 @@ class SendGridBackend(Backend):
                 subs[tt] = vals[t]
             p: dict[str, Any] = {
                 "to": [
-                    {"email": rec.email, "name": rec.name} if rec.name else {"email": rec.email}
+                    {"email": rec.email, "name": neutral_name(rec.name)}
+                    if neutral_name(rec.name)
+                    else {"email": rec.email}
                 ],
                 "custom_args": {
                     "newsletter_delivery_id": str(rec.delivery_id),
