@@ -371,3 +371,15 @@ def recipient_of(parsed) -> dict[str, str]:
     url = re.search(r"<(https://[^>]+)>", str(parsed["List-Unsubscribe"])).group(1)
     name = parsed["To"].addresses[0].display_name
     return {"%%unsubscribe_url%%": url, "%%preferences_url%%": url, "%%name%%": name}
+
+
+def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, tmp_path):
+    """Stored before validation (or by hand): refused for that delivery, the rest go."""
+    cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"ok@example.com": "Ann", "bad>\r\nBcc: v@evil.example": "Bo"})
+    report = send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+    assert report.accepted == 1
+    (raw,) = outbox_files(cfg, eid)
+    assert header_dict(raw)["To"] == "Ann <ok@example.com>"
+    rows = {r["email"]: r for r in sqlite_store.list_deliveries(eid)}
+    assert rows["bad>\r\nBcc: v@evil.example"]["status"] == "failed"

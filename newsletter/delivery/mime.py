@@ -224,7 +224,8 @@ def transfer_encoding(content: str, *, eight_bit: bool) -> str:
     text) and base64 (mostly non-Latin text, where QP triples every byte).
     """
     raw = content.encode()
-    short = all(len(line) <= HARD_LINE for line in raw.splitlines())
+    # 8bit and 7bit: lines of at most 998 octets, no NUL (RFC 2045 2.7-2.8)
+    short = b"\0" not in raw and all(len(line) <= HARD_LINE for line in raw.splitlines())
     if raw.isascii() and short:
         return "7bit"
     if eight_bit and short:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
 from newsletter.delivery.mime import render_message
-from newsletter.errors import DeliveryError
+from newsletter.errors import DeliveryError, PermanentDeliveryError
 from newsletter.models import Recipient
 
 logger = logging.getLogger(__name__)
@@ -43,10 +43,15 @@ class OutboxBackend(Backend):
         provider_batch_id: str = "",
     ) -> BatchResult:
         folder = self.edition_folder(message.edition_id, test=message.test)
+        result = BatchResult(message_id=f"outbox-{message.edition_id}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for r in recipients:
-                data = render_message(message, r, eight_bit=True).data
+                try:
+                    data = render_message(message, r, eight_bit=True).data
+                except PermanentDeliveryError as err:  # an address no header can carry
+                    result.rejected[r.delivery_id] = f"not written: {err}"
+                    continue
                 name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
                 fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
                 with os.fdopen(fd, "wb") as fh:
@@ -64,4 +69,4 @@ class OutboxBackend(Backend):
                 recipients[0].delivery_id,
                 recipients[-1].delivery_id,
             )
-        return BatchResult(message_id=f"outbox-{message.edition_id}")
+        return result

@@ -198,8 +198,12 @@ class SmtpBackend(Backend):
         sender = message.from_email
         for i, rec in enumerate(recipients):
             for attempt in (0, 1):
-                # 8bit parts only to a server that announces 8BITMIME (RFC 6152)
-                wire = render_message(message, rec, eight_bit=conn.has_extn("8bitmime"))
+                try:
+                    # 8bit parts only to a server that announces 8BITMIME (RFC 6152)
+                    wire = render_message(message, rec, eight_bit=conn.has_extn("8bitmime"))
+                except PermanentDeliveryError as err:  # an address no header can carry
+                    code, text, phase = 0, str(err), "message"
+                    break
                 eight_bit = "8bit" in wire.encodings
                 try:
                     code, text, phase = self._transaction(
@@ -221,6 +225,9 @@ class SmtpBackend(Backend):
                         conn = self._conn()
                     except (TransientError, AuthError, PermanentDeliveryError) as err:
                         return self._rest(result, recipients[i:], str(err))
+            if phase == "message":
+                result.rejected[rec.delivery_id] = f"not sent: {text}"
+                continue
             if code == 0:
                 try:
                     conn = self._conn()
