@@ -136,6 +136,9 @@ class RenderConfig:
     layout: str = "list"
     #: the headless Chromium `newsletter preview --screenshot` drives (Debian's package)
     chromium: str = "/usr/bin/chromium"
+    #: more words `check` accepts as a visible unsubscribe link, besides the built-in
+    #: ones for site.language and English (render/check.py UNSUBSCRIBE_WORDS)
+    unsubscribe_words: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -66,7 +66,7 @@ def test_preview_is_the_message_a_send_builds_and_records_nothing(seeded, config
     doc = lxml.html.document_fromstring(p.html)
     assert p.unsubscribe_url in [a.get("href") for a in doc.iter("a")]
     assert "%%" not in p.html and "%%" not in p.text
-    titles = [h.text_content() for h in doc.xpath('//h2[@class="ct"]')]
+    titles = [h.text_content() for h in doc.xpath('//h3[@class="ct"]')]
     assert titles and all(t in p.text for t in titles)
 
 
@@ -147,7 +147,8 @@ def test_preview_command_formats_and_files(project):
     assert html.exit_code == 0 and html.output.startswith("<!doctype html>")
     text = invoke("preview", "--at", AT, "--tags", "kyrgyzstan", "--format", "text")
     assert (
-        "Unsubscribe: https://steppe-ledger.example/newsletter/unsubscribe/PREVIEW" in text.output
+        "Unsubscribe:\nhttps://steppe-ledger.example/newsletter/unsubscribe/PREVIEW\n"
+        in text.output
     )
     out = invoke("preview", "--at", AT, "--as", "aigerim.sadykova@example.com", "--out", "she.html")
     assert out.exit_code == 0 and "wrote she.html" in out.output

@@ -93,7 +93,7 @@ def test_titles_and_alt_texts_reach_the_email_intact(engine):
     card = [x for x in doc.xpath('//div[contains(@class, "c")]') if x.get("class") == "c"][0]
     (img,) = card.xpath(".//img")
     assert img.get("alt") == 'A train at "Khorgos" 🚆 ❤️ at dawn'
-    assert card.xpath('.//h2[@class="ct"]/a')[0].text_content() == ('The "Silk Road" ❤️ 🇰🇿\nrevival')
+    assert card.xpath('.//h3[@class="ct"]/a')[0].text_content() == ('The "Silk Road" ❤️ 🇰🇿\nrevival')
     more = card.xpath('.//a[@class="rm"]')[0]
     assert more.get("aria-label") == 'Read more: The "Silk Road" ❤️ 🇰🇿 revival'
     assert "\\u{" not in lxml.html.tostring(doc, encoding="unicode")

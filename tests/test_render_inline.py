@@ -51,7 +51,7 @@ def test_media_queries_important_and_style_blocks_are_kept(engine):
 def test_styles_are_inlined_but_no_attributes_added(engine):
     out = render_html(load_content(5), inliner=engine)
     doc = lxml.html.document_fromstring(out)
-    title_link = doc.xpath('//h2[@class="ct"]/a')[0]
+    title_link = doc.xpath('//h3[@class="ct"]/a')[0]
     assert ("text-decoration", "none") in declarations(title_link.get("style"))
     thumbs = doc.xpath('//div[@class="ci"]//img')
     assert thumbs and all(i.get("width") == "180" for i in thumbs)  # what Outlook sizes by

@@ -79,13 +79,28 @@ def _escape_cell(value: str) -> str:
 
 
 def clean_name(text: str) -> str:
+    """A name as stored: whitespace collapsed, control characters and bidi
+    overrides refused, encoded-word look-alikes neutralised (:func:`neutral_name`)."""
     name = " ".join(_unescape_cell(text.strip()).split())
     if len(name) > MAX_NAME:
         raise InputError(f"name is longer than {MAX_NAME} characters")
     for ch in name:
-        if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc":
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
             raise InputError(f"name contains the control character U+{ord(ch):04X}")
-    return name
+    return neutral_name(name)
+
+
+def neutral_name(name: str) -> str:
+    """A name that cannot become header syntax, on any Python: control characters,
+    line and paragraph separators and bidi overrides become spaces, whitespace
+    is collapsed, and ``=?`` (the start of an RFC 2047 encoded-word, which a mail
+    client would decode) becomes ``= ?``. Used at import and again at send, for
+    names stored before this rule."""
+    cleaned = "".join(
+        " " if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in name
+    )
+    return " ".join(cleaned.split()).replace("=?", "= ?")
 
 
 def check_timezone(text: str) -> str:

@@ -129,9 +129,13 @@ def register(cli: click.Group) -> None:
         """Preflight the edition that would go out now; exit 1 on any error.
 
         Errors: HTML over budget, image without alt text, no unsubscribe link or
-        header, unresolved template variables, empty edition, links that are not
-        absolute http(s). Warnings: images without a width, subjects over 78
-        characters, stories moved to "More stories".
+        header, no visible link saying unsubscribe, unresolved template variables,
+        MRML escapes left in the HTML, empty edition, links that are not absolute
+        http(s). Warnings: images without width and height or styled alt text,
+        heading outline, table roles, ambiguous link text, text lines over 78,
+        subjects over 78 characters, stories moved to "More stories". Each
+        finding has a code (--json). Shows the HTML size (the budget) and the
+        size on the wire.
         """
         dcfg = app.config.digest(digest)
         report = preflight(app.store, app.config, dcfg, parse_when(at))
@@ -141,8 +145,10 @@ def register(cli: click.Group) -> None:
             for key, v in report.variants.items():
                 more = f", {v['more_stories']} in More stories" if v["more_stories"] else ""
                 click.echo(
-                    f"variant {key}: {v['stories']} stories{more}, {v['bytes']} bytes, "
-                    f"{v['subscribers']} subscribers"
+                    f"variant {key}: {v['stories']} stories{more}, {v['subscribers']} "
+                    f"subscribers; HTML {v['bytes']} bytes (the budget), on the wire "
+                    f"{v['wire_bytes_8bitmime']} (8BITMIME) or {v['wire_bytes_7bit']} "
+                    f"({v['wire_encoding_7bit']})"
                 )
             for f in report.findings:
                 click.echo(str(f), err=f.level == "error")

@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from newsletter.config import Config, DigestConfig
+from newsletter.delivery.mime import html_wire_sizes
 from newsletter.editions.frozen import content_for, render_content, tag_names
 from newsletter.editions.plan import plan_edition
 from newsletter.errors import RenderError
@@ -79,9 +80,14 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
             max_bytes=cfg.render.max_html_bytes,
             variant=key,
             notes=rendered.warnings,
+            language=cfg.site.language,
+            unsubscribe_wording=cfg.render.unsubscribe_words,
         )
         report.variants[key] = {
+            # the decoded HTML: what max_html_bytes budgets
             "bytes": len(html.encode()),
+            # the HTML part as transferred (docs/templates.md: which one Gmail counts)
+            **html_wire_sizes(html),
             "stories": len(variant.articles),
             "more_stories": rendered.overflow,
             "subscribers": variant.subscribers,

@@ -1,31 +1,64 @@
-"""Preflight: what would be wrong with a message if it went out now.
+r"""Preflight: what would be wrong with a message if it went out now.
 
 Pure: takes a finished message (subject, personalised HTML and text, the
-headers) and returns findings. Errors stop ``newsletter check`` with a
-non-zero exit; warnings are shown.
+headers) and returns findings, each with a code (``check --json``). Errors stop
+``newsletter check`` with a non-zero exit; warnings are shown.
 
-Errors: HTML over the size budget, an image without alt text, no unsubscribe
-link (HTML or text) or header, unresolved template variables or
-placeholders, an empty edition, a link or image that is not absolute
-http(s) (``mailto:`` links are allowed).
-Warnings: images without a width, subjects over 78 characters, stories moved
-to "More stories", links of the HTML part missing from the text part.
+Errors:
+  ``size`` HTML over the size budget; ``alt`` an image without alt text;
+  ``unsubscribe`` no unsubscribe link (HTML or text) or header;
+  ``unsubscribe-wording`` no *visible* link (HTML) or line (text) that says
+  unsubscribe in the site's language; ``unresolved`` template variables or
+  placeholders left over; ``escape`` MRML's Rust escapes (``\n``, ``\u{…}``,
+  ``\"``) in an attribute or text: a value that missed ``|mjattr``; ``empty``
+  an empty edition; ``link`` a link or image that is not absolute http(s)
+  (``mailto:`` links are allowed).
+Warnings:
+  ``image-size`` an image without width and height; ``alt-style`` an image
+  whose alt text is unstyled (images off, a reader sees nothing readable);
+  ``headings`` an outline other than one h1 first and no skipped level;
+  ``tables`` a presentation table with header cells, or a data table without
+  caption or scoped header cells; ``link-text`` one visible link text for
+  several targets; ``text-width`` a text line over 78 characters that is not a
+  URL alone; ``subject`` over 78 characters; ``overflow`` stories moved to
+  "More stories"; ``text-links`` links of the HTML part missing from the text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 import lxml.html
 
 SUBJECT_MAX = 78
+TEXT_WIDTH = 78
+#: MRML writes attribute values with Rust debug escaping (docs/templates.md)
+_RUST_ESCAPE = re.compile(r'\\(?:u\{[0-9a-fA-F]{1,6}\}|[nrt"\'\\])')
+#: what an unsubscribe link says, by the site's primary language subtag;
+#: English is accepted in every language. ``[render] unsubscribe_words`` adds more.
+UNSUBSCRIBE_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("unsubscribe",),
+    "ru": ("отписаться", "отписка", "отменить подписку", "отказаться от рассылки"),
+    "kk": ("жазылымнан бас тарту", "жазылудан бас тарту", "отписаться"),
+    "ky": ("жазылуудан баш тартуу", "отписаться"),
+    "uz": ("obunani bekor qilish", "obunadan chiqish", "обунани бекор қилиш"),
+    "tg": ("бекор кардани обуна", "отписаться"),
+    "tk": ("abunalykdan çykmak",),
+    "de": ("abmelden", "abbestellen"),
+    "fr": ("désabonner", "désinscrire", "désinscription"),
+    "es": ("darse de baja", "cancelar suscripción"),
+    "tr": ("abonelikten çık",),
+}
 #: Jinja syntax, our per-recipient placeholders, and MJML tags left over
 _UNRESOLVED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|%%[A-Za-z_]+%%|</?mj-[a-z-]+")
 _TEXT_URL = re.compile(r"https?://[^\s<>\"]+")
 _NOT_SHOWN = ("style", "script", "head", "title")
+_URL_ALONE = re.compile(r"^\s*(https?://\S+|<https?://\S+>)$")
+#: alt text a reader can see with images off: a font size and a colour of its own
+_ALT_STYLE = re.compile(r"(?=.*\bfont-size\s*:)(?=.*(?:^|[;\s])color\s*:)", re.S)
 
 
 @dataclass
@@ -44,7 +77,7 @@ class Finding:
 class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     #: per variant: size in bytes, stories, stories moved to More stories
-    variants: dict[str, dict[str, int]] = field(default_factory=dict)
+    variants: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
@@ -87,6 +120,24 @@ def links_of(html: str) -> list[str]:
     return [a.get("href", "") for a in doc.iter("a")]
 
 
+def unsubscribe_words(language: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The words that make a link an unsubscribe link for ``language`` (``ru-RU``…)."""
+    primary = language.split("-")[0].split("_")[0].lower()
+    words = (*UNSUBSCRIBE_WORDS.get(primary, ()), *UNSUBSCRIBE_WORDS["en"], *extra)
+    return tuple(dict.fromkeys(w.casefold() for w in words if w.strip()))
+
+
+def _says(text: str, words: Iterable[str]) -> bool:
+    """``text`` says one of ``words`` (a URL that merely contains one does not count)."""
+    folded = " ".join(_TEXT_URL.sub(" ", text).casefold().split())
+    return any(w in folded for w in words)
+
+
+def _visible_text(el: lxml.html.HtmlElement) -> str:
+    """What a link shows: its text, and the alt text of images inside it."""
+    return " ".join([el.text_content(), *(i.get("alt", "") for i in el.iter("img"))]).strip()
+
+
 def check_message(
     *,
     subject: str,
@@ -98,8 +149,12 @@ def check_message(
     max_bytes: int,
     variant: str = "",
     notes: Iterable[str] = (),
+    language: str = "en",
+    unsubscribe_wording: Iterable[str] = (),
 ) -> list[Finding]:
-    """Findings for one personalised message. ``notes``: the renderer's warnings."""
+    """Findings for one personalised message. ``notes``: the renderer's warnings;
+    ``language`` and ``unsubscribe_wording`` (more words) decide what a visible
+    unsubscribe link may say."""
     report = CheckReport()
 
     def error(code: str, message: str) -> None:
@@ -117,21 +172,8 @@ def check_message(
         warn("overflow" if "More stories" in note else "render", note)
 
     doc = lxml.html.document_fromstring(html)
-    images = list(doc.iter("img"))
-    decorative = [
-        i for i in images if i.get("role") == "presentation" or i.get("aria-hidden") == "true"
-    ]
-    no_alt = [i.get("src", "?") for i in images if i not in decorative and not i.get("alt", "")]
-    if no_alt:
-        error("alt", f"{len(no_alt)} image(s) without alt text: {_few(no_alt)}")
-    no_width = [i.get("src", "?") for i in images if not (i.get("width") or "").isdigit()]
-    if no_width:
-        warn("image-size", f"{len(no_width)} image(s) without a width: {_few(no_width)}")
-    bad_src = [
-        i.get("src", "") or "(empty)" for i in images if not _absolute_http(i.get("src", ""))
-    ]
-    if bad_src:
-        error("link", f"image source(s) not absolute http(s): {_few(bad_src)}")
+    elements = [el for el in doc.iter() if isinstance(el.tag, str)]
+    _check_images(doc, error, warn)
 
     hrefs = [a.get("href", "") for a in doc.iter("a")]
     bad = [h or "(empty)" for h in hrefs if not (_absolute_http(h) or h.startswith("mailto:"))]
@@ -146,24 +188,186 @@ def check_message(
         error("unsubscribe", "no List-Unsubscribe header with an https URL")
     elif headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
         error("unsubscribe", "no List-Unsubscribe-Post header (RFC 8058 one-click)")
+    _check_unsubscribe_wording(
+        doc, text, unsubscribe_url, unsubscribe_words(language, unsubscribe_wording), error
+    )
 
     shown = [
         t
-        for el in doc.iter()
-        if isinstance(el.tag, str) and el.tag not in _NOT_SHOWN
+        for el in elements
+        if el.tag not in _NOT_SHOWN
         for t in (el.text, el.tail)
         if isinstance(t, str) and t
     ]
-    shown += [str(v) for el in doc.iter() if isinstance(el.tag, str) for v in el.attrib.values()]
-    leftovers = [m.group(0) for part in (subject, text, *shown) for m in _UNRESOLVED.finditer(part)]
-    leftovers += [f"<{el.tag}>" for el in doc.iter() if str(el.tag).startswith("mj-")]
+    attrs = [str(v) for el in elements for v in el.attrib.values()]
+    leftovers = [
+        m.group(0) for part in (subject, text, *shown, *attrs) for m in _UNRESOLVED.finditer(part)
+    ]
+    leftovers += [f"<{el.tag}>" for el in elements if str(el.tag).startswith("mj-")]
     if leftovers:
         error("unresolved", f"unresolved template variables: {_few(leftovers)}")
+    escapes = [
+        f"{m.group(0)} in {part[max(0, m.start() - 20) : m.end() + 10]!r}"
+        for part in (*shown, *attrs)
+        for m in _RUST_ESCAPE.finditer(part)
+    ]
+    if escapes:
+        error(
+            "escape",
+            f"MRML escape(s) left in the HTML (a value without |mjattr): {_few(escapes, 2)}",
+        )
+
+    _check_headings(elements, warn)
+    _check_tables(doc, warn)
+    _check_link_texts(doc, warn)
 
     if len(subject) > SUBJECT_MAX:
         warn("subject", f"the subject is {len(subject)} characters; over {SUBJECT_MAX} get cut")
+    long_lines = [
+        f"line {i}: {line[:40]}…"
+        for i, line in enumerate(text.splitlines(), 1)
+        if len(line) > TEXT_WIDTH and not _URL_ALONE.match(line)
+    ]
+    if long_lines:
+        warn(
+            "text-width",
+            f"{len(long_lines)} text line(s) over {TEXT_WIDTH} characters that are not a "
+            f"URL alone: {_few(long_lines, 2)}",
+        )
     text_urls = set(_TEXT_URL.findall(text))
     missing = [h for h in hrefs if _absolute_http(h) and h not in text_urls]
     if missing:
         warn("text-links", f"link(s) of the HTML part missing from the text part: {_few(missing)}")
     return report.findings
+
+
+Report = Callable[[str, str], None]
+
+
+def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report) -> None:
+    images = list(doc.iter("img"))
+    decorative = [
+        i for i in images if i.get("role") == "presentation" or i.get("aria-hidden") == "true"
+    ]
+    no_alt = [i.get("src", "?") for i in images if i not in decorative and not i.get("alt", "")]
+    if no_alt:
+        error("alt", f"{len(no_alt)} image(s) without alt text: {_few(no_alt)}")
+    unsized = [
+        i.get("src", "?")
+        for i in images
+        if not ((i.get("width") or "").isdigit() and (i.get("height") or "").isdigit())
+    ]
+    if unsized:
+        warn(
+            "image-size",
+            f"{len(unsized)} image(s) without a width and height (Outlook sizes by them; "
+            f"with images off they keep the box the alt text shows in): {_few(unsized)}",
+        )
+    unstyled = [
+        i.get("src", "?")
+        for i in images
+        if i.get("alt") and not _ALT_STYLE.search(i.get("style", ""))
+    ]
+    if unstyled:
+        warn(
+            "alt-style",
+            f"{len(unstyled)} image(s) whose alt text has no font-size and color of its own "
+            f"(images off, the words are unreadable or hidden): {_few(unstyled)}",
+        )
+    bad_src = [
+        i.get("src", "") or "(empty)" for i in images if not _absolute_http(i.get("src", ""))
+    ]
+    if bad_src:
+        error("link", f"image source(s) not absolute http(s): {_few(bad_src)}")
+
+
+def _check_unsubscribe_wording(
+    doc: lxml.html.HtmlElement, text: str, url: str, words: tuple[str, ...], error: Report
+) -> None:
+    links = [a for a in doc.iter("a") if a.get("href", "") == url]
+    if links and not any(_says(_visible_text(a), words) for a in links):
+        said = _few(repr(_visible_text(a)) for a in links)
+        error(
+            "unsubscribe-wording",
+            f"no visible link in the HTML part says {words[0]!r}: the unsubscribe URL "
+            f"is linked as {said}",
+        )
+    lines = text.splitlines()
+    at = [i for i, line in enumerate(lines) if url in line]
+    if at and not any(_says(lines[i], words) or (i > 0 and _says(lines[i - 1], words)) for i in at):
+        error(
+            "unsubscribe-wording",
+            f"no line of the text part says {words[0]!r} at the unsubscribe URL",
+        )
+
+
+def _check_headings(elements: list, warn: Report) -> None:
+    """One h1 (the masthead) first; sections h2; stories (a heading that is a
+    link to the story) h3; no level skipped on the way down."""
+    headings = [el for el in elements if re.fullmatch(r"h[1-6]", el.tag)]
+    levels = [int(el.tag[1]) for el in headings]
+    problems = []
+    if levels.count(1) != 1:
+        problems.append(f"{levels.count(1)} h1 (one masthead expected)")
+    elif levels[0] != 1:
+        problems.append(f"the first heading is h{levels[0]}, not the h1 masthead")
+    below = [el for el in headings if el.tag != "h1"]
+    stories = {el.tag for el in below if el.find(".//a") is not None} - {"h3"}
+    sections = {el.tag for el in below if el.find(".//a") is None} - {"h2"}
+    if stories:
+        problems.append(f"story title(s) at {', '.join(sorted(stories))}, not h3")
+    if sections:
+        problems.append(f"section heading(s) at {', '.join(sorted(sections))}, not h2")
+    skips = {f"h{a} to h{b}" for a, b in zip(levels, levels[1:], strict=False) if b > a + 1}
+    if skips:
+        problems.append("skipped level(s): " + ", ".join(sorted(skips)))
+    if problems:
+        warn(
+            "headings",
+            "heading outline (h1 masthead, h2 sections, h3 stories): " + "; ".join(problems),
+        )
+
+
+def _check_tables(doc: lxml.html.HtmlElement, warn: Report) -> None:
+    problems = []
+    for table in doc.iter("table"):
+        own = list(_own(table))
+        header_cells = [el for el in own if el.tag in ("th", "caption", "thead")]
+        header_cells += [el for el in own if el.get("scope") or el.get("headers")]
+        presentation = table.get("role") in ("presentation", "none")
+        name = table.get("class") or "table"
+        if presentation and header_cells:
+            problems.append(f"{name}: role=presentation with header cells (th, caption, scope)")
+        elif not presentation:
+            ths = [el for el in own if el.tag == "th"]
+            if not ths:
+                problems.append(f"{name}: a layout table without role=presentation")
+            elif table.find(".//caption") is None or any(not th.get("scope") for th in ths):
+                problems.append(f"{name}: a data table needs a caption and th with scope")
+    if problems:
+        warn("tables", "tables: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _own(table: lxml.html.HtmlElement) -> Iterable[lxml.html.HtmlElement]:
+    """The elements of ``table`` that are not inside a table nested in it."""
+    for child in table:
+        if not isinstance(child.tag, str):
+            continue
+        yield child
+        if child.tag != "table":
+            yield from _own(child)
+
+
+def _check_link_texts(doc: lxml.html.HtmlElement, warn: Report) -> None:
+    targets: dict[str, set[str]] = {}
+    for a in doc.iter("a"):
+        shown = " ".join(_visible_text(a).split())
+        if shown:
+            targets.setdefault(shown.casefold(), set()).add(a.get("href", ""))
+    ambiguous = [t for t, hrefs in targets.items() if len(hrefs) > 1]
+    if ambiguous:
+        warn(
+            "link-text",
+            f"link text(s) used for different targets (ambiguous without aria-label): "
+            f"{_few(repr(t) for t in ambiguous)}",
+        )

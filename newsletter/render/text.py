@@ -3,6 +3,8 @@
 Decision: a URL is never broken (a broken URL is a dead link in most mail
 apps), so a URL longer than the line stands alone on its own line, indented
 like its paragraph. Every other line is at most :data:`WIDTH` characters.
+The per-recipient URL placeholders (``%%unsubscribe_url%%``…) are laid out as
+the long URLs they become, so "Unsubscribe: <URL>" comes out as two lines.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ WIDTH = 78
 
 #: a list item's marker ("12. ", "- "): continuation lines hang under its text
 _MARKER = re.compile(r"^(\s*)(\d+\.|[-*•])\s+")
-_URL = re.compile(r"^https?://\S+$")
+_URL = re.compile(r"^(https?://\S+|%%[a-z_]+_url%%)$")
+#: filled per recipient with a signed URL: as wide as the size budget allows for one
+_URL_PLACEHOLDERS = {"%%unsubscribe_url%%": 200, "%%preferences_url%%": 200}
+
+
+def _width(text: str) -> int:
+    """Characters, a URL placeholder counted as the URL it becomes."""
+    if "%%" not in text:
+        return len(text)
+    return len(text) + sum((w - len(p)) * text.count(p) for p, w in _URL_PLACEHOLDERS.items())
 
 
 def _wrap_line(line: str, width: int) -> list[str]:
@@ -31,15 +42,15 @@ def _wrap_line(line: str, width: int) -> list[str]:
     for word in body.split():
         if first:
             current += word
-            room -= len(word)
+            room -= _width(word)
             first = False
-        elif len(word) < room:
+        elif _width(word) < room:
             current += " " + word
-            room -= len(word) + 1
+            room -= _width(word) + 1
         else:
             out.append(current)
             current = hang + word
-            room = width - len(current)
+            room = width - len(hang) - _width(word)
     out.append(current)
     return out
 
@@ -57,7 +68,7 @@ def wrap(text: str, width: int = WIDTH) -> str:
                 out.append("")
             continue
         blank = 0
-        out.extend([line] if len(line) <= width else _wrap_line(line, width))
+        out.extend([line] if _width(line) <= width else _wrap_line(line, width))
     return "\n".join(out).strip("\n") + "\n"
 
 

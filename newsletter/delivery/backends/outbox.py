@@ -3,18 +3,25 @@
 Each file is named by its delivery id and written atomically (temporary file,
 then rename), so re-sending a batch after a crash rewrites the same files and
 can never deliver twice: the backend is idempotent.
+
+A file holds exactly the bytes SMTP would send as DATA to a server that
+announces 8BITMIME (as Postfix, Exim, Gmail and SES do): CR LF line ends, 8bit
+parts where no line is over 998 octets (``delivery/mime.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
-from newsletter.delivery.mime import build_message
-from newsletter.errors import DeliveryError
+from newsletter.delivery.mime import render_message
+from newsletter.errors import DeliveryError, PermanentDeliveryError
 from newsletter.models import Recipient
+
+logger = logging.getLogger(__name__)
 
 
 class OutboxBackend(Backend):
@@ -36,10 +43,15 @@ class OutboxBackend(Backend):
         provider_batch_id: str = "",
     ) -> BatchResult:
         folder = self.edition_folder(message.edition_id, test=message.test)
+        result = BatchResult(message_id=f"outbox-{message.edition_id}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for r in recipients:
-                data = build_message(message, r).as_bytes()
+                try:
+                    data = render_message(message, r, eight_bit=True).data
+                except PermanentDeliveryError as err:  # an address no header can carry
+                    result.rejected[r.delivery_id] = f"not written: {err}"
+                    continue
                 name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
                 fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
                 with os.fdopen(fd, "wb") as fh:
@@ -49,4 +61,12 @@ class OutboxBackend(Backend):
             raise DeliveryError(
                 f"cannot write the outbox: {err.strerror}", where=str(folder)
             ) from err
-        return BatchResult(message_id=f"outbox-{message.edition_id}")
+        if recipients:
+            logger.debug(
+                "edition %s: batch of %d recipient(s) written, deliveries %d-%d",
+                message.edition_id,
+                len(recipients),
+                recipients[0].delivery_id,
+                recipients[-1].delivery_id,
+            )
+        return result

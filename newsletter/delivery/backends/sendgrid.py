@@ -45,6 +45,7 @@ from typing import Any
 import sendgrid
 from python_http_client.exceptions import HTTPError
 
+from newsletter.audience.subscribers import neutral_name
 from newsletter.config import Config
 from newsletter.delivery.backends.base import (
     Backend,
@@ -65,6 +66,24 @@ from newsletter.models import Recipient
 from newsletter.render.personalize import PLACEHOLDERS
 
 logger = logging.getLogger(__name__)
+
+
+class _NoPayloads(logging.Filter):
+    """python_http_client logs every request body, its headers and every answer
+    at DEBUG: recipients' addresses, names and unsubscribe tokens. Keep only the
+    request line and the status; our own debug lines name batches and counts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith(("PAYLOAD:", "HEADERS:")):
+            return False
+        method, sep, rest = msg.partition(" Response: ")
+        if sep:
+            record.msg, record.args = f"{method} Response: {rest.split(' ', 1)[0]}", ()
+        return True
+
+
+logging.getLogger("python_http_client.client").addFilter(_NoPayloads())
 
 REGION_HOSTS = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
 DEFAULT_HOST = REGION_HOSTS["global"]
@@ -281,7 +300,9 @@ class SendGridBackend(Backend):
                 subs[tt] = vals[t]
             p: dict[str, Any] = {
                 "to": [
-                    {"email": rec.email, "name": rec.name} if rec.name else {"email": rec.email}
+                    {"email": rec.email, "name": neutral_name(rec.name)}
+                    if neutral_name(rec.name)
+                    else {"email": rec.email}
                 ],
                 "custom_args": {
                     "newsletter_delivery_id": str(rec.delivery_id),
@@ -347,6 +368,14 @@ class SendGridBackend(Backend):
             batch.append(rec)
         while batch:
             body = self.build_body(message, batch, provider_batch_id=provider_batch_id)
+            logger.debug(
+                "edition %s batch %s: %d recipient(s), deliveries %d-%d",
+                message.edition_id,
+                provider_batch_id or "-",
+                len(batch),
+                batch[0].delivery_id,
+                batch[-1].delivery_id,
+            )
             try:
                 response = self._call(
                     "mail/send",

@@ -17,7 +17,6 @@ sender that dies mid-batch leaves few deliveries to resolve.
 
 from __future__ import annotations
 
-import email.policy
 import logging
 import smtplib
 import ssl
@@ -25,7 +24,7 @@ import threading
 
 from newsletter.config import Config
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
-from newsletter.delivery.mime import build_message
+from newsletter.delivery.mime import render_message
 from newsletter.delivery.pacing import Pacer
 from newsletter.errors import (
     AuthError,
@@ -153,11 +152,13 @@ class SmtpBackend(Backend):
 
     # ------------------------------------------------------------------ sending
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes) -> tuple:
+    def _transaction(
+        self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, *, eight_bit: bool
+    ) -> tuple:
         """MAIL, RCPT, DATA. Returns (code, text); raises _Lost when the link dies."""
         during_data = False
         try:
-            code, resp = conn.mail(sender)
+            code, resp = conn.mail(sender, ["BODY=8BITMIME"] if eight_bit else [])
             if code != 250:
                 conn.rset()
                 return code, _text(resp), "mail"
@@ -186,13 +187,28 @@ class SmtpBackend(Backend):
     ) -> BatchResult:
         result = BatchResult()
         conn = self._conn()  # raises before anything is sent: the whole batch is retried
+        if recipients:
+            logger.debug(
+                "edition %s: batch of %d recipient(s), deliveries %d-%d",
+                message.edition_id,
+                len(recipients),
+                recipients[0].delivery_id,
+                recipients[-1].delivery_id,
+            )
         sender = message.from_email
         for i, rec in enumerate(recipients):
-            msg = build_message(message, rec)
-            data = msg.as_bytes(policy=email.policy.SMTP)
             for attempt in (0, 1):
                 try:
-                    code, text, phase = self._transaction(conn, sender, rec.email, data)
+                    # 8bit parts only to a server that announces 8BITMIME (RFC 6152)
+                    wire = render_message(message, rec, eight_bit=conn.has_extn("8bitmime"))
+                except PermanentDeliveryError as err:  # an address no header can carry
+                    code, text, phase = 0, str(err), "message"
+                    break
+                eight_bit = "8bit" in wire.encodings
+                try:
+                    code, text, phase = self._transaction(
+                        conn, sender, rec.email, wire.data, eight_bit=eight_bit
+                    )
                     break
                 except _Lost as lost:
                     self._drop(conn)
@@ -209,6 +225,9 @@ class SmtpBackend(Backend):
                         conn = self._conn()
                     except (TransientError, AuthError, PermanentDeliveryError) as err:
                         return self._rest(result, recipients[i:], str(err))
+            if phase == "message":
+                result.rejected[rec.delivery_id] = f"not sent: {text}"
+                continue
             if code == 0:
                 try:
                     conn = self._conn()
@@ -217,7 +236,7 @@ class SmtpBackend(Backend):
                 continue
             reason = f"{code} {text}".strip()
             if code == 250 and phase == "data":
-                result.message_ids[rec.delivery_id] = msg["Message-ID"]
+                result.message_ids[rec.delivery_id] = wire.message_id
             elif phase == "mail" and code >= 500:
                 # the server refuses our sender: every message would fail the same way
                 result.retry.update(

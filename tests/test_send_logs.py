@@ -1,0 +1,67 @@
+"""`send -vv` (debug logs) names batches and counts, never a recipient's address,
+name or unsubscribe token: the real CLI in a subprocess, its real stderr."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.sendgrid import FakeSendGrid
+
+KEY = "SG.test-key-for-the-log-test"
+
+
+def run_cli(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(project),
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789",
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def personal_strings(project: Path) -> list[str]:
+    with open(project / "subscribers.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = [r["email"] for r in rows] + [r["email"].split("@")[0] for r in rows]
+    out += [r["name"] for r in rows if r["name"]]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sendgrid", "outbox"])
+def test_debug_logs_name_batches_and_counts_never_recipients(project, backend):
+    env = {}
+    toml = project / "newsletter.toml"
+    with FakeSendGrid(api_key=KEY) as fake:
+        if backend == "sendgrid":
+            toml.write_text(
+                toml.read_text().replace('backend = "outbox"', 'backend = "sendgrid"'),
+                encoding="utf-8",
+            )
+            env = {"SENDGRID_API_KEY": KEY, "NEWSLETTER_SENDGRID_HOST": fake.url}
+        assert run_cli(project, "subscribers", "import", "subscribers.csv", env=env).returncode == 0
+        assert run_cli(project, "ingest", env=env).returncode == 0
+        out = run_cli(project, "-vv", "send", "--at", "2026-11-30T07:05:00+05:00", env=env)
+        assert out.returncode == 0, out.stderr
+        if backend == "sendgrid":
+            assert fake.sent_requests, "nothing reached the fake SendGrid"
+    log = out.stderr
+    assert "DEBUG" in log, "no debug output at -vv"
+    for secret in personal_strings(project):
+        assert secret not in log, f"{secret!r} is in the debug log"
+    assert "/unsubscribe/" not in log and "PAYLOAD" not in log and KEY not in log
+    assert "batch" in log and "recipient" in log

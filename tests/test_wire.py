@@ -1,0 +1,385 @@
+"""Messages as they go on the wire: the bytes the outbox wrote and the raw DATA a
+real aiosmtpd server received, read as bytes (never only the email package's
+decoded view): headers, folding, encoded-words, transfer encodings, injection."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import quopri
+import re
+from email.header import decode_header, make_header
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from newsletter.audience.subscribers import to_subscriber
+from newsletter.config import load_config
+from newsletter.delivery.backends import make_backend
+from newsletter.delivery.send import send_edition
+from newsletter.models import Rendered
+from newsletter.render.compile import render
+from newsletter.render.personalize import personalize
+from newsletter.store import Store
+from tests.render_data import russian_content
+from tests.test_delivery import CONFIG, NOW, SECRET, add_subscribers, freeze_audience
+from tests.test_smtp import Mailbox, free_port
+
+LONG_PUBLIC = "https://steppe-ledger.example/newsletter" + "/subscriptions-and-preferences" * 3
+
+#: CVE-2024-6923 and variants: an encoded-word in a display name that decodes to CR LF
+INJECTIONS = [
+    "=?utf-8?q?Evil=0D=0ABcc:_v4@evil.example?=",
+    "=?UTF-8?Q?Evil=0D=0ABcc:_v4@evil.example?=",
+    "=?utf-8?q?Evil=0ABcc:_v4@evil.example?=",
+    "=?utf-8?b?" + base64.b64encode(b"Evil\r\nBcc: v4@evil.example").decode() + "?=",
+    "=?iso-8859-1?q?Evil=0D=0ABcc:_v4@evil.example?=",
+    "Joe =?utf-8?q?=0D=0ABcc:_v4@evil.example?= Bloggs",
+    "=?utf-8*en?q?Evil=0D=0ABcc:_v4@evil.example?=",
+    "Evil\r\nBcc: v4@evil.example",
+    "Evil\nBcc: v4@evil.example",
+    "Evil\u2028Bcc: v4@evil.example",
+    "Evil\x85Bcc: v4@evil.example",
+    "Ünïcödé \r\nBcc: v4@evil.example",
+]
+
+RUSSIAN = Rendered(
+    subject="Дайджест недели: нефть, газ и валюты",
+    html="<p>Здравствуйте, %%name%%!</p>"
+    + "<p>Новости Центральной Азии: курс тенге и сума, энергетика.</p>\n" * 40
+    + "<a href='%%unsubscribe_url%%'>Отписаться</a>",
+    text="Здравствуйте, %%name%%!\n"
+    + "Новости Центральной Азии.\n" * 40
+    + "Отписаться:\n%%unsubscribe_url%%\n",
+)
+ENGLISH = Rendered(
+    subject="Weekly digest — 30 November",
+    html="<p>Hello %%name%%</p>"
+    + "<p>Kazakhstan’s tenge and Uzbekistan’s sum — the week in energy.</p>\n" * 40
+    + "<a href='%%unsubscribe_url%%'>Unsubscribe</a>",
+    text="Hello %%name%%\n"
+    + "The week in energy — tenge and sum.\n" * 40
+    + "Unsubscribe:\n%%unsubscribe_url%%\n",
+)
+
+
+def config(folder: Path, *, backend: str = "outbox", extra: str = "", env=None):
+    text = CONFIG.format(backend=backend, batch_size=1000, extra=extra).replace(
+        'public_url = "https://steppe-ledger.example/newsletter"', f'public_url = "{LONG_PUBLIC}"'
+    )
+    path = folder / "newsletter.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, env={"NEWSLETTER_SECRET_KEY": SECRET, **(env or {})})
+
+
+def edition(store: Store, names: dict[str, str]) -> int:
+    emails = list(names)
+    ids = add_subscribers(store, emails, names=names)
+    eid, _ = store.create_edition(
+        digest="weekly", period="p1", subject="s", window_start=NOW, window_end=NOW
+    )
+    freeze_audience(store, eid, {"default": list(zip(ids, emails, strict=True))})
+    return eid
+
+
+def split(raw: bytes) -> tuple[list[bytes], bytes]:
+    """The raw header lines (folded, as written) and the body."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    assert sep, "no CR LF CR LF between header and body"
+    return head.split(b"\r\n"), body
+
+
+def fields(lines: list[bytes]) -> list[tuple[str, str]]:
+    """(name, unfolded raw value) per header field, in order, not decoded."""
+    out: list[tuple[str, str]] = []
+    for line in lines:
+        assert b"\n" not in line and b"\r" not in line, line
+        if line[:1] in (b" ", b"\t"):
+            name, value = out[-1]
+            out[-1] = (name, value + line.decode())
+        else:
+            name, colon, value = line.decode().partition(":")
+            assert colon and re.fullmatch(r"[!-9;-~]+", name), line
+            out.append((name, value.lstrip(" ")))
+    return out
+
+
+def assert_wire_headers(raw: bytes, unsubscribe_prefix: str) -> dict[str, str]:
+    lines, _ = split(raw)
+    found = fields(lines)
+    names = [n for n, _ in found]
+    assert names.count("To") == 1 and "Bcc" not in names and "Cc" not in names, names
+    for line in lines:
+        if len(line) > 78:  # allowed only for one unbreakable token: a URL in brackets
+            assert re.fullmatch(rb"(List-Unsubscribe: | )<https://[^\s<>]+>,?", line), line
+    h = dict(found)
+    for name in ("List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "Message-ID"):
+        assert "=?" not in h[name], f"{name} is RFC 2047-encoded: {h[name]}"
+    unsub = h["List-Unsubscribe"]
+    match = re.fullmatch(r"<(https://[^\s<>]+)>, <(mailto:[^\s<>]+)>", unsub)
+    assert match, unsub
+    url, mailto = match.groups()
+    assert url.startswith(unsubscribe_prefix) and len(url) > 78
+    assert mailto == "mailto:unsubscribe@steppe-ledger.example?subject=unsubscribe"
+    # folded only at the comma: the https URL whole on one raw line
+    assert any(line.endswith(f"<{url}>,".encode()) for line in lines)
+    assert h["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert h["List-Id"] == "<weekly.steppe-ledger.example>"
+    assert re.fullmatch(r"<[^\s<>@]+@steppe-ledger\.example>", h["Message-ID"])
+    return h
+
+
+def decoded_name(to_value: str) -> str:
+    """The display name a mail client shows, decoded from the raw To header."""
+    phrase = to_value.rpartition("<")[0].strip()
+    return str(make_header(decode_header(phrase)))
+
+
+def outbox_files(cfg, eid: int) -> list[bytes]:
+    folder = cfg.resolve(cfg.delivery.outbox_dir) / f"edition-{eid}"
+    return [p.read_bytes() for p in sorted(folder.glob("*.eml"))]
+
+
+# ----------------------------------------------------------------- outbox
+
+
+def test_outbox_headers_are_right_on_the_raw_bytes(sqlite_store, tmp_path):
+    cfg = config(tmp_path)
+    names = {f"r{i}@example.com": n for i, n in enumerate(["Ann Reader", "Zoë Müller", ""])}
+    eid = edition(sqlite_store, names)
+    send_edition(sqlite_store, cfg, eid, {"default": RUSSIAN}, make_backend(cfg))
+    files = outbox_files(cfg, eid)
+    assert len(files) == 3
+    for raw in files:
+        h = assert_wire_headers(raw, LONG_PUBLIC + "/unsubscribe/")
+        # RFC 2047 where it is allowed: the Subject, a non-ASCII display name
+        assert h["Subject"].startswith("=?utf-8?")
+        assert str(make_header(decode_header(h["Subject"]))) == RUSSIAN.subject
+        assert all(len(line) <= 78 for line in split(raw)[0] if b"=?" in line)
+    to = {h["To"].rpartition("<")[2].rstrip(">"): h["To"] for h in map(header_dict, files)}
+    assert to["r0@example.com"] == "Ann Reader <r0@example.com>"
+    assert to["r1@example.com"].startswith("=?utf-8?")
+    assert decoded_name(to["r1@example.com"]) == "Zoë Müller"
+    assert to["r2@example.com"] == "r2@example.com"
+
+
+def header_dict(raw: bytes) -> dict[str, str]:
+    return dict(fields(split(raw)[0]))
+
+
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_injected_display_names_cannot_add_headers(sqlite_store, tmp_path, name):
+    """CVE-2024-6923: names stored before import neutralised them are made safe at send."""
+    cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"victim@example.com": name})
+    send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+    (raw,) = outbox_files(cfg, eid)
+    assert b"\r\nBcc" not in raw and b"\nBcc" not in raw.partition(b"\r\n\r\n")[0]
+    h = assert_wire_headers(raw, LONG_PUBLIC + "/unsubscribe/")
+    shown = decoded_name(h["To"])
+    assert "\r" not in shown and "\n" not in shown and "\u2028" not in shown
+    assert "=?" not in shown, "an encoded-word of the input was passed through"
+    assert h["To"].endswith("<victim@example.com>")
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["victim@example.com"]
+    assert parsed["Bcc"] is None
+
+
+@pytest.mark.parametrize("name", INJECTIONS[:7])
+def test_import_neutralises_encoded_word_look_alikes(name):
+    sub = to_subscriber({"email": "victim@example.com", "name": name})
+    assert "=?" not in sub.name and "\r" not in sub.name and "\n" not in sub.name
+
+
+# ----------------------------------------------------------------- transfer encodings
+
+
+def body_parts(raw: bytes) -> dict[str, tuple[str, bytes]]:
+    """subtype -> (Content-Transfer-Encoding, the part's raw body bytes)."""
+    _, body = split(raw)
+    out = {}
+    for chunk in (b"\r\n" + body).split(b"\r\n--")[1:]:
+        boundary, _, rest = chunk.partition(b"\r\n")
+        if boundary.endswith(b"--"):
+            continue
+        head, _, content = rest.partition(b"\r\n\r\n")
+        h = {k.lower(): v for k, v in fields(head.split(b"\r\n"))}
+        sub = h["content-type"].split(";")[0].split("/")[1]
+        out[sub] = (h["content-transfer-encoding"], content)
+    return out
+
+
+def test_outbox_writes_8bit_parts(sqlite_store, tmp_path):
+    cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"r@example.com": "Ann"})
+    send_edition(sqlite_store, cfg, eid, {"default": RUSSIAN}, make_backend(cfg))
+    (raw,) = outbox_files(cfg, eid)
+    parts = body_parts(raw)
+    assert parts["html"][0] == "8bit" and parts["plain"][0] == "8bit"
+    assert "Новости Центральной Азии".encode() in parts["html"][1]
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_a_line_over_998_octets_is_never_sent_8bit():
+    from newsletter.delivery.mime import transfer_encoding
+
+    assert transfer_encoding("Новости. " * 200, eight_bit=True) == "base64"
+    assert (
+        transfer_encoding("The week in energy and currency markets — " * 50, eight_bit=True)
+        == "quoted-printable"
+    )
+    assert transfer_encoding("Новости.\n" * 200, eight_bit=True) == "8bit"
+    assert transfer_encoding("News.\n" * 200, eight_bit=True) == "7bit"
+
+
+@pytest.fixture
+def plain_smtpd():
+    """A real aiosmtpd server; ``eightbit=False`` makes one that does not announce 8BITMIME."""
+    started = []
+
+    def start(*, eightbit: bool) -> Mailbox:
+        box = Mailbox()
+        box.port = free_port()
+        controller = Controller(box, hostname="127.0.0.1", port=box.port, decode_data=not eightbit)
+        controller.start()
+        started.append(controller)
+        return box
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+def smtp_cfg(folder: Path, box: Mailbox):
+    folder.mkdir(exist_ok=True)
+    return config(
+        folder,
+        backend="smtp",
+        extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {box.port}\nstarttls = false\n'
+        "batch_size = 5\ntimeout = 5.0",
+    )
+
+
+def received(box: Mailbox) -> list[bytes]:
+    return [m["raw"] for m in box.messages]
+
+
+@pytest.fixture(autouse=True)
+def _keep_raw_data(monkeypatch):
+    """Keep the DATA exactly as the server received it (``original_content``)."""
+    original = Mailbox.handle_DATA
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = await original(self, server, session, envelope)
+        self.messages[-1]["raw"] = envelope.original_content
+        self.messages[-1]["mail_options"] = list(envelope.mail_options)
+        return answer
+
+    monkeypatch.setattr(Mailbox, "handle_DATA", handle_DATA)
+
+
+def test_smtp_headers_are_right_in_the_raw_data(sqlite_store, tmp_path, plain_smtpd):
+    box = plain_smtpd(eightbit=True)
+    cfg = smtp_cfg(tmp_path, box)
+    names = {"a@example.com": "Ann Reader", "b@example.com": INJECTIONS[0]}
+    eid = edition(sqlite_store, names)
+    report = send_edition(sqlite_store, cfg, eid, {"default": RUSSIAN}, make_backend(cfg))
+    assert report.accepted == 2
+    for raw in received(box):
+        h = assert_wire_headers(raw, LONG_PUBLIC + "/unsubscribe/")
+        assert "=?" not in decoded_name(h["To"])
+
+
+def test_8bit_only_to_a_server_that_announces_8bitmime(sqlite_store, tmp_path, plain_smtpd):
+    box = plain_smtpd(eightbit=True)
+    cfg = smtp_cfg(tmp_path, box)
+    eid = edition(sqlite_store, {"r@example.com": "Ann"})
+    send_edition(sqlite_store, cfg, eid, {"default": RUSSIAN}, make_backend(cfg))
+    (msg,) = box.messages
+    assert "BODY=8BITMIME" in msg["mail_options"]
+    parts = body_parts(msg["raw"])
+    assert parts["html"][0] == "8bit"
+    # the outbox writes what SMTP sent: same body bytes
+    (tmp_path / "o").mkdir()
+    cfg2 = config(tmp_path / "o")
+    eid2 = edition(sqlite_store, {"o@example.com": "Ann"})
+    send_edition(sqlite_store, cfg2, eid2, {"default": RUSSIAN}, make_backend(cfg2))
+    (written,) = outbox_files(cfg2, eid2)
+    assert body_parts(written)["html"][0] == "8bit"
+
+
+@pytest.mark.parametrize(
+    ("rendered", "html_cte", "text_cte"),
+    [(RUSSIAN, "base64", "base64"), (ENGLISH, "quoted-printable", "quoted-printable")],
+)
+def test_without_8bitmime_the_smaller_of_qp_and_base64(
+    sqlite_store, tmp_path, plain_smtpd, rendered, html_cte, text_cte
+):
+    box = plain_smtpd(eightbit=False)
+    cfg = smtp_cfg(tmp_path, box)
+    eid = edition(sqlite_store, {"r@example.com": "Ann"})
+    send_edition(sqlite_store, cfg, eid, {"default": rendered}, make_backend(cfg))
+    (msg,) = box.messages
+    assert "BODY=8BITMIME" not in msg["mail_options"]
+    raw = msg["raw"]
+    assert raw.isascii() and all(len(line) <= 76 for line in split(raw)[1].split(b"\r\n"))
+    parts = body_parts(raw)
+    assert parts["html"][0] == html_cte and parts["plain"][0] == text_cte
+    html_bytes = parts["html"][1]
+    decoded = (
+        base64.b64decode(html_bytes) if html_cte == "base64" else quopri.decodestring(html_bytes)
+    )
+    assert "Отписаться" in decoded.decode() or "Unsubscribe" in decoded.decode()
+    # the choice is the smaller one
+    qp = quopri.encodestring(decoded)
+    b64 = base64.encodebytes(decoded)
+    assert len(html_bytes) <= min(len(qp), len(b64)) * 1.03
+
+
+def test_a_russian_30_story_edition_is_8bit_in_the_outbox_and_base64_without_8bitmime(
+    sqlite_store, tmp_path, plain_smtpd
+):
+    """The issue's figures: 98 KB of HTML was 169 KB in quoted-printable."""
+    rendered = render(russian_content(30))
+    decoded = len(rendered.html.encode())
+    cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"r@example.com": "Айгерим Садыкова"})
+    send_edition(sqlite_store, cfg, eid, {"default": rendered}, make_backend(cfg))
+    (raw,) = outbox_files(cfg, eid)
+    cte, body = body_parts(raw)["html"]
+    assert cte == "8bit" and all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert len(body) < decoded * 1.02  # CR LF and the real unsubscribe URL
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    html = parsed.get_body(("html",)).get_content()
+    assert " ".join(html.split()) == " ".join(
+        personalize(rendered.html, dict(recipient_of(parsed)), html_part=True).split()
+    )
+    box = plain_smtpd(eightbit=False)
+    scfg = smtp_cfg(tmp_path / "s", box)
+    eid = edition(sqlite_store, {"s@example.com": "Ann"})
+    send_edition(sqlite_store, scfg, eid, {"default": rendered}, make_backend(scfg))
+    cte7, body7 = body_parts(box.messages[0]["raw"])["html"]
+    assert cte7 == "base64"
+    qp = quopri.encodestring(base64.b64decode(body7))
+    assert len(body7) < len(qp) * 0.8
+
+
+def recipient_of(parsed) -> dict[str, str]:
+    """The placeholder values the message was personalised with (from its headers)."""
+    url = re.search(r"<(https://[^>]+)>", str(parsed["List-Unsubscribe"])).group(1)
+    name = parsed["To"].addresses[0].display_name
+    return {"%%unsubscribe_url%%": url, "%%preferences_url%%": url, "%%name%%": name}
+
+
+def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, tmp_path):
+    """Stored before validation (or by hand): refused for that delivery, the rest go."""
+    cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"ok@example.com": "Ann", "bad>\r\nBcc: v@evil.example": "Bo"})
+    report = send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+    assert report.accepted == 1
+    (raw,) = outbox_files(cfg, eid)
+    assert header_dict(raw)["To"] == "Ann <ok@example.com>"
+    rows = {r["email"]: r for r in sqlite_store.list_deliveries(eid)}
+    assert rows["bad>\r\nBcc: v@evil.example"]["status"] == "failed"
