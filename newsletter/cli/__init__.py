@@ -46,7 +46,7 @@ def cli(
     Quick start: `newsletter init`, edit newsletter.toml, then `newsletter run`.
     """
     setup_logging(log_format, verbose)
-    ctx.obj = App(config_path=config_path, database=database)
+    ctx.obj = App(config_path=config_path, database=database, log_format=log_format)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -24,9 +24,16 @@ logger = logging.getLogger("newsletter")
 class App:
     """Lazily loaded config and store, shared by the commands of one invocation."""
 
-    def __init__(self, config_path: str | None = None, database: str | None = None):
+    def __init__(
+        self,
+        config_path: str | None = None,
+        database: str | None = None,
+        log_format: str = "text",
+    ):
         self.config_path = config_path
         self.database = database
+        #: with "json", stderr carries JSON lines only and `run` prints no text report
+        self.log_format = log_format
         self._config: Config | None = None
         self._store: Store | None = None
 

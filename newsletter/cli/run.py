@@ -142,7 +142,9 @@ def register(cli: click.Group) -> None:
         )
         if as_json:
             emit_json(report.as_dict())
-        else:
+        elif app.log_format != "json":
+            # with JSON logs the run.summary log line is the report: a log file that
+            # collects stdout and stderr (the crontab's) stays JSON lines only
             print_run(report)
         if report.exit_code:
             raise SystemExit(report.exit_code)
