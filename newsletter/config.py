@@ -284,6 +284,8 @@ class Config:
     base_dir: Path = field(default_factory=Path.cwd)
     #: the file this came from, for messages
     path: str = "<defaults>"
+    #: where `database` came from: default, config, NEWSLETTER_DATABASE_URL or --db
+    database_source: str = "default"
     secrets: Secrets = field(default_factory=lambda: Secrets.from_env({}))
 
     def resolve(self, value: str) -> Path:
@@ -359,6 +361,10 @@ def _type_name(tp: Any) -> str:
     }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+#: Config fields set by the loader, never by the file
+_NOT_FROM_FILE = {"base_dir", "path", "secrets", "database_source"}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -403,8 +409,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 where=here,
                 hint="set SENDGRID_API_KEY, NEWSLETTER_SECRET_KEY or NEWSLETTER_SMTP_PASSWORD",
             )
-        if key not in fields or key in ("base_dir", "path", "secrets"):
-            known = ", ".join(sorted(fields - {"base_dir", "path", "secrets"}))
+        if key not in fields or key in _NOT_FROM_FILE:
+            known = ", ".join(sorted(fields - _NOT_FROM_FILE))
             raise ConfigError(f"unknown key (known keys: {known})", where=here)
         kwargs[key] = _coerce(value, hints[key], here)
     return cls(**kwargs)
@@ -618,25 +624,52 @@ def find_config_path(explicit: str | None, env: typing.Mapping[str, str]) -> Pat
     return default if default.exists() else None
 
 
+def no_config_error() -> ConfigError:
+    """The one-line error for "no config anywhere", naming every place looked at."""
+    return ConfigError(
+        "no config file: --config not given, NEWSLETTER_CONFIG not set, "
+        f"no {DEFAULT_CONFIG_NAME} in {Path.cwd()}",
+        hint="`newsletter init` writes a starter config",
+    )
+
+
 def load_config(
     path: str | Path | None = None,
     *,
     env: typing.Mapping[str, str] | None = None,
     database: str | None = None,
 ) -> Config:
-    """Load and validate settings. ``database`` (``--db``) wins over everything."""
+    """Load and validate settings. ``database`` (``--db``) wins over everything.
+
+    A config file is required: with no ``path``, no NEWSLETTER_CONFIG and no
+    ./newsletter.toml this raises :class:`ConfigError` (exit code 2) rather than run
+    on defaults. :func:`default_config` is the built-in defaults, on purpose.
+    """
     env = os.environ if env is None else env
     found = find_config_path(str(path) if path else None, env)
-    data: dict[str, Any] = {}
-    if found is not None:
-        try:
-            raw = found.read_bytes()
-        except OSError as err:
-            raise ConfigError(f"cannot read config: {err.strerror}", where=str(found)) from err
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"not valid TOML: {err}", where=str(found)) from err
+    if found is None:
+        raise no_config_error()
+    try:
+        raw = found.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config: {err.strerror}", where=str(found)) from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"not valid TOML: {err}", where=str(found)) from err
+    return _finish(data, found, env, database)
+
+
+def default_config(
+    *, env: typing.Mapping[str, str] | None = None, database: str | None = None
+) -> Config:
+    """The built-in defaults with no file (for tests and library use; never the CLI's)."""
+    return _finish({}, None, os.environ if env is None else env, database)
+
+
+def _finish(
+    data: dict[str, Any], found: Path | None, env: typing.Mapping[str, str], database: str | None
+) -> Config:
     where = str(found) if found else "<defaults>"
     try:
         cfg: Config = _build(Config, data, "")
@@ -647,10 +680,13 @@ def load_config(
     cfg.secrets = Secrets.from_env(env)
     if cfg.rates.snapshot:
         cfg.rates.snapshot = str(cfg.resolve(cfg.rates.snapshot))
+    cfg.database_source = "config" if "database" in data else "default"
     if env.get("NEWSLETTER_DATABASE_URL"):
         cfg.database = env["NEWSLETTER_DATABASE_URL"]
+        cfg.database_source = "NEWSLETTER_DATABASE_URL"
     if database:
         cfg.database = database
+        cfg.database_source = "--db"
     if env.get("NEWSLETTER_SENDGRID_HOST"):
         cfg.delivery.sendgrid.host = env["NEWSLETTER_SENDGRID_HOST"]
     _validate(cfg)

@@ -64,6 +64,8 @@ def test_systemd_units_parse_and_run_the_job():
     service = unit(CRON / "newsletter.service")
     timer = unit(CRON / "newsletter.timer")
     assert service["Service"]["Type"] == "oneshot"
+    # what the job creates (SQLite database, lock, outbox, exports) is the owner's only
+    assert service["Service"]["UMask"] == "0077"
     exec_start = shlex.split(service["Service"]["ExecStart"])
     assert exec_start[0].endswith("/newsletter")
     assert accepts(exec_start[1:]) == "run"

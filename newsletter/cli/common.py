@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from newsletter.config import Config, load_config
+from newsletter.config import Config, find_config_path, load_config, no_config_error
 from newsletter.errors import NewsletterError
 from newsletter.store import Store, open_store
 
@@ -37,6 +37,15 @@ class App:
         self._config: Config | None = None
         self._store: Store | None = None
 
+    def require_config(self) -> None:
+        """Exit 2 naming where it looked when there is no config file at all.
+
+        Every command but `init` (and help) needs one: running on built-in defaults
+        would quietly start an empty newsletter in whatever folder cron started in.
+        """
+        if find_config_path(self.config_path, os.environ) is None:
+            raise no_config_error()
+
     @property
     def config(self) -> Config:
         if self._config is None:
@@ -45,19 +54,39 @@ class App:
 
     @property
     def store(self) -> Store:
+        """The database; a SQLite file that does not exist is an error, not created
+        (only `newsletter init` creates one)."""
         if self._store is None:
-            self._store = open_store(self.config.database_url)
+            self._store = open_store(self.config.database_url, create=False)
         return self._store
+
+    def create_store(self) -> tuple[Store, bool]:
+        """Open the database, creating (and migrating) it if need be: `init` only.
+        Returns the store and whether the SQLite file was new."""
+        from newsletter.store.db import sqlite_path
+
+        path = sqlite_path(self.config.database_url)
+        new = path is not None and not path.exists()
+        self._store = open_store(self.config.database_url, create=True)
+        return self._store, new
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
 
 
+#: ctx.meta key: the words after the program's options ask for help (-h anywhere)
+HELP_ASKED = "newsletter.help_asked"
+
+
 class NewsletterGroup(click.Group):
     """Turns library errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # click parses a subcommand's -h only after the group's callback has run; the
+        # callback must know it is help, which needs no config
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        ctx.meta.setdefault(HELP_ASKED, bool({"-h", "--help"} & set(words)))
         try:
             return super().invoke(ctx)
         except NewsletterError as err:
