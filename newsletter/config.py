@@ -110,18 +110,40 @@ class RatesConfig:
     pairs: dict[str, RatePairConfig] = field(default_factory=dict)
     #: the "peg" provider's fixed rates: units of the currency per 1 USD
     pegs: dict[str, float] = field(default_factory=lambda: {"TMT": 3.5})
+    #: for a pair that inherits `providers`: ask the currency's own issuer first
+    #: (nbk for KZT, nbkr for KGS, nbt for TJS, cbu for UZS, peg for a pegged one)
+    issuer_first: bool = False
 
     def pair(self, currency: str) -> RatePairConfig:
-        """The settings of one pair with the inherited values filled in."""
+        """The settings of one pair with the inherited values filled in.
+
+        A pair without its own ``providers`` takes ``[rates] providers``; with
+        ``issuer_first`` the provider that issues the currency (its central bank, or
+        ``peg`` for a pegged one) is moved to the front of that list.
+        """
         own = self.pairs.get(currency, RatePairConfig())
         invert = own.invert_below
         if invert is None:
             invert = self.invert_below.get(currency, 0.0)
+        providers = list(own.providers)
+        if not providers:
+            providers = list(self.providers)
+            if self.issuer_first:
+                providers.sort(key=lambda name: not self._issues(name, currency))
         return RatePairConfig(
-            providers=list(own.providers or self.providers),
+            providers=providers,
             invert_below=float(invert),
             significant_digits=own.significant_digits or self.significant_digits,
         )
+
+    def _issues(self, provider: str, currency: str) -> bool:
+        # imported here: the providers import this module for RatesConfig
+        from newsletter.rates.providers import PROVIDERS
+
+        if provider == "peg":
+            return currency in self.pegs
+        cls = PROVIDERS.get(provider)
+        return cls is not None and cls.home == currency
 
 
 @dataclass

@@ -184,5 +184,31 @@ def test_the_starter_config_asks_each_central_bank_for_its_own_currency(tmp_path
     assert cfg.pair("KZT").providers[0] == "nbk"
     assert cfg.pair("TJS").providers[0] == "nbt"
     assert cfg.pair("UZS").providers[0] == "cbu"
-    assert cfg.pair("TMT").providers[-1] == "peg" and "cbu" not in cfg.pair("TMT").providers
+    # TMT is pegged: the official peg first, a market cross only after it
+    assert cfg.pair("TMT").providers[0] == "peg"
     assert cfg.pair("UZS").invert_below == 0.001
+    # no pair repeats its own list: every one follows [rates] providers
+    assert cfg.pairs == {}
+    assert all(sorted(cfg.pair(c).providers) == sorted(cfg.providers) for c in cfg.currencies)
+
+
+def test_rates_providers_reach_every_pair_of_the_starter_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
+    assert invoke("init").exit_code == 0
+    path = tmp_path / "newsletter.toml"
+    text = path.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("providers = "))
+    path.write_text(text.replace(line, 'providers = ["snapshot"]'))
+    cfg = load_config(path).rates
+    assert {c: cfg.pair(c).providers for c in cfg.currencies} == {
+        c: ["snapshot"] for c in ["KGS", "KZT", "TJS", "UZS", "TMT"]
+    }
+    # a pair that sets its own list keeps it; the others still follow [rates]
+    path.write_text(path.read_text() + '\n[rates.pairs.TMT]\nproviders = ["peg"]\n')
+    cfg = load_config(path).rates
+    assert cfg.pair("TMT").providers == ["peg"] and cfg.pair("KZT").providers == ["snapshot"]
+    # issuer_first = false: the list as written
+    text = path.read_text().replace('providers = ["snapshot"]', 'providers = ["nbk", "cbu"]')
+    path.write_text(text.replace("issuer_first = true", "issuer_first = false"))
+    assert load_config(path).rates.pair("UZS").providers == ["nbk", "cbu"]
