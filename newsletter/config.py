@@ -10,6 +10,7 @@ kept in :class:`Secrets`, whose ``repr`` hides them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -308,6 +309,8 @@ class Config:
     path: str = "<defaults>"
     #: where `database` came from: default, config, NEWSLETTER_DATABASE_URL or --db
     database_source: str = "default"
+    #: the tables and keys as the file wrote them (to tell set from defaulted)
+    file_data: dict[str, Any] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=lambda: Secrets.from_env({}))
 
     def resolve(self, value: str) -> Path:
@@ -384,7 +387,7 @@ def _type_name(tp: Any) -> str:
 
 
 #: Config fields set by the loader, never by the file
-_NOT_FROM_FILE = {"base_dir", "path", "secrets", "database_source"}
+_NOT_FROM_FILE = {"base_dir", "path", "secrets", "database_source", "file_data"}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -698,6 +701,7 @@ def _finish(
     except ConfigError as err:
         raise ConfigError(err.message, where=f"{where}: {err.where}", hint=err.hint) from None
     cfg.path = where
+    cfg.file_data = data
     cfg.base_dir = found.resolve().parent if found else Path.cwd()
     cfg.secrets = Secrets.from_env(env)
     if cfg.rates.snapshot:
@@ -713,3 +717,210 @@ def _finish(
         cfg.delivery.sendgrid.host = env["NEWSLETTER_SENDGRID_HOST"]
     _validate(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------- showing it
+
+#: environment variables that hold secrets, and the Secrets field of each
+SECRET_ENV = {
+    "SENDGRID_API_KEY": "sendgrid_api_key",
+    "NEWSLETTER_SECRET_KEY": "secret_key",
+    "NEWSLETTER_SMTP_PASSWORD": "smtp_password",
+}
+
+
+def _public_url(url: str) -> str:
+    """A database URL with its password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+
+
+def effective_config(cfg: Config) -> dict[str, Any]:
+    """Every setting as the program uses it (defaults, file, environment, options),
+    with secrets shown only as set or not, and the database password hidden."""
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {
+                f.name: plain(getattr(obj, f.name))
+                for f in dataclasses.fields(obj)
+                if f.name not in _NOT_FROM_FILE
+            }
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [plain(v) for v in obj]
+        return obj
+
+    data = plain(cfg)
+    data["database"] = _public_url(cfg.database)
+    return data
+
+
+def secrets_status(cfg: Config) -> dict[str, str]:
+    """Each secret's environment variable: "set" or "not set", never the value."""
+    return {
+        name: "set" if getattr(cfg.secrets, attr) else "not set"
+        for name, attr in SECRET_ENV.items()
+    }
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """``data`` (from :func:`effective_config`) as TOML that loads back to the same."""
+    out: list[str] = []
+
+    def key(k: str) -> str:
+        return k if k and all(c.isalnum() or c in "-_" for c in k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            inner = ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items() if x is not None)
+            return "{ " + inner + " }" if inner else "{}"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    def is_table(v: Any) -> bool:
+        return isinstance(v, dict) and bool(v) and all(isinstance(x, dict) for x in v.values())
+
+    def table(name: str, d: dict[str, Any], header: str) -> None:
+        simple = [(k, v) for k, v in d.items() if not _nested(k, v, name)]
+        if header:
+            out.append("")
+            out.append(header)
+        for k, v in simple:
+            if v is None:
+                out.append(f"# {key(k)}: unset (inherited)")
+            else:
+                out.append(f"{key(k)} = {value(v)}")
+        for k, v in d.items():
+            here = f"{name}.{key(k)}" if name else key(k)
+            if not _nested(k, v, name):
+                continue
+            if isinstance(v, list):
+                for item in v:
+                    table(here, item, f"[[{here}]]")
+            elif _is_section(k, name):
+                table(here, v, f"[{here}]")
+            else:  # a table of tables: [rates.pairs.UZS]
+                for sub, item in v.items():
+                    table(f"{here}.{key(sub)}", item, f"[{here}.{key(sub)}]")
+
+    def _is_section(k: str, parent: str) -> bool:
+        return (parent, k) not in _TABLES_OF_TABLES
+
+    def _nested(k: str, v: Any, parent: str) -> bool:
+        if isinstance(v, list):
+            return bool(v) and all(isinstance(x, dict) for x in v)
+        if (parent, k) in _TABLES_OF_TABLES:
+            return is_table(v)
+        return isinstance(v, dict) and (parent, k) in _SECTIONS
+
+    table("", data, "")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+#: (parent, key) of the dataclass sections, written as [tables]
+_SECTIONS = {
+    ("", "site"),
+    ("", "articles"),
+    ("", "rates"),
+    ("", "render"),
+    ("", "delivery"),
+    ("delivery", "sendgrid"),
+    ("delivery", "smtp"),
+    ("", "webhook"),
+    ("", "archive"),
+    ("", "alerts"),
+}
+#: (parent, key) of the tables whose values are sections: [rates.pairs.XXX]
+_TABLES_OF_TABLES = {("rates", "pairs")}
+
+
+def no_effect_warnings(cfg: Config) -> list[str]:
+    """Settings written in the file (or the environment) that change nothing, each
+    as "key: why". A typo'd key is an error already; these are valid but idle."""
+    file = cfg.file_data
+    defaults = effective_config(Config())
+    warnings: list[str] = []
+
+    def given(*path: str) -> bool:
+        """The file sets this key (or, for a table, some key in it) to something
+        other than the default: a starter config that spells out defaults is quiet."""
+        node: Any = file
+        default: Any = defaults
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+            default = default.get(part) if isinstance(default, dict) else None
+        if isinstance(node, dict) and isinstance(default, dict):
+            return any(v != default.get(k) for k, v in node.items())
+        return bool(node != default)
+
+    def warn(key: str, why: str) -> None:
+        warnings.append(f"{key}: no effect: {why}")
+
+    # the database
+    if given("database") and cfg.database_source in ("NEWSLETTER_DATABASE_URL", "--db"):
+        warn("database", f"{cfg.database_source} overrides it")
+    # rates
+    r = cfg.rates
+    own = [c for c in r.currencies if r.pairs.get(c) and r.pairs[c].providers]
+    # written at all (even as the default) it says "use these": say that it is not
+    wrote_providers = "providers" in file.get("rates", {})
+    if wrote_providers and r.currencies and len(own) == len(r.currencies):
+        warn("rates.providers", "every pair in rates.currencies sets its own providers")
+    if given("rates", "issuer_first") and r.currencies and len(own) == len(r.currencies):
+        warn("rates.issuer_first", "every pair in rates.currencies sets its own providers")
+    used = {name for c in r.currencies for name in r.pair(c).providers}
+    for name in r.urls:
+        if name not in used:
+            warn(f"rates.urls.{name}", f"no pair asks {name}")
+    if given("rates", "pegs") and "peg" not in used:
+        warn("rates.pegs", "no pair asks the peg provider")
+    if given("rates", "snapshot") and "snapshot" not in used:
+        warn("rates.snapshot", "no pair asks the snapshot provider")
+    for cur in r.invert_below:
+        if cur not in r.currencies:
+            warn(f"rates.invert_below.{cur}", f"{cur} is not in rates.currencies")
+        elif r.pairs.get(cur) and r.pairs[cur].invert_below is not None:
+            warn(f"rates.invert_below.{cur}", f"rates.pairs.{cur}.invert_below overrides it")
+    # delivery
+    backend = cfg.delivery.backend
+    alerts_by_smtp = bool(cfg.alerts.email_to) and (
+        cfg.alerts.via == "smtp" or (cfg.alerts.via == "" and backend != "outbox")
+    )
+    if given("delivery", "sendgrid") and backend != "sendgrid":
+        warn("delivery.sendgrid", f"delivery.backend is {backend!r}")
+    elif given("delivery", "sendgrid", "cancel_margin") and not (
+        cfg.delivery.sendgrid.schedule_delay
+    ):
+        warn("delivery.sendgrid.cancel_margin", "schedule_delay is 0 (off)")
+    if given("delivery", "smtp") and backend != "smtp" and not alerts_by_smtp:
+        warn("delivery.smtp", f"delivery.backend is {backend!r} and no alert goes by SMTP")
+    if given("delivery", "smtp", "starttls") and cfg.delivery.smtp.ssl:
+        warn("delivery.smtp.starttls", "ssl = true (implicit TLS) ignores it")
+    # alerts
+    for k in ("on_partial", "via"):
+        if given("alerts", k) and not cfg.alerts.email_to:
+            warn(f"alerts.{k}", "alerts.email_to is empty: no alert is sent")
+    # sources
+    for i, s in enumerate(cfg.sources):
+        if s.type == "wordpress":
+            continue
+        raw = file.get("sources", [{}] * (i + 1))[i] if given("sources") else {}
+        for k in ("tags", "per_page", "max_pages", "backfill_days"):
+            if isinstance(raw, dict) and k in raw:
+                warn(f"sources[{i}].{k}", f"only the wordpress type reads it ({s.name or s.url})")
+    return warnings

@@ -10,7 +10,17 @@ from __future__ import annotations
 import click
 
 from newsletter import __version__
-from newsletter.cli import articles, preview, rates, run, send, serve, status, subscribers
+from newsletter.cli import (
+    articles,
+    preview,
+    rates,
+    run,
+    send,
+    serve,
+    settings,
+    status,
+    subscribers,
+)
 from newsletter.cli.common import (
     CONTEXT_SETTINGS,
     HELP_ASKED,
@@ -59,7 +69,7 @@ def cli(
         ctx.obj.require_config()
 
 
-for module in (run, articles, rates, subscribers, preview, send, status, serve):
+for module in (run, articles, rates, subscribers, preview, send, status, serve, settings):
     module.register(cli)
 
 
