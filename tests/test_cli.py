@@ -122,3 +122,34 @@ def test_run_never_creates_a_sqlite_database(project):
     assert CliRunner().invoke(cli, ["init"]).exit_code == 0
     assert (project / "news.db").exists()
     assert CliRunner().invoke(cli, ["run", "--at", "2026-11-30T07:05+05:00"]).exit_code == 0
+
+
+def test_json_logs_are_json_lines_only_library_warnings_and_errors_included(project):
+    import json
+    import subprocess
+    import sys
+
+    # a library's warnings.warn() goes through logging: one JSON line
+    code = (
+        "import sys, warnings\n"
+        "from newsletter.cli.common import setup_logging\n"
+        "setup_logging('json', 0)\n"
+        "warnings.warn('a library complains', UserWarning)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    (line,) = r.stderr.splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "py.warnings" and "a library complains" in record["message"]
+    # an error at the CLI boundary is a JSON line too, not "Error: …"
+    (project / "news.db").unlink()
+    r = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--log-format", "json", "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=project,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    records = [json.loads(x) for x in r.stderr.splitlines()]
+    assert [(x["level"], x["event"], x["exit_code"]) for x in records] == [("error", "error", 2)]
+    assert "does not exist" in records[0]["message"]

@@ -94,8 +94,21 @@ class NewsletterGroup(click.Group):
             text = str(err)
             if app is not None and app._config is not None:
                 text = app._config.secrets.redact(text)
-            click.echo(f"Error: {text}", err=True)
+            if app is not None and app.log_format == "json":
+                # JSON logs are JSON lines only: the error is one of them
+                logger.error(text, extra={"event": "error", "exit_code": err.exit_code})
+            else:
+                click.echo(f"Error: {text}", err=True)
             ctx.exit(err.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            if app is None or app.log_format != "json":
+                raise
+            # a bug: its traceback goes in the JSON line's "exception" field
+            logger.exception("unexpected error", extra={"event": "error", "exit_code": 1})
+            ctx.exit(1)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -130,7 +143,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("event", "summary"):
+        for key in ("event", "summary", "exit_code"):
             if hasattr(record, key):
                 data[key] = getattr(record, key)
         if record.exc_info:
@@ -174,6 +187,9 @@ def setup_logging(fmt: str, verbose: int) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # warnings.warn() of any library becomes a log line (logger py.warnings), so
+    # JSON mode writes JSON lines only, and text mode one format
+    logging.captureWarnings(True)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     for noisy in ("alembic", "CSSUTILS", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)

@@ -55,8 +55,10 @@ def print_run(report: RunReport) -> None:
             )
         elif d.message:
             click.echo(f"        {d.message}")
-        if d.late_by:
+        if d.late_by and d.send is not None and d.send.accepted:
             click.echo(f"        sent {d.late_by} late (catch-up)")
+        elif d.late_by and d.status == "dry-run":
+            click.echo(f"        would be sent {d.late_by} late (catch-up)")
         if d.missed_periods:
             shown = ", ".join(d.missed_periods[:3]) + (" …" if len(d.missed_periods) > 3 else "")
             click.echo(f"        {len(d.missed_periods)} earlier period(s) never sent: {shown}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from newsletter import schedule
@@ -40,6 +40,7 @@ from newsletter.render import personalize
 from newsletter.schedule import Period
 from newsletter.store import Store
 from newsletter.store.editions import DONE_STATES
+from newsletter.store.runs import DigestRun
 
 logger = logging.getLogger(__name__)
 #: the one line each run ends with; always logged, whatever the verbosity
@@ -184,8 +185,9 @@ def run_digest(
         return out
     if existing is None:
         decision = schedule.decide(digest, period, now)
-        if decision.state == "late":
-            out.late_by = schedule.describe_delta(decision.late_by)
+        # said only of a period that is sent (or would be, in a dry run): a run that
+        # finds no subscribers or too few articles sent nothing, late or not
+        late = schedule.describe_delta(decision.late_by) if decision.state == "late" else ""
         if not decision.send and not force:
             _report_missed(store, digest, period, out, dry_run)
             out.status = "missed"
@@ -222,13 +224,15 @@ def run_digest(
                 f"would send {plan.article_count} articles in {len(plan.variants)} variants "
                 f"to {plan.recipients} subscribers"
             )
-            if out.late_by:
-                out.message += f", {out.late_by} late"
+            out.late_by = late
+            if late:
+                out.message += f", {late} late"
             if digest.local_time and period.closes > now:
                 out.message += f"; local time: released until {period.closes.isoformat()}"
             return out
-        if out.late_by:
-            logger.warning("%s: sending period %s %s late", digest.name, period.key, out.late_by)
+        out.late_by = late
+        if late:
+            logger.warning("%s: sending period %s %s late", digest.name, period.key, late)
         edition_id, created = create_edition(store, cfg, plan, now)
         out.status = "sent" if created else "resumed"
     else:
@@ -310,7 +314,7 @@ def run(
                 if held and not held["stale"]
                 else "a run that is just starting or ending"
             )
-            return _finish(cfg, report, started)
+            return _finish(store, cfg, report, started)
     try:
         if do_ingest and cfg.sources and not dry_run:
             report.ingest = ingest(store, cfg, cfg.sources)
@@ -346,11 +350,49 @@ def run(
     finally:
         if lock is not None:
             lock.release()
-    return _finish(cfg, report, started)
+    return _finish(store, cfg, report, started)
 
 
-def _finish(cfg: Config, report: RunReport, started: float) -> RunReport:
+#: a digest's outcome that means its period has an edition
+HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent")
+
+
+def record_outcomes(store: Store, report: RunReport) -> None:
+    """Keep each digest's outcome as its last run (metrics, `editions`, idle alerts),
+    and count the schedule periods in a row that ended without an edition."""
+    last: dict[str, DigestOutcome] = {}
+    for d in report.digests:
+        last[d.digest] = d  # local time: the current period's outcome comes last
+    code = report.exit_code
+    for name, d in last.items():
+        before = store.digest_run(name)
+        idle, idle_period = (before.idle_periods, before.idle_period) if before else (0, "")
+        if d.status in HAS_EDITION:
+            idle, idle_period = 0, ""
+        elif d.period and d.period != idle_period:
+            idle, idle_period = idle + 1, d.period
+        store.record_digest_run(
+            DigestRun(
+                digest=name,
+                ran_at=datetime.now(UTC),
+                exit_code=code,
+                status=d.status,
+                period=d.period,
+                edition_id=d.edition_id,
+                message=d.message,
+                idle_periods=idle,
+                idle_period=idle_period,
+            )
+        )
+
+
+def _finish(store: Store, cfg: Config, report: RunReport, started: float) -> RunReport:
     report.seconds = time.monotonic() - started
+    if not report.dry_run and not report.locked_by:
+        try:
+            record_outcomes(store, report)
+        except NewsletterError as err:  # monitoring must not turn a good run into a failure
+            logger.error("cannot record the run's outcome: %s", err)
     if report.locked_by:
         logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
     code = report.exit_code

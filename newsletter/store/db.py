@@ -24,6 +24,7 @@ from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
 from newsletter.store.locks import LockQueries
 from newsletter.store.rates import RateQueries
+from newsletter.store.runs import RunQueries
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Store(
     DeliveryQueries,
     EventQueries,
     LockQueries,
+    RunQueries,
 ):
     """All database access of the project."""
 

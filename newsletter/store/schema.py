@@ -239,3 +239,22 @@ locks = Table(
     Column("acquired_at", TZ, nullable=False),
     Column("expires_at", TZ, nullable=False),
 )
+
+# the last run's outcome per digest (metrics, `newsletter editions`, idle alerts)
+digest_runs = Table(
+    "digest_runs",
+    metadata,
+    Column("digest", String(200), primary_key=True),
+    Column("ran_at", TZ, nullable=False),
+    # the exit code of the run that last handled this digest
+    Column("exit_code", Integer, nullable=False),
+    # the digest's outcome in that run: sent, no-subscribers, too-few-articles, failed …
+    Column("status", String(30), nullable=False),
+    Column("period", String(64), nullable=False, default=""),
+    Column("edition_id", Integer),
+    Column("message", Text, nullable=False, default=""),
+    # consecutive schedule periods that ended without an edition, and the last one
+    # counted (so runs every 5 minutes count each period once)
+    Column("idle_periods", Integer, nullable=False, default=0),
+    Column("idle_period", String(64), nullable=False, default=""),
+)
