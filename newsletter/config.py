@@ -255,6 +255,10 @@ class DigestConfig:
     #: release deliveries per subscriber timezone as local time reaches the schedule
     #: (subscribers without a time zone get the digest's); run cron every few minutes
     local_time: bool = False
+    #: schedule periods in a row without an edition (no subscribers, too few articles,
+    #: every source failing, a missed period) after which a run alerts and exits
+    #: non-zero; 0: never
+    alert_idle_periods: int = 2
 
 
 @dataclass
@@ -479,6 +483,8 @@ def _validate(cfg: Config) -> None:
             )
         if d.catch_up_hours < 0:
             fail(f"{key}.catch_up_hours", "must be 0 or more")
+        if d.alert_idle_periods < 0:
+            fail(f"{key}.alert_idle_periods", "must be 0 (never) or a number of periods")
     for i, addr in enumerate(cfg.alerts.email_to):
         if "@" not in addr or any(c.isspace() for c in addr.strip()):
             fail(f"alerts.email_to[{i}]", f"not an email address: {addr!r}")

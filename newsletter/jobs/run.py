@@ -357,20 +357,55 @@ def run(
 HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent")
 
 
-def record_outcomes(store: Store, report: RunReport) -> None:
-    """Keep each digest's outcome as its last run (metrics, `editions`, idle alerts),
-    and count the schedule periods in a row that ended without an edition."""
-    last: dict[str, DigestOutcome] = {}
-    for d in report.digests:
-        last[d.digest] = d  # local time: the current period's outcome comes last
-    code = report.exit_code
-    for name, d in last.items():
-        before = store.digest_run(name)
+def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:
+    """Count, per digest, the schedule periods in a row that ended without an edition
+    (no subscribers, too few articles, every source failing, a missed period), each
+    period once however many runs see it; mark a digest stalled at its
+    ``alert_idle_periods``. Returns the last period counted, per digest."""
+    counted: dict[str, str] = {}
+    for d in _last_per_digest(report).values():
+        before = store.digest_run(d.digest)
         idle, idle_period = (before.idle_periods, before.idle_period) if before else (0, "")
         if d.status in HAS_EDITION:
             idle, idle_period = 0, ""
-        elif d.period and d.period != idle_period:
-            idle, idle_period = idle + 1, d.period
+        elif d.period not in ("", "?", idle_period):  # "?": failed before its period was known
+            # earlier periods the machine was down for never got an edition either
+            idle, idle_period = idle + 1 + len(d.missed_periods), d.period
+            d.idle_new = True
+        d.idle_periods = idle
+        counted[d.digest] = idle_period
+        limit = _alert_idle_periods(cfg, d.digest)
+        d.stalled = bool(limit) and idle >= limit and d.status not in HAS_EDITION
+        if d.stalled:
+            logger.error(
+                "%s: no edition for %d schedule periods in a row (now: %s); "
+                "alert_idle_periods = %d",
+                d.digest,
+                idle,
+                d.status,
+                limit,
+            )
+    return counted
+
+
+def _alert_idle_periods(cfg: Config, name: str) -> int:
+    for digest in cfg.digests:
+        if digest.name == name:
+            return digest.alert_idle_periods
+    return 0
+
+
+def _last_per_digest(report: RunReport) -> dict[str, DigestOutcome]:
+    last: dict[str, DigestOutcome] = {}
+    for d in report.digests:
+        last[d.digest] = d  # local time: the current period's outcome comes last
+    return last
+
+
+def record_outcomes(store: Store, report: RunReport, counted: dict[str, str]) -> None:
+    """Keep each digest's outcome as its last run (metrics, `editions`, idle alerts)."""
+    code = report.exit_code
+    for name, d in _last_per_digest(report).items():
         store.record_digest_run(
             DigestRun(
                 digest=name,
@@ -380,8 +415,8 @@ def record_outcomes(store: Store, report: RunReport) -> None:
                 period=d.period,
                 edition_id=d.edition_id,
                 message=d.message,
-                idle_periods=idle,
-                idle_period=idle_period,
+                idle_periods=d.idle_periods,
+                idle_period=counted.get(name, ""),
             )
         )
 
@@ -390,13 +425,15 @@ def _finish(store: Store, cfg: Config, report: RunReport, started: float) -> Run
     report.seconds = time.monotonic() - started
     if not report.dry_run and not report.locked_by:
         try:
-            record_outcomes(store, report)
+            record_outcomes(store, report, count_idle(store, cfg, report))
         except NewsletterError as err:  # monitoring must not turn a good run into a failure
             logger.error("cannot record the run's outcome: %s", err)
     if report.locked_by:
         logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
-    code = report.exit_code
-    if not report.dry_run and (code == 1 or (code == 3 and cfg.alerts.on_partial)):
+    # a stall is emailed once per period it lasts, not by every 5-minute run
+    known_stall = [d for d in report.digests if d.stalled and not d.idle_new]
+    mail_code = report.exit_code_of([d for d in report.digests if d not in known_stall])
+    if not report.dry_run and (mail_code == 1 or (mail_code == 3 and cfg.alerts.on_partial)):
         report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
     summary_logger.info(
         report.summary_text(), extra={"event": "run.summary", "summary": report.summary()}
@@ -419,5 +456,10 @@ def _alert_body(report: RunReport) -> str:
         lines.append(
             f"{d.digest} ({d.period}): {d.status}" + (f": {d.message}" if d.message else "")
         )
+        if d.stalled:
+            lines.append(
+                f"{d.digest}: no edition for {d.idle_periods} schedule periods in a row "
+                "(alert_idle_periods)"
+            )
     lines += ["", f"Run time (as given): {report.now.isoformat()}", "See `newsletter status`."]
     return "\n".join(lines)
