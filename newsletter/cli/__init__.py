@@ -12,6 +12,7 @@ import click
 from newsletter import __version__
 from newsletter.cli import (
     articles,
+    editions,
     preview,
     rates,
     run,
@@ -69,7 +70,18 @@ def cli(
         ctx.obj.require_config()
 
 
-for module in (run, articles, rates, subscribers, preview, send, status, serve, settings):
+for module in (
+    run,
+    articles,
+    rates,
+    subscribers,
+    preview,
+    send,
+    status,
+    editions,
+    serve,
+    settings,
+):
     module.register(cli)
 
 

@@ -18,7 +18,8 @@ class DigestOutcome:
     period: str
     #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
     #: already-sent | skipped (a period recorded as missed earlier) | missed |
-    #: too-few-articles | no-subscribers | dry-run | failed
+    #: too-few-articles | no-subscribers | dry-run | failed | paused (an operator paused
+    #: the period's edition: nothing is sent until `newsletter resume`)
     status: str
     message: str = ""
     edition_id: int | None = None

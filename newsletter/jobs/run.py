@@ -173,6 +173,13 @@ def run_digest(
         if not dry_run:
             store.delete_skipped_edition(existing.id)
         existing = None
+    if existing is not None and existing.status == "paused":
+        out.status = "paused"
+        out.edition_id = existing.id
+        out.message = (
+            f"edition {existing.id} is paused; `newsletter resume {existing.id}` sends the rest"
+        )
+        return out
     if existing is not None and existing.status in DONE_STATES:
         skipped = existing.status == "skipped" and not force
         out.status = "skipped" if skipped else "already-sent"
@@ -354,7 +361,7 @@ def run(
 
 
 #: a digest's outcome that means its period has an edition
-HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent")
+HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent", "paused")
 
 
 def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:

@@ -19,6 +19,7 @@ from newsletter.errors import ConfigError, StoreError
 from newsletter.store.articles import ArticleQueries
 from newsletter.store.audience import AudienceQueries
 from newsletter.store.base import READ_ONLY
+from newsletter.store.control import ControlQueries
 from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
@@ -89,6 +90,7 @@ class Store(
     EventQueries,
     LockQueries,
     RunQueries,
+    ControlQueries,
 ):
     """All database access of the project."""
 

@@ -145,7 +145,7 @@ editions = Table(
     Column("digest", String(200), nullable=False),
     # the schedule period this edition belongs to, e.g. "2026-11-30T07:00"
     Column("period", String(64), nullable=False),
-    # draft | compiled | sending | sent | partially_failed | cancelled | skipped
+    # draft | compiled | sending | paused | sent | partially_failed | cancelled | skipped
     Column("status", String(20), nullable=False),
     Column("subject", Text, nullable=False, default=""),
     Column("window_start", TZ),
@@ -194,7 +194,7 @@ deliveries = Table(
     Column("email", String(320), nullable=False),  # frozen with the audience
     Column("variant", String(500), nullable=False),
     # queued | claimed | accepted | failed | unresolved | delivered | deferred | bounced |
-    # dropped | complained | unsubscribed
+    # dropped | complained | unsubscribed | cancelled (its edition was cancelled)
     Column("status", String(20), nullable=False),
     Column("batch_id", String(64), ForeignKey("batches.id")),
     Column("message_id", String(500), nullable=False, default=""),

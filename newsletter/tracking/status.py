@@ -40,12 +40,13 @@ STATUSES = (
     "unsubscribed",
     "failed",
     "unresolved",
+    "cancelled",
 )
 #: everything `status` counts: the statuses plus the engagement flags
 COUNTS = (*STATUSES, "opened", "clicked")
 
 #: not (yet) taken by the provider
-_NOT_SENT = ("queued", "claimed", "failed", "unresolved")
+_NOT_SENT = ("queued", "claimed", "failed", "unresolved", "cancelled")
 #: statuses that prove the message arrived
 _ARRIVED = ("delivered", "unsubscribed", "complained")
 
