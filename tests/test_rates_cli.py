@@ -81,11 +81,12 @@ def test_rates_when_everything_is_down_and_nothing_stored(project, banks):
     for name in ("nbk", "cbu"):
         banks.fail[name] = Reply(503)
     result = invoke("rates", "--date", "2026-04-02")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # not one pair: a failure, not "ok"
     assert result.stdout == (
         "no rates available; the next edition would go out without a rates header\n"
     )
     assert "rates: nbk failed" in result.stderr
+    assert "rates: no current figure for KGS, KZT, TJS, UZS, TMT (of 5 pairs)" in result.stderr
 
 
 def test_rates_shows_stale_stored_figures_with_their_date(configured):
@@ -93,6 +94,7 @@ def test_rates_shows_stale_stored_figures_with_their_date(configured):
     for name in ("nbk", "cbu"):
         configured.fail[name] = Reply(500)
     result = invoke("rates", "--date", "2026-04-09", "--json")
+    assert result.exit_code == 3  # shown, but old: some providers failed
     data = json.loads(result.stdout)
     # TMT is the peg: never down, never stale
     assert [d["as_of"] for d in data] == ["as of 1 Apr"] * 4 + [""]
