@@ -27,6 +27,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
+	$(DEMO_ENV) $(NL) init
 	$(DEMO_ENV) $(NL) subscribers import subscribers/sample.csv
 	$(DEMO_ENV) $(NL) run --at $(DEMO_AT)
 

@@ -10,6 +10,7 @@ kept in :class:`Secrets`, whose ``repr`` hides them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -110,18 +111,40 @@ class RatesConfig:
     pairs: dict[str, RatePairConfig] = field(default_factory=dict)
     #: the "peg" provider's fixed rates: units of the currency per 1 USD
     pegs: dict[str, float] = field(default_factory=lambda: {"TMT": 3.5})
+    #: for a pair that inherits `providers`: ask the currency's own issuer first
+    #: (nbk for KZT, nbkr for KGS, nbt for TJS, cbu for UZS, peg for a pegged one)
+    issuer_first: bool = False
 
     def pair(self, currency: str) -> RatePairConfig:
-        """The settings of one pair with the inherited values filled in."""
+        """The settings of one pair with the inherited values filled in.
+
+        A pair without its own ``providers`` takes ``[rates] providers``; with
+        ``issuer_first`` the provider that issues the currency (its central bank, or
+        ``peg`` for a pegged one) is moved to the front of that list.
+        """
         own = self.pairs.get(currency, RatePairConfig())
         invert = own.invert_below
         if invert is None:
             invert = self.invert_below.get(currency, 0.0)
+        providers = list(own.providers)
+        if not providers:
+            providers = list(self.providers)
+            if self.issuer_first:
+                providers.sort(key=lambda name: not self._issues(name, currency))
         return RatePairConfig(
-            providers=list(own.providers or self.providers),
+            providers=providers,
             invert_below=float(invert),
             significant_digits=own.significant_digits or self.significant_digits,
         )
+
+    def _issues(self, provider: str, currency: str) -> bool:
+        # imported here: the providers import this module for RatesConfig
+        from newsletter.rates.providers import PROVIDERS
+
+        if provider == "peg":
+            return currency in self.pegs
+        cls = PROVIDERS.get(provider)
+        return cls is not None and cls.home == currency
 
 
 @dataclass
@@ -232,6 +255,10 @@ class DigestConfig:
     #: release deliveries per subscriber timezone as local time reaches the schedule
     #: (subscribers without a time zone get the digest's); run cron every few minutes
     local_time: bool = False
+    #: schedule periods in a row without an edition (no subscribers, too few articles,
+    #: every source failing, a missed period) after which a run alerts and exits
+    #: non-zero; 0: never
+    alert_idle_periods: int = 2
 
 
 @dataclass
@@ -284,6 +311,10 @@ class Config:
     base_dir: Path = field(default_factory=Path.cwd)
     #: the file this came from, for messages
     path: str = "<defaults>"
+    #: where `database` came from: default, config, NEWSLETTER_DATABASE_URL or --db
+    database_source: str = "default"
+    #: the tables and keys as the file wrote them (to tell set from defaulted)
+    file_data: dict[str, Any] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=lambda: Secrets.from_env({}))
 
     def resolve(self, value: str) -> Path:
@@ -359,6 +390,10 @@ def _type_name(tp: Any) -> str:
     }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+#: Config fields set by the loader, never by the file
+_NOT_FROM_FILE = {"base_dir", "path", "secrets", "database_source", "file_data"}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -403,8 +438,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 where=here,
                 hint="set SENDGRID_API_KEY, NEWSLETTER_SECRET_KEY or NEWSLETTER_SMTP_PASSWORD",
             )
-        if key not in fields or key in ("base_dir", "path", "secrets"):
-            known = ", ".join(sorted(fields - {"base_dir", "path", "secrets"}))
+        if key not in fields or key in _NOT_FROM_FILE:
+            known = ", ".join(sorted(fields - _NOT_FROM_FILE))
             raise ConfigError(f"unknown key (known keys: {known})", where=here)
         kwargs[key] = _coerce(value, hints[key], here)
     return cls(**kwargs)
@@ -448,6 +483,8 @@ def _validate(cfg: Config) -> None:
             )
         if d.catch_up_hours < 0:
             fail(f"{key}.catch_up_hours", "must be 0 or more")
+        if d.alert_idle_periods < 0:
+            fail(f"{key}.alert_idle_periods", "must be 0 (never) or a number of periods")
     for i, addr in enumerate(cfg.alerts.email_to):
         if "@" not in addr or any(c.isspace() for c in addr.strip()):
             fail(f"alerts.email_to[{i}]", f"not an email address: {addr!r}")
@@ -618,40 +655,278 @@ def find_config_path(explicit: str | None, env: typing.Mapping[str, str]) -> Pat
     return default if default.exists() else None
 
 
+def no_config_error() -> ConfigError:
+    """The one-line error for "no config anywhere", naming every place looked at."""
+    return ConfigError(
+        "no config file: --config not given, NEWSLETTER_CONFIG not set, "
+        f"no {DEFAULT_CONFIG_NAME} in {Path.cwd()}",
+        hint="`newsletter init` writes a starter config",
+    )
+
+
 def load_config(
     path: str | Path | None = None,
     *,
     env: typing.Mapping[str, str] | None = None,
     database: str | None = None,
 ) -> Config:
-    """Load and validate settings. ``database`` (``--db``) wins over everything."""
+    """Load and validate settings. ``database`` (``--db``) wins over everything.
+
+    A config file is required: with no ``path``, no NEWSLETTER_CONFIG and no
+    ./newsletter.toml this raises :class:`ConfigError` (exit code 2) rather than run
+    on defaults. :func:`default_config` is the built-in defaults, on purpose.
+    """
     env = os.environ if env is None else env
     found = find_config_path(str(path) if path else None, env)
-    data: dict[str, Any] = {}
-    if found is not None:
-        try:
-            raw = found.read_bytes()
-        except OSError as err:
-            raise ConfigError(f"cannot read config: {err.strerror}", where=str(found)) from err
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"not valid TOML: {err}", where=str(found)) from err
+    if found is None:
+        raise no_config_error()
+    try:
+        raw = found.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config: {err.strerror}", where=str(found)) from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"not valid TOML: {err}", where=str(found)) from err
+    return _finish(data, found, env, database)
+
+
+def default_config(
+    *, env: typing.Mapping[str, str] | None = None, database: str | None = None
+) -> Config:
+    """The built-in defaults with no file (for tests and library use; never the CLI's)."""
+    return _finish({}, None, os.environ if env is None else env, database)
+
+
+def _finish(
+    data: dict[str, Any], found: Path | None, env: typing.Mapping[str, str], database: str | None
+) -> Config:
     where = str(found) if found else "<defaults>"
     try:
         cfg: Config = _build(Config, data, "")
     except ConfigError as err:
         raise ConfigError(err.message, where=f"{where}: {err.where}", hint=err.hint) from None
     cfg.path = where
+    cfg.file_data = data
     cfg.base_dir = found.resolve().parent if found else Path.cwd()
     cfg.secrets = Secrets.from_env(env)
     if cfg.rates.snapshot:
         cfg.rates.snapshot = str(cfg.resolve(cfg.rates.snapshot))
+    cfg.database_source = "config" if "database" in data else "default"
     if env.get("NEWSLETTER_DATABASE_URL"):
         cfg.database = env["NEWSLETTER_DATABASE_URL"]
+        cfg.database_source = "NEWSLETTER_DATABASE_URL"
     if database:
         cfg.database = database
+        cfg.database_source = "--db"
     if env.get("NEWSLETTER_SENDGRID_HOST"):
         cfg.delivery.sendgrid.host = env["NEWSLETTER_SENDGRID_HOST"]
     _validate(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------- showing it
+
+#: environment variables that hold secrets, and the Secrets field of each
+SECRET_ENV = {
+    "SENDGRID_API_KEY": "sendgrid_api_key",
+    "NEWSLETTER_SECRET_KEY": "secret_key",
+    "NEWSLETTER_SMTP_PASSWORD": "smtp_password",
+}
+
+
+def _public_url(url: str) -> str:
+    """A database URL with its password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+
+
+def effective_config(cfg: Config) -> dict[str, Any]:
+    """Every setting as the program uses it (defaults, file, environment, options),
+    with secrets shown only as set or not, and the database password hidden."""
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {
+                f.name: plain(getattr(obj, f.name))
+                for f in dataclasses.fields(obj)
+                if f.name not in _NOT_FROM_FILE
+            }
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [plain(v) for v in obj]
+        return obj
+
+    data = plain(cfg)
+    data["database"] = _public_url(cfg.database)
+    return data
+
+
+def secrets_status(cfg: Config) -> dict[str, str]:
+    """Each secret's environment variable: "set" or "not set", never the value."""
+    return {
+        name: "set" if getattr(cfg.secrets, attr) else "not set"
+        for name, attr in SECRET_ENV.items()
+    }
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """``data`` (from :func:`effective_config`) as TOML that loads back to the same."""
+    out: list[str] = []
+
+    def key(k: str) -> str:
+        return k if k and all(c.isalnum() or c in "-_" for c in k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            inner = ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items() if x is not None)
+            return "{ " + inner + " }" if inner else "{}"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    def is_table(v: Any) -> bool:
+        return isinstance(v, dict) and bool(v) and all(isinstance(x, dict) for x in v.values())
+
+    def table(name: str, d: dict[str, Any], header: str) -> None:
+        simple = [(k, v) for k, v in d.items() if not _nested(k, v, name)]
+        if header:
+            out.append("")
+            out.append(header)
+        for k, v in simple:
+            if v is None:
+                out.append(f"# {key(k)}: unset (inherited)")
+            else:
+                out.append(f"{key(k)} = {value(v)}")
+        for k, v in d.items():
+            here = f"{name}.{key(k)}" if name else key(k)
+            if not _nested(k, v, name):
+                continue
+            if isinstance(v, list):
+                for item in v:
+                    table(here, item, f"[[{here}]]")
+            elif _is_section(k, name):
+                table(here, v, f"[{here}]")
+            else:  # a table of tables: [rates.pairs.UZS]
+                for sub, item in v.items():
+                    table(f"{here}.{key(sub)}", item, f"[{here}.{key(sub)}]")
+
+    def _is_section(k: str, parent: str) -> bool:
+        return (parent, k) not in _TABLES_OF_TABLES
+
+    def _nested(k: str, v: Any, parent: str) -> bool:
+        if isinstance(v, list):
+            return bool(v) and all(isinstance(x, dict) for x in v)
+        if (parent, k) in _TABLES_OF_TABLES:
+            return is_table(v)
+        return isinstance(v, dict) and (parent, k) in _SECTIONS
+
+    table("", data, "")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+#: (parent, key) of the dataclass sections, written as [tables]
+_SECTIONS = {
+    ("", "site"),
+    ("", "articles"),
+    ("", "rates"),
+    ("", "render"),
+    ("", "delivery"),
+    ("delivery", "sendgrid"),
+    ("delivery", "smtp"),
+    ("", "webhook"),
+    ("", "archive"),
+    ("", "alerts"),
+}
+#: (parent, key) of the tables whose values are sections: [rates.pairs.XXX]
+_TABLES_OF_TABLES = {("rates", "pairs")}
+
+
+def no_effect_warnings(cfg: Config) -> list[str]:
+    """Settings written in the file (or the environment) that change nothing, each
+    as "key: why". A typo'd key is an error already; these are valid but idle."""
+    file = cfg.file_data
+    defaults = effective_config(Config())
+    warnings: list[str] = []
+
+    def given(*path: str) -> bool:
+        """The file sets this key (or, for a table, some key in it) to something
+        other than the default: a starter config that spells out defaults is quiet."""
+        node: Any = file
+        default: Any = defaults
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+            default = default.get(part) if isinstance(default, dict) else None
+        if isinstance(node, dict) and isinstance(default, dict):
+            return any(v != default.get(k) for k, v in node.items())
+        return bool(node != default)
+
+    def warn(key: str, why: str) -> None:
+        warnings.append(f"{key}: no effect: {why}")
+
+    # the database
+    if given("database") and cfg.database_source in ("NEWSLETTER_DATABASE_URL", "--db"):
+        warn("database", f"{cfg.database_source} overrides it")
+    # rates
+    r = cfg.rates
+    own = [c for c in r.currencies if r.pairs.get(c) and r.pairs[c].providers]
+    # written at all (even as the default) it says "use these": say that it is not
+    wrote_providers = "providers" in file.get("rates", {})
+    if wrote_providers and r.currencies and len(own) == len(r.currencies):
+        warn("rates.providers", "every pair in rates.currencies sets its own providers")
+    if given("rates", "issuer_first") and r.currencies and len(own) == len(r.currencies):
+        warn("rates.issuer_first", "every pair in rates.currencies sets its own providers")
+    used = {name for c in r.currencies for name in r.pair(c).providers}
+    for name in r.urls:
+        if name not in used:
+            warn(f"rates.urls.{name}", f"no pair asks {name}")
+    if given("rates", "pegs") and "peg" not in used:
+        warn("rates.pegs", "no pair asks the peg provider")
+    if given("rates", "snapshot") and "snapshot" not in used:
+        warn("rates.snapshot", "no pair asks the snapshot provider")
+    for cur in r.invert_below:
+        if cur not in r.currencies:
+            warn(f"rates.invert_below.{cur}", f"{cur} is not in rates.currencies")
+        elif r.pairs.get(cur) and r.pairs[cur].invert_below is not None:
+            warn(f"rates.invert_below.{cur}", f"rates.pairs.{cur}.invert_below overrides it")
+    # delivery
+    backend = cfg.delivery.backend
+    alerts_by_smtp = bool(cfg.alerts.email_to) and (
+        cfg.alerts.via == "smtp" or (cfg.alerts.via == "" and backend != "outbox")
+    )
+    if given("delivery", "sendgrid") and backend != "sendgrid":
+        warn("delivery.sendgrid", f"delivery.backend is {backend!r}")
+    elif given("delivery", "sendgrid", "cancel_margin") and not (
+        cfg.delivery.sendgrid.schedule_delay
+    ):
+        warn("delivery.sendgrid.cancel_margin", "schedule_delay is 0 (off)")
+    if given("delivery", "smtp") and backend != "smtp" and not alerts_by_smtp:
+        warn("delivery.smtp", f"delivery.backend is {backend!r} and no alert goes by SMTP")
+    if given("delivery", "smtp", "starttls") and cfg.delivery.smtp.ssl:
+        warn("delivery.smtp.starttls", "ssl = true (implicit TLS) ignores it")
+    # alerts
+    for k in ("on_partial", "via"):
+        if given("alerts", k) and not cfg.alerts.email_to:
+            warn(f"alerts.{k}", "alerts.email_to is empty: no alert is sent")
+    # sources
+    for i, s in enumerate(cfg.sources):
+        if s.type == "wordpress":
+            continue
+        raw = file.get("sources", [{}] * (i + 1))[i] if given("sources") else {}
+        for k in ("tags", "per_page", "max_pages", "backfill_days"):
+            if isinstance(raw, dict) and k in raw:
+                warn(f"sources[{i}].{k}", f"only the wordpress type reads it ({s.name or s.url})")
+    return warnings

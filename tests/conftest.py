@@ -129,6 +129,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key-0123456789")
     for var in ("NEWSLETTER_CONFIG", "NEWSLETTER_DATABASE_URL", "SENDGRID_API_KEY"):
         monkeypatch.delenv(var, raising=False)
+    # as `newsletter init` would: the CLI never creates a database on its own
+    open_store(f"sqlite:///{tmp_path / 'news.db'}").close()
     return tmp_path
 
 

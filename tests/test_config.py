@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_config
+from newsletter.config import default_config, load_config
 from newsletter.errors import ConfigError
 
 
@@ -14,10 +14,20 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(env={})
+    cfg = default_config(env={})
     assert cfg.delivery.backend == "outbox"
     assert cfg.digests[0].name == "weekly"
     assert cfg.database_url == f"sqlite:///{tmp_path / 'newsletter.db'}"
+
+
+def test_no_config_file_anywhere_is_an_error_naming_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(env={})
+    assert err.value.exit_code == 2
+    assert "--config not given" in str(err.value)
+    assert "NEWSLETTER_CONFIG not set" in str(err.value)
+    assert f"no newsletter.toml in {tmp_path}" in str(err.value)
 
 
 def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path):

@@ -81,11 +81,12 @@ def test_rates_when_everything_is_down_and_nothing_stored(project, banks):
     for name in ("nbk", "cbu"):
         banks.fail[name] = Reply(503)
     result = invoke("rates", "--date", "2026-04-02")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # not one pair: a failure, not "ok"
     assert result.stdout == (
         "no rates available; the next edition would go out without a rates header\n"
     )
     assert "rates: nbk failed" in result.stderr
+    assert "rates: no current figure for KGS, KZT, TJS, UZS, TMT (of 5 pairs)" in result.stderr
 
 
 def test_rates_shows_stale_stored_figures_with_their_date(configured):
@@ -93,6 +94,7 @@ def test_rates_shows_stale_stored_figures_with_their_date(configured):
     for name in ("nbk", "cbu"):
         configured.fail[name] = Reply(500)
     result = invoke("rates", "--date", "2026-04-09", "--json")
+    assert result.exit_code == 3  # shown, but old: some providers failed
     data = json.loads(result.stdout)
     # TMT is the peg: never down, never stale
     assert [d["as_of"] for d in data] == ["as of 1 Apr"] * 4 + [""]
@@ -184,5 +186,31 @@ def test_the_starter_config_asks_each_central_bank_for_its_own_currency(tmp_path
     assert cfg.pair("KZT").providers[0] == "nbk"
     assert cfg.pair("TJS").providers[0] == "nbt"
     assert cfg.pair("UZS").providers[0] == "cbu"
-    assert cfg.pair("TMT").providers[-1] == "peg" and "cbu" not in cfg.pair("TMT").providers
+    # TMT is pegged: the official peg first, a market cross only after it
+    assert cfg.pair("TMT").providers[0] == "peg"
     assert cfg.pair("UZS").invert_below == 0.001
+    # no pair repeats its own list: every one follows [rates] providers
+    assert cfg.pairs == {}
+    assert all(sorted(cfg.pair(c).providers) == sorted(cfg.providers) for c in cfg.currencies)
+
+
+def test_rates_providers_reach_every_pair_of_the_starter_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
+    assert invoke("init").exit_code == 0
+    path = tmp_path / "newsletter.toml"
+    text = path.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("providers = "))
+    path.write_text(text.replace(line, 'providers = ["snapshot"]'))
+    cfg = load_config(path).rates
+    assert {c: cfg.pair(c).providers for c in cfg.currencies} == {
+        c: ["snapshot"] for c in ["KGS", "KZT", "TJS", "UZS", "TMT"]
+    }
+    # a pair that sets its own list keeps it; the others still follow [rates]
+    path.write_text(path.read_text() + '\n[rates.pairs.TMT]\nproviders = ["peg"]\n')
+    cfg = load_config(path).rates
+    assert cfg.pair("TMT").providers == ["peg"] and cfg.pair("KZT").providers == ["snapshot"]
+    # issuer_first = false: the list as written
+    text = path.read_text().replace('providers = ["snapshot"]', 'providers = ["nbk", "cbu"]')
+    path.write_text(text.replace("issuer_first = true", "issuer_first = false"))
+    assert load_config(path).rates.pair("UZS").providers == ["nbk", "cbu"]

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
+from newsletter.config import default_config, load_config
 from newsletter.tracking.report import (
     build_report,
     chart_svg,
@@ -45,7 +45,7 @@ def seeded(store):
         ),
         sg_event("deferred", d[3], e, response="421 <b>try</b> later", timestamp=T0 + 10),
     ]
-    ingest_sendgrid(store, load_config(None, env={}), body_of(events))
+    ingest_sendgrid(store, default_config(env={}), body_of(events))
     return sent
 
 

@@ -55,7 +55,7 @@ def prepare(folder: Path, db_url: str, n: int, *, sendgrid: str = "") -> tuple[i
         "SENDGRID_API_KEY": KEY,
     }
     runner = CliRunner()
-    for args in (["subscribers", "import", str(folder / "subs.csv")], ["ingest"]):
+    for args in (["init"], ["subscribers", "import", str(folder / "subs.csv")], ["ingest"]):
         out = runner.invoke(cli, args, env=env)
         assert out.exit_code == 0, out.output
     cfg = load_config(folder / "newsletter.toml", env=env)

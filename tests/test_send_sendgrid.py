@@ -138,10 +138,9 @@ def test_list_unsubscribe_matches_the_mime_builder():
 
 
 def make_config_for_unit(**kw):
-    from newsletter.config import load_config
+    from newsletter.config import default_config
 
-    return load_config(
-        None,
+    return default_config(
         env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET_KEY": SECRET, **kw},
     )
 
@@ -157,9 +156,9 @@ def test_region_and_host_override():
 
 
 def test_a_missing_api_key_is_a_config_error():
-    from newsletter.config import load_config
+    from newsletter.config import default_config
 
-    cfg = load_config(None, env={"NEWSLETTER_SECRET_KEY": SECRET})
+    cfg = default_config(env={"NEWSLETTER_SECRET_KEY": SECRET})
     with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
         SendGridBackend(cfg)
 

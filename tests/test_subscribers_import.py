@@ -266,3 +266,60 @@ def test_cli_add_list_export_remove(project):
     assert run("subscribers", "remove", "NEW@example.com").output == "new@example.com: removed\n"
     r = run("subscribers", "remove", "new@example.com")
     assert r.exit_code == 1 and "new@example.com: no such subscriber" in r.output
+
+
+# ------------------------------------------------------- what spreadsheets write
+
+ROWS = [
+    ["email", "name", "tags", "timezone", "status"],
+    ["ana@example.com", "Ана Иванова", "energy;kazakhstan", "Asia/Almaty", ""],
+    ["bo@example.com", "Bo, Jr.", "uzbekistan", "", ""],
+]
+
+
+def as_csv(delimiter: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(ROWS)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "delimiter, prefix, encoding",
+    [
+        (",", "", "utf-8"),
+        (",", "", "utf-8-sig"),
+        (";", "", "utf-8"),
+        (";", "sep=;\r\n", "utf-8-sig"),  # Excel "CSV UTF-8" in a comma-decimal locale
+        ("\t", "", "utf-16"),  # Excel "Unicode Text": UTF-16 LE with BOM, tabs
+        (";", "sep=;\r\n", "utf-16"),
+        (",", "", "utf-16-le"),  # no BOM
+        ("\t", "", "utf-16-be"),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_delimiter_and_encoding_are_detected(sqlite_store, tmp_path, delimiter, prefix, encoding):
+    path = tmp_path / "subs.csv"
+    path.write_bytes((prefix + as_csv(delimiter)).encode(encoding))
+    report = import_csv(sqlite_store, path)
+    assert (report.inserted, report.rejected, report.errors) == (2, 0, [])
+    ana = sqlite_store.get_subscriber("ana@example.com")
+    assert ana.name == "Ана Иванова" and ana.tags == ["energy", "kazakhstan"]
+    assert sqlite_store.get_subscriber("bo@example.com").name == "Bo, Jr."
+
+
+def test_line_numbers_count_the_sep_line(sqlite_store, tmp_path):
+    path = write(tmp_path, "sep=;\n" + HEADER.replace(",", ";") + "not-an-address;X;;;\n")
+    report = import_csv(sqlite_store, path)
+    assert report.rejected == 1 and report.errors[0].startswith("line 3:")
+
+
+def test_without_an_email_column_the_error_names_the_header_it_found(sqlite_store, tmp_path):
+    path = tmp_path / "subs.csv"
+    path.write_bytes("E-Mail;Name;Tags\r\nana@example.com;Ana;\r\n".encode("utf-16"))
+    with pytest.raises(InputError) as err:
+        import_csv(sqlite_store, path)
+    assert str(err.value) == (
+        f"{path}: no 'email' column in the header 'E-Mail;Name;Tags' "
+        "(read as UTF-16, semicolon-separated; expected columns: "
+        "email, name, tags, timezone, status)"
+    )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from newsletter.config import load_config
+from newsletter.config import default_config
 from newsletter.tracking import sendgrid
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.conftest import DATA
@@ -18,7 +18,7 @@ EXAMPLES = json.loads((DATA / "sendgrid_event_examples.json").read_text())
 
 @pytest.fixture
 def cfg():
-    return load_config(None, env={})
+    return default_config(env={})
 
 
 def post(store, cfg, events):
@@ -289,7 +289,7 @@ def editions_with_event(store, cfg, emails, n, kind, **extra):
 
 
 def test_soft_bounces_suppress_after_the_configured_number_in_a_row(store):
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     cfg.webhook.soft_bounce_limit = 3
     editions_with_event(store, cfg, ["a@example.com"], 2, "deferred", response="421 later")
     assert subscriber(store, "a@example.com") == ("active", "", 2)
@@ -300,7 +300,7 @@ def test_soft_bounces_suppress_after_the_configured_number_in_a_row(store):
 
 
 def test_a_delivery_breaks_the_soft_bounce_streak(store):
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     cfg.webhook.soft_bounce_limit = 3
     editions_with_event(store, cfg, ["a@example.com"], 2, "deferred")
     editions_with_event(store, cfg, ["a@example.com"], 1, "delivered")
@@ -310,7 +310,7 @@ def test_a_delivery_breaks_the_soft_bounce_streak(store):
 
 
 def test_repeated_deferrals_of_one_message_count_once(store):
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     cfg.webhook.soft_bounce_limit = 2
     (sent,) = editions_with_event(store, cfg, ["a@example.com"], 1, "deferred", attempt="1")
     d = sent.deliveries[0]
@@ -319,7 +319,7 @@ def test_repeated_deferrals_of_one_message_count_once(store):
 
 
 def test_a_late_delivered_event_lifts_a_soft_bounce_suppression(store):
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     cfg.webhook.soft_bounce_limit = 2
     sents = editions_with_event(store, cfg, ["a@example.com"], 2, "deferred")
     assert subscriber(store, "a@example.com")[0] == "suppressed"
@@ -328,7 +328,7 @@ def test_a_late_delivered_event_lifts_a_soft_bounce_suppression(store):
 
 
 def test_a_soft_bounce_limit_of_zero_counts_but_never_suppresses(store):
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     cfg.webhook.soft_bounce_limit = 0
     editions_with_event(store, cfg, ["a@example.com"], 3, "deferred")
     assert subscriber(store, "a@example.com") == ("active", "", 3)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter.config import load_config
+from newsletter.config import default_config
 from newsletter.tracking.precedence import RANK, advance, fold, soft_bounce_streak
 from newsletter.tracking.sendgrid import TYPES
 from newsletter.tracking.webhook import ingest_sendgrid
@@ -94,7 +94,7 @@ def replay(store, cfg, email, events, cuts):
 
 @pytest.fixture
 def cfg():
-    cfg = load_config(None, env={})
+    cfg = default_config(env={})
     # one delivery per subscriber: with a limit of 1 soft suppression is in play too
     cfg.webhook.soft_bounce_limit = 1
     return cfg

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from newsletter.config import load_config
+from newsletter.config import default_config, load_config
 from newsletter.errors import ConfigError, WebhookError
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
@@ -232,8 +232,8 @@ def test_a_signed_body_that_is_not_an_event_array_is_a_400(live, signer, body):
 
 
 def test_without_a_configured_key_every_request_is_refused(tmp_path, signer):
-    cfg = load_config(
-        None, env={"NEWSLETTER_SECRET_KEY": "k" * 20}, database=f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = default_config(
+        env={"NEWSLETTER_SECRET_KEY": "k" * 20}, database=f"sqlite:///{tmp_path / 'a.db'}"
     )
     store = open_store(cfg.database_url)
     body = body_of([sg_event("delivered")])
@@ -295,6 +295,8 @@ def test_newsletter_serve_runs_as_a_process_and_stops_cleanly(tmp_path, signer):
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
     }
     env.pop("NEWSLETTER_CONFIG", None)
+    (tmp_path / "newsletter.toml").write_text("", encoding="utf-8")  # the defaults
+    open_store(env["NEWSLETTER_DATABASE_URL"]).close()  # as `newsletter init` would
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -329,8 +331,12 @@ def test_newsletter_serve_without_the_secret_key_is_one_line(tmp_path):
 
     from newsletter.cli import cli
 
+    (tmp_path / "newsletter.toml").write_text("", encoding="utf-8")
+    open_store(f"sqlite:///{tmp_path / 'x.db'}").close()
     r = CliRunner(env={"NEWSLETTER_SECRET_KEY": ""}).invoke(
-        cli, ["--db", f"sqlite:///{tmp_path / 'x.db'}", "serve"]
+        cli,
+        ["--config", str(tmp_path / "newsletter.toml"), "--db", f"sqlite:///{tmp_path / 'x.db'}"]
+        + ["serve"],
     )
     assert r.exit_code == 2
     assert "NEWSLETTER_SECRET_KEY is not set" in r.output and "Traceback" not in r.output

@@ -159,22 +159,110 @@ class ImportReport:
         return self.__dict__.copy()
 
 
-def read_rows(fh: TextIO, where: str) -> Iterator[tuple[str, dict[str, str] | str]]:
+#: the delimiters an import recognizes: comma, semicolon (Excel in many locales), tab
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+#: bytes looked at to tell the encoding and the delimiter
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a subscriber CSV is written, as detected from its first bytes."""
+
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    #: Excel's first line ``sep=;`` was there (and is skipped)
+    sep_line: bool = False
+
+    def describe(self) -> str:
+        name = {"utf-8-sig": "UTF-8 with BOM", "utf-8": "UTF-8"}.get(
+            self.encoding, self.encoding.upper()
+        )
+        return f"read as {name}, {_DELIMITER_NAMES[self.delimiter]}-separated"
+
+
+def detect_encoding(head: bytes) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 (with a BOM, or without one when the
+    ASCII header shows its zero bytes)."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"  # the BOM says which byte order; the codec reads and drops it
+    sample = head[:200]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 4:
+        # an ASCII header in UTF-16 without BOM: every other byte is zero
+        return "utf-16-le" if sample[1] == 0 else "utf-16-be"
+    return "utf-8"
+
+
+def detect_format(head: bytes) -> CsvFormat:
+    """Encoding, delimiter and Excel ``sep=`` line from the first bytes of a file."""
+    encoding = detect_encoding(head)
+    # a cut in the middle of a character at the end of the sample is not an error
+    text = head.decode(encoding, errors="ignore").lstrip("\ufeff")
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if first.lower().startswith("sep=") and len(first.strip()) == 5:
+        sep = first.strip()[4]
+        if sep in DELIMITERS:
+            return CsvFormat(encoding, sep, sep_line=True)
+    return CsvFormat(encoding, _pick_delimiter(first), sep_line=False)
+
+
+def _pick_delimiter(header: str) -> str:
+    """The delimiter that makes an ``email`` column of the header; else the most used."""
+    best, best_count = ",", -1
+    for d in DELIMITERS:
+        fields = next(csv.reader([header], delimiter=d), [])
+        if "email" in (f.strip().lower() for f in fields):
+            return d
+        if len(fields) - 1 > best_count:
+            best, best_count = d, len(fields) - 1
+    return best
+
+
+def open_csv(path: str | Path, where: str) -> tuple[TextIO, CsvFormat]:
+    """Open a subscriber CSV with its detected encoding; the ``sep=`` line is consumed."""
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(_SNIFF_BYTES)
+        fmt = detect_format(head)
+        # undecodable bytes become lone surrogates, so one bad row is reported, not the file
+        fh = open(path, encoding=fmt.encoding, errors="surrogateescape", newline="")  # noqa: SIM115
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror}", where=where) from err
+    if fmt.sep_line:
+        fh.readline()
+    return fh, fmt
+
+
+def read_rows(
+    fh: TextIO, where: str, fmt: CsvFormat | None = None
+) -> Iterator[tuple[str, dict[str, str] | str]]:
     """(line, row) for each data row, or (line, error message).
 
     ``line`` is the line the record starts on ("7"), or the span of a record
-    that runs over several lines ("7-9").
+    that runs over several lines ("7-9"), counted in the file (an Excel ``sep=``
+    line included).
     """
-    reader = csv.reader(fh)
+    fmt = fmt or CsvFormat()
+    offset = 1 if fmt.sep_line else 0
+    reader = csv.reader(fh, delimiter=fmt.delimiter)
     try:
         header_row = next(reader)
     except StopIteration:
         raise InputError("empty file, expected a header row", where=where) from None
     except csv.Error as err:
         raise InputError(f"unreadable header row: {err}", where=where) from None
-    header = [h.strip().lower() for h in header_row]
+    header = [h.strip().lower().lstrip("\ufeff") for h in header_row]
     if "email" not in header:
-        raise InputError(f"no 'email' column (columns: {', '.join(COLUMNS)})", where=where)
+        found = fmt.delimiter.join(h.strip() for h in header_row)
+        raise InputError(
+            f"no 'email' column in the header {found[:200]!r} ({fmt.describe()}; "
+            f"expected columns: {', '.join(COLUMNS)})",
+            where=where,
+        )
     unknown = sorted(set(header) - set(COLUMNS))
     if unknown:
         shown = ", ".join(repr(u[:40]) for u in unknown[:5])
@@ -182,15 +270,15 @@ def read_rows(fh: TextIO, where: str) -> Iterator[tuple[str, dict[str, str] | st
     if len(set(header)) != len(header):
         raise InputError("a column appears twice in the header", where=where)
     while True:
-        start = reader.line_num + 1
+        start = reader.line_num + 1 + offset
         try:
             fields = next(reader)
         except StopIteration:
             return
         except csv.Error as err:
-            yield _span(start, reader.line_num), f"unreadable CSV: {err}"
+            yield _span(start, reader.line_num + offset), f"unreadable CSV: {err}"
             continue
-        line = _span(start, reader.line_num)
+        line = _span(start, reader.line_num + offset)
         if not fields or fields == [""] * len(fields):
             continue  # blank line
         if len(fields) > len(header):
@@ -214,14 +302,10 @@ def import_csv(
     """Import a CSV file in chunks, streaming: memory stays flat for any size."""
     where = str(path)
     report = ImportReport()
-    try:
-        # undecodable bytes become lone surrogates, so one bad row is reported, not the file
-        fh = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", where=where) from err
+    fh, fmt = open_csv(path, where)
     with fh:
         pending: dict[str, Subscriber] = {}
-        for line, row in read_rows(fh, where):
+        for line, row in read_rows(fh, where, fmt):
             if isinstance(row, str):
                 report.reject(line, row)
                 continue

@@ -10,8 +10,25 @@ from __future__ import annotations
 import click
 
 from newsletter import __version__
-from newsletter.cli import articles, preview, rates, run, send, serve, status, subscribers
-from newsletter.cli.common import CONTEXT_SETTINGS, App, NewsletterGroup, setup_logging
+from newsletter.cli import (
+    articles,
+    editions,
+    preview,
+    rates,
+    run,
+    send,
+    serve,
+    settings,
+    status,
+    subscribers,
+)
+from newsletter.cli.common import (
+    CONTEXT_SETTINGS,
+    HELP_ASKED,
+    App,
+    NewsletterGroup,
+    setup_logging,
+)
 
 
 @click.group(cls=NewsletterGroup, context_settings=CONTEXT_SETTINGS)
@@ -46,11 +63,25 @@ def cli(
     Quick start: `newsletter init`, edit newsletter.toml, then `newsletter run`.
     """
     setup_logging(log_format, verbose)
-    ctx.obj = App(config_path=config_path, database=database)
+    ctx.obj = App(config_path=config_path, database=database, log_format=log_format)
     ctx.call_on_close(ctx.obj.close)
+    # every command needs a config file except `init` and help
+    if ctx.invoked_subcommand != "init" and not ctx.meta.get(HELP_ASKED):
+        ctx.obj.require_config()
 
 
-for module in (run, articles, rates, subscribers, preview, send, status, serve):
+for module in (
+    run,
+    articles,
+    rates,
+    subscribers,
+    preview,
+    send,
+    status,
+    editions,
+    serve,
+    settings,
+):
     module.register(cli)
 
 

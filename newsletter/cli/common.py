@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from newsletter.config import Config, load_config
+from newsletter.config import Config, find_config_path, load_config, no_config_error
 from newsletter.errors import NewsletterError
 from newsletter.store import Store, open_store
 
@@ -24,11 +24,27 @@ logger = logging.getLogger("newsletter")
 class App:
     """Lazily loaded config and store, shared by the commands of one invocation."""
 
-    def __init__(self, config_path: str | None = None, database: str | None = None):
+    def __init__(
+        self,
+        config_path: str | None = None,
+        database: str | None = None,
+        log_format: str = "text",
+    ):
         self.config_path = config_path
         self.database = database
+        #: with "json", stderr carries JSON lines only and `run` prints no text report
+        self.log_format = log_format
         self._config: Config | None = None
         self._store: Store | None = None
+
+    def require_config(self) -> None:
+        """Exit 2 naming where it looked when there is no config file at all.
+
+        Every command but `init` (and help) needs one: running on built-in defaults
+        would quietly start an empty newsletter in whatever folder cron started in.
+        """
+        if find_config_path(self.config_path, os.environ) is None:
+            raise no_config_error()
 
     @property
     def config(self) -> Config:
@@ -38,19 +54,39 @@ class App:
 
     @property
     def store(self) -> Store:
+        """The database; a SQLite file that does not exist is an error, not created
+        (only `newsletter init` creates one)."""
         if self._store is None:
-            self._store = open_store(self.config.database_url)
+            self._store = open_store(self.config.database_url, create=False)
         return self._store
+
+    def create_store(self) -> tuple[Store, bool]:
+        """Open the database, creating (and migrating) it if need be: `init` only.
+        Returns the store and whether the SQLite file was new."""
+        from newsletter.store.db import sqlite_path
+
+        path = sqlite_path(self.config.database_url)
+        new = path is not None and not path.exists()
+        self._store = open_store(self.config.database_url, create=True)
+        return self._store, new
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
 
 
+#: ctx.meta key: the words after the program's options ask for help (-h anywhere)
+HELP_ASKED = "newsletter.help_asked"
+
+
 class NewsletterGroup(click.Group):
     """Turns library errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # click parses a subcommand's -h only after the group's callback has run; the
+        # callback must know it is help, which needs no config
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        ctx.meta.setdefault(HELP_ASKED, bool({"-h", "--help"} & set(words)))
         try:
             return super().invoke(ctx)
         except NewsletterError as err:
@@ -58,8 +94,21 @@ class NewsletterGroup(click.Group):
             text = str(err)
             if app is not None and app._config is not None:
                 text = app._config.secrets.redact(text)
-            click.echo(f"Error: {text}", err=True)
+            if app is not None and app.log_format == "json":
+                # JSON logs are JSON lines only: the error is one of them
+                logger.error(text, extra={"event": "error", "exit_code": err.exit_code})
+            else:
+                click.echo(f"Error: {text}", err=True)
             ctx.exit(err.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            if app is None or app.log_format != "json":
+                raise
+            # a bug: its traceback goes in the JSON line's "exception" field
+            logger.exception("unexpected error", extra={"event": "error", "exit_code": 1})
+            ctx.exit(1)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -94,7 +143,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("event", "summary"):
+        for key in ("event", "summary", "exit_code"):
             if hasattr(record, key):
                 data[key] = getattr(record, key)
         if record.exc_info:
@@ -138,6 +187,9 @@ def setup_logging(fmt: str, verbose: int) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # warnings.warn() of any library becomes a log line (logger py.warnings), so
+    # JSON mode writes JSON lines only, and text mode one format
+    logging.captureWarnings(True)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     for noisy in ("alembic", "CSSUTILS", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)

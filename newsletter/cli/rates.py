@@ -27,16 +27,27 @@ def register(cli: click.Group) -> None:
 
         Fetches from the configured providers and stores what they answer, as
         the edition does; when they all fail, shows the last stored rates.
+        Exit codes: 0 every pair has a current figure, 3 some pair has none or only
+        an old one ("as of"), 1 no pair has any.
         """
+        cfg = app.config.rates
         tz = ZoneInfo(app.config.digest().timezone)
         when: date = day.date() if day else datetime.now(UTC).astimezone(tz).date()
-        header = build_header(app.store, app.config.rates, when)
+        header = build_header(app.store, cfg, when)
         if as_json:
             emit_json(header_to_json(header))
-            return
-        if not header:
+        elif not header:
             click.echo("no rates available; the next edition would go out without a rates header")
-            return
-        # the same two parts as the plaintext edition (templates/digest.txt.j2)
-        click.echo(rates_table(header))
-        click.echo(rates_sources(header))
+        else:
+            # the same two parts as the plaintext edition (templates/digest.txt.j2)
+            click.echo(rates_table(header))
+            click.echo(rates_sources(header))
+        shown = {line.pair for line in header.items if not line.as_of}
+        missing = [c for c in cfg.currencies if f"{c}/{cfg.quote}" not in shown]
+        if missing:
+            click.echo(
+                f"rates: no current figure for {', '.join(missing)} "
+                f"(of {len(cfg.currencies)} pairs)",
+                err=True,
+            )
+            raise SystemExit(1 if not header else 3)

@@ -17,6 +17,16 @@ from newsletter.jobs.run import run as run_job
 STARTER = Path(__file__).resolve().parent.parent / "samples" / "starter.toml"
 
 
+def _safe(url: str) -> str:
+    """A database URL fit to print: no password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display
+        return url.split("@", 1)[-1]
+
+
 def print_run(report: RunReport) -> None:
     if report.locked_by:
         click.echo(report.summary_text())
@@ -45,8 +55,10 @@ def print_run(report: RunReport) -> None:
             )
         elif d.message:
             click.echo(f"        {d.message}")
-        if d.late_by:
+        if d.late_by and d.send is not None and d.send.accepted:
             click.echo(f"        sent {d.late_by} late (catch-up)")
+        elif d.late_by and d.status == "dry-run":
+            click.echo(f"        would be sent {d.late_by} late (catch-up)")
         if d.missed_periods:
             shown = ", ".join(d.missed_periods[:3]) + (" …" if len(d.missed_periods) > 3 else "")
             click.echo(f"        {len(d.missed_periods)} earlier period(s) never sent: {shown}")
@@ -87,16 +99,34 @@ def print_schedule(report: ScheduleReport) -> None:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option(
-        "--path", default=DEFAULT_CONFIG_NAME, show_default=True, help="Where to write it."
+        "--path",
+        default=None,
+        help=f"Where to write the config (default: --config, NEWSLETTER_CONFIG or "
+        f"./{DEFAULT_CONFIG_NAME}).",
     )
-    @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-    def init(path: str, force: bool) -> None:
-        """Write a commented starter config."""
-        target = Path(path)
+    @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+    @pass_app
+    def init(app: App, path: str | None, force: bool) -> None:
+        """Write a commented starter config, and create the database it names.
+
+        An existing config is kept (--force overwrites it with the starter); then the
+        database the config names (or --db) is created and migrated. This is the one
+        command that creates a SQLite database; every other one refuses to start
+        without it.
+        """
+        target = Path(path or app.config_path or DEFAULT_CONFIG_NAME)
         if target.exists() and not force:
-            raise InputError("already exists; use --force to overwrite", where=str(target))
-        target.write_text(STARTER.read_text(encoding="utf-8"), encoding="utf-8")
-        click.echo(f"wrote {target}; edit it, then run `newsletter run --dry-run`")
+            click.echo(f"{target}: exists, kept (--force overwrites it with the starter)")
+        else:
+            try:
+                target.write_text(STARTER.read_text(encoding="utf-8"), encoding="utf-8")
+            except OSError as err:
+                raise InputError(f"cannot write: {err.strerror}", where=str(target)) from err
+            click.echo(f"wrote {target}; edit it, then run `newsletter run --dry-run`")
+        app.config_path = str(target)
+        _store, new = app.create_store()
+        url = app.config.database_url
+        click.echo(f"{'created' if new else 'database ready:'} {_safe(url)}")
 
     @cli.command("run")
     @click.option(
@@ -142,7 +172,9 @@ def register(cli: click.Group) -> None:
         )
         if as_json:
             emit_json(report.as_dict())
-        else:
+        elif app.log_format != "json":
+            # with JSON logs the run.summary log line is the report: a log file that
+            # collects stdout and stderr (the crontab's) stays JSON lines only
             print_run(report)
         if report.exit_code:
             raise SystemExit(report.exit_code)

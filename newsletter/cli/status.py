@@ -28,14 +28,26 @@ def register(cli: click.Group) -> None:
             return
         click.echo(f"edition {data['id']}  {data['digest']}  {data['period']}  {data['status']}")
         click.echo(f"subject: {data['subject']}")
-        click.echo(f"recipients {data['recipients']}, sent {data['sent']}")
+        if data["events_reported"] or not data["backends"]:
+            click.echo(f"recipients {data['recipients']}, sent {data['sent']}")
+        else:
+            # SMTP and the outbox say only that a message was accepted
+            click.echo(
+                f"recipients {data['recipients']}, accepted {data['sent']} "
+                f"({', '.join(data['backends'])}: no delivery events; delivered, opened, "
+                "clicked and bounced are not known)"
+            )
         for name in COUNTS:
             click.echo(f"  {name:<13} {data['counts'][name]:>8}")
         click.echo(
             "rates: "
-            + ", ".join(f"{r.replace('_', '-')} {percent(data['rates'][r])}" for r in RATES)
+            + ", ".join(
+                f"{r.replace('_', '-')} {percent(data['rates'][r])}"
+                for r in RATES
+                if data["events_reported"] or data["rates"][r] is not None
+            )
         )
-        if not data["events"]:
+        if data["events_reported"] and not data["events"]:
             click.echo(
                 "no provider events for this edition yet: delivered, opened and clicked come "
                 "from SendGrid's event webhook (`newsletter serve`)"
@@ -43,10 +55,16 @@ def register(cli: click.Group) -> None:
         for name, v in data["variants"].items():
             shown = ", ".join(f"{k} {n}" for k, n in v["counts"].items() if n)
             click.echo(f"variant {name} ({v['recipients']}): {shown or 'no deliveries'}")
-            click.echo(
-                "  rates: "
-                + ", ".join(f"{r.replace('_', '-')} {percent(v['rates'][r])}" for r in RATES[:5])
-            )
+            shown_rates = [
+                r for r in RATES[:5] if data["events_reported"] or v["rates"][r] is not None
+            ]
+            if shown_rates:
+                click.echo(
+                    "  rates: "
+                    + ", ".join(
+                        f"{r.replace('_', '-')} {percent(v['rates'][r])}" for r in shown_rates
+                    )
+                )
         if data["unmatched_events"]:
             click.echo(f"events matching no delivery (all editions): {data['unmatched_events']}")
         for b in data["unresolved_batches"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -15,6 +16,7 @@ from newsletter.audience.subscribers import (
     remove_subscriber,
 )
 from newsletter.cli.common import App, json_option, pass_app
+from newsletter.errors import InputError
 
 #: rejected rows printed before "… and N more"
 SHOWN_ERRORS = 50
@@ -68,12 +70,26 @@ def register(cli: click.Group) -> None:
     @subscribers.command("export")
     @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
     @click.option("--tag", help="Only subscribers with this tag slug.")
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        help="Write to this file (created readable by you only) instead of stdout.",
+    )
     @pass_app
-    def export(app: App, status: str | None, tag: str | None) -> None:
-        """Write subscribers as CSV (the import format) to stdout."""
-        export_csv(
-            app.store.iter_subscribers(status=[status] if status else None, tag=tag), sys.stdout
-        )
+    def export(app: App, status: str | None, tag: str | None, out: str | None) -> None:
+        """Write subscribers as CSV (the import format) to stdout or --out FILE."""
+        rows = app.store.iter_subscribers(status=[status] if status else None, tag=tag)
+        if not out:
+            export_csv(rows, sys.stdout)
+            return
+        try:
+            # 0600 whatever the umask: the file holds addresses and names
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+        except OSError as err:
+            raise InputError(f"cannot write: {err.strerror}", where=out) from err
+        with open(fd, "w", encoding="utf-8", newline="") as fh:
+            export_csv(rows, fh)
 
     @subscribers.command("add")
     @click.argument("email")

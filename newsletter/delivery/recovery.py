@@ -152,7 +152,8 @@ def finalize(store: Store, edition_id: int) -> dict[str, int]:
     open_ = totals.get("queued", 0) + totals.get("claimed", 0) + totals.get("unresolved", 0)
     if not open_:
         status = "partially_failed" if totals.get("failed") else "sent"
-        store.set_edition_status(edition_id, status, sent=True)
+        # a cancelled edition stays cancelled when its last batches in flight settle
+        store.set_edition_status(edition_id, status, sent=True, unless=("cancelled",))
     return totals
 
 
@@ -165,10 +166,15 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         raise NotFoundError(
             f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
         )
-    n = store.resolve_batch(batch_id, decision)
     edition_id = batch["edition_id"]
     info = store.get_edition(edition_id)
     assert info is not None
+    if decision == "resend" and info.status == "cancelled":
+        raise InputError(
+            f"edition {edition_id} is cancelled: nothing is sent again",
+            hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
+        )
+    n = store.resolve_batch(batch_id, decision)
     if decision == "resend" and info.status != "sending":
         store.set_edition_status(edition_id, "sending")
     else:

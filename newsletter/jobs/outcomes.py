@@ -18,7 +18,8 @@ class DigestOutcome:
     period: str
     #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
     #: already-sent | skipped (a period recorded as missed earlier) | missed |
-    #: too-few-articles | no-subscribers | dry-run | failed
+    #: too-few-articles | no-subscribers | dry-run | failed | paused (an operator paused
+    #: the period's edition: nothing is sent until `newsletter resume`)
     status: str
     message: str = ""
     edition_id: int | None = None
@@ -35,6 +36,12 @@ class DigestOutcome:
     #: local-time deliveries still waiting for their hour, and the next release
     waiting: int = 0
     next_release: str = ""
+    #: schedule periods in a row, this one included, that ended without an edition
+    idle_periods: int = 0
+    #: idle_periods reached the digest's alert_idle_periods: the run alerts, exits 1/3
+    stalled: bool = False
+    #: this run counted a new idle period (so the alert email goes once per period)
+    idle_new: bool = False
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "send"}
@@ -58,14 +65,20 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 ok or nothing due, 1 failure, 3 partial (documented in docs/operations.md)."""
-        failed = [d for d in self.digests if d.status == "failed"]
-        worked = [d for d in self.digests if d.status in WORKED]
+        """0 ok or nothing due, 1 failure, 3 partial (documented in docs/operations.md).
+
+        A stalled digest (no edition for alert_idle_periods periods) counts as failed."""
+        return self.exit_code_of(self.digests)
+
+    def exit_code_of(self, digests: list[DigestOutcome]) -> int:
+        """The exit code as if the run had had only ``digests``."""
+        failed = [d for d in digests if d.status == "failed" or d.stalled]
+        worked = [d for d in digests if d.status in WORKED]
         if self.error or (failed and not worked):
             return 1
-        if failed or any(d.status == "partial" for d in self.digests):
+        if failed or any(d.status == "partial" for d in digests):
             return 3
-        if any(d.send and d.send.unresolved for d in self.digests):
+        if any(d.send and d.send.unresolved for d in digests):
             return 3  # held batches wait for a decision
         if self.ingest and self.ingest.failed:
             return 3
@@ -92,7 +105,11 @@ class RunReport:
                 "failed": len(self.ingest.failed) if self.ingest else 0,
                 "new": self.ingest.inserted if self.ingest else 0,
             },
-            "digests": {f"{d.digest}@{d.period}": d.status for d in self.digests},
+            "digests": {
+                f"{d.digest}@{d.period}": d.status
+                + (f" ({d.idle_periods} periods without an edition)" if d.stalled else "")
+                for d in self.digests
+            },
             "accepted": sum(s.accepted for s in sends),
             "failed": sum(s.failed for s in sends),
             "unresolved": sum(s.unresolved for s in sends),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from newsletter import schedule
@@ -40,6 +40,7 @@ from newsletter.render import personalize
 from newsletter.schedule import Period
 from newsletter.store import Store
 from newsletter.store.editions import DONE_STATES
+from newsletter.store.runs import DigestRun
 
 logger = logging.getLogger(__name__)
 #: the one line each run ends with; always logged, whatever the verbosity
@@ -172,6 +173,13 @@ def run_digest(
         if not dry_run:
             store.delete_skipped_edition(existing.id)
         existing = None
+    if existing is not None and existing.status == "paused":
+        out.status = "paused"
+        out.edition_id = existing.id
+        out.message = (
+            f"edition {existing.id} is paused; `newsletter resume {existing.id}` sends the rest"
+        )
+        return out
     if existing is not None and existing.status in DONE_STATES:
         skipped = existing.status == "skipped" and not force
         out.status = "skipped" if skipped else "already-sent"
@@ -184,8 +192,9 @@ def run_digest(
         return out
     if existing is None:
         decision = schedule.decide(digest, period, now)
-        if decision.state == "late":
-            out.late_by = schedule.describe_delta(decision.late_by)
+        # said only of a period that is sent (or would be, in a dry run): a run that
+        # finds no subscribers or too few articles sent nothing, late or not
+        late = schedule.describe_delta(decision.late_by) if decision.state == "late" else ""
         if not decision.send and not force:
             _report_missed(store, digest, period, out, dry_run)
             out.status = "missed"
@@ -222,13 +231,15 @@ def run_digest(
                 f"would send {plan.article_count} articles in {len(plan.variants)} variants "
                 f"to {plan.recipients} subscribers"
             )
-            if out.late_by:
-                out.message += f", {out.late_by} late"
+            out.late_by = late
+            if late:
+                out.message += f", {late} late"
             if digest.local_time and period.closes > now:
                 out.message += f"; local time: released until {period.closes.isoformat()}"
             return out
-        if out.late_by:
-            logger.warning("%s: sending period %s %s late", digest.name, period.key, out.late_by)
+        out.late_by = late
+        if late:
+            logger.warning("%s: sending period %s %s late", digest.name, period.key, late)
         edition_id, created = create_edition(store, cfg, plan, now)
         out.status = "sent" if created else "resumed"
     else:
@@ -310,7 +321,7 @@ def run(
                 if held and not held["stale"]
                 else "a run that is just starting or ending"
             )
-            return _finish(cfg, report, started)
+            return _finish(store, cfg, report, started)
     try:
         if do_ingest and cfg.sources and not dry_run:
             report.ingest = ingest(store, cfg, cfg.sources)
@@ -346,15 +357,90 @@ def run(
     finally:
         if lock is not None:
             lock.release()
-    return _finish(cfg, report, started)
+    return _finish(store, cfg, report, started)
 
 
-def _finish(cfg: Config, report: RunReport, started: float) -> RunReport:
+#: a digest's outcome that means its period has an edition
+HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent", "paused")
+
+
+def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:
+    """Count, per digest, the schedule periods in a row that ended without an edition
+    (no subscribers, too few articles, every source failing, a missed period), each
+    period once however many runs see it; mark a digest stalled at its
+    ``alert_idle_periods``. Returns the last period counted, per digest."""
+    counted: dict[str, str] = {}
+    for d in _last_per_digest(report).values():
+        before = store.digest_run(d.digest)
+        idle, idle_period = (before.idle_periods, before.idle_period) if before else (0, "")
+        if d.status in HAS_EDITION:
+            idle, idle_period = 0, ""
+        elif d.period not in ("", "?", idle_period):  # "?": failed before its period was known
+            # earlier periods the machine was down for never got an edition either
+            idle, idle_period = idle + 1 + len(d.missed_periods), d.period
+            d.idle_new = True
+        d.idle_periods = idle
+        counted[d.digest] = idle_period
+        limit = _alert_idle_periods(cfg, d.digest)
+        d.stalled = bool(limit) and idle >= limit and d.status not in HAS_EDITION
+        if d.stalled:
+            logger.error(
+                "%s: no edition for %d schedule periods in a row (now: %s); "
+                "alert_idle_periods = %d",
+                d.digest,
+                idle,
+                d.status,
+                limit,
+            )
+    return counted
+
+
+def _alert_idle_periods(cfg: Config, name: str) -> int:
+    for digest in cfg.digests:
+        if digest.name == name:
+            return digest.alert_idle_periods
+    return 0
+
+
+def _last_per_digest(report: RunReport) -> dict[str, DigestOutcome]:
+    last: dict[str, DigestOutcome] = {}
+    for d in report.digests:
+        last[d.digest] = d  # local time: the current period's outcome comes last
+    return last
+
+
+def record_outcomes(store: Store, report: RunReport, counted: dict[str, str]) -> None:
+    """Keep each digest's outcome as its last run (metrics, `editions`, idle alerts)."""
+    code = report.exit_code
+    for name, d in _last_per_digest(report).items():
+        store.record_digest_run(
+            DigestRun(
+                digest=name,
+                ran_at=datetime.now(UTC),
+                exit_code=code,
+                status=d.status,
+                period=d.period,
+                edition_id=d.edition_id,
+                message=d.message,
+                idle_periods=d.idle_periods,
+                idle_period=counted.get(name, ""),
+            )
+        )
+
+
+def _finish(store: Store, cfg: Config, report: RunReport, started: float) -> RunReport:
     report.seconds = time.monotonic() - started
+    if not report.dry_run and not report.locked_by:
+        try:
+            record_outcomes(store, report, count_idle(store, cfg, report))
+        except NewsletterError as err:  # monitoring must not turn a good run into a failure
+            logger.error("cannot record the run's outcome: %s", err)
     if report.locked_by:
         logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
-    code = report.exit_code
-    if not report.dry_run and (code == 1 or (code == 3 and cfg.alerts.on_partial)):
+    # a stall is emailed once per period it lasts, not by every 5-minute run
+    known_stall = [d for d in report.digests if d.stalled and not d.idle_new]
+    mail_code = report.exit_code_of([d for d in report.digests if d not in known_stall])
+    if not report.dry_run and (mail_code == 1 or (mail_code == 3 and cfg.alerts.on_partial)):
         report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
     summary_logger.info(
         report.summary_text(), extra={"event": "run.summary", "summary": report.summary()}
@@ -377,5 +463,10 @@ def _alert_body(report: RunReport) -> str:
         lines.append(
             f"{d.digest} ({d.period}): {d.status}" + (f": {d.message}" if d.message else "")
         )
+        if d.stalled:
+            lines.append(
+                f"{d.digest}: no edition for {d.idle_periods} schedule periods in a row "
+                "(alert_idle_periods)"
+            )
     lines += ["", f"Run time (as given): {report.now.isoformat()}", "See `newsletter status`."]
     return "\n".join(lines)

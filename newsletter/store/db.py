@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 from alembic import command
@@ -13,15 +15,17 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from newsletter.errors import StoreError
+from newsletter.errors import ConfigError, StoreError
 from newsletter.store.articles import ArticleQueries
 from newsletter.store.audience import AudienceQueries
 from newsletter.store.base import READ_ONLY
+from newsletter.store.control import ControlQueries
 from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
 from newsletter.store.locks import LockQueries
 from newsletter.store.rates import RateQueries
+from newsletter.store.runs import RunQueries
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class Store(
     DeliveryQueries,
     EventQueries,
     LockQueries,
+    RunQueries,
+    ControlQueries,
 ):
     """All database access of the project."""
 
@@ -118,12 +124,72 @@ class Store(
         self.engine.dispose()
 
 
+def _warn_if_shared(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        logger.warning(
+            "%s: the database is readable by other users (mode %04o); "
+            "`chmod 600` it (and its -wal and -shm files)",
+            path,
+            mode,
+        )
+
+
 def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the database at ``url``."""
+#: the database holds addresses and names: its file (and the WAL and SHM files, which
+#: SQLite creates with the database file's mode) is readable by its owner only
+PRIVATE_FILE_MODE = 0o600
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other engines and in-memory databases."""
+    if not url.startswith("sqlite") or ":memory:" in url or "mode=memory" in url:
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path else None
+
+
+def create_private_file(path: Path, mode: int = PRIVATE_FILE_MODE) -> bool:
+    """Create ``path`` empty with ``mode`` whatever the umask; False if it existed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise StoreError(f"cannot create the database: {err.strerror}", where=str(path)) from err
+    os.fchmod(fd, mode)  # the umask may have taken bits off; never adds any
+    os.close(fd)
+    return True
+
+
+def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
+    """Open (and by default migrate) the database at ``url``.
+
+    With ``create=False`` a SQLite file that does not exist is an error (exit code 2)
+    instead of a new empty database: a typo in the path, or an environment the
+    scheduler did not pass, must not start a newsletter with no subscribers. A new
+    SQLite file is created readable by its owner only (0600).
+    """
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        if not create:
+            raise ConfigError(
+                f"the database {path} does not exist",
+                where="database",
+                hint="`newsletter init` creates it; the URL is the config's `database`, "
+                "or NEWSLETTER_DATABASE_URL, or --db",
+            )
+        if path.parent.parent.is_dir():
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            create_private_file(path)
+    elif path is not None:
+        _warn_if_shared(path)
     store = Store(make_engine(url))
     if migrate:
         store.migrate()

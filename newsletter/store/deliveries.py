@@ -21,14 +21,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from newsletter.errors import InputError, NewsletterError, NotFoundError
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import batches, deliveries, editions, events, subscribers
 
+#: an edition in one of these is never claimed from (store/control.py)
+NOT_SENDING = ("paused", "cancelled")
+
 TRANSITIONS: dict[str, set[str]] = {
-    "queued": {"claimed"},
+    # cancelled: its edition was cancelled (store/control.py)
+    "queued": {"claimed", "cancelled"},
     "claimed": {"accepted", "failed", "queued", "unresolved"},
     "unresolved": {"queued", "accepted", "failed"},
     "accepted": {"delivered", "deferred", "bounced", "dropped", "complained", "unsubscribed"},
@@ -241,6 +256,8 @@ class DeliveryQueries(StoreBase):
             deliveries.c.edition_id == edition_id,
             deliveries.c.status == "queued",
             or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= release),
+            # a paused or cancelled edition starts no new batch (store/control.py)
+            ~exists().where((editions.c.id == edition_id) & editions.c.status.in_(NOT_SENDING)),
         )
         with self.begin() as conn:
             # SQLite walks the (edition_id, status) index in rowid order, so ORDER BY id

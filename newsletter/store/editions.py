@@ -135,12 +135,18 @@ class EditionQueries(StoreBase):
                 select(editions.c.window_end).where(editions.c.id == edition_id)
             ).scalar_one_or_none()
 
-    def set_edition_status(self, edition_id: int, status: str, *, sent: bool = False) -> None:
+    def set_edition_status(
+        self, edition_id: int, status: str, *, sent: bool = False, unless: Sequence[str] = ()
+    ) -> None:
+        """Set the status; an edition whose status is in ``unless`` keeps it."""
         values: dict[str, Any] = {"status": status}
         if sent:
             values["sent_at"] = utcnow()
+        where = editions.c.id == edition_id
+        if unless:
+            where = where & editions.c.status.notin_(unless)
         with self.begin() as conn:
-            conn.execute(update(editions).where(editions.c.id == edition_id).values(**values))
+            conn.execute(update(editions).where(where).values(**values))
 
     def list_editions(self, digest: str | None = None, limit: int = 20) -> list[EditionInfo]:
         q = select(editions).order_by(editions.c.id.desc()).limit(limit)

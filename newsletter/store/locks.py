@@ -261,7 +261,9 @@ class LockQueries(StoreBase):
 
     def _try_flock(self, name: str, holder: str, path: Path) -> RunLock | None:
         try:
-            fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+            # owner-only like the database beside it (it names the host and pid)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fh = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
         except OSError as err:
             raise StoreError(f"cannot open the lock file: {err.strerror}", where=str(path)) from err
         try:

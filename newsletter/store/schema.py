@@ -145,7 +145,7 @@ editions = Table(
     Column("digest", String(200), nullable=False),
     # the schedule period this edition belongs to, e.g. "2026-11-30T07:00"
     Column("period", String(64), nullable=False),
-    # draft | compiled | sending | sent | partially_failed | cancelled | skipped
+    # draft | compiled | sending | paused | sent | partially_failed | cancelled | skipped
     Column("status", String(20), nullable=False),
     Column("subject", Text, nullable=False, default=""),
     Column("window_start", TZ),
@@ -194,7 +194,7 @@ deliveries = Table(
     Column("email", String(320), nullable=False),  # frozen with the audience
     Column("variant", String(500), nullable=False),
     # queued | claimed | accepted | failed | unresolved | delivered | deferred | bounced |
-    # dropped | complained | unsubscribed
+    # dropped | complained | unsubscribed | cancelled (its edition was cancelled)
     Column("status", String(20), nullable=False),
     Column("batch_id", String(64), ForeignKey("batches.id")),
     Column("message_id", String(500), nullable=False, default=""),
@@ -238,4 +238,23 @@ locks = Table(
     Column("holder", String(200), nullable=False),
     Column("acquired_at", TZ, nullable=False),
     Column("expires_at", TZ, nullable=False),
+)
+
+# the last run's outcome per digest (metrics, `newsletter editions`, idle alerts)
+digest_runs = Table(
+    "digest_runs",
+    metadata,
+    Column("digest", String(200), primary_key=True),
+    Column("ran_at", TZ, nullable=False),
+    # the exit code of the run that last handled this digest
+    Column("exit_code", Integer, nullable=False),
+    # the digest's outcome in that run: sent, no-subscribers, too-few-articles, failed …
+    Column("status", String(30), nullable=False),
+    Column("period", String(64), nullable=False, default=""),
+    Column("edition_id", Integer),
+    Column("message", Text, nullable=False, default=""),
+    # consecutive schedule periods that ended without an edition, and the last one
+    # counted (so runs every 5 minutes count each period once)
+    Column("idle_periods", Integer, nullable=False, default=0),
+    Column("idle_period", String(64), nullable=False, default=""),
 )

@@ -4,6 +4,7 @@
     GET  /unsubscribe/<token>        confirm, or change topics instead
     POST /unsubscribe/<token>        RFC 8058 one-click unsubscribe (or save topics)
     GET  /healthz                    "ok" once the database answers
+    GET  /metrics                    Prometheus text format (tracking/metrics.py)
 
 SendGrid retries any non-2xx answer for 24 hours, so the webhook answers 200
 only after the events are committed, 403 for requests that are not genuine
@@ -30,6 +31,7 @@ from newsletter.config import Config
 from newsletter.errors import ConfigError, InputError, StoreError, WebhookError
 from newsletter.store import Store
 from newsletter.tracking import unsubscribe as unsub
+from newsletter.tracking.metrics import metrics_endpoint
 from newsletter.tracking.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -217,6 +219,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(store), methods=["GET"]),
         ]
     )
 

@@ -11,12 +11,18 @@ Definitions (the same in `newsletter status` and the HTML report):
 
 Opens are counted from SendGrid's open events; Apple Mail Privacy Protection
 pre-fetches images, so the open rate is an upper bound.
+
+A backend without delivery events (SMTP, the outbox) only tells that a message
+was accepted: for its editions ``events_reported`` is false and every rate that
+needs events (delivery, open, click, click-to-open, bounce, complaint) is None
+("unknown"), never 0%.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from newsletter.delivery.backends import EVENT_BACKENDS
 from newsletter.errors import NotFoundError
 from newsletter.models import EditionInfo
 from newsletter.store import Store
@@ -34,12 +40,13 @@ STATUSES = (
     "unsubscribed",
     "failed",
     "unresolved",
+    "cancelled",
 )
 #: everything `status` counts: the statuses plus the engagement flags
 COUNTS = (*STATUSES, "opened", "clicked")
 
 #: not (yet) taken by the provider
-_NOT_SENT = ("queued", "claimed", "failed", "unresolved")
+_NOT_SENT = ("queued", "claimed", "failed", "unresolved", "cancelled")
 #: statuses that prove the message arrived
 _ARRIVED = ("delivered", "unsubscribed", "complained")
 
@@ -48,8 +55,13 @@ def _rate(n: int, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
 
-def summarize(rows: list[tuple[str, bool, bool, int]]) -> dict[str, Any]:
-    """Counts and rates from (status, opened, clicked, count) rows."""
+#: rates that need the provider's events
+_EVENT_RATES = ("delivery", "open", "click", "click_to_open", "bounce", "complaint")
+
+
+def summarize(rows: list[tuple[str, bool, bool, int]], *, events: bool = True) -> dict[str, Any]:
+    """Counts and rates from (status, opened, clicked, count) rows; with ``events``
+    False (a backend that reports none) the rates that need them are None."""
     counts = {k: 0 for k in COUNTS}
     recipients = sent = delivered = 0
     for status, opened, clicked, n in rows:
@@ -63,7 +75,7 @@ def summarize(rows: list[tuple[str, bool, bool, int]]) -> dict[str, Any]:
             sent += n
         if status in _ARRIVED or opened or clicked:
             delivered += n
-    return {
+    out: dict[str, Any] = {
         "recipients": recipients,
         "sent": sent,
         "delivered_total": delivered,
@@ -78,6 +90,10 @@ def summarize(rows: list[tuple[str, bool, bool, int]]) -> dict[str, Any]:
             "unsubscribe": _rate(counts["unsubscribed"], delivered),
         },
     }
+    if not events:
+        out["rates"] |= dict.fromkeys(_EVENT_RATES)
+        out["rates"]["unsubscribe"] = _rate(counts["unsubscribed"], sent)
+    return out
 
 
 def find_edition(store: Store, edition_id: int | None) -> EditionInfo:
@@ -99,7 +115,10 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
     per_variant: dict[str, list[tuple[str, bool, bool, int]]] = {}
     for variant, status, opened, clicked, n in rows:
         per_variant.setdefault(variant, []).append((status, opened, clicked, n))
-    overall = summarize([r[1:] for r in rows])
+    backends = store.edition_backends(info.id)
+    # no batch yet (nothing sent): rates are unknown either way
+    events = bool(backends) and any(b in EVENT_BACKENDS for b in backends)
+    overall = summarize([r[1:] for r in rows], events=events)
     return {
         "id": info.id,
         "digest": info.digest,
@@ -108,8 +127,11 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
         "subject": info.subject,
         "created_at": info.created_at.isoformat(),
         "sent_at": info.sent_at.isoformat() if info.sent_at else None,
+        "backends": backends,
+        #: whether the backend reports delivery events (SendGrid) or only acceptance
+        "events_reported": events,
         **overall,
-        "variants": {v: summarize(r) for v, r in sorted(per_variant.items())},
+        "variants": {v: summarize(r, events=events) for v, r in sorted(per_variant.items())},
         "events": store.event_type_counts(info.id),
         # across all editions: events whose message we could not find
         "unmatched_events": store.unmatched_event_count(),

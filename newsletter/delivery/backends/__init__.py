@@ -5,6 +5,10 @@ from __future__ import annotations
 from newsletter.config import Config
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
 
+#: backends whose provider reports what became of each message (delivered, bounced,
+#: opened …) through a webhook; the others (smtp, outbox) only tell that it was accepted
+EVENT_BACKENDS = frozenset({"sendgrid"})
+
 
 def make_backend(cfg: Config, name: str | None = None) -> Backend:
     name = name or cfg.delivery.backend
@@ -23,4 +27,4 @@ def make_backend(cfg: Config, name: str | None = None) -> Backend:
     raise ValueError(name)
 
 
-__all__ = ["Backend", "BatchResult", "OutgoingMessage", "make_backend"]
+__all__ = ["EVENT_BACKENDS", "Backend", "BatchResult", "OutgoingMessage", "make_backend"]

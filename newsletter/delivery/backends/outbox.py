@@ -45,7 +45,10 @@ class OutboxBackend(Backend):
         folder = self.edition_folder(message.edition_id, test=message.test)
         result = BatchResult(message_id=f"outbox-{message.edition_id}")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            # the messages carry addresses and personal links: owner-only folders
+            # (mkstemp makes the files 0600)
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.mkdir(exist_ok=True, mode=0o700)
             for r in recipients:
                 try:
                     data = render_message(message, r, eight_bit=True).data

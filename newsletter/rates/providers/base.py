@@ -70,6 +70,9 @@ class RatesProvider(abc.ABC):
     name: str = ""
     #: what the header shows as the figure's source
     label: str = ""
+    #: the currency this provider's bank issues ("KZT" for the National Bank of
+    #: Kazakhstan): for that currency it is asked first ([rates] issuer_first)
+    home: str = ""
     #: base URL, overridable per provider in ``[rates] urls``
     default_url: str = ""
     #: how many days after the asked day an answer may be dated (a bank that

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 class CbuProvider(RatesProvider):
     name = "cbu"
+    home = "UZS"
     label = "Central Bank of Uzbekistan"
     default_url = "https://cbu.uz/en/arkhiv-kursov-valyut/json"
 

@@ -24,6 +24,7 @@ from newsletter.rates.providers.base import (
 
 class NbkProvider(RatesProvider):
     name = "nbk"
+    home = "KZT"
     label = "National Bank of Kazakhstan"
     default_url = "https://nationalbank.kz/rss/get_rates.cfm"
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 class NbkrProvider(RatesProvider):
     name = "nbkr"
+    home = "KGS"
     label = "National Bank of the Kyrgyz Republic"
     default_url = "https://www.nbkr.kg/XML"
     days_ahead = 1

@@ -23,6 +23,7 @@ from newsletter.rates.providers.base import (
 
 class NbtProvider(RatesProvider):
     name = "nbt"
+    home = "TJS"
     label = "National Bank of Tajikistan"
     default_url = "https://www.nbt.tj/en/kurs/export_xml.php"
 

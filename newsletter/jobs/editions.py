@@ -1,0 +1,118 @@
+"""Editions as first-class objects: list them, cancel, pause and resume one.
+
+The state changes themselves are conditional updates in the store
+(``newsletter/store/control.py``); this module turns "not allowed from this
+state" into a clear error and says what happened to the deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from newsletter.errors import InputError, NotFoundError
+from newsletter.store import Store
+from newsletter.store.control import TRANSITIONS
+
+logger = logging.getLogger(__name__)
+
+#: delivery statuses still waiting to go out
+WAITING = ("queued", "claimed", "unresolved")
+#: delivery statuses the provider took
+ACCEPTED = (
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "dropped",
+    "complained",
+    "unsubscribed",
+)
+
+
+@dataclass(frozen=True)
+class Controlled:
+    edition_id: int
+    operation: str
+    before: str
+    after: str
+    #: queued deliveries cancelled
+    cancelled: int
+    #: deliveries of batches in flight, left to settle
+    in_flight: int
+
+    def describe(self) -> str:
+        text = f"edition {self.edition_id}: {self.before} -> {self.after}"
+        if self.operation == "cancel":
+            text += f"; {self.cancelled} queued deliveries cancelled"
+        if self.in_flight:
+            text += (
+                f"; {self.in_flight} in batches already in flight settle as the provider answers"
+            )
+        return text
+
+
+def control(store: Store, edition_id: int, operation: str) -> Controlled:
+    """cancel, pause or resume an edition; InputError when its status does not allow it."""
+    result = store.control_edition(edition_id, operation)
+    if not result.before:
+        raise NotFoundError(f"no edition {edition_id}")
+    allowed, _after = TRANSITIONS[operation]
+    if not result.changed:
+        raise InputError(
+            f"edition {edition_id} is {result.before}: only an edition that is "
+            f"{' or '.join(allowed)} can be {_PAST[operation]}"
+        )
+    info = store.get_edition(edition_id)
+    assert info is not None
+    done = Controlled(
+        edition_id=edition_id,
+        operation=operation,
+        before=result.before,
+        after=info.status,
+        cancelled=result.deliveries,
+        in_flight=result.in_flight,
+    )
+    logger.warning("%s", done.describe())
+    return done
+
+
+_PAST = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
+
+
+def list_editions(store: Store, digest: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest editions, newest first: period, status, counts, times, the last run."""
+    runs = {r.digest: r for r in store.digest_runs()}
+    out = []
+    for e in store.list_editions(digest=digest, limit=limit):
+        totals: dict[str, int] = {}
+        for counts in store.delivery_counts(e.id).values():
+            for status, n in counts.items():
+                totals[status] = totals.get(status, 0) + n
+        run = runs.get(e.digest)
+        last_run = None
+        if run is not None and run.period == e.period:
+            last_run = {
+                "status": run.status,
+                "exit_code": run.exit_code,
+                "ran_at": run.ran_at.isoformat(timespec="seconds"),
+                "message": run.message,
+            }
+        out.append(
+            {
+                "id": e.id,
+                "digest": e.digest,
+                "period": e.period,
+                "status": e.status,
+                "recipients": sum(totals.values()),
+                "accepted": sum(totals.get(s, 0) for s in ACCEPTED),
+                "failed": totals.get("failed", 0),
+                "waiting": sum(totals.get(s, 0) for s in WAITING),
+                "cancelled": totals.get("cancelled", 0),
+                "created_at": e.created_at.isoformat(timespec="seconds"),
+                "sent_at": e.sent_at.isoformat(timespec="seconds") if e.sent_at else None,
+                "last_run": last_run,
+            }
+        )
+    return out

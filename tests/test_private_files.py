@@ -1,0 +1,77 @@
+"""Personal data stays private on disk: whatever the umask, the files that hold
+addresses and names are created readable by their owner only."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    """The usual 022: files would be world-readable unless the program sees to it."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_database_wal_shm_lock_and_outbox_are_owner_only(project, loose_umask):
+    (project / "news.db").unlink()
+    invoke("init")
+    assert mode(project / "news.db") == 0o600
+    invoke("subscribers", "import", "subscribers.csv")
+    invoke("run", "--at", "2026-11-30T07:05+05:00")
+    for name in ("news.db", "news.db.run.lock"):
+        assert mode(project / name) == 0o600, name
+    # the WAL and SHM files exist while a connection is open (the last close removes
+    # them); SQLite gives them the database file's mode, whatever the umask
+    con = sqlite3.connect(project / "news.db")
+    con.execute("CREATE TABLE probe (x)")
+    con.commit()
+    try:
+        for name in ("news.db-wal", "news.db-shm"):
+            assert mode(project / name) == 0o600, name
+    finally:
+        con.close()
+    outbox = project / "outbox"
+    emls = list(outbox.rglob("*.eml"))
+    assert emls
+    for folder in {outbox, *(e.parent for e in emls)}:
+        assert mode(folder) == 0o700, folder
+    for eml in emls:
+        assert mode(eml) == 0o600, eml
+
+
+def test_export_to_a_file_is_owner_only(project, loose_umask):
+    invoke("subscribers", "import", "subscribers.csv")
+    invoke("subscribers", "export", "--out", "export.csv")
+    assert mode(project / "export.csv") == 0o600
+    assert (project / "export.csv").read_text().startswith("email,name,tags,timezone,status\n")
+    # an existing file is tightened too, not just reused with its mode
+    (project / "old.csv").write_text("x")
+    (project / "old.csv").chmod(0o644)
+    invoke("subscribers", "export", "--out", "old.csv")
+    assert mode(project / "old.csv") == 0o600
+
+
+def test_an_existing_shared_database_is_reported(project):
+    (project / "news.db").chmod(0o644)
+    output = invoke("subscribers", "list")
+    assert "readable by other users (mode 0644); `chmod 600` it" in output
