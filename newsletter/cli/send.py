@@ -123,9 +123,18 @@ def register(cli: click.Group) -> None:
             if as_json:
                 emit_json(dataclasses.asdict(done))
             elif done.decision == "resend":
+                skipped = (
+                    f"; {done.skipped} skipped: SendGrid's events prove it accepted the batch"
+                    if done.skipped
+                    else ""
+                )
                 click.echo(
-                    f"batch {done.batch_id}: {done.deliveries} deliveries queued again; "
-                    f"`newsletter send --digest {done.digest} --at {done.period}` sends them"
+                    f"batch {done.batch_id}: {done.deliveries} deliveries queued again{skipped}"
+                    + (
+                        f"; `newsletter send --digest {done.digest} --at {done.period}` sends them"
+                        if done.deliveries
+                        else f"; edition {done.edition_id} is {done.edition_status}"
+                    )
                 )
             else:
                 click.echo(

@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from newsletter.delivery.backends import Backend
-from newsletter.errors import InputError, NotFoundError, PermanentDeliveryError, TransientError
+from newsletter.errors import InputError, PermanentDeliveryError, TransientError
 from newsletter.store import Store
 from newsletter.store.base import utcnow
 
@@ -55,6 +55,8 @@ class ResolveOutcome:
     decision: str
     deliveries: int
     edition_status: str
+    #: resend only: deliveries not sent again because provider events prove the batch
+    skipped: int = 0
 
 
 def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reason: str) -> str:
@@ -163,7 +165,7 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
     batch = store.get_batch(batch_id)
     if batch is None:
-        raise NotFoundError(
+        raise InputError(
             f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
         )
     edition_id = batch["edition_id"]
@@ -174,8 +176,15 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
             f"edition {edition_id} is cancelled: nothing is sent again",
             hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
         )
-    n = store.resolve_batch(batch_id, decision)
-    if decision == "resend" and info.status != "sending":
+    skipped = 0
+    if decision == "resend":
+        # the webhook may have brought proof since the batch was held: look again now
+        n, skipped, _ = store.resend_held_batch(batch_id)
+    else:
+        n = store.resolve_batch(batch_id, decision)
+    info = store.get_edition(edition_id)
+    assert info is not None
+    if decision == "resend" and n and info.status != "sending":
         store.set_edition_status(edition_id, "sending")
     else:
         finalize(store, edition_id)
@@ -189,4 +198,5 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         decision=decision,
         deliveries=n,
         edition_status=info.status,
+        skipped=skipped,
     )

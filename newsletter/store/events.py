@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.store.base import StoreBase, update_by_id, utcnow
+from newsletter.store.deliveries import OWN_EVENTS, message_id_of, settle_held_batches
 from newsletter.store.schema import deliveries, editions, events, subscribers
 from newsletter.tracking.events import TrackedEvent
 from newsletter.tracking.precedence import (
@@ -189,6 +190,16 @@ class EventQueries(StoreBase):
                     result.matched.add(d.id)
             self._insert_events(conn, rows)
             result.stored = len(rows)
+            # one provider event settles the whole held batch of its delivery
+            settle_held_batches(
+                conn,
+                [
+                    (d.id, ev.provider, ev.message_id or message_id_of(ev.raw))
+                    for ev, d in zip(new, matched, strict=True)
+                    if d is not None
+                ],
+                now,
+            )
             result.deliveries_changed = self._apply_statuses(conn, new, matched, now)
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -309,6 +320,8 @@ class EventQueries(StoreBase):
         rows: dict[int, _Delivery] = {}
         for ev, d in zip(new, matched, strict=True):
             if d is not None:
+                if d.status == "unresolved" and ev.provider == OWN_EVENTS:
+                    continue  # only the provider can say it took a held message
                 types.setdefault(d.id, []).append(ev.type)
                 rows[d.id] = d
         changes = []
@@ -483,18 +496,22 @@ class EventQueries(StoreBase):
             else:
                 raise ValueError("give delivery_ids or edition_id")
             rows = {r.id: _Delivery(*r[:7]) for r in found}
-            types: dict[int, list[str]] = {i: [] for i in rows}
+            types: dict[int, list[tuple[str, str]]] = {i: [] for i in rows}
+            proofs: list[tuple[int, str, str]] = []
             for part in _chunks(sorted(rows)):
-                for did, t in conn.execute(
-                    select(events.c.delivery_id, events.c.type).where(
-                        events.c.delivery_id.in_(part)
-                    )
+                for did, t, provider, raw in conn.execute(
+                    select(
+                        events.c.delivery_id, events.c.type, events.c.provider, events.c.raw
+                    ).where(events.c.delivery_id.in_(part))
                 ):
-                    types[did].append(t)
+                    types[did].append((provider, t))
+                    if rows[did].status == "unresolved":
+                        proofs.append((did, provider, message_id_of(raw)))
+            settle_held_batches(conn, proofs, now)
             pairs = [
-                (TrackedEvent("", "", t, "", "", now, {}), rows[did])
+                (TrackedEvent(provider, "", t, "", "", now, {}), rows[did])
                 for did, ts in types.items()
-                for t in ts
+                for provider, t in ts
             ]
             return self._apply_statuses(conn, [p[0] for p in pairs], [p[1] for p in pairs], now)
 
