@@ -252,7 +252,7 @@ def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
 
 
 def test_transitions_table_is_the_documented_state_machine():
-    assert TRANSITIONS["queued"] == {"claimed", "cancelled"}  # cancelled: edition cancelled
+    assert TRANSITIONS["queued"] == {"claimed", "cancelled", "left"}
     assert TRANSITIONS["claimed"] == {"accepted", "failed", "queued", "unresolved"}
     assert TRANSITIONS["unresolved"] == {"queued", "accepted", "failed"}
 

@@ -43,7 +43,9 @@ NOT_SENDING = ("paused", "cancelled")
 
 TRANSITIONS: dict[str, set[str]] = {
     # cancelled: its edition was cancelled (store/control.py)
-    "queued": {"claimed", "cancelled"},
+    # left: at claim time the subscriber was no longer active (unsubscribed, bounced,
+    # complained, suppressed, removed): never sent, and never sent later either
+    "queued": {"claimed", "cancelled", "left"},
     "claimed": {"accepted", "failed", "queued", "unresolved"},
     "unresolved": {"queued", "accepted", "failed"},
     "accepted": {"delivered", "deferred", "bounced", "dropped", "complained", "unsubscribed"},
@@ -295,15 +297,21 @@ class DeliveryQueries(StoreBase):
                 pick = pick.order_by(deliveries.c.id).limit(limit)
             else:
                 pick = pick.limit(limit).with_for_update(skip_locked=True)
-            claimed = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(pick.scalar_subquery()))
-                .values(status="claimed", batch_id=batch_id, updated_at=now)
-            ).rowcount
-            if not claimed:
-                # another worker took the last ones between the two statements
-                conn.execute(delete(batches).where(batches.c.id == batch_id))
-                return None
+            while True:
+                claimed = conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(pick.scalar_subquery()))
+                    .values(status="claimed", batch_id=batch_id, updated_at=now)
+                ).rowcount
+                if not claimed:
+                    # another worker took the last ones between the two statements
+                    conn.execute(delete(batches).where(batches.c.id == batch_id))
+                    return None
+                # whoever left since the freeze is not mailed: decided now, at claim
+                # time, in the claim's transaction, so an unsubscribe committed
+                # before it is always seen
+                if claimed > self._skip_leavers(conn, batch_id, now):
+                    break
             rows = conn.execute(
                 select(
                     deliveries.c.id,
@@ -325,6 +333,34 @@ class DeliveryQueries(StoreBase):
             provider_batch_id=provider_batch_id,
             claimed_at=now,
         )
+
+    @staticmethod
+    def _skip_leavers(conn: Connection, batch_id: str, now: datetime) -> int:
+        """Claimed deliveries of subscribers no longer active become ``left``. Returns how many.
+
+        ``error`` keeps the subscriber's status at that moment (a subscriber removed
+        since the freeze has none: ``removed``).
+        """
+        sub = subscribers.alias("sub")
+        status_now = (
+            select(sub.c.status).where(sub.c.id == deliveries.c.subscriber_id).scalar_subquery()
+        )
+        active = (
+            select(sub.c.id)
+            .where((sub.c.id == deliveries.c.subscriber_id) & (sub.c.status == "active"))
+            .exists()
+        )
+        return conn.execute(
+            update(deliveries)
+            .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "claimed"))
+            .where(~active)
+            .values(
+                status="left",
+                batch_id=None,
+                error=func.coalesce(status_now, "removed"),
+                updated_at=now,
+            )
+        ).rowcount
 
     def finish_batch(
         self,
@@ -619,6 +655,12 @@ class DeliveryQueries(StoreBase):
             return {
                 v: {"opened": int(o or 0), "clicked": int(c or 0)} for v, o, c in conn.execute(q)
             }
+
+    def delivery_status(self, delivery_id: int) -> str | None:
+        with self.connect() as conn:
+            return conn.execute(
+                select(deliveries.c.status).where(deliveries.c.id == delivery_id)
+            ).scalar_one_or_none()
 
     def list_deliveries(self, edition_id: int, *, status: str | None = None) -> list[dict]:
         q = (

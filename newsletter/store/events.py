@@ -518,7 +518,12 @@ class EventQueries(StoreBase):
     # ------------------------------------------------------------------ unsubscribes
 
     def latest_delivery(self, subscriber_id: int, digest: str) -> int | None:
-        """The newest delivery of ``digest`` the provider took for a subscriber."""
+        """The newest delivery of ``digest`` for a subscriber, for an unsubscribe to mark.
+
+        One the provider took, or one of an edition being sent (queued, claimed, or
+        left at claim time), so that an unsubscribe during a send counts in that
+        edition. Not a held (unresolved) one: only the provider can settle that.
+        """
         q = (
             select(deliveries.c.id)
             .where(
@@ -527,7 +532,11 @@ class EventQueries(StoreBase):
                 )
             )
             .where(deliveries.c.subscriber_id == subscriber_id)
-            .where(deliveries.c.status.in_(_EVENT_DRIVEN))
+            .where(
+                deliveries.c.status.in_(
+                    [s for s in _EVENT_DRIVEN if s != "unresolved"] + ["queued", "claimed", "left"]
+                )
+            )
             .order_by(deliveries.c.id.desc())
             .limit(1)
         )
@@ -568,6 +577,20 @@ class EventQueries(StoreBase):
         )
         with self.connect() as conn:
             return [(v, s, bool(o), bool(c), int(n)) for v, s, o, c, n in conn.execute(q)]
+
+    def left_after_unsubscribing(self, edition_id: int) -> int:
+        """Deliveries of an edition not sent because the reader unsubscribed during its send."""
+        q = select(func.count(func.distinct(deliveries.c.id))).where(
+            (deliveries.c.edition_id == edition_id)
+            & (deliveries.c.status == "left")
+            & deliveries.c.id.in_(
+                select(events.c.delivery_id).where(
+                    (events.c.edition_id == edition_id) & (events.c.type == "unsubscribed")
+                )
+            )
+        )
+        with self.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def event_type_counts(self, edition_id: int) -> dict[str, int]:
         q = (

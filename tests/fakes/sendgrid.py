@@ -102,6 +102,8 @@ class Taken:
     send_at: int | None
     sandbox: bool
     request: int
+    #: time.time() when the request that carried it was read
+    at: float = 0.0
     substitutions: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -353,6 +355,7 @@ class FakeSendGrid:
 
     def _mail_send(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
         method = "POST"
+        arrived = time.time()
         if fault is not None:
             kind = fault.kind
             if kind == "429":
@@ -391,6 +394,7 @@ class FakeSendGrid:
                             send_at=body.get("send_at"),
                             sandbox=sandbox,
                             request=index,
+                            at=arrived,
                             substitutions=p.get("substitutions", {}) if self.keep_bodies else {},
                             headers=p.get("headers", {}) if self.keep_bodies else {},
                         )
