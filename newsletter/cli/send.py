@@ -9,12 +9,12 @@ from typing import Any
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
-from newsletter.cli.run import print_run
+from newsletter.cli.run import print_run, skip_reason
 from newsletter.delivery.recovery import resolve
 from newsletter.delivery.send import BatchProgress
 from newsletter.errors import InputError
 from newsletter.jobs.outcomes import RunReport
-from newsletter.jobs.run import run_digest
+from newsletter.jobs.run import alert_if_failed, run_digest
 
 
 class BatchOutput:
@@ -82,6 +82,13 @@ def register(cli: click.Group) -> None:
         metavar="EMAIL",
         help="Send the preview to this editor, [TEST] in the subject; records nothing. Repeatable.",
     )
+    @click.option(
+        "--skip-check",
+        "skip_check",
+        metavar="REASON",
+        help="Send even if the preflight (`newsletter check`) finds errors; the reason is "
+        "recorded on the edition.",
+    )
     @json_option
     @pass_app
     def send(
@@ -91,6 +98,7 @@ def register(cli: click.Group) -> None:
         dry_run: bool,
         resolve_: tuple[str, str] | None,
         test_to: tuple[str, ...],
+        skip_check: str | None,
         as_json: bool,
     ) -> None:
         """Compile and send the current edition of a digest now (or resume it).
@@ -153,10 +161,12 @@ def register(cli: click.Group) -> None:
                 dry_run=dry_run,
                 force=True,
                 on_batch=None if as_json else output,
+                skip_check=skip_reason(skip_check),
             )
         finally:
             output.close()
-        report = RunReport(now=parse_when(at), digests=[outcome])
+        report = RunReport(now=parse_when(at), digests=[outcome], dry_run=dry_run)
+        alert_if_failed(app.config, report)
         if as_json:
             emit_json(report.as_dict())
         else:

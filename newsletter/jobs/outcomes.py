@@ -42,6 +42,8 @@ class DigestOutcome:
     stalled: bool = False
     #: this run counted a new idle period (so the alert email goes once per period)
     idle_new: bool = False
+    #: the preflight's errors that stopped this digest before anything was stored
+    check_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "send"}
@@ -74,7 +76,7 @@ class RunReport:
         """The exit code as if the run had had only ``digests``."""
         failed = [d for d in digests if d.status == "failed" or d.stalled]
         worked = [d for d in digests if d.status in WORKED]
-        if self.error or (failed and not worked):
+        if self.error or (failed and not worked) or any(d.check_errors for d in digests):
             return 1
         if failed or any(d.status == "partial" for d in digests):
             return 3

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from jinja2 import TemplateNotFound, TemplateSyntaxError
+
 from newsletter import schedule
 from newsletter.articles.ingest import ingest
 from newsletter.config import Config, DigestConfig
@@ -32,11 +34,13 @@ from newsletter.editions import archive
 from newsletter.editions.freeze import create_edition, digest_zones, freeze_audience
 from newsletter.editions.frozen import render_frozen
 from newsletter.editions.plan import plan_edition
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.jobs import alerts
 from newsletter.jobs.outcomes import DigestOutcome, RunReport
 from newsletter.models import EditionInfo, Rendered
+from newsletter.preview.preflight import preflight
 from newsletter.render import personalize
+from newsletter.render.env import make_env
 from newsletter.schedule import Period
 from newsletter.store import Store
 from newsletter.store.editions import DONE_STATES
@@ -124,6 +128,43 @@ def send_existing(
     return out
 
 
+def check_preconditions(
+    cfg: Config, digest: DigestConfig, backend: Backend | None = None
+) -> Backend:
+    """What a send needs, checked before an edition is created or resumed.
+
+    The secret key that signs the unsubscribe links, the backend's credentials
+    (building the backend checks them) and the digest's templates (found and
+    parsed). Raises ConfigError; returns the backend, ready to use.
+    """
+    if not cfg.secrets.secret_key:
+        raise ConfigError(
+            "NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed",
+            hint="export it before sending; nothing was stored",
+        )
+    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
+    env = make_env(folder)
+    for name in (f"{digest.template}.mjml.j2", f"{digest.template}.txt.j2"):
+        try:
+            env.get_template(name)
+        except TemplateNotFound:
+            raise ConfigError(
+                f"template {name} not found",
+                where=f"digest {digest.name}",
+                hint="check digests.template and render.templates; nothing was stored",
+            ) from None
+        except TemplateSyntaxError as err:
+            where = f"{err.filename or name}:{err.lineno}"
+            raise ConfigError(f"template error: {err.message}", where=where) from None
+    return backend or make_backend(cfg)
+
+
+def _preflight_errors(store: Store, cfg: Config, digest: DigestConfig, now: datetime) -> list[str]:
+    """`newsletter check`'s errors for every variant that would go out now."""
+    report = preflight(store, cfg, digest, now)
+    return [str(f) for f in report.errors]
+
+
 def _missed_before(store: Store, digest: DigestConfig, period: Period) -> list[str]:
     """Periods between the last one handled and ``period`` that were never sent."""
     last = store.last_edition(digest.name, statuses=("compiled", "sending", *DONE_STATES))
@@ -158,12 +199,16 @@ def run_digest(
     force: bool = False,
     period: Period | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    skip_check: str = "",
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
     ``force`` sends even when the period began longer ago than catch_up_hours,
     or was recorded as skipped (``newsletter send``). ``period``: the current
-    period, when the caller worked it out already.
+    period, when the caller worked it out already. A new edition is created only
+    after the preconditions and the preflight (``newsletter check``) passed; a
+    preflight error stops the digest unless ``skip_check`` gives the reason to
+    send anyway, which is recorded on the edition.
     """
     if period is None:
         period = schedule.current_period(digest, now, digest_zones(store, digest))
@@ -237,10 +282,26 @@ def run_digest(
             if digest.local_time and period.closes > now:
                 out.message += f"; local time: released until {period.closes.isoformat()}"
             return out
+        backend = check_preconditions(cfg, digest, backend)
+        extra: dict = {}
+        if skip_check:
+            extra["skip_check"] = {"reason": skip_check, "at": now.isoformat()}
+            logger.warning("%s: preflight skipped: %s", digest.name, skip_check)
+        else:
+            errors = _preflight_errors(store, cfg, digest, now)
+            if errors:
+                out.status, out.check_errors = "failed", errors
+                out.message = (
+                    f"the preflight found {len(errors)} error(s); nothing was sent or stored "
+                    "(`newsletter check` shows them; `newsletter send --skip-check REASON` "
+                    "sends anyway): " + "; ".join(errors)
+                )
+                logger.error("%s: %s", digest.name, out.message)
+                return out
         out.late_by = late
         if late:
             logger.warning("%s: sending period %s %s late", digest.name, period.key, late)
-        edition_id, created = create_edition(store, cfg, plan, now)
+        edition_id, created = create_edition(store, cfg, plan, now, extra_info=extra)
         out.status = "sent" if created else "resumed"
     else:
         edition_id = existing.id
@@ -248,6 +309,7 @@ def run_digest(
         if dry_run:
             _dry_run_existing(store, out, existing, now)
             return out
+        backend = check_preconditions(cfg, digest, backend)
         if existing.status == "compiled":
             # a run died while freezing the audience: finish that first
             freeze_audience(store, cfg, edition_id)
@@ -301,6 +363,7 @@ def run(
     do_ingest: bool = True,
     backend: Backend | None = None,
     wait: float = 0.0,
+    skip_check: str = "",
 ) -> RunReport:
     """The cron entry point.
 
@@ -342,7 +405,14 @@ def run(
                     )
                 report.digests.append(
                     run_digest(
-                        store, cfg, digest, now, backend=backend, dry_run=dry_run, period=period
+                        store,
+                        cfg,
+                        digest,
+                        now,
+                        backend=backend,
+                        dry_run=dry_run,
+                        period=period,
+                        skip_check=skip_check,
                     )
                 )
             except NewsletterError as err:
@@ -439,13 +509,22 @@ def _finish(store: Store, cfg: Config, report: RunReport, started: float) -> Run
         logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
     # a stall is emailed once per period it lasts, not by every 5-minute run
     known_stall = [d for d in report.digests if d.stalled and not d.idle_new]
-    mail_code = report.exit_code_of([d for d in report.digests if d not in known_stall])
-    if not report.dry_run and (mail_code == 1 or (mail_code == 3 and cfg.alerts.on_partial)):
-        report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
+    alert_if_failed(cfg, report, [d for d in report.digests if d not in known_stall])
     summary_logger.info(
         report.summary_text(), extra={"event": "run.summary", "summary": report.summary()}
     )
     return report
+
+
+def alert_if_failed(
+    cfg: Config, report: RunReport, digests: list[DigestOutcome] | None = None
+) -> None:
+    """The failure alert (also for a partial run, with ``alerts.on_partial``).
+
+    ``digests``: the outcomes that decide it (default: all of the report's)."""
+    code = report.exit_code_of(report.digests if digests is None else digests)
+    if not report.dry_run and (code == 1 or (code == 3 and cfg.alerts.on_partial)):
+        report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
 
 
 def _alert_subject(cfg: Config, report: RunReport) -> str:
