@@ -19,7 +19,8 @@ class DigestOutcome:
     #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
     #: already-sent | skipped (a period recorded as missed earlier) | missed |
     #: too-few-articles | no-subscribers | dry-run | failed | paused (an operator paused
-    #: the period's edition: nothing is sent until `newsletter resume`)
+    #: the period's edition: nothing is sent until `newsletter resume`) | stale (an
+    #: unfinished edition older than resume_max_age_hours: reported, not sent)
     status: str
     message: str = ""
     edition_id: int | None = None
@@ -74,7 +75,8 @@ class RunReport:
 
     def exit_code_of(self, digests: list[DigestOutcome]) -> int:
         """The exit code as if the run had had only ``digests``."""
-        failed = [d for d in digests if d.status == "failed" or d.stalled]
+        # stale: an unfinished edition too old to resume by itself waits for a person
+        failed = [d for d in digests if d.status in ("failed", "stale") or d.stalled]
         worked = [d for d in digests if d.status in WORKED]
         if self.error or (failed and not worked) or any(d.check_errors for d in digests):
             return 1

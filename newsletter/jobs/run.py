@@ -8,6 +8,9 @@ period is current and compares that with the store:
   ``catch_up_hours``; later than that the period is recorded as skipped;
 - an edition still sending (a crash, or local-time deliveries waiting for
   their hour): resume it;
+- before any of that, every unfinished edition of an earlier period is resumed,
+  oldest first, unless it is older than ``resume_max_age_hours`` (reported and
+  alerted instead, for ``newsletter send --resume``);
 - an edition sent, partly failed, cancelled or skipped: nothing to do.
 
 The edition of a period is unique in the store, so a period is never sent twice,
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
@@ -34,7 +37,7 @@ from newsletter.editions import archive
 from newsletter.editions.freeze import create_edition, digest_zones, freeze_audience
 from newsletter.editions.frozen import render_frozen
 from newsletter.editions.plan import plan_edition
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, InputError, NewsletterError
 from newsletter.jobs import alerts
 from newsletter.jobs.outcomes import DigestOutcome, RunReport
 from newsletter.models import EditionInfo, Rendered
@@ -43,6 +46,8 @@ from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.schedule import Period
 from newsletter.store import Store
+from newsletter.store.base import utcnow
+from newsletter.store.deliveries import OPEN_STATUSES
 from newsletter.store.editions import DONE_STATES
 from newsletter.store.runs import DigestRun
 
@@ -316,7 +321,23 @@ def run_digest(
     return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
-def resume_local_time(
+def max_resume_age(digest: DigestConfig, edition: EditionInfo) -> timedelta:
+    """How old an unfinished edition may be and still be resumed without a person.
+
+    ``resume_max_age_hours``, or by default one schedule period (the time from
+    the edition's period to the next fire time), plus the 26 hours local-time
+    releases can span (UTC+14 to UTC-12) for a local-time digest.
+    """
+    if digest.resume_max_age_hours:
+        return timedelta(hours=digest.resume_max_age_hours)
+    start = schedule.parse_period_key(edition.period) or edition.created_at
+    tz = schedule.zone(digest.timezone)
+    nxt = next(iter(schedule.fires_after(digest.schedule, tz, start)), None)
+    period = (nxt - start) if nxt is not None else timedelta(days=7)
+    return period + (timedelta(hours=26) if digest.local_time else timedelta())
+
+
+def resume_unfinished(
     store: Store,
     cfg: Config,
     digest: DigestConfig,
@@ -325,23 +346,72 @@ def resume_local_time(
     current: str,
     backend: Backend | None = None,
     dry_run: bool = False,
+    on_batch: Callable[[BatchProgress], None] | None = None,
 ) -> list[DigestOutcome]:
-    """Release the waiting deliveries of earlier local-time editions of ``digest``.
+    """Resume every unfinished edition of ``digest`` of another period, oldest first.
 
-    Local-time releases span up to a day, so the next period can open in the
-    east before the last one reached the west.
+    Whatever period it belongs to: a crash, or a send stopped by a provider
+    outage, must not be abandoned because the next period opened (local-time
+    releases also span up to a day). An edition older than
+    :func:`max_resume_age` is reported (status ``stale``, which alerts) and not
+    sent: `newsletter send --resume EDITION` sends it, `newsletter cancel` drops it.
+    Its age runs from its creation to the later of ``now`` and the real time.
     """
     out = []
-    for edition in store.unfinished_editions(digest.name):
+    clock = max(now, utcnow())
+    for edition in store.unfinished_editions(digest.name, statuses=("compiled", "sending")):
         if edition.period == current:
             continue
         o = DigestOutcome(digest=digest.name, period=edition.period, status="resumed")
-        if dry_run:
+        o.edition_id = edition.id
+        age, limit = clock - edition.created_at, max_resume_age(digest, edition)
+        if age > limit:
+            counts = store.delivery_counts(edition.id)
+            left = sum(v.get(s, 0) for v in counts.values() for s in OPEN_STATUSES)
+            o.status = "stale"
+            o.message = (
+                f"edition {edition.id} ({edition.period}) is unfinished, {left} deliveries "
+                f"not sent, and {schedule.describe_delta(age)} old, older than "
+                f"{schedule.describe_delta(limit)}: not sent by itself. "
+                f"`newsletter send --resume {edition.id}` sends it, "
+                f"`newsletter cancel {edition.id}` drops it"
+            )
+            logger.error("%s: %s", digest.name, o.message)
+        elif dry_run:
             _dry_run_existing(store, o, edition, now)
         else:
-            send_existing(store, cfg, o, edition.id, now, backend)
+            logger.warning(
+                "%s: resuming unfinished edition %s of period %s",
+                digest.name,
+                edition.id,
+                edition.period,
+            )
+            backend = check_preconditions(cfg, digest, backend)
+            send_existing(store, cfg, o, edition.id, now, backend, on_batch)
         out.append(o)
     return out
+
+
+def resume_edition(
+    store: Store,
+    cfg: Config,
+    edition_id: int,
+    now: datetime,
+    *,
+    on_batch: Callable[[BatchProgress], None] | None = None,
+) -> DigestOutcome:
+    """`newsletter send --resume EDITION`: send an unfinished edition, whatever its age."""
+    info = store.get_edition(edition_id)
+    if info is None:
+        raise InputError(f"no edition {edition_id}", hint="`newsletter status` lists editions")
+    if info.status not in ("compiled", "sending"):
+        raise InputError(
+            f"edition {edition_id} is {info.status}, not unfinished; nothing to resume"
+        )
+    digest = cfg.digest(info.digest)
+    backend = check_preconditions(cfg, digest)
+    out = DigestOutcome(digest=digest.name, period=info.period, status="resumed")
+    return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
 def _failed(digest: DigestConfig, now: datetime, err: Exception) -> DigestOutcome:
@@ -393,16 +463,9 @@ def run(
                 lock.check()
             try:
                 period = schedule.current_period(digest, now, digest_zones(store, digest))
-                if digest.local_time:
-                    report.digests += resume_local_time(
-                        store,
-                        cfg,
-                        digest,
-                        now,
-                        current=period.key,
-                        backend=backend,
-                        dry_run=dry_run,
-                    )
+                report.digests += resume_unfinished(
+                    store, cfg, digest, now, current=period.key, backend=backend, dry_run=dry_run
+                )
                 report.digests.append(
                     run_digest(
                         store,
@@ -522,8 +585,10 @@ def alert_if_failed(
     """The failure alert (also for a partial run, with ``alerts.on_partial``).
 
     ``digests``: the outcomes that decide it (default: all of the report's)."""
-    code = report.exit_code_of(report.digests if digests is None else digests)
-    if not report.dry_run and (code == 1 or (code == 3 and cfg.alerts.on_partial)):
+    digests = report.digests if digests is None else digests
+    code = report.exit_code_of(digests)
+    stale = any(d.status == "stale" for d in digests)  # always told, partial or not
+    if not report.dry_run and (code == 1 or (code == 3 and (cfg.alerts.on_partial or stale))):
         report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
 
 
