@@ -29,6 +29,10 @@ from newsletter.store.base import utcnow
 logger = logging.getLogger(__name__)
 
 
+#: the provider batch id of a claim whose id is being asked for: nothing was sent yet
+AWAITING_PROVIDER_BATCH = "awaiting"
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -125,6 +129,17 @@ def recover_batches(
         if not store.take_over_batch(batch["id"], batch["worker"], me):
             continue  # another run is recovering it
         size = batch["size"]
+        if batch["provider_batch_id"] == AWAITING_PROVIDER_BATCH:
+            # it died before its provider batch id was stored, so before sending
+            store.finish_batch(
+                batch["id"],
+                requeue=store.batch_delivery_ids(batch["id"]),
+                batch_status="requeued",
+                note="worker died before the request: it had no provider batch id yet",
+            )
+            out["requeued"] += size
+            logger.info("batch %s: worker died before sending; queued again", batch["id"])
+            continue
         if backend.idempotent:
             store.finish_batch(
                 batch["id"],

@@ -447,6 +447,15 @@ class DeliveryQueries(StoreBase):
             conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
         return {"accepted": accepted, "failed": n_failed, "queued": n_queued, "unresolved": n_held}
 
+    def set_provider_batch(self, batch_id: str, provider_batch_id: str) -> None:
+        """Store the provider's batch id of a claimed batch (asked for after the claim)."""
+        with self.begin() as conn:
+            conn.execute(
+                update(batches)
+                .where((batches.c.id == batch_id) & (batches.c.status == "claimed"))
+                .values(provider_batch_id=provider_batch_id[:200])
+            )
+
     def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
         """Make ``new_worker`` the one resolving a batch ``worker`` left claimed.
 
