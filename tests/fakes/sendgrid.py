@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
 import socket
 import struct
@@ -159,6 +160,8 @@ class FakeSendGrid:
         self.cancel_cutoff = 0.0
         #: batch id -> time.time() of the request that set its status
         self.status_set_at: dict[str, float] = {}
+        #: random faults on mail/send: ({kind: probability}, random source)
+        self.chaos: tuple[dict[str, float], random.Random] | None = None
         self.bad_addresses: set[str] = set()
         self.batch_ids: set[str] = set()
         #: batch id -> "cancel" | "pause"
@@ -208,6 +211,11 @@ class FakeSendGrid:
         with self.lock:
             into = self.faults if path == "/v3/mail/send" else self.path_faults.setdefault(path, [])
             into.extend(Fault(kind, reset_in) for _ in range(count))
+
+    def random_faults(self, rates: dict[str, float], seed: int = 0) -> None:
+        """From now on each mail/send request gets fault ``kind`` with probability ``rate``."""
+        with self.lock:
+            self.chaos = (dict(rates), random.Random(seed)) if any(rates.values()) else None
 
     def cancelled(self, t: Taken) -> bool:
         """Whether a cancel stopped this message: asked for in time before its send_at."""
@@ -275,6 +283,14 @@ class FakeSendGrid:
                 self.sent_requests += 1
                 self.arrivals.append(time.time())
                 fault = self.faults.pop(0) if self.faults else None
+                if fault is None and self.chaos is not None:
+                    rates, rng = self.chaos
+                    draw = rng.random()
+                    for kind, rate in rates.items():
+                        if draw < rate:
+                            fault = Fault(kind)
+                            break
+                        draw -= rate
         else:
             base = "/v3/user/scheduled_sends" if path.startswith("/v3/user/sched") else path
             with self.lock:
