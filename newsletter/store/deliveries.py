@@ -787,13 +787,14 @@ OPEN_STATUSES = ("queued", "claimed", "unresolved")
 
 def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None:
     """A sending edition with nothing queued, claimed or held is done (as ``finalize``)."""
-    counts = dict(
-        conn.execute(
+    counts: dict[str, int] = {
+        status: int(n)
+        for status, n in conn.execute(
             select(deliveries.c.status, func.count())
             .where(deliveries.c.edition_id == edition_id)
             .group_by(deliveries.c.status)
-        ).all()
-    )
+        )
+    }
     if any(counts.get(s) for s in OPEN_STATUSES):
         return
     status = "partially_failed" if counts.get("failed") else "sent"
