@@ -60,7 +60,7 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     # the first two claims found only leavers and moved on: no empty batch was sent
     assert sorted(backend.sent) == [d["id"] for d in rows[4:]]
-    assert report.accepted == 3 and report.batches == 2
+    assert report.accepted == 3 and report.batches == 2 and report.left == 4
     assert statuses(store, eid) == {"left": 4, "accepted": 3}
     left = {d["id"]: d["error"] for d in store.list_deliveries(eid, status="left")}
     assert left == {
@@ -209,3 +209,20 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
     data = edition_status(store, eid)
     assert data["unsubscribes"] == len(answered)
     store.close()
+
+
+def test_send_says_how_many_left_before_their_turn(project):
+    from tests.test_send_resume import AT, unfinished
+
+    eid = unfinished(project)
+    cfg = load_config(project / "newsletter.toml")
+    store = open_store(cfg.database_url)
+    (first, *_) = store.list_deliveries(eid)
+    assert store.suppress_subscriber(first["subscriber_id"], "unsubscribed", "test")
+    store.close()
+    out = CliRunner().invoke(cli, ["send", "--at", AT])
+    assert out.exit_code == 0, out.output
+    assert "1 not sent: they left (unsubscribed, bounced, suppressed) before their turn" in (
+        out.stdout
+    )
+    assert len(list((project / "outbox" / f"edition-{eid}").glob("*.eml"))) == 21

@@ -215,6 +215,11 @@ def register(cli: click.Group) -> None:
                 if left or s.duplicates:
                     dup = f"{s.duplicates} duplicate addresses" if s.duplicates else ""
                     click.echo(f"        left out: {', '.join(x for x in (left, dup) if x)}")
+                if s.left:
+                    click.echo(
+                        f"        {s.left} not sent: they left (unsubscribed, bounced, "
+                        "suppressed) before their turn"
+                    )
                 if s.unresolved:
                     click.echo(
                         f"        {s.unresolved} deliveries held with an unknown outcome: "

@@ -74,6 +74,9 @@ class SendReport:
     duplicates: int = 0
     #: deliveries still queued (e.g. released later in local time)
     pending: int = 0
+    #: deliveries not sent because their subscriber left (unsubscribed, suppressed…)
+    #: after the freeze: found at claim time, status ``left``
+    left: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -396,6 +399,7 @@ def send_edition(
         store.apply_stored_events(edition_id=edition_id)
     totals = finalize(store, edition_id)
     report.unresolved = totals.get("unresolved", 0)
+    report.left = totals.get("left", 0)
     report.pending = totals.get("queued", 0) + totals.get("claimed", 0)
     report.seconds = round(time.monotonic() - started, 3)
     if run.errors:
