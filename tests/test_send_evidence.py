@@ -178,3 +178,40 @@ def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path)
         "Error: no batch nope (`newsletter status` lists unresolved batches)"
     )
     assert statuses(store, eid) == {"accepted": 2, "unresolved": 4}
+
+
+def test_concurrent_events_for_one_held_batch_take_turns(store, tmp_path):
+    """Two webhook requests at once, each with an event for another delivery of one
+    held batch: both commit (no deadlock), the batch is settled once."""
+    import threading
+
+    cfg = make_config(tmp_path, batch_size=40)
+    eid = make_edition(store, 8 * 40)
+    batches = [
+        store.claim_batch(eid, backend="recording", limit=40, worker=dead_worker())
+        for _ in range(8)
+    ]
+    send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
+    assert statuses(store, eid) == {"unresolved": 320}
+    errors = []
+    for batch in batches:
+        gate = threading.Barrier(2)
+
+        def post(d, gate=gate):
+            gate.wait()
+            try:
+                store.record_events([sendgrid_event(d, eid)])
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        threads = [
+            threading.Thread(target=post, args=(d,))
+            for d in (batch.deliveries[3], batch.deliveries[30])
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert statuses(store, eid) == {"accepted": 304, "delivered": 16}
+    assert store.get_edition(eid).status == "sent"

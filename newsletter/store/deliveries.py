@@ -560,7 +560,10 @@ class DeliveryQueries(StoreBase):
         target = {"resend": "queued", "sent": "accepted", "failed": "failed"}[decision]
         now = utcnow()
         with self.begin() as conn:
-            row = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).first()
+            q = select(batches.c.status).where(batches.c.id == batch_id)
+            if self.dialect == "postgresql":
+                q = q.with_for_update()  # as the webhook does before settling it
+            row = conn.execute(q).first()
             if row is None:
                 raise InputError(
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
@@ -594,11 +597,12 @@ class DeliveryQueries(StoreBase):
         """
         now = utcnow()
         with self.begin() as conn:
-            row = conn.execute(
-                select(batches.c.status, batches.c.edition_id, batches.c.message_id).where(
-                    batches.c.id == batch_id
-                )
-            ).first()
+            q = select(batches.c.status, batches.c.edition_id, batches.c.message_id).where(
+                batches.c.id == batch_id
+            )
+            if self.dialect == "postgresql":
+                q = q.with_for_update()  # the webhook settles a held batch under this lock too
+            row = conn.execute(q).first()
             if row is None:
                 raise InputError(
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
@@ -681,6 +685,30 @@ class DeliveryQueries(StoreBase):
             q = q.where(deliveries.c.status == status)
         with self.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
+    """PostgreSQL: lock the held batches of these deliveries, in id order, first.
+
+    Settling a batch updates deliveries other than the event's own. Two webhook
+    requests with events for two deliveries of one held batch would each hold
+    its own delivery and wait for the other's: taking the batch row first, in
+    the same order everywhere, makes them take turns instead.
+    """
+    ids = sorted({i for i in delivery_ids if i is not None})
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        held = (
+            select(deliveries.c.batch_id)
+            .where(deliveries.c.id.in_(part) & deliveries.c.batch_id.is_not(None))
+            .scalar_subquery()
+        )
+        conn.execute(
+            select(batches.c.id)
+            .where(batches.c.id.in_(held) & (batches.c.status == "unknown"))
+            .order_by(batches.c.id)
+            .with_for_update()
+        ).all()
 
 
 def settle_held_batches(

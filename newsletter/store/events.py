@@ -35,7 +35,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.store.base import StoreBase, update_by_id, utcnow
-from newsletter.store.deliveries import OWN_EVENTS, message_id_of, settle_held_batches
+from newsletter.store.deliveries import (
+    OWN_EVENTS,
+    lock_held_batches,
+    message_id_of,
+    settle_held_batches,
+)
 from newsletter.store.schema import deliveries, editions, events, subscribers
 from newsletter.tracking.events import TrackedEvent
 from newsletter.tracking.precedence import (
@@ -165,6 +170,8 @@ class EventQueries(StoreBase):
             result.duplicates += len(unique) - len(new)
             if not new:
                 return result
+            if self.dialect == "postgresql":
+                lock_held_batches(conn, [ev.delivery_id for ev in new if ev.delivery_id])
             matched = self._match(conn, new)
             rows = []
             for ev, d in zip(new, matched, strict=True):
