@@ -59,7 +59,9 @@ def sendgrid_event(d, eid, kind="delivered", n=1):
     )
 
 
-def test_a_late_event_for_one_delivery_settles_the_whole_held_batch(store, db_url, tmp_path):
+def test_a_late_event_for_one_delivery_settles_the_whole_held_batch(
+    store, db_url, tmp_path, project
+):
     cfg, eid, batch, backend = held_batch(store, tmp_path)
     assert store.get_edition(eid).status == "sending"
     # the webhook stores SendGrid's "delivered" for the third recipient of the batch
@@ -118,7 +120,7 @@ def insert_event(store, eid, d, provider="sendgrid"):
 
 
 def test_resolve_resend_looks_at_the_evidence_again_and_skips_what_it_proves(
-    store, db_url, tmp_path
+    store, db_url, tmp_path, project
 ):
     cfg, eid, batch, backend = held_batch(store, tmp_path)
     # an event that came in between the hold and the operator's decision
@@ -135,7 +137,7 @@ def test_resolve_resend_looks_at_the_evidence_again_and_skips_what_it_proves(
     assert {d.id for d in batch.deliveries}.isdisjoint(backend.sent)
 
 
-def test_resolve_resend_without_evidence_sends_the_batch_again(store, db_url, tmp_path):
+def test_resolve_resend_without_evidence_sends_the_batch_again(store, db_url, tmp_path, project):
     cfg, eid, batch, backend = held_batch(store, tmp_path)
     insert_event(store, eid, batch.deliveries[0], provider=OWN_EVENTS)  # not evidence
     out = CliRunner().invoke(
@@ -148,7 +150,9 @@ def test_resolve_resend_without_evidence_sends_the_batch_again(store, db_url, tm
     assert sorted(backend.sent) == sorted(d["id"] for d in store.list_deliveries(eid))
 
 
-def test_status_asks_for_a_decision_only_while_something_is_unsettled(store, db_url, tmp_path):
+def test_status_asks_for_a_decision_only_while_something_is_unsettled(
+    store, db_url, tmp_path, project
+):
     _, eid, batch, _ = held_batch(store, tmp_path)
     runner = CliRunner()
     out = runner.invoke(cli, ["--db", db_url, "status", str(eid)])
@@ -170,7 +174,7 @@ def test_status_asks_for_a_decision_only_while_something_is_unsettled(store, db_
     assert statuses(store, eid) == {"accepted": 2, "delivered": 4}
 
 
-def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path):
+def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path, project):
     _, eid, _, _ = held_batch(store, tmp_path)
     out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", "nope", "resend"])
     assert out.exit_code == 2

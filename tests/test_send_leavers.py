@@ -76,7 +76,7 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     assert len(backend.sent) == 3
 
 
-def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path):
+def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path, project):
     cfg = make_config(tmp_path, batch_size=2)
     first = make_edition(store, 4)
     send_edition(store, cfg, first, {"default": RENDER}, RecordingBackend(cfg))

@@ -404,6 +404,11 @@ def resume_edition(
     info = store.get_edition(edition_id)
     if info is None:
         raise InputError(f"no edition {edition_id}", hint="`newsletter status` lists editions")
+    if info.status == "paused":
+        raise InputError(
+            f"edition {edition_id} is paused",
+            hint=f"`newsletter resume {edition_id}` lets it go on",
+        )
     if info.status not in ("compiled", "sending"):
         raise InputError(
             f"edition {edition_id} is {info.status}, not unfinished; nothing to resume"
