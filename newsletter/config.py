@@ -259,6 +259,11 @@ class DigestConfig:
     #: every source failing, a missed period) after which a run alerts and exits
     #: non-zero; 0: never
     alert_idle_periods: int = 2
+    #: an unfinished edition older than this (hours since it was created) is not
+    #: resumed by itself: it is reported and alerted, and goes out only with
+    #: `newsletter send --resume EDITION`. 0: one schedule period (plus 26 hours
+    #: of local-time releases with local_time)
+    resume_max_age_hours: float = 0
 
 
 @dataclass
@@ -485,6 +490,8 @@ def _validate(cfg: Config) -> None:
             fail(f"{key}.catch_up_hours", "must be 0 or more")
         if d.alert_idle_periods < 0:
             fail(f"{key}.alert_idle_periods", "must be 0 (never) or a number of periods")
+        if d.resume_max_age_hours < 0:
+            fail(f"{key}.resume_max_age_hours", "must be 0 (one schedule period) or more")
     for i, addr in enumerate(cfg.alerts.email_to):
         if "@" not in addr or any(c.isspace() for c in addr.strip()):
             fail(f"alerts.email_to[{i}]", f"not an email address: {addr!r}")

@@ -21,7 +21,7 @@ from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
 from newsletter.delivery.recovery import resolve
 from newsletter.delivery.send import send_edition
 from newsletter.editions.freeze import left_out_counts
-from newsletter.errors import InputError, NotFoundError
+from newsletter.errors import InputError
 from newsletter.models import Rendered, Subscriber
 from newsletter.store import Store, open_store
 from newsletter.store.deliveries import TRANSITIONS, AudienceRow
@@ -252,7 +252,7 @@ def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
 
 
 def test_transitions_table_is_the_documented_state_machine():
-    assert TRANSITIONS["queued"] == {"claimed", "cancelled"}  # cancelled: edition cancelled
+    assert TRANSITIONS["queued"] == {"claimed", "cancelled", "left"}
     assert TRANSITIONS["claimed"] == {"accepted", "failed", "queued", "unresolved"}
     assert TRANSITIONS["unresolved"] == {"queued", "accepted", "failed"}
 
@@ -293,7 +293,7 @@ def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
         == f"Error: batch {batch.id} is resolved, not unresolved; nothing to decide"
     )
     missing = runner.invoke(cli, ["--db", db_url, "send", "--resolve", "nope", "sent"])
-    assert missing.exit_code == 1 and "no batch nope" in missing.output
+    assert missing.exit_code == 2 and "no batch nope" in missing.output
     bad = runner.invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "maybe"])
     assert bad.exit_code == 2 and "resend, sent or failed" in bad.output
 
@@ -316,7 +316,7 @@ def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, tm
     assert statuses(store, eid) == {"accepted": 2, "failed": 2}
     with pytest.raises(InputError):
         resolve(store, first.id, "resend")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(InputError, match="no batch"):
         resolve(store, "0" * 32, "resend")
 
 

@@ -135,8 +135,7 @@ def kill_loop(fake: FakeSendGrid, env: dict, rounds: int, deadline: float) -> in
 
 
 def per_delivery(fake: FakeSendGrid) -> Counter:
-    cancelled = {b for b, s in fake.scheduled.items() if s == "cancel"}
-    return Counter(int(t.delivery_id) for t in fake.accepted if t.batch_id not in cancelled)
+    return Counter(int(t.delivery_id) for t in fake.accepted if fake.went_out(t))
 
 
 def finish(env: dict, host: str) -> None:

@@ -53,6 +53,15 @@ def print_run(report: RunReport) -> None:
                 f"{d.recipients} recipients; {d.send.accepted} accepted now, {d.send.failed} failed"
                 + (f", {d.send.unresolved} unresolved" if d.send.unresolved else "")
             )
+        elif d.check_errors:
+            click.echo(
+                f"        preflight: {len(d.check_errors)} error(s); nothing was sent or stored"
+            )
+            for e in d.check_errors:
+                click.echo(f"        {e}")
+            click.echo(
+                "        fix them (`newsletter check`), or send anyway with --skip-check REASON"
+            )
         elif d.message:
             click.echo(f"        {d.message}")
         if d.late_by and d.send is not None and d.send.accepted:
@@ -71,6 +80,14 @@ def print_run(report: RunReport) -> None:
     if report.error:
         click.echo(f"run     FAILED: {report.error}")
     click.echo(report.summary_text())
+
+
+def skip_reason(skip_check: str | None) -> str:
+    if skip_check is None:
+        return ""
+    if not skip_check.strip():
+        raise InputError("--skip-check needs a reason, e.g. --skip-check 'alt text fixed upstream'")
+    return skip_check.strip()[:500]
 
 
 def print_schedule(report: ScheduleReport) -> None:
@@ -144,6 +161,13 @@ def register(cli: click.Group) -> None:
         metavar="SECONDS",
         help="If another run holds the lock, wait this long for it (default: exit at once).",
     )
+    @click.option(
+        "--skip-check",
+        "skip_check",
+        metavar="REASON",
+        help="Send a new edition even if the preflight (`newsletter check`) finds errors; "
+        "the reason is recorded on the edition.",
+    )
     @json_option
     @pass_app
     def run_cmd(
@@ -153,6 +177,7 @@ def register(cli: click.Group) -> None:
         dry_run: bool,
         no_ingest: bool,
         wait: float,
+        skip_check: str | None,
         as_json: bool,
     ) -> None:
         """The scheduled job: ingest, rates, compile and send what is due.
@@ -169,6 +194,7 @@ def register(cli: click.Group) -> None:
             dry_run=dry_run,
             do_ingest=not no_ingest,
             wait=wait,
+            skip_check=skip_reason(skip_check),
         )
         if as_json:
             emit_json(report.as_dict())

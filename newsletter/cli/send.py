@@ -8,13 +8,15 @@ from typing import Any
 
 import click
 
+from newsletter import schedule
 from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
-from newsletter.cli.run import print_run
+from newsletter.cli.run import print_run, skip_reason
 from newsletter.delivery.recovery import resolve
 from newsletter.delivery.send import BatchProgress
+from newsletter.editions.freeze import digest_zones
 from newsletter.errors import InputError
 from newsletter.jobs.outcomes import RunReport
-from newsletter.jobs.run import run_digest
+from newsletter.jobs.run import alert_if_failed, resume_edition, resume_unfinished, run_digest
 
 
 class BatchOutput:
@@ -82,6 +84,21 @@ def register(cli: click.Group) -> None:
         metavar="EMAIL",
         help="Send the preview to this editor, [TEST] in the subject; records nothing. Repeatable.",
     )
+    @click.option(
+        "--resume",
+        "resume_id",
+        type=int,
+        metavar="EDITION",
+        help="Send this unfinished edition, however old (one older than "
+        "resume_max_age_hours is not resumed by itself).",
+    )
+    @click.option(
+        "--skip-check",
+        "skip_check",
+        metavar="REASON",
+        help="Send even if the preflight (`newsletter check`) finds errors; the reason is "
+        "recorded on the edition.",
+    )
     @json_option
     @pass_app
     def send(
@@ -91,6 +108,8 @@ def register(cli: click.Group) -> None:
         dry_run: bool,
         resolve_: tuple[str, str] | None,
         test_to: tuple[str, ...],
+        resume_id: int | None,
+        skip_check: str | None,
         as_json: bool,
     ) -> None:
         """Compile and send the current edition of a digest now (or resume it).
@@ -123,9 +142,18 @@ def register(cli: click.Group) -> None:
             if as_json:
                 emit_json(dataclasses.asdict(done))
             elif done.decision == "resend":
+                skipped = (
+                    f"; {done.skipped} skipped: SendGrid's events prove it accepted the batch"
+                    if done.skipped
+                    else ""
+                )
                 click.echo(
-                    f"batch {done.batch_id}: {done.deliveries} deliveries queued again; "
-                    f"`newsletter send --digest {done.digest} --at {done.period}` sends them"
+                    f"batch {done.batch_id}: {done.deliveries} deliveries queued again{skipped}"
+                    + (
+                        f"; `newsletter send --digest {done.digest} --at {done.period}` sends them"
+                        if done.deliveries
+                        else f"; edition {done.edition_id} is {done.edition_status}"
+                    )
                 )
             else:
                 click.echo(
@@ -133,31 +161,65 @@ def register(cli: click.Group) -> None:
                     f"; edition {done.edition_id} is {done.edition_status}"
                 )
             return
-        dcfg = app.config.digest(digest)
+        now = parse_when(at)
+        reason = skip_reason(skip_check)
         output = BatchOutput()
+        outcomes = []
         try:
-            outcome = run_digest(
-                app.store,
-                app.config,
-                dcfg,
-                parse_when(at),
-                dry_run=dry_run,
-                force=True,
-                on_batch=None if as_json else output,
-            )
+            if resume_id is not None:
+                if dry_run or digest:
+                    raise InputError(
+                        "--resume EDITION cannot be combined with --dry-run or --digest"
+                    )
+                outcomes.append(
+                    resume_edition(
+                        app.store, app.config, resume_id, now, on_batch=None if as_json else output
+                    )
+                )
+            else:
+                dcfg = app.config.digest(digest)
+                period = schedule.current_period(dcfg, now, digest_zones(app.store, dcfg))
+                outcomes += resume_unfinished(
+                    app.store,
+                    app.config,
+                    dcfg,
+                    now,
+                    current=period.key,
+                    dry_run=dry_run,
+                    on_batch=None if as_json else output,
+                )
+                outcomes.append(
+                    run_digest(
+                        app.store,
+                        app.config,
+                        dcfg,
+                        now,
+                        dry_run=dry_run,
+                        force=True,
+                        period=period,
+                        on_batch=None if as_json else output,
+                        skip_check=reason,
+                    )
+                )
         finally:
             output.close()
-        report = RunReport(now=parse_when(at), digests=[outcome])
+        report = RunReport(now=now, digests=outcomes, dry_run=dry_run)
+        alert_if_failed(app.config, report)
         if as_json:
             emit_json(report.as_dict())
         else:
             print_run(report)
-            s = outcome.send
+            s = outcomes[-1].send
             if s is not None:
                 left = ", ".join(f"{n} {k}" for k, n in sorted(s.left_out.items()) if n)
                 if left or s.duplicates:
                     dup = f"{s.duplicates} duplicate addresses" if s.duplicates else ""
                     click.echo(f"        left out: {', '.join(x for x in (left, dup) if x)}")
+                if s.left:
+                    click.echo(
+                        f"        {s.left} not sent: they left (unsubscribed, bounced, "
+                        "suppressed) before their turn"
+                    )
                 if s.unresolved:
                     click.echo(
                         f"        {s.unresolved} deliveries held with an unknown outcome: "

@@ -40,6 +40,10 @@ def register(cli: click.Group) -> None:
         for name in COUNTS:
             click.echo(f"  {name:<13} {data['counts'][name]:>8}")
         click.echo(
+            f"unsubscribes {data['unsubscribes']} (mailed {data['counts']['unsubscribed']}, "
+            f"before their turn {data['unsubscribes'] - data['counts']['unsubscribed']})"
+        )
+        click.echo(
             "rates: "
             + ", ".join(
                 f"{r.replace('_', '-')} {percent(data['rates'][r])}"

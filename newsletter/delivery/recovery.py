@@ -22,11 +22,15 @@ from datetime import timedelta
 from typing import Any
 
 from newsletter.delivery.backends import Backend
-from newsletter.errors import InputError, NotFoundError, PermanentDeliveryError, TransientError
+from newsletter.errors import InputError, PermanentDeliveryError, TransientError
 from newsletter.store import Store
 from newsletter.store.base import utcnow
 
 logger = logging.getLogger(__name__)
+
+
+#: the provider batch id of a claim whose id is being asked for: nothing was sent yet
+AWAITING_PROVIDER_BATCH = "awaiting"
 
 
 def worker_id() -> str:
@@ -55,6 +59,8 @@ class ResolveOutcome:
     decision: str
     deliveries: int
     edition_status: str
+    #: resend only: deliveries not sent again because provider events prove the batch
+    skipped: int = 0
 
 
 def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reason: str) -> str:
@@ -123,6 +129,17 @@ def recover_batches(
         if not store.take_over_batch(batch["id"], batch["worker"], me):
             continue  # another run is recovering it
         size = batch["size"]
+        if batch["provider_batch_id"] == AWAITING_PROVIDER_BATCH:
+            # it died before its provider batch id was stored, so before sending
+            store.finish_batch(
+                batch["id"],
+                requeue=store.batch_delivery_ids(batch["id"]),
+                batch_status="requeued",
+                note="worker died before the request: it had no provider batch id yet",
+            )
+            out["requeued"] += size
+            logger.info("batch %s: worker died before sending; queued again", batch["id"])
+            continue
         if backend.idempotent:
             store.finish_batch(
                 batch["id"],
@@ -163,7 +180,7 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         raise InputError(f"decision must be resend, sent or failed, got {decision!r}")
     batch = store.get_batch(batch_id)
     if batch is None:
-        raise NotFoundError(
+        raise InputError(
             f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
         )
     edition_id = batch["edition_id"]
@@ -174,8 +191,15 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
             f"edition {edition_id} is cancelled: nothing is sent again",
             hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
         )
-    n = store.resolve_batch(batch_id, decision)
-    if decision == "resend" and info.status != "sending":
+    skipped = 0
+    if decision == "resend":
+        # the webhook may have brought proof since the batch was held: look again now
+        n, skipped, _ = store.resend_held_batch(batch_id)
+    else:
+        n = store.resolve_batch(batch_id, decision)
+    info = store.get_edition(edition_id)
+    assert info is not None
+    if decision == "resend" and n and info.status != "sending":
         store.set_edition_status(edition_id, "sending")
     else:
         finalize(store, edition_id)
@@ -189,4 +213,5 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         decision=decision,
         deliveries=n,
         edition_status=info.status,
+        skipped=skipped,
     )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,13 @@ from newsletter.config import Config
 from newsletter.delivery.backends import Backend, OutgoingMessage
 from newsletter.delivery.backends.base import partial_of
 from newsletter.delivery.message import UnsubscribeLinks, outgoing
-from newsletter.delivery.recovery import finalize, recover_batches, resolve_unknown, worker_id
+from newsletter.delivery.recovery import (
+    AWAITING_PROVIDER_BATCH,
+    finalize,
+    recover_batches,
+    resolve_unknown,
+    worker_id,
+)
 from newsletter.editions.freeze import freeze_audience
 from newsletter.errors import (
     AuthError,
@@ -68,6 +74,9 @@ class SendReport:
     duplicates: int = 0
     #: deliveries still queued (e.g. released later in local time)
     pending: int = 0
+    #: deliveries not sent because their subscriber left (unsubscribed, suppressed…)
+    #: after the freeze: found at claim time, status ``left``
+    left: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -139,20 +148,22 @@ class _Run:
         backend, store = self.backend, self.store
         # the rate is paid before the claim, so no claimed batch waits on it
         backend.pacer.acquire(self.limit)
-        provider_batch = backend.new_provider_batch()
         with self.db:
             batch = store.claim_batch(
                 self.edition_id,
                 backend=backend.name,
                 limit=self.limit,
                 worker=self.me,
-                provider_batch_id=provider_batch,
+                # a provider batch id is asked for only once there is a batch
+                provider_batch_id=AWAITING_PROVIDER_BATCH if backend.provider_batches else "",
                 release_before=self.now,
             )
         if batch is None:
             backend.pacer.refund(self.limit)
             return False
         backend.pacer.refund(self.limit - len(batch.deliveries))
+        if backend.provider_batches:
+            batch = self.with_provider_batch(batch)
         message = self.messages.get(batch.variant)
         if message is None:
             store.finish_batch(batch.id, requeue=[d.id for d in batch.deliveries])
@@ -172,6 +183,27 @@ class _Run:
         ]
         self.send(batch, message, recipients)
         return True
+
+    def with_provider_batch(self, batch: Batch) -> Batch:
+        """Get the batch its provider batch id, and store it, before anything is sent.
+
+        Until the id is stored the claim says ``AWAITING_PROVIDER_BATCH``: a worker
+        that dies before then sent nothing, and recovery queues the batch again.
+        """
+        try:
+            provider_batch = self.backend.new_provider_batch()
+        except BaseException as err:
+            with self.db:
+                self.store.finish_batch(
+                    batch.id,
+                    requeue=[d.id for d in batch.deliveries],
+                    batch_status="requeued",
+                    note=f"no provider batch id; nothing was sent: {err}",
+                )
+            raise
+        with self.db:
+            self.store.set_provider_batch(batch.id, provider_batch)
+        return replace(batch, provider_batch_id=provider_batch)
 
     def send(self, batch: Batch, message: OutgoingMessage, recipients: list[Recipient]) -> None:
         store, backend = self.store, self.backend
@@ -367,6 +399,7 @@ def send_edition(
         store.apply_stored_events(edition_id=edition_id)
     totals = finalize(store, edition_id)
     report.unresolved = totals.get("unresolved", 0)
+    report.left = totals.get("left", 0)
     report.pending = totals.get("queued", 0) + totals.get("claimed", 0)
     report.seconds = round(time.monotonic() - started, 3)
     if run.errors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from newsletter import schedule
@@ -44,11 +45,19 @@ def left_out_counts(store: Store) -> dict[str, int]:
     }
 
 
-def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) -> tuple[int, bool]:
+def create_edition(
+    store: Store,
+    cfg: Config,
+    plan: EditionPlan,
+    now: datetime,
+    *,
+    extra_info: dict[str, Any] | None = None,
+) -> tuple[int, bool]:
     """Freeze a planned edition: articles per variant, rates, then the audience.
 
     Returns (edition id, created); a period's edition is created once, whoever
     comes first, so a second caller gets the existing one and freezes nothing.
+    ``extra_info`` is kept in the edition's info (e.g. a skipped preflight's reason).
     """
     header = build_header(store, cfg.rates, now.astimezone(ZoneInfo(plan.digest.timezone)).date())
     edition_id, created = store.create_edition(
@@ -58,7 +67,11 @@ def create_edition(store: Store, cfg: Config, plan: EditionPlan, now: datetime) 
         window_start=plan.window_start,
         window_end=plan.window_end,
         rates=header_to_json(header),
-        info={"edition_date": plan.edition_date, "skipped_subscribers": plan.skipped_subscribers},
+        info={
+            "edition_date": plan.edition_date,
+            "skipped_subscribers": plan.skipped_subscribers,
+            **(extra_info or {}),
+        },
         status="compiled",
         variants={
             k: [a.id for a in v.articles if a.id is not None] for k, v in plan.variants.items()

@@ -19,7 +19,8 @@ class DigestOutcome:
     #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
     #: already-sent | skipped (a period recorded as missed earlier) | missed |
     #: too-few-articles | no-subscribers | dry-run | failed | paused (an operator paused
-    #: the period's edition: nothing is sent until `newsletter resume`)
+    #: the period's edition: nothing is sent until `newsletter resume`) | stale (an
+    #: unfinished edition older than resume_max_age_hours: reported, not sent)
     status: str
     message: str = ""
     edition_id: int | None = None
@@ -42,6 +43,8 @@ class DigestOutcome:
     stalled: bool = False
     #: this run counted a new idle period (so the alert email goes once per period)
     idle_new: bool = False
+    #: the preflight's errors that stopped this digest before anything was stored
+    check_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "send"}
@@ -72,9 +75,10 @@ class RunReport:
 
     def exit_code_of(self, digests: list[DigestOutcome]) -> int:
         """The exit code as if the run had had only ``digests``."""
-        failed = [d for d in digests if d.status == "failed" or d.stalled]
+        # stale: an unfinished edition too old to resume by itself waits for a person
+        failed = [d for d in digests if d.status in ("failed", "stale") or d.stalled]
         worked = [d for d in digests if d.status in WORKED]
-        if self.error or (failed and not worked):
+        if self.error or (failed and not worked) or any(d.check_errors for d in digests):
             return 1
         if failed or any(d.status == "partial" for d in digests):
             return 3

@@ -8,6 +8,9 @@ period is current and compares that with the store:
   ``catch_up_hours``; later than that the period is recorded as skipped;
 - an edition still sending (a crash, or local-time deliveries waiting for
   their hour): resume it;
+- before any of that, every unfinished edition of an earlier period is resumed,
+  oldest first, unless it is older than ``resume_max_age_hours`` (reported and
+  alerted instead, for ``newsletter send --resume``);
 - an edition sent, partly failed, cancelled or skipped: nothing to do.
 
 The edition of a period is unique in the store, so a period is never sent twice,
@@ -19,8 +22,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from jinja2 import TemplateNotFound, TemplateSyntaxError
 
 from newsletter import schedule
 from newsletter.articles.ingest import ingest
@@ -32,13 +37,17 @@ from newsletter.editions import archive
 from newsletter.editions.freeze import create_edition, digest_zones, freeze_audience
 from newsletter.editions.frozen import render_frozen
 from newsletter.editions.plan import plan_edition
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, InputError, NewsletterError
 from newsletter.jobs import alerts
 from newsletter.jobs.outcomes import DigestOutcome, RunReport
 from newsletter.models import EditionInfo, Rendered
+from newsletter.preview.preflight import preflight
 from newsletter.render import personalize
+from newsletter.render.env import make_env
 from newsletter.schedule import Period
 from newsletter.store import Store
+from newsletter.store.base import utcnow
+from newsletter.store.deliveries import OPEN_STATUSES
 from newsletter.store.editions import DONE_STATES
 from newsletter.store.runs import DigestRun
 
@@ -124,6 +133,43 @@ def send_existing(
     return out
 
 
+def check_preconditions(
+    cfg: Config, digest: DigestConfig, backend: Backend | None = None
+) -> Backend:
+    """What a send needs, checked before an edition is created or resumed.
+
+    The secret key that signs the unsubscribe links, the backend's credentials
+    (building the backend checks them) and the digest's templates (found and
+    parsed). Raises ConfigError; returns the backend, ready to use.
+    """
+    if not cfg.secrets.secret_key:
+        raise ConfigError(
+            "NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed",
+            hint="export it before sending; nothing was stored",
+        )
+    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
+    env = make_env(folder)
+    for name in (f"{digest.template}.mjml.j2", f"{digest.template}.txt.j2"):
+        try:
+            env.get_template(name)
+        except TemplateNotFound:
+            raise ConfigError(
+                f"template {name} not found",
+                where=f"digest {digest.name}",
+                hint="check digests.template and render.templates; nothing was stored",
+            ) from None
+        except TemplateSyntaxError as err:
+            where = f"{err.filename or name}:{err.lineno}"
+            raise ConfigError(f"template error: {err.message}", where=where) from None
+    return backend or make_backend(cfg)
+
+
+def _preflight_errors(store: Store, cfg: Config, digest: DigestConfig, now: datetime) -> list[str]:
+    """`newsletter check`'s errors for every variant that would go out now."""
+    report = preflight(store, cfg, digest, now)
+    return [str(f) for f in report.errors]
+
+
 def _missed_before(store: Store, digest: DigestConfig, period: Period) -> list[str]:
     """Periods between the last one handled and ``period`` that were never sent."""
     last = store.last_edition(digest.name, statuses=("compiled", "sending", *DONE_STATES))
@@ -158,12 +204,16 @@ def run_digest(
     force: bool = False,
     period: Period | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    skip_check: str = "",
 ) -> DigestOutcome:
     """Compile and send (or resume) the edition of ``digest``'s current period.
 
     ``force`` sends even when the period began longer ago than catch_up_hours,
     or was recorded as skipped (``newsletter send``). ``period``: the current
-    period, when the caller worked it out already.
+    period, when the caller worked it out already. A new edition is created only
+    after the preconditions and the preflight (``newsletter check``) passed; a
+    preflight error stops the digest unless ``skip_check`` gives the reason to
+    send anyway, which is recorded on the edition.
     """
     if period is None:
         period = schedule.current_period(digest, now, digest_zones(store, digest))
@@ -237,10 +287,26 @@ def run_digest(
             if digest.local_time and period.closes > now:
                 out.message += f"; local time: released until {period.closes.isoformat()}"
             return out
+        backend = check_preconditions(cfg, digest, backend)
+        extra: dict = {}
+        if skip_check:
+            extra["skip_check"] = {"reason": skip_check, "at": now.isoformat()}
+            logger.warning("%s: preflight skipped: %s", digest.name, skip_check)
+        else:
+            errors = _preflight_errors(store, cfg, digest, now)
+            if errors:
+                out.status, out.check_errors = "failed", errors
+                out.message = (
+                    f"the preflight found {len(errors)} error(s); nothing was sent or stored "
+                    "(`newsletter check` shows them; `newsletter send --skip-check REASON` "
+                    "sends anyway): " + "; ".join(errors)
+                )
+                logger.error("%s: %s", digest.name, out.message)
+                return out
         out.late_by = late
         if late:
             logger.warning("%s: sending period %s %s late", digest.name, period.key, late)
-        edition_id, created = create_edition(store, cfg, plan, now)
+        edition_id, created = create_edition(store, cfg, plan, now, extra_info=extra)
         out.status = "sent" if created else "resumed"
     else:
         edition_id = existing.id
@@ -248,13 +314,30 @@ def run_digest(
         if dry_run:
             _dry_run_existing(store, out, existing, now)
             return out
+        backend = check_preconditions(cfg, digest, backend)
         if existing.status == "compiled":
             # a run died while freezing the audience: finish that first
             freeze_audience(store, cfg, edition_id)
     return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
-def resume_local_time(
+def max_resume_age(digest: DigestConfig, edition: EditionInfo) -> timedelta:
+    """How old an unfinished edition may be and still be resumed without a person.
+
+    ``resume_max_age_hours``, or by default one schedule period (the time from
+    the edition's period to the next fire time), plus the 26 hours local-time
+    releases can span (UTC+14 to UTC-12) for a local-time digest.
+    """
+    if digest.resume_max_age_hours:
+        return timedelta(hours=digest.resume_max_age_hours)
+    start = schedule.parse_period_key(edition.period) or edition.created_at
+    tz = schedule.zone(digest.timezone)
+    nxt = next(iter(schedule.fires_after(digest.schedule, tz, start)), None)
+    period = (nxt - start) if nxt is not None else timedelta(days=7)
+    return period + (timedelta(hours=26) if digest.local_time else timedelta())
+
+
+def resume_unfinished(
     store: Store,
     cfg: Config,
     digest: DigestConfig,
@@ -263,23 +346,77 @@ def resume_local_time(
     current: str,
     backend: Backend | None = None,
     dry_run: bool = False,
+    on_batch: Callable[[BatchProgress], None] | None = None,
 ) -> list[DigestOutcome]:
-    """Release the waiting deliveries of earlier local-time editions of ``digest``.
+    """Resume every unfinished edition of ``digest`` of another period, oldest first.
 
-    Local-time releases span up to a day, so the next period can open in the
-    east before the last one reached the west.
+    Whatever period it belongs to: a crash, or a send stopped by a provider
+    outage, must not be abandoned because the next period opened (local-time
+    releases also span up to a day). An edition older than
+    :func:`max_resume_age` is reported (status ``stale``, which alerts) and not
+    sent: `newsletter send --resume EDITION` sends it, `newsletter cancel` drops it.
+    Its age runs from its creation to the later of ``now`` and the real time.
     """
     out = []
-    for edition in store.unfinished_editions(digest.name):
+    clock = max(now, utcnow())
+    for edition in store.unfinished_editions(digest.name, statuses=("compiled", "sending")):
         if edition.period == current:
             continue
         o = DigestOutcome(digest=digest.name, period=edition.period, status="resumed")
-        if dry_run:
+        o.edition_id = edition.id
+        age, limit = clock - edition.created_at, max_resume_age(digest, edition)
+        if age > limit:
+            counts = store.delivery_counts(edition.id)
+            left = sum(v.get(s, 0) for v in counts.values() for s in OPEN_STATUSES)
+            o.status = "stale"
+            o.message = (
+                f"edition {edition.id} ({edition.period}) is unfinished, {left} deliveries "
+                f"not sent, and {schedule.describe_delta(age)} old, older than "
+                f"{schedule.describe_delta(limit)}: not sent by itself. "
+                f"`newsletter send --resume {edition.id}` sends it, "
+                f"`newsletter cancel {edition.id}` drops it"
+            )
+            logger.error("%s: %s", digest.name, o.message)
+        elif dry_run:
             _dry_run_existing(store, o, edition, now)
         else:
-            send_existing(store, cfg, o, edition.id, now, backend)
+            logger.warning(
+                "%s: resuming unfinished edition %s of period %s",
+                digest.name,
+                edition.id,
+                edition.period,
+            )
+            backend = check_preconditions(cfg, digest, backend)
+            send_existing(store, cfg, o, edition.id, now, backend, on_batch)
         out.append(o)
     return out
+
+
+def resume_edition(
+    store: Store,
+    cfg: Config,
+    edition_id: int,
+    now: datetime,
+    *,
+    on_batch: Callable[[BatchProgress], None] | None = None,
+) -> DigestOutcome:
+    """`newsletter send --resume EDITION`: send an unfinished edition, whatever its age."""
+    info = store.get_edition(edition_id)
+    if info is None:
+        raise InputError(f"no edition {edition_id}", hint="`newsletter status` lists editions")
+    if info.status == "paused":
+        raise InputError(
+            f"edition {edition_id} is paused",
+            hint=f"`newsletter resume {edition_id}` lets it go on",
+        )
+    if info.status not in ("compiled", "sending"):
+        raise InputError(
+            f"edition {edition_id} is {info.status}, not unfinished; nothing to resume"
+        )
+    digest = cfg.digest(info.digest)
+    backend = check_preconditions(cfg, digest)
+    out = DigestOutcome(digest=digest.name, period=info.period, status="resumed")
+    return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
 def _failed(digest: DigestConfig, now: datetime, err: Exception) -> DigestOutcome:
@@ -301,6 +438,7 @@ def run(
     do_ingest: bool = True,
     backend: Backend | None = None,
     wait: float = 0.0,
+    skip_check: str = "",
 ) -> RunReport:
     """The cron entry point.
 
@@ -330,19 +468,19 @@ def run(
                 lock.check()
             try:
                 period = schedule.current_period(digest, now, digest_zones(store, digest))
-                if digest.local_time:
-                    report.digests += resume_local_time(
+                report.digests += resume_unfinished(
+                    store, cfg, digest, now, current=period.key, backend=backend, dry_run=dry_run
+                )
+                report.digests.append(
+                    run_digest(
                         store,
                         cfg,
                         digest,
                         now,
-                        current=period.key,
                         backend=backend,
                         dry_run=dry_run,
-                    )
-                report.digests.append(
-                    run_digest(
-                        store, cfg, digest, now, backend=backend, dry_run=dry_run, period=period
+                        period=period,
+                        skip_check=skip_check,
                     )
                 )
             except NewsletterError as err:
@@ -439,13 +577,24 @@ def _finish(store: Store, cfg: Config, report: RunReport, started: float) -> Run
         logger.warning("another run holds the lock (%s); this one exits", report.locked_by)
     # a stall is emailed once per period it lasts, not by every 5-minute run
     known_stall = [d for d in report.digests if d.stalled and not d.idle_new]
-    mail_code = report.exit_code_of([d for d in report.digests if d not in known_stall])
-    if not report.dry_run and (mail_code == 1 or (mail_code == 3 and cfg.alerts.on_partial)):
-        report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
+    alert_if_failed(cfg, report, [d for d in report.digests if d not in known_stall])
     summary_logger.info(
         report.summary_text(), extra={"event": "run.summary", "summary": report.summary()}
     )
     return report
+
+
+def alert_if_failed(
+    cfg: Config, report: RunReport, digests: list[DigestOutcome] | None = None
+) -> None:
+    """The failure alert (also for a partial run, with ``alerts.on_partial``).
+
+    ``digests``: the outcomes that decide it (default: all of the report's)."""
+    digests = report.digests if digests is None else digests
+    code = report.exit_code_of(digests)
+    stale = any(d.status == "stale" for d in digests)  # always told, partial or not
+    if not report.dry_run and (code == 1 or (code == 3 and (cfg.alerts.on_partial or stale))):
+        report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
 
 
 def _alert_subject(cfg: Config, report: RunReport) -> str:

@@ -34,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from newsletter.errors import InputError, NewsletterError, NotFoundError
+from newsletter.errors import InputError, NewsletterError
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import batches, deliveries, editions, events, subscribers
 
@@ -43,7 +43,9 @@ NOT_SENDING = ("paused", "cancelled")
 
 TRANSITIONS: dict[str, set[str]] = {
     # cancelled: its edition was cancelled (store/control.py)
-    "queued": {"claimed", "cancelled"},
+    # left: at claim time the subscriber was no longer active (unsubscribed, bounced,
+    # complained, suppressed, removed): never sent, and never sent later either
+    "queued": {"claimed", "cancelled", "left"},
     "claimed": {"accepted", "failed", "queued", "unresolved"},
     "unresolved": {"queued", "accepted", "failed"},
     "accepted": {"delivered", "deferred", "bounced", "dropped", "complained", "unsubscribed"},
@@ -295,15 +297,21 @@ class DeliveryQueries(StoreBase):
                 pick = pick.order_by(deliveries.c.id).limit(limit)
             else:
                 pick = pick.limit(limit).with_for_update(skip_locked=True)
-            claimed = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(pick.scalar_subquery()))
-                .values(status="claimed", batch_id=batch_id, updated_at=now)
-            ).rowcount
-            if not claimed:
-                # another worker took the last ones between the two statements
-                conn.execute(delete(batches).where(batches.c.id == batch_id))
-                return None
+            while True:
+                claimed = conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(pick.scalar_subquery()))
+                    .values(status="claimed", batch_id=batch_id, updated_at=now)
+                ).rowcount
+                if not claimed:
+                    # another worker took the last ones between the two statements
+                    conn.execute(delete(batches).where(batches.c.id == batch_id))
+                    return None
+                # whoever left since the freeze is not mailed: decided now, at claim
+                # time, in the claim's transaction, so an unsubscribe committed
+                # before it is always seen
+                if claimed > self._skip_leavers(conn, batch_id, now):
+                    break
             rows = conn.execute(
                 select(
                     deliveries.c.id,
@@ -325,6 +333,34 @@ class DeliveryQueries(StoreBase):
             provider_batch_id=provider_batch_id,
             claimed_at=now,
         )
+
+    @staticmethod
+    def _skip_leavers(conn: Connection, batch_id: str, now: datetime) -> int:
+        """Claimed deliveries of subscribers no longer active become ``left``. Returns how many.
+
+        ``error`` keeps the subscriber's status at that moment (a subscriber removed
+        since the freeze has none: ``removed``).
+        """
+        sub = subscribers.alias("sub")
+        status_now = (
+            select(sub.c.status).where(sub.c.id == deliveries.c.subscriber_id).scalar_subquery()
+        )
+        active = (
+            select(sub.c.id)
+            .where((sub.c.id == deliveries.c.subscriber_id) & (sub.c.status == "active"))
+            .exists()
+        )
+        return conn.execute(
+            update(deliveries)
+            .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "claimed"))
+            .where(~active)
+            .values(
+                status="left",
+                batch_id=None,
+                error=func.coalesce(status_now, "removed"),
+                updated_at=now,
+            )
+        ).rowcount
 
     def finish_batch(
         self,
@@ -411,6 +447,15 @@ class DeliveryQueries(StoreBase):
             conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
         return {"accepted": accepted, "failed": n_failed, "queued": n_queued, "unresolved": n_held}
 
+    def set_provider_batch(self, batch_id: str, provider_batch_id: str) -> None:
+        """Store the provider's batch id of a claimed batch (asked for after the claim)."""
+        with self.begin() as conn:
+            conn.execute(
+                update(batches)
+                .where((batches.c.id == batch_id) & (batches.c.status == "claimed"))
+                .values(provider_batch_id=provider_batch_id[:200])
+            )
+
     def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
         """Make ``new_worker`` the one resolving a batch ``worker`` left claimed.
 
@@ -433,35 +478,16 @@ class DeliveryQueries(StoreBase):
     def batch_event_evidence(self, batch_id: str) -> tuple[int, str]:
         """Provider facts about a batch whose outcome is unknown.
 
-        Returns (how many of its open deliveries have webhook events, a provider
-        message id seen in them). Events carry our delivery id in custom_args, and
-        a delivery goes to the provider again only after a certain refusal or a
-        cancel, so any event means the unknown request was accepted.
+        Returns (how many of its deliveries have provider events, a provider
+        message id seen in them). Events carry our
+        delivery id in custom_args, a provider takes or refuses a request whole,
+        and a delivery goes to the provider again only after a certain refusal or
+        a cancel (which takes it out of the batch), so one event of any delivery
+        of the batch, whatever its status now, means the request was accepted.
+        Our own events (an unsubscribe through our link) prove nothing here.
         """
         with self.connect() as conn:
-            open_ids = (
-                select(deliveries.c.id)
-                .where(
-                    (deliveries.c.batch_id == batch_id)
-                    & deliveries.c.status.in_(("claimed", "unresolved"))
-                )
-                .scalar_subquery()
-            )
-            n = conn.execute(
-                select(func.count(func.distinct(events.c.delivery_id))).where(
-                    events.c.delivery_id.in_(open_ids)
-                )
-            ).scalar_one()
-            if not n:
-                return 0, ""
-            raw = conn.execute(
-                select(events.c.raw).where(events.c.delivery_id.in_(open_ids)).limit(1)
-            ).scalar_one_or_none()
-        mid = ""
-        if isinstance(raw, dict):
-            # sg_message_id is "<X-Message-Id>.<filter suffix>"
-            mid = str(raw.get("sg_message_id") or "").split(".", 1)[0]
-        return int(n), mid
+            return _evidence(conn, batch_id)
 
     def claimed_batches(self, edition_id: int) -> list[dict]:
         """Batches still claimed: their worker is calling the provider, or died doing so."""
@@ -498,7 +524,13 @@ class DeliveryQueries(StoreBase):
         return n
 
     def unresolved_batches(self, edition_id: int | None = None) -> list[dict]:
-        q = select(batches).where(batches.c.status == "unknown")
+        """Held batches that still have deliveries waiting for a decision."""
+        waiting = (
+            select(deliveries.c.id)
+            .where((deliveries.c.batch_id == batches.c.id) & (deliveries.c.status == "unresolved"))
+            .exists()
+        )
+        q = select(batches).where((batches.c.status == "unknown") & waiting)
         if edition_id is not None:
             q = q.where(batches.c.edition_id == edition_id)
         with self.connect() as conn:
@@ -528,15 +560,15 @@ class DeliveryQueries(StoreBase):
         target = {"resend": "queued", "sent": "accepted", "failed": "failed"}[decision]
         now = utcnow()
         with self.begin() as conn:
-            row = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).first()
+            q = select(batches.c.status).where(batches.c.id == batch_id)
+            if self.dialect == "postgresql":
+                q = q.with_for_update()  # as the webhook does before settling it
+            row = conn.execute(q).first()
             if row is None:
-                raise NotFoundError(
+                raise InputError(
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
                 )
-            if row.status != "unknown":
-                raise InputError(
-                    f"batch {batch_id} is {row.status}, not unresolved; nothing to decide"
-                )
+            _check_held(conn, batch_id, row.status)
             values: dict = {"status": target, "updated_at": now}
             if target == "queued":
                 values["batch_id"] = None
@@ -554,6 +586,59 @@ class DeliveryQueries(StoreBase):
                 .values(status="resolved", error=f"resolved: {decision}", finished_at=now)
             )
         return n
+
+    def resend_held_batch(self, batch_id: str) -> tuple[int, int, str]:
+        """``--resolve BATCH resend``, with the provider's evidence looked at again now.
+
+        In one transaction: when an event from the batch's provider exists for any
+        of its deliveries, the batch was accepted and nothing is sent again; else
+        its unresolved deliveries are queued again. Returns (queued again, skipped
+        because proven accepted, the edition's id as text).
+        """
+        now = utcnow()
+        with self.begin() as conn:
+            q = select(batches.c.status, batches.c.edition_id, batches.c.message_id).where(
+                batches.c.id == batch_id
+            )
+            if self.dialect == "postgresql":
+                q = q.with_for_update()  # the webhook settles a held batch under this lock too
+            row = conn.execute(q).first()
+            if row is None:
+                raise InputError(
+                    f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+                )
+            _check_held(conn, batch_id, row.status)
+            seen, mid = _evidence(conn, batch_id)
+            if seen:
+                n = conn.execute(
+                    update(deliveries)
+                    .where(
+                        (deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved")
+                    )
+                    .values(status="accepted", message_id=(row.message_id or mid)[:500], error="")
+                ).rowcount
+                conn.execute(
+                    update(batches)
+                    .where((batches.c.id == batch_id) & (batches.c.status == "unknown"))
+                    .values(
+                        status="accepted",
+                        finished_at=now,
+                        error=f"resend asked, not done: {seen} deliveries have provider events",
+                    )
+                )
+                _finish_if_settled(conn, row.edition_id, now)
+                return 0, n, str(row.edition_id)
+            n = conn.execute(
+                update(deliveries)
+                .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved"))
+                .values(status="queued", batch_id=None, error="", updated_at=now)
+            ).rowcount
+            conn.execute(
+                update(batches)
+                .where((batches.c.id == batch_id) & (batches.c.status == "unknown"))
+                .values(status="resolved", error="resolved: resend", finished_at=now)
+            )
+        return n, 0, str(row.edition_id)
 
     def delivery_counts(self, edition_id: int) -> dict[str, dict[str, int]]:
         """{variant: {status: count}} for one edition."""
@@ -584,6 +669,12 @@ class DeliveryQueries(StoreBase):
                 v: {"opened": int(o or 0), "clicked": int(c or 0)} for v, o, c in conn.execute(q)
             }
 
+    def delivery_status(self, delivery_id: int) -> str | None:
+        with self.connect() as conn:
+            return conn.execute(
+                select(deliveries.c.status).where(deliveries.c.id == delivery_id)
+            ).scalar_one_or_none()
+
     def list_deliveries(self, edition_id: int, *, status: str | None = None) -> list[dict]:
         q = (
             select(deliveries)
@@ -594,6 +685,152 @@ class DeliveryQueries(StoreBase):
             q = q.where(deliveries.c.status == status)
         with self.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
+    """PostgreSQL: lock the held batches of these deliveries, in id order, first.
+
+    Settling a batch updates deliveries other than the event's own. Two webhook
+    requests with events for two deliveries of one held batch would each hold
+    its own delivery and wait for the other's: taking the batch row first, in
+    the same order everywhere, makes them take turns instead.
+    """
+    ids = sorted({i for i in delivery_ids if i is not None})
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        held = (
+            select(deliveries.c.batch_id)
+            .where(deliveries.c.id.in_(part) & deliveries.c.batch_id.is_not(None))
+            .scalar_subquery()
+        )
+        conn.execute(
+            select(batches.c.id)
+            .where(batches.c.id.in_(held) & (batches.c.status == "unknown"))
+            .order_by(batches.c.id)
+            .with_for_update()
+        ).all()
+
+
+def settle_held_batches(
+    conn: Connection, proofs: Iterable[tuple[int, str, str]], now: datetime
+) -> int:
+    """Settle held batches from provider events, inside the caller's transaction.
+
+    ``proofs`` are (delivery id, provider, message id) of newly stored events.
+    A held (``unknown``) batch with a provider event for any of
+    its deliveries was accepted whole: its unresolved deliveries become
+    accepted, the batch too, and an edition left with nothing open is done.
+    Returns how many deliveries were settled.
+    """
+    by_delivery: dict[int, tuple[str, str]] = {}
+    for did, provider, mid in proofs:
+        if did is not None and provider and provider != OWN_EVENTS:
+            by_delivery.setdefault(did, (provider, mid))
+    if not by_delivery:
+        return 0
+    held: dict[str, tuple[int, str, str]] = {}
+    ids = sorted(by_delivery)
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        q = (
+            select(
+                deliveries.c.id,
+                batches.c.id,
+                batches.c.edition_id,
+                batches.c.message_id,
+            )
+            .join(batches, batches.c.id == deliveries.c.batch_id)
+            .where(deliveries.c.id.in_(part) & (batches.c.status == "unknown"))
+        )
+        for did, bid, eid, bmid in conn.execute(q):
+            provider, mid = by_delivery[did]
+            if bid not in held:
+                held[bid] = (eid, bmid or mid, provider)
+    settled = 0
+    editions_touched: set[int] = set()
+    for bid, (eid, mid, provider) in held.items():
+        n = conn.execute(
+            update(deliveries)
+            .where((deliveries.c.batch_id == bid) & (deliveries.c.status == "unresolved"))
+            .values(status="accepted", message_id=mid[:500], error="", updated_at=now)
+        ).rowcount
+        values: dict[str, Any] = {
+            "status": "accepted",
+            "finished_at": now,
+            "error": f"outcome was unknown; accepted: a {provider} event arrived for it",
+        }
+        if mid:
+            values["message_id"] = mid[:500]
+        conn.execute(
+            update(batches)
+            .where((batches.c.id == bid) & (batches.c.status == "unknown"))
+            .values(**values)
+        )
+        settled += n
+        editions_touched.add(eid)
+    for eid in sorted(editions_touched):
+        _finish_if_settled(conn, eid, now)
+    return settled
+
+
+def _check_held(conn: Connection, batch_id: str, status: str) -> None:
+    """Refuse a decision on a batch that is not held, or whose deliveries are all settled."""
+    if status != "unknown":
+        raise InputError(f"batch {batch_id} is {status}, not unresolved; nothing to decide")
+    waiting = conn.execute(
+        select(func.count()).where(
+            (deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved")
+        )
+    ).scalar_one()
+    if not waiting:
+        raise InputError(f"batch {batch_id} is settled already (no unresolved deliveries)")
+
+
+def _evidence(conn: Connection, batch_id: str) -> tuple[int, str]:
+    mine = select(deliveries.c.id).where(deliveries.c.batch_id == batch_id).scalar_subquery()
+    proof = events.c.delivery_id.in_(mine) & (events.c.provider != OWN_EVENTS)
+    n = conn.execute(
+        select(func.count(func.distinct(events.c.delivery_id))).where(proof)
+    ).scalar_one()
+    if not n:
+        return 0, ""
+    raw = conn.execute(select(events.c.raw).where(proof).limit(1)).scalar_one_or_none()
+    return int(n), message_id_of(raw)
+
+
+def message_id_of(raw: Any) -> str:
+    """The X-Message-Id in a SendGrid event (``sg_message_id`` is "<id>.<filter suffix>")."""
+    if isinstance(raw, dict):
+        return str(raw.get("sg_message_id") or "").split(".", 1)[0]
+    return ""
+
+
+#: the provider name of events we make ourselves (an unsubscribe through our link):
+#: they prove nothing about what a provider accepted
+OWN_EVENTS = "newsletter"
+
+#: delivery statuses that keep an edition open
+OPEN_STATUSES = ("queued", "claimed", "unresolved")
+
+
+def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None:
+    """A sending edition with nothing queued, claimed or held is done (as ``finalize``)."""
+    counts: dict[str, int] = {
+        status: int(n)
+        for status, n in conn.execute(
+            select(deliveries.c.status, func.count())
+            .where(deliveries.c.edition_id == edition_id)
+            .group_by(deliveries.c.status)
+        )
+    }
+    if any(counts.get(s) for s in OPEN_STATUSES):
+        return
+    status = "partially_failed" if counts.get("failed") else "sent"
+    conn.execute(
+        update(editions)
+        .where((editions.c.id == edition_id) & (editions.c.status == "sending"))
+        .values(status=status, sent_at=now)
+    )
 
 
 def _int():  # noqa: ANN202

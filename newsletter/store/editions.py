@@ -181,12 +181,14 @@ class EditionQueries(StoreBase):
                 ).rowcount
             )
 
-    def unfinished_editions(self, digest: str) -> list[EditionInfo]:
+    def unfinished_editions(
+        self, digest: str, statuses: Sequence[str] = ("sending",)
+    ) -> list[EditionInfo]:
         """Editions of ``digest`` still being sent, oldest first."""
         with self.connect() as conn:
             rows = conn.execute(
                 select(editions)
-                .where((editions.c.digest == digest) & editions.c.status.in_(("sending",)))
+                .where((editions.c.digest == digest) & editions.c.status.in_(list(statuses)))
                 .order_by(editions.c.id)
             ).all()
         return [_info(r) for r in rows]

@@ -35,6 +35,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.store.base import StoreBase, update_by_id, utcnow
+from newsletter.store.deliveries import (
+    OWN_EVENTS,
+    lock_held_batches,
+    message_id_of,
+    settle_held_batches,
+)
 from newsletter.store.schema import deliveries, editions, events, subscribers
 from newsletter.tracking.events import TrackedEvent
 from newsletter.tracking.precedence import (
@@ -164,6 +170,8 @@ class EventQueries(StoreBase):
             result.duplicates += len(unique) - len(new)
             if not new:
                 return result
+            if self.dialect == "postgresql":
+                lock_held_batches(conn, [ev.delivery_id for ev in new if ev.delivery_id])
             matched = self._match(conn, new)
             rows = []
             for ev, d in zip(new, matched, strict=True):
@@ -189,6 +197,16 @@ class EventQueries(StoreBase):
                     result.matched.add(d.id)
             self._insert_events(conn, rows)
             result.stored = len(rows)
+            # one provider event settles the whole held batch of its delivery
+            settle_held_batches(
+                conn,
+                [
+                    (d.id, ev.provider, ev.message_id or message_id_of(ev.raw))
+                    for ev, d in zip(new, matched, strict=True)
+                    if d is not None
+                ],
+                now,
+            )
             result.deliveries_changed = self._apply_statuses(conn, new, matched, now)
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -309,6 +327,8 @@ class EventQueries(StoreBase):
         rows: dict[int, _Delivery] = {}
         for ev, d in zip(new, matched, strict=True):
             if d is not None:
+                if d.status == "unresolved" and ev.provider == OWN_EVENTS:
+                    continue  # only the provider can say it took a held message
                 types.setdefault(d.id, []).append(ev.type)
                 rows[d.id] = d
         changes = []
@@ -483,25 +503,34 @@ class EventQueries(StoreBase):
             else:
                 raise ValueError("give delivery_ids or edition_id")
             rows = {r.id: _Delivery(*r[:7]) for r in found}
-            types: dict[int, list[str]] = {i: [] for i in rows}
+            types: dict[int, list[tuple[str, str]]] = {i: [] for i in rows}
+            proofs: list[tuple[int, str, str]] = []
             for part in _chunks(sorted(rows)):
-                for did, t in conn.execute(
-                    select(events.c.delivery_id, events.c.type).where(
-                        events.c.delivery_id.in_(part)
-                    )
+                for did, t, provider, raw in conn.execute(
+                    select(
+                        events.c.delivery_id, events.c.type, events.c.provider, events.c.raw
+                    ).where(events.c.delivery_id.in_(part))
                 ):
-                    types[did].append(t)
+                    types[did].append((provider, t))
+                    if rows[did].status == "unresolved":
+                        proofs.append((did, provider, message_id_of(raw)))
+            settle_held_batches(conn, proofs, now)
             pairs = [
-                (TrackedEvent("", "", t, "", "", now, {}), rows[did])
+                (TrackedEvent(provider, "", t, "", "", now, {}), rows[did])
                 for did, ts in types.items()
-                for t in ts
+                for provider, t in ts
             ]
             return self._apply_statuses(conn, [p[0] for p in pairs], [p[1] for p in pairs], now)
 
     # ------------------------------------------------------------------ unsubscribes
 
     def latest_delivery(self, subscriber_id: int, digest: str) -> int | None:
-        """The newest delivery of ``digest`` the provider took for a subscriber."""
+        """The newest delivery of ``digest`` for a subscriber, for an unsubscribe to mark.
+
+        One the provider took, or one of an edition being sent (queued, claimed, or
+        left at claim time), so that an unsubscribe during a send counts in that
+        edition. Not a held (unresolved) one: only the provider can settle that.
+        """
         q = (
             select(deliveries.c.id)
             .where(
@@ -510,7 +539,11 @@ class EventQueries(StoreBase):
                 )
             )
             .where(deliveries.c.subscriber_id == subscriber_id)
-            .where(deliveries.c.status.in_(_EVENT_DRIVEN))
+            .where(
+                deliveries.c.status.in_(
+                    [s for s in _EVENT_DRIVEN if s != "unresolved"] + ["queued", "claimed", "left"]
+                )
+            )
             .order_by(deliveries.c.id.desc())
             .limit(1)
         )
@@ -551,6 +584,20 @@ class EventQueries(StoreBase):
         )
         with self.connect() as conn:
             return [(v, s, bool(o), bool(c), int(n)) for v, s, o, c, n in conn.execute(q)]
+
+    def left_after_unsubscribing(self, edition_id: int) -> int:
+        """Deliveries of an edition not sent because the reader unsubscribed during its send."""
+        q = select(func.count(func.distinct(deliveries.c.id))).where(
+            (deliveries.c.edition_id == edition_id)
+            & (deliveries.c.status == "left")
+            & deliveries.c.id.in_(
+                select(events.c.delivery_id).where(
+                    (events.c.edition_id == edition_id) & (events.c.type == "unsubscribed")
+                )
+            )
+        )
+        with self.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def event_type_counts(self, edition_id: int) -> dict[str, int]:
         q = (

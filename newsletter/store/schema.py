@@ -193,8 +193,8 @@ deliveries = Table(
     Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
     Column("email", String(320), nullable=False),  # frozen with the audience
     Column("variant", String(500), nullable=False),
-    # queued | claimed | accepted | failed | unresolved | delivered | deferred | bounced |
-    # dropped | complained | unsubscribed | cancelled (its edition was cancelled)
+    # queued | claimed | accepted | failed | unresolved | left | delivered | deferred |
+    # bounced | dropped | complained | unsubscribed | cancelled (its edition was cancelled)
     Column("status", String(20), nullable=False),
     Column("batch_id", String(64), ForeignKey("batches.id")),
     Column("message_id", String(500), nullable=False, default=""),

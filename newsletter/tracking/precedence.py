@@ -14,13 +14,14 @@ from __future__ import annotations
 
 #: statuses before the provider took the message: events do not move these,
 #: except ``unresolved``, for which any provider event is proof of acceptance
-PRE_ACCEPTANCE = ("queued", "claimed", "failed")
+PRE_ACCEPTANCE = ("queued", "claimed", "failed", "left")
 
 #: how far along a delivery is; a higher rank always wins
 RANK: dict[str, int] = {
     "queued": 0,
     "claimed": 0,
     "failed": 0,
+    "left": 0,
     "unresolved": 0,
     "accepted": 1,
     "deferred": 2,

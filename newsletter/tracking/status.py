@@ -7,7 +7,11 @@ Definitions (the same in `newsletter status` and the HTML report):
   opened or clicked (each proves the message arrived);
 - delivery rate = delivered / sent;  bounce rate = bounced / sent;
 - open rate = opened / delivered;  click rate = clicked / delivered;
-- click-to-open = clicked / opened;  complaint and unsubscribe rate: / delivered.
+- click-to-open = clicked / opened;  complaint and unsubscribe rate: / delivered;
+- left: not sent, because the subscriber was no longer active when their turn came;
+- unsubscribes: the edition's unsubscribes, those mailed who unsubscribed
+  (``unsubscribed``) plus those who unsubscribed during its send before their
+  turn (``left``, with the unsubscribe recorded on that delivery).
 
 Opens are counted from SendGrid's open events; Apple Mail Privacy Protection
 pre-fetches images, so the open rate is an upper bound.
@@ -41,12 +45,13 @@ STATUSES = (
     "failed",
     "unresolved",
     "cancelled",
+    "left",
 )
 #: everything `status` counts: the statuses plus the engagement flags
 COUNTS = (*STATUSES, "opened", "clicked")
 
 #: not (yet) taken by the provider
-_NOT_SENT = ("queued", "claimed", "failed", "unresolved", "cancelled")
+_NOT_SENT = ("queued", "claimed", "failed", "unresolved", "cancelled", "left")
 #: statuses that prove the message arrived
 _ARRIVED = ("delivered", "unsubscribed", "complained")
 
@@ -119,6 +124,9 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
     # no batch yet (nothing sent): rates are unknown either way
     events = bool(backends) and any(b in EVENT_BACKENDS for b in backends)
     overall = summarize([r[1:] for r in rows], events=events)
+    overall["unsubscribes"] = overall["counts"]["unsubscribed"] + store.left_after_unsubscribing(
+        info.id
+    )
     return {
         "id": info.id,
         "digest": info.digest,

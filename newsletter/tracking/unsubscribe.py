@@ -14,6 +14,7 @@ edition's statistics count it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,8 @@ from newsletter.tracking.events import TrackedEvent
 logger = logging.getLogger(__name__)
 
 PROVIDER = "newsletter"
+#: seconds an unsubscribe waits for the reader's message in flight to be sent
+IN_FLIGHT_WAIT = 30.0
 #: most tags offered on the preferences page besides the digest's own
 EXTRA_TOPICS = 12
 
@@ -82,6 +85,26 @@ def unsubscribe(cfg: Config, store: Store, reader: Reader, *, how: str = "link")
     # also when the event was stored before and the address was re-subscribed since
     if store.suppress_subscriber(sub.id, "unsubscribed", reason):
         logger.info("subscriber %s unsubscribed from %s", sub.id, reader.list_id)
+    if did is not None:
+        _wait_while_in_flight(store, did)
+
+
+def _wait_while_in_flight(store: Store, delivery_id: int) -> None:
+    """Answer only once a message of this reader already handed to a sender is out.
+
+    A claim made after the unsubscribe committed skips the reader (``left``); one
+    made before it is in flight: the answer waits for the provider's answer (at
+    most ``IN_FLIGHT_WAIT`` seconds), so nothing reaches the provider after the
+    reader was told they are unsubscribed.
+    """
+    deadline = time.monotonic() + IN_FLIGHT_WAIT
+    while store.delivery_status(delivery_id) == "claimed":
+        if time.monotonic() > deadline:
+            logger.warning(
+                "delivery %s is still being sent; the unsubscribe answers anyway", delivery_id
+            )
+            return
+        time.sleep(0.02)
 
 
 @dataclass(frozen=True)

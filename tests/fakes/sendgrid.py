@@ -22,7 +22,11 @@ connection is reset), "reset-early" (reset before the body is read: the client
 cannot finish writing). ``bad_addresses`` get a 400 naming their fields.
 
 Also: POST /v3/mail/batch, POST/PATCH/GET /v3/user/scheduled_sends (cancel and
-pause). A cancelled batch's messages count as never sent.
+pause), each with its own faults (``fail_next(kind, path=...)``: "500", "reset"
+after acting on the request, "reset-early"). A cancelled batch's messages count
+as never sent when the cancel came ``cancel_cutoff`` seconds or more before their
+``send_at``; a later cancel is answered and changes nothing, as SendGrid's does
+not guarantee one less than 10 minutes ahead.
 
 Run it as a separate process (the benchmark does): ``python -m tests.fakes.sendgrid
 --validator fast`` prints ``PORT <n>``; GET /_fake/stats answers the tallies.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
 import socket
 import struct
@@ -102,6 +107,8 @@ class Taken:
     send_at: int | None
     sandbox: bool
     request: int
+    #: time.time() when the request that carried it was read
+    at: float = 0.0
     substitutions: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -142,6 +149,19 @@ class FakeSendGrid:
         #: time.time() of every mail/send request's arrival
         self.arrivals: list[float] = []
         self.faults: list[Fault] = []
+        #: faults for the other endpoints, by path ("/v3/mail/batch",
+        #: "/v3/user/scheduled_sends"): "500", "reset" (acted on, then the
+        #: connection is reset), "reset-early" (reset before the body is read)
+        self.path_faults: dict[str, list[Fault]] = {}
+        #: a cancel takes effect only when it arrives at least this many seconds
+        #: before the batch's send_at (SendGrid guarantees none less than 10
+        #: minutes before); a later one is answered all the same, and the
+        #: messages go out
+        self.cancel_cutoff = 0.0
+        #: batch id -> time.time() of the request that set its status
+        self.status_set_at: dict[str, float] = {}
+        #: random faults on mail/send: ({kind: probability}, random source)
+        self.chaos: tuple[dict[str, float], random.Random] | None = None
         self.bad_addresses: set[str] = set()
         self.batch_ids: set[str] = set()
         #: batch id -> "cancel" | "pause"
@@ -185,18 +205,32 @@ class FakeSendGrid:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def fail_next(self, kind: str, count: int = 1, *, reset_in: float = 1.0) -> None:
+    def fail_next(
+        self, kind: str, count: int = 1, *, reset_in: float = 1.0, path: str = "/v3/mail/send"
+    ) -> None:
         with self.lock:
-            self.faults.extend(Fault(kind, reset_in) for _ in range(count))
+            into = self.faults if path == "/v3/mail/send" else self.path_faults.setdefault(path, [])
+            into.extend(Fault(kind, reset_in) for _ in range(count))
+
+    def random_faults(self, rates: dict[str, float], seed: int = 0) -> None:
+        """From now on each mail/send request gets fault ``kind`` with probability ``rate``."""
+        with self.lock:
+            self.chaos = (dict(rates), random.Random(seed)) if any(rates.values()) else None
+
+    def cancelled(self, t: Taken) -> bool:
+        """Whether a cancel stopped this message: asked for in time before its send_at."""
+        if self.scheduled.get(t.batch_id) != "cancel":
+            return False
+        at = self.status_set_at.get(t.batch_id, 0.0)
+        return t.send_at is None or at <= t.send_at - self.cancel_cutoff
+
+    def went_out(self, t: Taken) -> bool:
+        return not t.sandbox and not self.cancelled(t)
 
     def delivered(self) -> Counter:
         """Address -> how many messages will really go out (not sandbox, not cancelled)."""
         with self.lock:
-            return Counter(
-                t.email.casefold()
-                for t in self.accepted
-                if not t.sandbox and self.scheduled.get(t.batch_id) != "cancel"
-            )
+            return Counter(t.email.casefold() for t in self.accepted if self.went_out(t))
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -249,8 +283,23 @@ class FakeSendGrid:
                 self.sent_requests += 1
                 self.arrivals.append(time.time())
                 fault = self.faults.pop(0) if self.faults else None
-            if fault and fault.kind == "reset-early":
-                return self._reset(h)
+                if fault is None and self.chaos is not None:
+                    rates, rng = self.chaos
+                    draw = rng.random()
+                    for kind, rate in rates.items():
+                        if draw < rate:
+                            fault = Fault(kind)
+                            break
+                        draw -= rate
+        else:
+            base = "/v3/user/scheduled_sends" if path.startswith("/v3/user/sched") else path
+            with self.lock:
+                queue = self.path_faults.get(base)
+                fault = queue.pop(0) if queue else None
+            if fault and fault.kind in ("500", "503"):
+                return self._reply(h, method, int(fault.kind), self._errors((None, "error")))
+        if fault and fault.kind == "reset-early":
+            return self._reset(h)
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         if h.headers.get("Authorization") != f"Bearer {self.api_key}" or (
@@ -268,16 +317,21 @@ class FakeSendGrid:
             batch_id = secrets.token_urlsafe(24)
             with self.lock:
                 self.batch_ids.add(batch_id)
+            if fault and fault.kind == "reset":
+                return self._reset(h)
             return self._reply(h, method, 201, {"batch_id": batch_id})
         if path == "/v3/user/scheduled_sends" and method == "POST":
-            return self._schedule(h, method, body)
+            return self._schedule(h, method, body, fault)
         if path.startswith("/v3/user/scheduled_sends/"):
             batch_id = path.rsplit("/", 1)[1]
             with self.lock:
                 known = batch_id in self.scheduled
                 if known and method == "PATCH":
                     self.scheduled[batch_id] = (body or {}).get("status", "")
+                    self.status_set_at[batch_id] = time.time()
                 status = self.scheduled.get(batch_id)
+            if known and method == "PATCH" and fault and fault.kind == "reset":
+                return self._reset(h)
             if not known:
                 return self._reply(h, method, 404, self._errors((None, "not found")))
             if method == "PATCH":
@@ -285,18 +339,27 @@ class FakeSendGrid:
             return self._reply(h, method, 200, [{"batch_id": batch_id, "status": status}])
         return self._reply(h, method, 404, self._errors((None, "not found")))
 
-    def _schedule(self, h: BaseHTTPRequestHandler, method: str, body: Any) -> None:
+    def _schedule(
+        self, h: BaseHTTPRequestHandler, method: str, body: Any, fault: Fault | None = None
+    ) -> None:
         body = body or {}
         batch_id, status = body.get("batch_id"), body.get("status")
         if status not in ("cancel", "pause"):
             return self._reply(h, method, 400, self._errors(("status", "must be cancel or pause")))
+        # _reply takes the lock itself: decide under it, answer after it
+        problem = ""
         with self.lock:
             if batch_id not in self.batch_ids:
-                return self._reply(h, method, 400, self._errors(("batch_id", "invalid batch id")))
-            if batch_id in self.scheduled:
-                msg = "batch id already exists in the system"
-                return self._reply(h, method, 400, self._errors(("batch_id", msg)))
-            self.scheduled[batch_id] = status
+                problem = "invalid batch id"
+            elif batch_id in self.scheduled:
+                problem = "batch id already exists in the system"
+            else:
+                self.scheduled[batch_id] = status
+                self.status_set_at[batch_id] = time.time()
+        if problem:
+            return self._reply(h, method, 400, self._errors(("batch_id", problem)))
+        if fault and fault.kind == "reset":
+            return self._reset(h)
         return self._reply(h, method, 201, {"batch_id": batch_id, "status": status})
 
     def _check(self, body: Any) -> list[tuple[str | None, str]]:
@@ -353,6 +416,7 @@ class FakeSendGrid:
 
     def _mail_send(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
         method = "POST"
+        arrived = time.time()
         if fault is not None:
             kind = fault.kind
             if kind == "429":
@@ -391,6 +455,7 @@ class FakeSendGrid:
                             send_at=body.get("send_at"),
                             sandbox=sandbox,
                             request=index,
+                            at=arrived,
                             substitutions=p.get("substitutions", {}) if self.keep_bodies else {},
                             headers=p.get("headers", {}) if self.keep_bodies else {},
                         )

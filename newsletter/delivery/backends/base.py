@@ -100,8 +100,13 @@ class Backend(abc.ABC):
     ) -> BatchResult:
         """Hand one batch to the provider."""
 
+    @property
+    def provider_batches(self) -> bool:
+        """Whether every batch gets a provider-side handle (:meth:`new_provider_batch`)."""
+        return False
+
     def new_provider_batch(self) -> str:
-        """A provider-side handle to claim the next batch with ("" when unsupported).
+        """A provider-side handle for a batch just claimed ("" when unsupported).
 
         It is stored with the claim, before the provider is called, so a batch
         whose outcome is unknown can later be cancelled by it.

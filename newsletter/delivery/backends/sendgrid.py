@@ -446,6 +446,10 @@ class SendGridBackend(Backend):
         # a refusal that names nobody cannot be fixed by dropping recipients
         return {} if unnamed else out
 
+    @property
+    def provider_batches(self) -> bool:
+        return bool(self.settings.schedule_delay)
+
     def new_provider_batch(self) -> str:
         if not self.settings.schedule_delay:
             return ""

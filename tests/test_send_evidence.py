@@ -1,0 +1,221 @@
+"""Batch-level evidence: one provider event proves a held batch, whenever it arrives.
+
+SendGrid takes or refuses a request whole. So one event carrying our custom args
+for any delivery of a held batch settles every delivery of that batch, in the
+webhook's own transaction; ``--resolve BATCH resend`` looks at the evidence again
+at that moment; ``status`` asks for a decision only while something is unsettled.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.delivery.send import send_edition
+from newsletter.store.deliveries import OWN_EVENTS
+from newsletter.store.schema import events
+from newsletter.tracking.events import TrackedEvent
+from newsletter.tracking.unsubscribe import PROVIDER as OUR_PROVIDER
+from tests.test_delivery import (
+    RENDER,
+    RecordingBackend,
+    dead_worker,
+    make_config,
+    make_edition,
+    statuses,
+)
+
+NOW = datetime(2026, 11, 30, 2, 5, tzinfo=UTC)
+
+
+def held_batch(store, tmp_path, n=6, size=4):
+    """An edition whose first ``size`` deliveries are held after their worker died."""
+    cfg = make_config(tmp_path, batch_size=size)
+    eid = make_edition(store, n)
+    batch = store.claim_batch(eid, backend="recording", limit=size, worker=dead_worker())
+    backend = RecordingBackend(cfg)
+    report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert report.unresolved == size
+    assert store.get_batch(batch.id)["status"] == "unknown"
+    return cfg, eid, batch, backend
+
+
+def sendgrid_event(d, eid, kind="delivered", n=1):
+    return TrackedEvent(
+        provider="sendgrid",
+        provider_event_id=f"sg-{d.id}-{kind}-{n}",
+        type=kind,
+        raw_type=kind,
+        email=d.email,
+        occurred_at=NOW,
+        raw={"event": kind, "sg_message_id": "LATEMSG.filterdrecv-1"},
+        delivery_id=d.id,
+        edition_id=eid,
+        message_id="LATEMSG",
+    )
+
+
+def test_a_late_event_for_one_delivery_settles_the_whole_held_batch(
+    store, db_url, tmp_path, project
+):
+    cfg, eid, batch, backend = held_batch(store, tmp_path)
+    assert store.get_edition(eid).status == "sending"
+    # the webhook stores SendGrid's "delivered" for the third recipient of the batch
+    store.record_events([sendgrid_event(batch.deliveries[2], eid)])
+    rows = {d["id"]: d for d in store.list_deliveries(eid)}
+    for d in batch.deliveries:
+        want = "delivered" if d == batch.deliveries[2] else "accepted"
+        assert rows[d.id]["status"] == want, rows[d.id]
+        assert rows[d.id]["message_id"] == "LATEMSG"
+    assert store.get_batch(batch.id)["status"] == "accepted"
+    assert store.unresolved_batches(eid) == []
+    # nothing else was open: the webhook's transaction finished the edition
+    assert store.get_edition(eid).status == "sent"
+    # and the operator is told there is nothing to decide, with nothing changed
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "resend"])
+    assert out.exit_code == 2
+    assert (
+        out.output.strip()
+        == f"Error: batch {batch.id} is accepted, not unresolved; nothing to decide"
+    )
+    assert statuses(store, eid) == {"accepted": 5, "delivered": 1}
+    # a later send sends none of them again
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert {d.id for d in batch.deliveries}.isdisjoint(backend.sent)
+
+
+def test_our_own_unsubscribe_event_proves_nothing_about_a_held_batch(store, tmp_path):
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    assert OUR_PROVIDER == OWN_EVENTS
+    d = batch.deliveries[0]
+    ev = sendgrid_event(d, eid, "unsubscribed")
+    store.record_events([TrackedEvent(**{**ev.__dict__, "provider": OUR_PROVIDER})])
+    assert statuses(store, eid)["unresolved"] == 4
+    assert [b["id"] for b in store.unresolved_batches(eid)] == [batch.id]
+
+
+def insert_event(store, eid, d, provider="sendgrid"):
+    """An event stored while the delivery was still claimed (it changed nothing then)."""
+    with store.begin() as conn:
+        conn.execute(
+            sa.insert(events).values(
+                provider=provider,
+                provider_event_id=f"early-{d.id}",
+                delivery_id=d.id,
+                edition_id=eid,
+                type="queued",
+                raw_type="processed",
+                email=d.email,
+                occurred_at=NOW,
+                reason="",
+                url="",
+                received_at=NOW,
+                raw={"event": "processed", "sg_message_id": "EARLY.x"},
+            )
+        )
+
+
+def test_resolve_resend_looks_at_the_evidence_again_and_skips_what_it_proves(
+    store, db_url, tmp_path, project
+):
+    cfg, eid, batch, backend = held_batch(store, tmp_path)
+    # an event that came in between the hold and the operator's decision
+    insert_event(store, eid, batch.deliveries[1])
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "resend"])
+    assert out.exit_code == 0, out.output
+    assert (
+        f"batch {batch.id}: 0 deliveries queued again; 4 skipped: SendGrid's events prove "
+        "it accepted the batch" in out.output
+    )
+    assert statuses(store, eid) == {"accepted": 6}
+    assert store.get_edition(eid).status == "sent"
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert {d.id for d in batch.deliveries}.isdisjoint(backend.sent)
+
+
+def test_resolve_resend_without_evidence_sends_the_batch_again(store, db_url, tmp_path, project):
+    cfg, eid, batch, backend = held_batch(store, tmp_path)
+    insert_event(store, eid, batch.deliveries[0], provider=OWN_EVENTS)  # not evidence
+    out = CliRunner().invoke(
+        cli, ["--db", db_url, "send", "--resolve", batch.id, "resend", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert (data["deliveries"], data["skipped"]) == (4, 0)
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert sorted(backend.sent) == sorted(d["id"] for d in store.list_deliveries(eid))
+
+
+def test_status_asks_for_a_decision_only_while_something_is_unsettled(
+    store, db_url, tmp_path, project
+):
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--db", db_url, "status", str(eid)])
+    assert f"UNRESOLVED batch {batch.id}" in out.output
+    # deliveries settled one by one (before batch-level evidence existed, say)
+    with store.begin() as conn:
+        conn.execute(
+            sa.text("update deliveries set status = 'delivered' where batch_id = :b"),
+            {"b": batch.id},
+        )
+    out = runner.invoke(cli, ["--db", db_url, "status", str(eid)])
+    assert out.exit_code == 0 and "UNRESOLVED" not in out.output
+    # deciding it is refused: one line, exit 2, nothing changed
+    out = runner.invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "failed"])
+    assert out.exit_code == 2
+    assert out.output.strip() == (
+        f"Error: batch {batch.id} is settled already (no unresolved deliveries)"
+    )
+    assert statuses(store, eid) == {"accepted": 2, "delivered": 4}
+
+
+def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path, project):
+    _, eid, _, _ = held_batch(store, tmp_path)
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", "nope", "resend"])
+    assert out.exit_code == 2
+    assert out.output.strip() == (
+        "Error: no batch nope (`newsletter status` lists unresolved batches)"
+    )
+    assert statuses(store, eid) == {"accepted": 2, "unresolved": 4}
+
+
+def test_concurrent_events_for_one_held_batch_take_turns(store, tmp_path):
+    """Two webhook requests at once, each with an event for another delivery of one
+    held batch: both commit (no deadlock), the batch is settled once."""
+    import threading
+
+    cfg = make_config(tmp_path, batch_size=40)
+    eid = make_edition(store, 8 * 40)
+    batches = [
+        store.claim_batch(eid, backend="recording", limit=40, worker=dead_worker())
+        for _ in range(8)
+    ]
+    send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
+    assert statuses(store, eid) == {"unresolved": 320}
+    errors = []
+    for batch in batches:
+        gate = threading.Barrier(2)
+
+        def post(d, gate=gate):
+            gate.wait()
+            try:
+                store.record_events([sendgrid_event(d, eid)])
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        threads = [
+            threading.Thread(target=post, args=(d,))
+            for d in (batch.deliveries[3], batch.deliveries[30])
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert statuses(store, eid) == {"accepted": 304, "delivered": 16}
+    assert store.get_edition(eid).status == "sent"
