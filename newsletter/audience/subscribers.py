@@ -351,7 +351,7 @@ def add_subscriber(
 ) -> tuple[Subscriber, str]:
     """Add or update one subscriber, validated like an import row. Returns (it, outcome)."""
     sub = to_subscriber({"email": email, "name": name, "tags": tags, "timezone": timezone})
-    ((sid, what),) = store.upsert_subscribers([sub], resubscribe=resubscribe)
+    ((sid, what),) = store.upsert_subscribers([sub], resubscribe=resubscribe, consent_source="cli")
     stored = store.get_subscriber(id=sid)
     assert stored is not None
     return stored, what

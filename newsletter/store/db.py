@@ -24,8 +24,11 @@ from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
 from newsletter.store.locks import LockQueries
+from newsletter.store.privacy import PrivacyQueries
+from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.rates import RateQueries
 from newsletter.store.runs import RunQueries
+from newsletter.store.subscriptions import SubscriptionQueries
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ class Store(
     LockQueries,
     RunQueries,
     ControlQueries,
+    SubscriptionQueries,
+    RateLimitQueries,
+    PrivacyQueries,
 ):
     """All database access of the project."""
 
