@@ -230,8 +230,8 @@ def send_mail(
 
 
 def titles(cfg: Config, names: Sequence[str]) -> list[str]:
-    by_name = {d.name: d.title for d in cfg.digests}
-    return [by_name[n] for n in names if n in by_name]
+    """The display names of ``names``, in config order."""
+    return [d.title for d in cfg.digests if d.name in names]
 
 
 # --------------------------------------------------------------------------- signup
