@@ -40,6 +40,7 @@ from newsletter.store import Store
 from newsletter.tracking import signup
 from newsletter.tracking import unsubscribe as unsub
 from newsletter.tracking.metrics import metrics_endpoint
+from newsletter.tracking.server import uvicorn_settings
 from newsletter.tracking.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -486,13 +487,4 @@ def serve(
     port = cfg.webhook.port if port is None else port
     if announce:
         announce(f"http://{host}:{port}")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        # access lines would write unsubscribe tokens into the logs
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(app, host=host, port=port, **uvicorn_settings(cfg))
