@@ -1,6 +1,7 @@
 """Two `newsletter serve` processes on one database share the signup rate limits."""
 
 import httpx
+
 from newsletter.store import open_store
 from tests.fakes.serve import ServeProcess
 from tests.test_signup import KEY, make_cfg
