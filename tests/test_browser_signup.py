@@ -60,7 +60,7 @@ def walk(cfg, store, srv, mails):
         assert list(store.iter_audience("weekly")) == []
 
         # the daily's own unsubscribe link, as in its emails
-        from newsletter.delivery.send import unsubscribe_url
+        from newsletter.delivery.message import unsubscribe_url
 
         sid = store.get_subscriber("reader@example.com").id
         page.goto(local(unsubscribe_url(cfg, sid, "daily")))

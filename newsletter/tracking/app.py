@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import jinja2
@@ -156,7 +157,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
     )
     wh = cfg.webhook
 
-    def page(mode: str, status: int = 200, **values: object) -> HTMLResponse:
+    def page(mode: str, status: int = 200, **values: Any) -> HTMLResponse:
         defaults = {
             "lang": cfg.site.language,
             "direction": cfg.site.direction,
@@ -226,7 +227,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
     def digest_titles(names: list[str]) -> list[str]:
         return signup.titles(cfg, names)
 
-    async def choices(reader: unsub.Reader) -> dict[str, object]:
+    async def choices(reader: unsub.Reader) -> dict[str, Any]:
         digests, topics = await run_in_threadpool(unsub.preferences, cfg, store, reader)
         sub = reader.subscriber
         return {
@@ -300,7 +301,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             return None
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    def signup_choices(fields: dict[str, list[str]] | None = None) -> dict[str, object]:
+    def signup_choices(fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
         fields = fields or {}
         picked = set(fields.get("digest", []))
         tags = set(fields.get("tag", []))

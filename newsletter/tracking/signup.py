@@ -43,7 +43,7 @@ from newsletter.audience.tokens import (
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import make_backend
 from newsletter.delivery.backends.base import OutgoingMessage
-from newsletter.delivery.send import list_id
+from newsletter.delivery.message import list_id
 from newsletter.errors import DeliveryError, InputError
 from newsletter.models import Recipient, Rendered, slugify
 from newsletter.store import Store
