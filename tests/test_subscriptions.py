@@ -140,3 +140,41 @@ def test_rate_limit_windows_are_shared_and_reopen(store):
     assert store.hit("ip:short", 60) == 1  # the window had closed
     store.release("ip:1")
     assert store.hit("ip:1", 60) == 1
+
+
+def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):
+    from newsletter.config import load_config
+    from newsletter.editions.freeze import freeze_audience
+
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(
+        '[[digests]]\nname = "weekly"\ntags = ["Energy"]\n\n'
+        '[[digests]]\nname = "daily"\ntags = ["Energy", "Kazakhstan"]\n',
+        encoding="utf-8",
+    )
+    cfg = load_config(toml, env={})
+    (a, _), (b, _) = store.upsert_subscribers(
+        [Subscriber(email="a@example.com"), Subscriber(email="b@example.com")]
+    )
+    store.leave(a, ["weekly"])
+    store.set_topics(b, ["daily"], ["kazakhstan"])
+    from tests.test_store import article
+
+    store.upsert_articles([article(1)])
+    (art,) = [x.id for x in store.find_articles()]
+    frozen = {}
+    for digest, variants in (("weekly", ["default"]), ("daily", ["default", "kazakhstan"])):
+        eid, _ = store.create_edition(
+            digest=digest,
+            period="2026-11-30T07:00",
+            subject="x",
+            window_start=T0,
+            window_end=T0,
+            variants={v: [art] for v in variants},
+        )
+        freeze_audience(store, cfg, eid)
+        frozen[digest] = sorted((d["email"], d["variant"]) for d in store.list_deliveries(eid))
+    assert frozen == {
+        "weekly": [("b@example.com", "default")],
+        "daily": [("a@example.com", "default"), ("b@example.com", "kazakhstan")],
+    }
