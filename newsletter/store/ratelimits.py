@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import case, delete
+from sqlalchemy import Connection, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.store.base import StoreBase, utcnow
@@ -18,10 +18,11 @@ from newsletter.store.schema import rate_limits
 
 
 class RateLimitQueries(StoreBase):
-    def hit(self, key: str, window: float) -> int:
+    def hit(self, key: str, window: float, *, conn: Connection | None = None) -> int:
         """Count one hit on ``key``; returns the hits in its window, this one included.
 
-        A window opens at the first hit and lasts ``window`` seconds.
+        A window opens at the first hit and lasts ``window`` seconds. With ``conn``,
+        inside that transaction.
         """
         now = utcnow()
         closes = now + timedelta(seconds=window)
@@ -35,8 +36,10 @@ class RateLimitQueries(StoreBase):
                 "expires_at": case((expired, closes), else_=rate_limits.c.expires_at),
             },
         ).returning(rate_limits.c.count)
-        with self.begin() as conn:
+        if conn is not None:
             return int(conn.execute(stmt).scalar_one())
+        with self.begin() as c:
+            return int(c.execute(stmt).scalar_one())
 
     def release(self, key: str) -> None:
         """Forget ``key``'s hits (a confirmation that could not be sent)."""

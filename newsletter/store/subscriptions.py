@@ -240,68 +240,71 @@ class SubscriptionQueries(StoreBase):
 
     # ------------------------------------------------------------------ double opt-in
 
-    def request_signup(self, req: SignupRequest) -> SignupOutcome:
+    def request_signup(
+        self, req: SignupRequest, *, conn: Connection | None = None
+    ) -> SignupOutcome:
         """Record a signup: the subscriber (``pending`` if new) and a pending subscription
         per requested digest not already active. The caller sends the confirmation when
-        ``pending`` is not empty (and its own resend limit allows)."""
+        ``pending`` is not empty (and its own resend limit allows). With ``conn``,
+        inside that transaction."""
+        if conn is None:
+            with self.begin() as c:
+                return self.request_signup(req, conn=c)
         now = utcnow()
-        with self.begin() as conn:
-            row = conn.execute(
-                select(subscribers.c.id, subscribers.c.status).where(
-                    subscribers.c.email == req.email
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
+        ).first()
+        if row is None:
+            conn.execute(
+                insert(subscribers),
+                [
+                    {
+                        "email": req.email,
+                        "name": req.name,
+                        "timezone": "",
+                        "status": "pending",
+                        "status_reason": "signed up, not confirmed",
+                        "soft_bounces": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ],
+            )
+            sid = conn.execute(
+                select(subscribers.c.id).where(subscribers.c.email == req.email)
+            ).scalar_one()
+            status = "pending"
+        else:
+            sid, status = row.id, row.status
+        if status in BLOCKED:
+            return SignupOutcome(sid, quiet_reason=f"address is {status}")
+        current = self._subscriptions(conn, sid)
+        pending: list[str] = []
+        for d in dict.fromkeys(req.digests):
+            sub = effective(current, d)
+            if status == "active" and sub is not None and sub.status == "active":
+                continue  # subscribed already: nothing to confirm
+            own = next((s for s in current if s.digest == d), None)
+            if own is None or own.status != "pending":
+                # a pending row keeps its first request, so the link already
+                # mailed for it still confirms it
+                self._upsert(
+                    conn,
+                    sid,
+                    d,
+                    current,
+                    now,
+                    status="pending",
+                    confirmed_at=None,
+                    topics=sorted(set(req.topics)),
+                    consent_source=req.source,
+                    consent_at=now,
+                    consent_ip=req.ip[:64],
+                    consent_text=req.consent_text[:100],
                 )
-            ).first()
-            if row is None:
-                conn.execute(
-                    insert(subscribers),
-                    [
-                        {
-                            "email": req.email,
-                            "name": req.name,
-                            "timezone": "",
-                            "status": "pending",
-                            "status_reason": "signed up, not confirmed",
-                            "soft_bounces": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    ],
-                )
-                sid = conn.execute(
-                    select(subscribers.c.id).where(subscribers.c.email == req.email)
-                ).scalar_one()
-                status = "pending"
-            else:
-                sid, status = row.id, row.status
-            if status in BLOCKED:
-                return SignupOutcome(sid, quiet_reason=f"address is {status}")
-            current = self._subscriptions(conn, sid)
-            pending: list[str] = []
-            for d in dict.fromkeys(req.digests):
-                sub = effective(current, d)
-                if status == "active" and sub is not None and sub.status == "active":
-                    continue  # subscribed already: nothing to confirm
-                own = next((s for s in current if s.digest == d), None)
-                if own is None or own.status != "pending":
-                    # a pending row keeps its first request, so the link already
-                    # mailed for it still confirms it
-                    self._upsert(
-                        conn,
-                        sid,
-                        d,
-                        current,
-                        now,
-                        status="pending",
-                        confirmed_at=None,
-                        topics=sorted(set(req.topics)),
-                        consent_source=req.source,
-                        consent_at=now,
-                        consent_ip=req.ip[:64],
-                        consent_text=req.consent_text[:100],
-                    )
-                    current = self._subscriptions(conn, sid)
-                pending.append(d)
-            return SignupOutcome(sid, pending=pending, quiet_reason="" if pending else "active")
+                current = self._subscriptions(conn, sid)
+            pending.append(d)
+        return SignupOutcome(sid, pending=pending, quiet_reason="" if pending else "active")
 
     def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """Activate the pending subscriptions asked for up to ``requested_until`` (when the

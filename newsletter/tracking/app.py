@@ -369,15 +369,14 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             request.headers.get("x-forwarded-for", ""),
         )
         try:
-            await run_in_threadpool(signup.count_client, cfg, store, ip)
-        except signup.RateLimited as err:
-            return rate_limited(err, as_json, cors)
-        try:
             body = await read_body(request, signup.MAX_BODY, timeout=cfg.webhook.body_timeout)
-        except BodyTooLarge:
-            return fail("the request is too large", "body", 413)
-        except BodyTimeout:
-            return fail("the request body came too slowly", "body", 408)
+        except (BodyTooLarge, BodyTimeout) as err:
+            refused = (
+                ("the request is too large", 413)
+                if isinstance(err, BodyTooLarge)
+                else ("the request body came too slowly", 408)
+            )
+            return await counted(ip, as_json, cors, fail(refused[0], "body", refused[1]))
         fields: dict[str, list[str]] = {}
         try:
             if as_json:
@@ -389,7 +388,10 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         except signup.RateLimited as err:
             return rate_limited(err, as_json, cors)
         except InputError as err:
-            return fail(err.message, err.where, 400 if err.where == "body" else 422, fields=fields)
+            status = 400 if err.where == "body" else 422
+            return await counted(
+                ip, as_json, cors, fail(err.message, err.where, status, fields=fields)
+            )
         except (SQLAlchemyError, StoreError) as err:
             logger.error("signup: database failed: %s", err)
             return fail("please try again in a minute", None, 503)
@@ -404,6 +406,16 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         response = page("check_inbox", 202)
         response.background = task
         return response
+
+    async def counted(
+        ip: str, as_json: bool, cors: dict[str, str] | None, answer: Response
+    ) -> Response:
+        """A refused attempt still counts against the client's limit."""
+        try:
+            await run_in_threadpool(signup.count_client, cfg, store, ip)
+        except signup.RateLimited as err:
+            return rate_limited(err, as_json, cors)
+        return answer
 
     def rate_limited(
         err: signup.RateLimited, as_json: bool, cors: dict[str, str] | None

@@ -22,6 +22,7 @@ Against abuse:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -49,7 +50,7 @@ from newsletter.models import Recipient, Rendered, slugify
 from newsletter.store import Store
 from newsletter.store.schema import ALL_DIGESTS
 from newsletter.store.subscriptions import SignupRequest
-from newsletter.tracking.unsubscribe import preferences_url, topic_names
+from newsletter.tracking.unsubscribe import preferences_url
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +141,21 @@ def parse(cfg: Config, store: Store, fields: Mapping[str, Sequence[str]]) -> Sig
     for d in digests:
         if d not in offered:
             raise InputError(f"no newsletter named {d[:60]!r}", where="digests")
-    known = topic_names(cfg, store)
+    chosen = fields.get("tag") or []
+    known = topic_slugs(cfg)
     topics: list[str] = []
-    for t in fields.get("tag") or []:
+    for t in chosen:
         slug = slugify(t)
         if slug not in known:
             raise InputError(f"no topic named {t[:60]!r}", where="topics")
         if slug not in topics:
             topics.append(slug)
     return SignupForm(email=email, name=name, digests=digests, topics=topics)
+
+
+def topic_slugs(cfg: Config) -> set[str]:
+    """The topics the form offers: the digests' tags, as slugs."""
+    return {slugify(t) for d in cfg.digests for t in d.tags if slugify(t)}
 
 
 def client_ip(cfg: Config, peer: str, forwarded_for: str) -> str:
@@ -181,9 +188,17 @@ def client_ip(cfg: Config, peer: str, forwarded_for: str) -> str:
 
 def mail_templates(cfg: Config) -> jinja2.Environment:
     """The user's templates folder (render.templates) first, the bundled ones after."""
+    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
+    return _mail_templates(folder)
+
+
+@functools.lru_cache(maxsize=8)
+def _mail_templates(folder: str) -> jinja2.Environment:
+    # one environment per folder: templates are compiled once (Jinja still notices
+    # an edited file by its modification time)
     loaders: list[jinja2.BaseLoader] = []
-    if cfg.render.templates:
-        loaders.append(jinja2.FileSystemLoader(cfg.resolve(cfg.render.templates)))
+    if folder:
+        loaders.append(jinja2.FileSystemLoader(folder))
     loaders.append(jinja2.FileSystemLoader(Path(__file__).parent / "templates"))
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -237,56 +252,73 @@ def titles(cfg: Config, names: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- signup
 
 
-def _limit(store: Store, key: str, limit: int, window: float) -> None:
-    if store.hit(key, window) > limit:
-        raise RateLimited(int(window))
+def _window(cfg: Config) -> float:
+    return cfg.signup.rate_window_minutes * 60
 
 
 def count_client(cfg: Config, store: Store, ip: str) -> None:
-    """Count a signup attempt from ``ip``; RateLimited over signup.per_ip."""
-    _limit(store, f"signup-ip:{ip}", cfg.signup.per_ip, cfg.signup.rate_window_minutes * 60)
+    """Count an attempt from ``ip`` that goes no further (bad input, the honeypot);
+    RateLimited over signup.per_ip."""
+    if store.hit(f"signup-ip:{ip}", _window(cfg)) > cfg.signup.per_ip:
+        raise RateLimited(int(_window(cfg)))
 
 
 def request(
     cfg: Config, store: Store, form: SignupForm, ip: str, *, now_ms: int | None = None
 ) -> Callable[[], None] | None:
-    """Record a signup. Returns the mail to send after answering (None: no mail is due).
+    """Count the attempt and record the signup, in one transaction. Returns the mail
+    to send after answering (None: no mail is due).
 
-    RateLimited over signup.per_address. The caller answers the same in every case.
+    RateLimited over signup.per_ip or signup.per_address (the hits are kept, nothing
+    else is stored). The caller answers the same in every other case.
     """
     if form.bot:
         logger.info("signup: honeypot filled in; ignored")
+        count_client(cfg, store, ip)
         return None
     secret = cfg.secrets.secret_key
     hashed = address_hash(secret, form.email)
-    _limit(
-        store,
-        f"signup-address:{hashed}",
-        cfg.signup.per_address,
-        cfg.signup.rate_window_minutes * 60,
-    )
-    outcome = store.request_signup(
-        SignupRequest(
-            email=form.email,
-            digests=form.digests,
-            topics=form.topics,
-            name=form.name,
-            ip=ip,
-            consent_text=cfg.signup.consent_text,
-            source="form",
-        )
-    )
-    if not outcome.pending or outcome.subscriber_id is None:
-        logger.info("signup: no confirmation due (%s)", outcome.quiet_reason)
-        return None
     resend_key = f"signup-confirm:{hashed}"
-    if cfg.signup.resend_minutes and store.hit(resend_key, cfg.signup.resend_minutes * 60) > 1:
-        logger.info("signup: a confirmation went to this address recently; not sent again")
+    window = _window(cfg)
+    limited = False
+    send = False
+    sid = 0
+    pending: list[str] = []
+    with store.begin() as conn:
+        if (
+            store.hit(f"signup-ip:{ip}", window, conn=conn) > cfg.signup.per_ip
+            or store.hit(f"signup-address:{hashed}", window, conn=conn) > cfg.signup.per_address
+        ):
+            limited = True
+        else:
+            outcome = store.request_signup(
+                SignupRequest(
+                    email=form.email,
+                    digests=form.digests,
+                    topics=form.topics,
+                    name=form.name,
+                    ip=ip,
+                    consent_text=cfg.signup.consent_text,
+                    source="form",
+                ),
+                conn=conn,
+            )
+            if outcome.pending and outcome.subscriber_id is not None:
+                sid, pending = outcome.subscriber_id, outcome.pending
+                # at most one confirmation per address per resend interval
+                send = (
+                    not cfg.signup.resend_minutes
+                    or store.hit(resend_key, cfg.signup.resend_minutes * 60, conn=conn) == 1
+                )
+    if limited:
+        raise RateLimited(int(window))
+    if not send:
+        logger.info("signup: no confirmation due, or one went to this address recently")
         return None
     issued = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    token = make_confirm_token(secret, outcome.subscriber_id, issued)
+    token = make_confirm_token(secret, sid, issued)
     url = f"{cfg.site.public_url.rstrip('/')}/subscribe/confirm/{token}"
-    digests = titles(cfg, outcome.pending)
+    digests = titles(cfg, pending)
     email, name = form.email, form.name
 
     def deliver() -> None:
