@@ -25,7 +25,6 @@ from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
 from newsletter.store.locks import LockQueries
 from newsletter.store.privacy import PrivacyQueries
-from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.rates import RateQueries
 from newsletter.store.runs import RunQueries
 from newsletter.store.subscriptions import SubscriptionQueries
@@ -108,7 +107,6 @@ class Store(
     RunQueries,
     ControlQueries,
     SubscriptionQueries,
-    RateLimitQueries,
     PrivacyQueries,
 ):
     """All database access of the project."""

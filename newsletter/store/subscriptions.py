@@ -19,9 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, Subscription
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import utcnow
+from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
 #: subscriber statuses that block the whole address: no mail of any kind
@@ -48,6 +50,19 @@ class SignupOutcome:
     pending: list[str] = field(default_factory=list)
     #: why no confirmation is due (not shown to the reader: no oracle)
     quiet_reason: str = ""
+    #: a rate limit was over: nothing but the hits was stored
+    limited: bool = False
+    #: a confirmation is to be sent (pending, and the resend limit allows it)
+    confirm_due: bool = False
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``limit`` hits on ``key`` per ``window`` seconds."""
+
+    key: str
+    limit: int
+    window: float
 
 
 def _row_to_subscription(r: Any) -> Subscription:
@@ -72,7 +87,7 @@ def effective(subs: Sequence[Subscription], digest: str) -> Subscription | None:
     return own or next((s for s in subs if s.digest == ALL_DIGESTS), None)
 
 
-class SubscriptionQueries(StoreBase):
+class SubscriptionQueries(RateLimitQueries):
     # ------------------------------------------------------------------ reading
 
     def subscriptions_of(self, subscriber_id: int) -> list[Subscription]:
@@ -254,28 +269,43 @@ class SubscriptionQueries(StoreBase):
         row = conn.execute(
             select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
         ).first()
+        digests = list(dict.fromkeys(req.digests))
         if row is None:
+            # a new address: two statements, nothing to compare with
+            sid = conn.execute(
+                insert(subscribers)
+                .values(
+                    email=req.email,
+                    name=req.name,
+                    timezone="",
+                    status="pending",
+                    status_reason="signed up, not confirmed",
+                    soft_bounces=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(subscribers.c.id)
+            ).scalar_one()
             conn.execute(
-                insert(subscribers),
+                insert(subscriptions),
                 [
                     {
-                        "email": req.email,
-                        "name": req.name,
-                        "timezone": "",
+                        "subscriber_id": sid,
+                        "digest": d,
                         "status": "pending",
-                        "status_reason": "signed up, not confirmed",
-                        "soft_bounces": 0,
+                        "topics": sorted(set(req.topics)),
                         "created_at": now,
                         "updated_at": now,
+                        "consent_source": req.source,
+                        "consent_at": now,
+                        "consent_ip": req.ip[:64],
+                        "consent_text": req.consent_text[:100],
                     }
+                    for d in digests
                 ],
             )
-            sid = conn.execute(
-                select(subscribers.c.id).where(subscribers.c.email == req.email)
-            ).scalar_one()
-            status = "pending"
-        else:
-            sid, status = row.id, row.status
+            return SignupOutcome(sid, pending=digests)
+        sid, status = row.id, row.status
         if status in BLOCKED:
             return SignupOutcome(sid, quiet_reason=f"address is {status}")
         current = self._subscriptions(conn, sid)
@@ -305,6 +335,33 @@ class SubscriptionQueries(StoreBase):
                 current = self._subscriptions(conn, sid)
             pending.append(d)
         return SignupOutcome(sid, pending=pending, quiet_reason="" if pending else "active")
+
+    def record_signup(
+        self, req: SignupRequest, *, limits: Sequence[Limit], resend: Limit | None
+    ) -> SignupOutcome:
+        """Count a signup against ``limits`` and record it, in one transaction; a
+        confirmation is due when digests are pending and ``resend`` allows one."""
+        for attempt in (1, 2):
+            try:
+                with self.begin() as conn:
+                    for lim in limits:
+                        if self.hit(lim.key, lim.window, conn=conn) > lim.limit:
+                            return SignupOutcome(None, limited=True, quiet_reason="rate limited")
+                    outcome = self.request_signup(req, conn=conn)
+                    if outcome.pending:
+                        outcome.confirm_due = (
+                            resend is None
+                            or self.hit(resend.key, resend.window, conn=conn) <= resend.limit
+                        )
+                        if not outcome.confirm_due:
+                            outcome.quiet_reason = "a confirmation went out recently"
+                    return outcome
+            except IntegrityError:
+                # the same new address signed up by two requests at once: the
+                # loser finds the winner's row on its second try
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """Activate the pending subscriptions asked for up to ``requested_until`` (when the

@@ -49,7 +49,7 @@ from newsletter.errors import DeliveryError, InputError
 from newsletter.models import Recipient, Rendered, slugify
 from newsletter.store import Store
 from newsletter.store.schema import ALL_DIGESTS
-from newsletter.store.subscriptions import SignupRequest
+from newsletter.store.subscriptions import Limit, SignupRequest
 from newsletter.tracking.unsubscribe import preferences_url
 
 logger = logging.getLogger(__name__)
@@ -280,41 +280,31 @@ def request(
     hashed = address_hash(secret, form.email)
     resend_key = f"signup-confirm:{hashed}"
     window = _window(cfg)
-    limited = False
-    send = False
-    sid = 0
-    pending: list[str] = []
-    with store.begin() as conn:
-        if (
-            store.hit(f"signup-ip:{ip}", window, conn=conn) > cfg.signup.per_ip
-            or store.hit(f"signup-address:{hashed}", window, conn=conn) > cfg.signup.per_address
-        ):
-            limited = True
-        else:
-            outcome = store.request_signup(
-                SignupRequest(
-                    email=form.email,
-                    digests=form.digests,
-                    topics=form.topics,
-                    name=form.name,
-                    ip=ip,
-                    consent_text=cfg.signup.consent_text,
-                    source="form",
-                ),
-                conn=conn,
-            )
-            if outcome.pending and outcome.subscriber_id is not None:
-                sid, pending = outcome.subscriber_id, outcome.pending
-                # at most one confirmation per address per resend interval
-                send = (
-                    not cfg.signup.resend_minutes
-                    or store.hit(resend_key, cfg.signup.resend_minutes * 60, conn=conn) == 1
-                )
-    if limited:
+    outcome = store.record_signup(
+        SignupRequest(
+            email=form.email,
+            digests=form.digests,
+            topics=form.topics,
+            name=form.name,
+            ip=ip,
+            consent_text=cfg.signup.consent_text,
+            source="form",
+        ),
+        limits=[
+            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
+            Limit(f"signup-address:{hashed}", cfg.signup.per_address, window),
+        ],
+        # at most one confirmation per address per resend interval
+        resend=Limit(resend_key, 1, cfg.signup.resend_minutes * 60)
+        if cfg.signup.resend_minutes
+        else None,
+    )
+    if outcome.limited:
         raise RateLimited(int(window))
-    if not send:
-        logger.info("signup: no confirmation due, or one went to this address recently")
+    if not outcome.confirm_due or outcome.subscriber_id is None:
+        logger.info("signup: no confirmation due (%s)", outcome.quiet_reason)
         return None
+    sid, pending = outcome.subscriber_id, outcome.pending
     issued = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     token = make_confirm_token(secret, sid, issued)
     url = f"{cfg.site.public_url.rstrip('/')}/subscribe/confirm/{token}"
