@@ -2,6 +2,7 @@
 mail as it leaves (outbox file, aiosmtpd), expired/forged/reused links, the
 honeypot, rate limits, no oracle, bad input."""
 
+import quopri
 import re
 import time
 
@@ -354,5 +355,49 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_limit(tmp_path):
         assert post("b@example.com", "203.0.113.2") == 202
         subs = site.store.subscriptions_of(site.store.get_subscriber("b@example.com").id)
         assert subs[0].consent_ip == "203.0.113.2"
+    finally:
+        gen.close()
+
+
+def test_after_the_interval_a_confirmation_is_sent_again(tmp_path):
+    gen = make_site(tmp_path, f"sqlite:///{tmp_path / 'r.db'}")
+    site = next(gen)
+    try:
+        site.cfg.signup.resend_minutes = 0.01  # 0.6 s
+        assert site.subscribe("again@example.com").status_code == 202
+        assert site.subscribe("again@example.com").status_code == 202
+        wait_for(lambda: len(site.mails()), 1)
+        time.sleep(0.8)
+        assert site.subscribe("again@example.com").status_code == 202
+        wait_for(lambda: len(site.mails()), 2)
+        first, second = ({u for u in links(m) if "/confirm/" in u} for m in site.mails())
+        assert first != second
+        # the first link still confirms: the request it was sent for came before it
+        (link,) = first
+        assert "You are subscribed" in httpx.post(site.local(link)).text
+    finally:
+        gen.close()
+
+
+def test_the_welcome_email_template_can_be_overridden(tmp_path):
+    gen = make_site(tmp_path, f"sqlite:///{tmp_path / 'w.db'}")
+    site = next(gen)
+    try:
+        folder = tmp_path / "my-templates"
+        folder.mkdir()
+        (folder / "welcome.txt.j2").write_text(
+            "Salem! You get {{ digests | join(' and ') }}. Manage: {{ preferences_url }}\n",
+            encoding="utf-8",
+        )
+        site.cfg.render.templates = str(folder)
+        site.subscribe("w@example.com", ["weekly", "daily"])
+        wait_for(lambda: len(site.mails()), 1)
+        (link,) = {u for u in links(site.mails()[0]) if "/confirm/" in u}
+        httpx.post(site.local(link))
+        wait_for(lambda: len(site.mails()), 2)
+        body = quopri.decodestring(site.mails()[1])
+        assert b"Salem! You get Weekly digest and Daily briefing." in body
+        # the HTML part is still the bundled one
+        assert b"Choose your newsletters and topics" in body
     finally:
         gen.close()
