@@ -276,7 +276,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             return page("saved", joined=digest_titles(saved.digests), chosen=saved.topics)
         if action == "undo":
             joined = await run_in_threadpool(unsub.undo, cfg, store, reader, form.get("digest", []))
-            return page("rejoined", joined=digest_titles(joined) or ["nothing new"])
+            return page("rejoined", joined=digest_titles(joined))
         if action == "everything" or reader.digest is None:
             left = await run_in_threadpool(unsub.leave_all, cfg, store, reader)
             return page("left_all", undo=left)
@@ -346,23 +346,21 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         as_json = ctype == "application/json"
         cors = cors_headers(request) if as_json else {}
 
-        def fail(message: str, where: str | None, status: int, **extra: object) -> Response:
+        async def fail(
+            message: str, where: str | None, status: int, fields: dict[str, list[str]] | None = None
+        ) -> Response:
             if as_json:
                 return JSONResponse(
                     {"error": message, "field": where}, status_code=status, headers=cors or {}
                 )
-            fields = extra.get("fields") or {}
-            return page(
-                "subscribe",
-                status,
-                error=f"{message}" if not where or where == "body" else message,
-                **signup_choices(fields),  # type: ignore[arg-type]
-            )
+            # the form again, with what was typed and the message above it
+            choices = await run_in_threadpool(signup_choices, fields)
+            return page("subscribe", status, error=message, **choices)
 
         if as_json and cors is None:
             return JSONResponse({"error": "origin not allowed", "field": None}, status_code=403)
         if ctype not in ("application/json", "application/x-www-form-urlencoded"):
-            return fail("send a form or JSON", None, 415)
+            return await fail("send a form or JSON", None, 415)
         ip = signup.client_ip(
             cfg,
             request.client.host if request.client else "",
@@ -376,7 +374,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
                 if isinstance(err, BodyTooLarge)
                 else ("the request body came too slowly", 408)
             )
-            return await counted(ip, as_json, cors, fail(refused[0], "body", refused[1]))
+            return await counted(ip, as_json, cors, await fail(refused[0], "body", refused[1]))
         fields: dict[str, list[str]] = {}
         try:
             if as_json:
@@ -386,15 +384,15 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             form = await run_in_threadpool(signup.parse, cfg, store, fields)
             deliver = await run_in_threadpool(signup.request, cfg, store, form, ip)
         except signup.RateLimited as err:
-            return rate_limited(err, as_json, cors)
+            return await rate_limited(err, as_json, cors)
         except InputError as err:
             status = 400 if err.where == "body" else 422
             return await counted(
-                ip, as_json, cors, fail(err.message, err.where, status, fields=fields)
+                ip, as_json, cors, await fail(err.message, err.where, status, fields)
             )
         except (SQLAlchemyError, StoreError) as err:
             logger.error("signup: database failed: %s", err)
-            return fail("please try again in a minute", None, 503)
+            return await fail("please try again in a minute", None, 503)
         task = BackgroundTask(deliver) if deliver else None
         if as_json:
             return JSONResponse(
@@ -414,16 +412,17 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         try:
             await run_in_threadpool(signup.count_client, cfg, store, ip)
         except signup.RateLimited as err:
-            return rate_limited(err, as_json, cors)
+            return await rate_limited(err, as_json, cors)
         return answer
 
-    def rate_limited(
+    async def rate_limited(
         err: signup.RateLimited, as_json: bool, cors: dict[str, str] | None
     ) -> Response:
         headers = {**(cors or {}), "Retry-After": str(err.retry_after)}
         if as_json:
             return JSONResponse({"error": err.message, "field": None}, 429, headers=headers)
-        response = page("subscribe", 429, error=err.message, **signup_choices())
+        choices = await run_in_threadpool(signup_choices)
+        response = page("subscribe", 429, error=err.message, **choices)
         response.headers["Retry-After"] = str(err.retry_after)
         return response
 
