@@ -381,7 +381,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
                 fields = signup.fields_from_json(body)
             else:
                 fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=100)
-            form = await run_in_threadpool(signup.parse, cfg, store, fields)
+            form = signup.parse(cfg, fields)
             deliver = await run_in_threadpool(signup.request, cfg, store, form, ip)
         except signup.RateLimited as err:
             return await rate_limited(err, as_json, cors)

@@ -108,8 +108,10 @@ def fields_from_json(body: bytes) -> dict[str, list[str]]:
     return out
 
 
-def parse(cfg: Config, store: Store, fields: Mapping[str, Sequence[str]]) -> SignupForm:
-    """A validated signup from form fields; InputError whose ``where`` names the field."""
+def parse(cfg: Config, fields: Mapping[str, Sequence[str]]) -> SignupForm:
+    """A validated signup from form fields; InputError whose ``where`` names the field.
+
+    Pure: no database, so it runs on the event loop."""
 
     def one(key: str) -> str:
         values = fields.get(key) or [""]
