@@ -401,3 +401,17 @@ def test_the_welcome_email_template_can_be_overridden(tmp_path):
         assert b"Choose your newsletters and topics" in body
     finally:
         gen.close()
+
+
+def test_no_thanks_on_the_confirmation_page_deletes_what_the_signup_stored(lite):
+    lite.subscribe("notme@example.com", ["weekly", "daily"])
+    wait_for(lambda: len(lite.mails()), 1)
+    (link,) = {u for u in links(lite.mails()[0]) if "/subscribe/confirm/" in u}
+    assert 'id="decline"' in httpx.get(lite.local(link)).text
+    r = httpx.post(lite.local(link), content=b"action=decline", headers=FORM)
+    assert r.status_code == 200 and "You are not subscribed" in r.text
+    assert lite.store.get_subscriber("notme@example.com") is None
+    assert count(lite.store, "subscriptions") == 0
+    # the link confirms nothing afterwards
+    assert "Already confirmed" in httpx.post(lite.local(link)).text
+    assert list(lite.store.iter_audience("weekly")) == []

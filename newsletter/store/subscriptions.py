@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, Subscription
@@ -362,6 +362,38 @@ class SubscriptionQueries(RateLimitQueries):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def decline_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
+        """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;
+        an address that was only pending is deleted with them. Returns the digests."""
+        with self.begin() as conn:
+            due = [
+                d
+                for (d,) in conn.execute(
+                    select(subscriptions.c.digest)
+                    .where(subscriptions.c.subscriber_id == subscriber_id)
+                    .where(subscriptions.c.status == "pending")
+                    .where(subscriptions.c.consent_at <= requested_until)
+                )
+            ]
+            if not due:
+                return []
+            conn.execute(
+                delete(subscriptions)
+                .where(subscriptions.c.subscriber_id == subscriber_id)
+                .where(subscriptions.c.digest.in_(due))
+            )
+            left = conn.execute(
+                select(subscriptions.c.id).where(subscriptions.c.subscriber_id == subscriber_id)
+            ).first()
+            if left is None:
+                # nobody asked for anything else: the address is not kept
+                conn.execute(
+                    delete(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .where(subscribers.c.status == "pending")
+                )
+            return sorted(due)
 
     def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """Activate the pending subscriptions asked for up to ``requested_until`` (when the

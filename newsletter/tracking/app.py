@@ -85,6 +85,7 @@ TITLES = {
     "confirm_signup": "Confirm your subscription",
     "confirmed": "Subscribed",
     "already": "Already confirmed",
+    "declined": "Not subscribed",
     "expired": "Link expired",
 }
 
@@ -443,6 +444,17 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         return page("confirm_signup")
 
     async def confirm_post(request: Request) -> Response:
+        try:
+            body = await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
+        except BodyTooLarge:
+            return PlainTextResponse("request too large", status_code=413)
+        except BodyTimeout:
+            return PlainTextResponse("request too slow", status_code=408)
+        if parse_qs(body.decode("utf-8", "replace")).get("action") == ["decline"]:
+            what = await run_in_threadpool(signup.decline, cfg, store, request.path_params["token"])
+            if what in ("expired", "invalid"):
+                return confirm_page_for(what)
+            return page("declined" if what == "declined" else "already")
         result, deliver = await run_in_threadpool(
             signup.confirm, cfg, store, request.path_params["token"]
         )

@@ -331,6 +331,20 @@ def request(
     return deliver
 
 
+def decline(cfg: Config, store: Store, token: str, *, now_ms: int | None = None) -> str:
+    """ "No thanks" on the confirmation page: "declined", "already", "expired" or "invalid"."""
+    from datetime import UTC, datetime
+
+    checked = check_token(cfg, token, now_ms=now_ms)
+    if isinstance(checked, str):
+        return checked
+    sid, issued = checked
+    dropped = store.decline_signup(sid, datetime.fromtimestamp((issued + 1) / 1000, UTC))
+    if dropped:
+        logger.info("subscriber %s declined %s", sid, ", ".join(dropped))
+    return "declined" if dropped else "already"
+
+
 @dataclass
 class Confirmation:
     #: confirmed | already | expired | invalid
