@@ -105,6 +105,9 @@ def main() -> None:
         url = f"sqlite:///{tmp / 'bench.db'}"
     outbox = tmp / "outbox"
     (tmp / "newsletter.toml").write_text(CONFIG.format(outbox=outbox), encoding="utf-8")
+    from newsletter.store import open_store
+
+    open_store(url).close()  # as `newsletter init` would: serve creates no database
     port = free_port()
     env = {
         **os.environ,

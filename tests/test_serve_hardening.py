@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from newsletter.store import open_store
 from tests.fakes.serve import ServeProcess
 from tests.test_signup import KEY, make_cfg
 
@@ -27,6 +28,7 @@ def server(tmp_path_factory):
     make_cfg(tmp, db)
     toml = tmp / "newsletter.toml"
     toml.write_text(toml.read_text().replace("[webhook]\n", "[webhook]\n" + LIMITS))
+    open_store(db).close()  # as `newsletter init` would: serve creates no database
     with ServeProcess(toml, db, KEY) as srv:
         yield srv
 
