@@ -85,9 +85,7 @@ def active_digests(cfg: Config, store: Store, reader: Reader) -> list[str]:
     return [d.name for d in cfg.digests if (s := effective(subs, d.name)) and s.status == "active"]
 
 
-def _record_leave(
-    cfg: Config, store: Store, sub: Subscriber, digest: str, how: str
-) -> int | None:
+def _record_leave(cfg: Config, store: Store, sub: Subscriber, digest: str, how: str) -> int | None:
     """Count the leave in the digest's newest edition; returns that delivery."""
     assert sub.id is not None
     did = store.latest_delivery(sub.id, digest)
