@@ -290,6 +290,38 @@ class WebhookConfig:
     max_body_bytes: int = 5_000_000
     #: consecutive soft bounces (deferred, blocked) that suppress an address; 0 = never
     soft_bounce_limit: int = 5
+    #: proxies (addresses or CIDR networks) whose X-Forwarded-For / -Proto are believed
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: seconds an idle keep-alive connection stays open
+    keep_alive_timeout: float = 5.0
+    #: seconds for a client to send the request line and headers
+    header_timeout: float = 10.0
+    #: seconds for a client to send the whole request body
+    body_timeout: float = 10.0
+    #: open connections at most; more are answered 503
+    max_connections: int = 200
+
+
+@dataclass
+class SignupConfig:
+    """GET/POST /subscribe: signup with double opt-in (docs/subscribe.md)."""
+
+    enabled: bool = True
+    #: hours a confirmation link stays valid
+    confirm_hours: float = 48.0
+    #: minutes before a confirmation is sent to the same address again
+    resend_minutes: float = 10.0
+    #: signups per client address per window (rate_window_minutes)
+    per_ip: int = 20
+    #: signups per email address per window
+    per_address: int = 5
+    rate_window_minutes: float = 60.0
+    #: origins whose pages may POST JSON to /subscribe (CORS), e.g. "https://example.com"
+    cors_origins: list[str] = field(default_factory=list)
+    #: version label of the consent wording the form shows, kept with each consent
+    consent_text: str = "v1"
+    #: digests offered on the form (empty: all)
+    digests: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -310,6 +342,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     digests: list[DigestConfig] = field(default_factory=lambda: [DigestConfig()])
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    signup: SignupConfig = field(default_factory=SignupConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: folder relative paths in the file are resolved against
@@ -542,7 +575,37 @@ def _validate(cfg: Config) -> None:
         fail("webhook.max_body_bytes", "must be at least 1000")
     if cfg.webhook.soft_bounce_limit < 0:
         fail("webhook.soft_bounce_limit", "must be 0 (never) or a positive count")
+    _validate_serve(cfg, fail)
     _validate_rates(cfg.rates, fail)
+
+
+def _validate_serve(cfg: Config, fail: typing.Callable[[str, str], None]) -> None:
+    import ipaddress
+
+    w, sg = cfg.webhook, cfg.signup
+    for i, net in enumerate(w.trusted_proxies):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            fail(f"webhook.trusted_proxies[{i}]", f"not an address or network: {net!r}")
+    for key in ("keep_alive_timeout", "header_timeout", "body_timeout"):
+        if not 0 < getattr(w, key) <= 3600:
+            fail(f"webhook.{key}", "must be more than 0 and at most 3600 seconds")
+    if not 1 <= w.max_connections <= 100_000:
+        fail("webhook.max_connections", "must be between 1 and 100000")
+    if sg.confirm_hours <= 0:
+        fail("signup.confirm_hours", "must be more than 0")
+    if sg.resend_minutes < 0 or sg.rate_window_minutes <= 0:
+        fail("signup.resend_minutes", "resend_minutes >= 0 and rate_window_minutes > 0")
+    if sg.per_ip < 1 or sg.per_address < 1:
+        fail("signup.per_ip", "per_ip and per_address must be at least 1")
+    for i, origin in enumerate(sg.cors_origins):
+        if not origin.startswith(("https://", "http://")) or origin.rstrip("/") != origin:
+            fail(f"signup.cors_origins[{i}]", f"an origin like https://example.com: {origin!r}")
+    names = {d.name for d in cfg.digests}
+    for i, name in enumerate(sg.digests):
+        if name not in names:
+            fail(f"signup.digests[{i}]", f"no digest named {name!r}")
 
 
 def _validate_rates(r: RatesConfig, fail: typing.Callable[[str, str], None]) -> None:

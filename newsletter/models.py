@@ -163,3 +163,21 @@ class EditionInfo:
     subject: str
     created_at: datetime
     sent_at: datetime | None = None
+
+
+@dataclass
+class Subscription:
+    """One subscriber's subscription to one digest ("*": every digest, from before 0002)."""
+
+    digest: str
+    status: str  # pending | active | unsubscribed
+    #: tag slugs; None: the subscriber's own tags; []: everything the digest covers
+    topics: list[str] | None
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    consent_source: str = ""  # import | form | cli | migration
+    consent_at: datetime | None = None
+    consent_ip: str = ""
+    consent_text: str = ""

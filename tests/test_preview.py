@@ -251,6 +251,19 @@ def server(seeded, config, project):
     thread.join(5)
 
 
+def test_the_preview_server_answers_only_its_own_host_names(server):
+    """A DNS-rebinding page reaches 127.0.0.1 with its own name in Host: refused."""
+    base, _ = server
+    port = base.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", ""):
+        for path in ("/", "/message?as=aigerim.sadykova@example.com", "/stamp"):
+            r = httpx.get(base + path, headers={"Host": host}, timeout=10)
+            assert r.status_code == 400, (host, path)
+            assert "unsubscribe" not in r.text and "aigerim" not in r.text
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert httpx.get(base + "/stamp", headers={"Host": host}, timeout=10).status_code == 200
+
+
 def test_the_preview_server_picks_variants_and_reloads_on_template_change(server):
     base, folder = server
     with httpx.Client(base_url=base, timeout=10) as http:

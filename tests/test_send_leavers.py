@@ -1,4 +1,5 @@
-"""Nobody is mailed after they left: claims skip subscribers who are no longer active.
+"""Nobody is mailed after they left: claims skip subscribers who are no longer active
+or who left the edition's digest.
 
 A delivery whose subscriber unsubscribed, bounced, complained or was suppressed
 after the freeze becomes ``left`` when its turn comes, and is never sent. An
@@ -52,28 +53,31 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     cfg = make_config(tmp_path, batch_size=2)
     eid = make_edition(store, 7)
     rows = store.list_deliveries(eid)
-    # after the freeze: two unsubscribe, one bounces, one is suppressed
+    # after the freeze: two unsubscribe, one bounces, one is suppressed, one
+    # leaves this digest only (and keeps the others)
     kinds = ("unsubscribed", "unsubscribed", "bounced", "suppressed")
     for d, status in zip(rows[:4], kinds, strict=True):
         assert store.suppress_subscriber(d["subscriber_id"], status, "test")
+    assert store.leave(rows[4]["subscriber_id"], ["weekly"]) == ["weekly"]
     backend = RecordingBackend(cfg)
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     # the first two claims found only leavers and moved on: no empty batch was sent
-    assert sorted(backend.sent) == [d["id"] for d in rows[4:]]
-    assert report.accepted == 3 and report.batches == 2 and report.left == 4
-    assert statuses(store, eid) == {"left": 4, "accepted": 3}
+    assert sorted(backend.sent) == [d["id"] for d in rows[5:]]
+    assert report.accepted == 2 and report.left == 5
+    assert statuses(store, eid) == {"left": 5, "accepted": 2}
     left = {d["id"]: d["error"] for d in store.list_deliveries(eid, status="left")}
     assert left == {
         rows[0]["id"]: "unsubscribed",
         rows[1]["id"]: "unsubscribed",
         rows[2]["id"]: "bounced",
         rows[3]["id"]: "suppressed",
+        rows[4]["id"]: "left the digest",
     }
     assert all(d["batch_id"] is None for d in store.list_deliveries(eid, status="left"))
     # leaving is not a failure: the edition is sent, and a rerun sends nobody
     assert store.get_edition(eid).status == "sent"
     send_edition(store, cfg, eid, {"default": RENDER}, backend)
-    assert len(backend.sent) == 3
+    assert len(backend.sent) == 2
 
 
 def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path, project):
@@ -90,7 +94,7 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
 
     def leave(sid):
         token = links(sid).rsplit("/", 1)[1]
-        unsub.unsubscribe(cfg, store, unsub.resolve(cfg, store, token))
+        unsub.leave(cfg, store, unsub.resolve(cfg, store, token), ["weekly"])
 
     mailed, other = readers[0][0], readers[1][0]
     send_until_stopped(store, cfg, eid, _OneBatch(cfg))  # readers 0 and 1 are mailed
@@ -120,7 +124,7 @@ def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(
     done = threading.Event()
 
     def leave():
-        unsub.unsubscribe(cfg, store, unsub.resolve(cfg, store, token))
+        unsub.leave(cfg, store, unsub.resolve(cfg, store, token), ["weekly"])
         done.set()
 
     threading.Thread(target=leave, daemon=True).start()

@@ -1,4 +1,5 @@
-"""Unsubscribe pages: RFC 8058 one-click, preferences, forged links, a real browser."""
+"""Unsubscribe pages: RFC 8058 one-click leaves one digest, everything, undo,
+preferences by display name, forged links, a real browser."""
 
 import re
 import shutil
@@ -33,7 +34,12 @@ unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
 [[digests]]
 name = "weekly"
 title = "Weekly digest"
-tags = ["kazakhstan", "uzbekistan"]
+tags = ["Kazakhstan", "Uzbekistan", "Kyrgyzstan", "Tajikistan", "Energy"]
+
+[[digests]]
+name = "daily"
+title = "Daily briefing"
+tags = ["kazakhstan", "Energy", "Oil and Gas"]
 """,
         encoding="utf-8",
     )
@@ -76,16 +82,21 @@ def delivery_status(store, did):
         ).scalar_one()
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def audience(store, digest):
+    return [s.email for s in store.iter_audience(digest)]
+
+
 def test_get_shows_the_confirmation_and_changes_nothing(site):
     cfg, store, sent, srv, link = site
     d = sent.deliveries[0]
     r = httpx.get(link(d.subscriber_id))
     assert r.status_code == 200
-    assert "Unsubscribe from The Steppe Ledger?" in r.text
-    # one audience: leaving stops every digest, and the page says so
-    assert "no more newsletters from The Steppe Ledger, including Weekly digest" in r.text
+    assert "Unsubscribe from Weekly digest?" in r.text
+    assert "You keep getting Daily briefing." in r.text
     assert "a••••@example.com" in r.text and "aigerim@example.com" not in r.text
-    assert 'name="tag" value="kazakhstan"' in r.text
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
     assert "set-cookie" not in r.headers
@@ -93,25 +104,70 @@ def test_get_shows_the_confirmation_and_changes_nothing(site):
     assert events(store) == []
 
 
-def test_one_click_post_unsubscribes_and_repeating_it_changes_nothing(site):
+def test_the_preferences_list_digests_and_topics_by_name_once_each_in_config_order(site):
+    cfg, store, sent, srv, link = site
+    page = httpx.get(link(sent.deliveries[0].subscriber_id)).text
+    digests = re.findall(r'name="digest" value="([^"]+)"( checked)?> ([^<]+)<', page)
+    assert [(v, bool(c), n.strip()) for v, c, n in digests] == [
+        ("weekly", True, "Weekly digest"),
+        ("daily", True, "Daily briefing"),
+    ]
+    topics = re.findall(r'name="tag" value="([^"]+)"( checked)?> ([^<]+)<', page)
+    assert [(v, n.strip()) for v, _, n in topics] == [
+        ("kazakhstan", "Kazakhstan"),
+        ("uzbekistan", "Uzbekistan"),
+        ("kyrgyzstan", "Kyrgyzstan"),
+        ("tajikistan", "Tajikistan"),
+        ("energy", "Energy"),
+        ("oil-and-gas", "Oil and Gas"),
+    ]
+    assert not any(c for _, c, _ in topics)  # no topic chosen: everything
+
+
+def test_one_click_post_leaves_that_digest_only_and_repeating_it_changes_nothing(site):
     cfg, store, sent, srv, link = site
     d, other = sent.deliveries
     url = link(d.subscriber_id)
     first = httpx.post(url, **ONE_CLICK)
-    assert first.status_code == 200 and "You are unsubscribed" in first.text
+    assert first.status_code == 200
+    assert "You are unsubscribed from Weekly digest" in first.text
+    assert "You keep getting Daily briefing." in first.text
+    assert 'id="undo"' in first.text and 'id="everything"' in first.text
     assert "set-cookie" not in first.headers
-    assert store.get_subscriber("aigerim@example.com").status == "unsubscribed"
+    assert store.get_subscriber("aigerim@example.com").status == "active"
+    assert audience(store, "weekly") == ["olmas@example.org"]
+    assert audience(store, "daily") == ["aigerim@example.com", "olmas@example.org"]
     assert delivery_status(store, d.delivery_id) == "unsubscribed"
     assert events(store) == [
         ("newsletter", f"unsubscribe:{d.delivery_id}", "unsubscribed", d.delivery_id)
     ]
     second = httpx.post(url, **ONE_CLICK)
-    assert (second.status_code, second.text) == (first.status_code, first.text)
+    assert second.status_code == 200 and "You are unsubscribed from Weekly digest" in second.text
     assert len(events(store)) == 1
-    assert store.get_subscriber("olmas@example.org").status == "active"
+    assert audience(store, "daily") == ["aigerim@example.com", "olmas@example.org"]
     assert delivery_status(store, other.delivery_id) == "accepted"
-    # the page now says so, and offers nothing more
+    # the page now says so
     assert "You are unsubscribed" in httpx.get(url).text
+
+
+def test_undo_then_everything_then_undo_again(site):
+    cfg, store, sent, srv, link = site
+    url = link(sent.deliveries[0].subscriber_id)
+    httpx.post(url, **ONE_CLICK)
+    r = httpx.post(url, content=b"action=undo&digest=weekly", headers=FORM)
+    assert r.status_code == 200 and "You get Weekly digest again" in r.text
+    assert "aigerim@example.com" in audience(store, "weekly")
+    r = httpx.post(url, content=b"action=everything", headers=FORM)
+    assert "You are unsubscribed from everything" in r.text
+    for digest in ("weekly", "daily", "added-later"):
+        assert audience(store, digest) == ["olmas@example.org"]
+    undo = re.findall(r'name="digest" value="([^"]+)"', r.text)
+    assert sorted(undo) == ["*", "daily", "weekly"]
+    body = "&".join(["action=undo", *(f"digest={x}" for x in undo)]).replace("*", "%2A")
+    r = httpx.post(url, content=body.encode(), headers=FORM)
+    assert "You get Weekly digest, Daily briefing again" in r.text
+    for digest in ("weekly", "daily", "added-later"):
+        assert audience(store, digest) == ["aigerim@example.com", "olmas@example.org"]
 
 
 def test_a_post_of_any_body_or_type_is_the_one_click(lite_site):
@@ -119,36 +175,43 @@ def test_a_post_of_any_body_or_type_is_the_one_click(lite_site):
     d = sent.deliveries[0]
     r = httpx.post(link(d.subscriber_id), files={"List-Unsubscribe": (None, "One-Click")})
     assert r.status_code == 200
-    assert store.get_subscriber("aigerim@example.com").status == "unsubscribed"
+    assert audience(store, "weekly") == ["olmas@example.org"]
 
 
 def test_a_stronger_suppression_survives_an_unsubscribe(lite_site):
     cfg, store, sent, srv, link = lite_site
     store.set_subscriber_status("aigerim@example.com", "complained", "spam report")
     httpx.post(link(sent.deliveries[0].subscriber_id), **ONE_CLICK)
+    httpx.post(link(sent.deliveries[0].subscriber_id), content=b"action=undo&digest=weekly")
     assert store.get_subscriber("aigerim@example.com").status == "complained"
+    assert audience(store, "weekly") == ["olmas@example.org"]
 
 
-def test_preferences_replace_the_tags_with_offered_ones_only(site):
+def test_preferences_keep_the_chosen_digests_with_offered_topics_only(site):
     cfg, store, sent, srv, link = site
     d = sent.deliveries[0]
     r = httpx.post(
         link(d.subscriber_id),
-        content=b"action=preferences&tag=uzbekistan&tag=kazakhstan&tag=not-offered",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        content=b"action=preferences&digest=daily&tag=Uzbekistan&tag=kazakhstan&tag=not-offered",
+        headers=FORM,
     )
-    assert r.status_code == 200 and "Your topics are saved" in r.text
-    sub = store.get_subscriber("aigerim@example.com")
-    assert (sub.status, sub.tags) == ("active", ["kazakhstan", "uzbekistan"])
-    page = httpx.get(link(d.subscriber_id)).text
+    assert r.status_code == 200 and "Your choices are saved" in r.text
+    assert "You get Daily briefing, with stories about: Kazakhstan, Uzbekistan" in r.text
+    assert audience(store, "weekly") == ["olmas@example.org"]
+    daily = {s.email: s.tags for s in store.iter_audience("daily")}
+    assert daily["aigerim@example.com"] == ["kazakhstan", "uzbekistan"]
+    page = httpx.get(srv.url("/preferences/" + unsub_token(cfg, d.subscriber_id))).text
     assert re.search(r'value="uzbekistan" checked', page)
-    r = httpx.post(
-        link(d.subscriber_id),
-        content=b"action=preferences",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    assert "all the stories" in r.text
-    assert store.get_subscriber("aigerim@example.com").tags == []
+    assert re.search(r'value="weekly"> Weekly digest', page)
+    r = httpx.post(link(d.subscriber_id), content=b"action=preferences&digest=daily", headers=FORM)
+    assert "all the stories each covers" in r.text
+    assert {s.email: s.tags for s in store.iter_audience("daily")}["aigerim@example.com"] == []
+
+
+def unsub_token(cfg, subscriber_id):
+    from newsletter.tracking.unsubscribe import preferences_url
+
+    return preferences_url(cfg, subscriber_id).rsplit("/", 1)[1]
 
 
 def test_forged_links_get_the_same_404_whether_or_not_the_subscriber_exists(lite_site):
@@ -244,8 +307,8 @@ def test_a_reader_changes_topics_then_unsubscribes_in_a_real_browser(tmp_path):
         page.check("input[value=uzbekistan]")
         page.click("#save")
         page.wait_for_load_state()
-        assert "Your topics are saved" in page.content()
-        assert store.get_subscriber("reader@example.com").tags == ["uzbekistan"]
+        assert "Your choices are saved" in page.content()
+        assert [s.tags for s in store.iter_audience("weekly")] == [["uzbekistan"]]
         page.goto(url)
         assert page.is_checked("input[value=uzbekistan]")
         page.click("#unsubscribe")
@@ -253,5 +316,5 @@ def test_a_reader_changes_topics_then_unsubscribes_in_a_real_browser(tmp_path):
         assert "You are unsubscribed" in page.content()
         assert page.context.cookies() == []
         browser.close()
-    assert store.get_subscriber("reader@example.com").status == "unsubscribed"
+    assert list(store.iter_audience("weekly")) == []
     store.close()

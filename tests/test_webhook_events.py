@@ -276,6 +276,36 @@ def test_a_stronger_suppression_is_never_weakened(store, cfg):
     assert (status, reason) == ("complained", "spam report")
 
 
+def test_group_resubscribe_lifts_the_group_unsubscribe_and_nothing_else(store, cfg):
+    sent = sent_edition(store, ["a@example.com", "b@example.com"])
+    a, b = sent.deliveries
+    post(store, cfg, [sg_event("group_unsubscribe", a, asm_group_id=10)])
+    post(store, cfg, [sg_event("unsubscribe", b)])
+    assert [s.email for s in store.iter_audience("weekly")] == []
+    post(
+        store,
+        cfg,
+        [
+            sg_event("group_resubscribe", a, asm_group_id=10),
+            sg_event("group_resubscribe", b, asm_group_id=10),
+        ],
+    )
+    assert subscriber(store, "a@example.com")[:2] == ("active", "group resubscribe")
+    # b left through a global unsubscribe, which a group resubscribe does not undo
+    assert subscriber(store, "b@example.com")[0] == "unsubscribed"
+    assert [s.email for s in store.iter_audience("weekly")] == ["a@example.com"]
+    # the unsubscribe and the resubscribe in one batch: the later one wins
+    post(
+        store,
+        cfg,
+        [
+            sg_event("group_resubscribe", a, asm_group_id=10, timestamp=1896000002),
+            sg_event("group_unsubscribe", a, asm_group_id=10, timestamp=1896000001),
+        ],
+    )
+    assert subscriber(store, "a@example.com")[0] == "active"
+
+
 _periods = iter(range(1, 10**6))
 
 

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import InputError, NotFoundError
+from newsletter.audience.tokens import address_hash
+from newsletter.errors import ConfigError, InputError, NotFoundError
 from newsletter.models import Subscriber, slugify
 from newsletter.store import Store
 
@@ -147,6 +148,8 @@ class ImportReport:
     unchanged: int = 0
     #: rows skipped as bad
     rejected: int = 0
+    #: rows for addresses erased on request (`subscribers forget`): reported, not imported
+    forgotten: int = 0
     #: "line N: what is wrong", the first MAX_ERRORS_KEPT of them
     errors: list[str] = field(default_factory=list)
 
@@ -298,10 +301,16 @@ def import_csv(
     resubscribe: bool = False,
     check_deliverability: bool = False,
     chunk: int = 1000,
+    secret: str = "",
 ) -> ImportReport:
-    """Import a CSV file in chunks, streaming: memory stays flat for any size."""
+    """Import a CSV file in chunks, streaming: memory stays flat for any size.
+
+    Rows for addresses erased on request are reported and skipped; recognising
+    them takes NEWSLETTER_SECRET_KEY (``secret``) once any address was erased.
+    """
     where = str(path)
     report = ImportReport()
+    erased = ErasedAddresses(store, secret)
     fh, fmt = open_csv(path, where)
     with fh:
         pending: dict[str, Subscriber] = {}
@@ -316,10 +325,11 @@ def import_csv(
                 continue
             if sub.email in pending or len(pending) >= chunk:
                 # a later row for the same address updates it, as a re-import would
-                _flush(store, pending, report, resubscribe)
+                _flush(store, erased.drop(pending, report), report, resubscribe)
                 pending = {}
             pending[sub.email] = sub
-        _flush(store, pending, report, resubscribe)
+            erased.lines[sub.email] = line
+        _flush(store, erased.drop(pending, report), report, resubscribe)
     logger.info(
         "%s: %d added, %d updated, %d unchanged, %d rejected",
         where,
@@ -329,6 +339,33 @@ def import_csv(
         report.rejected,
     )
     return report
+
+
+class ErasedAddresses:
+    """Recognises rows of addresses erased on request, by their keyed hash."""
+
+    def __init__(self, store: Store, secret: str):
+        self.store, self.secret = store, secret
+        self.lines: dict[str, str] = {}
+        if not secret and store.has_forgotten():
+            raise ConfigError(
+                "NEWSLETTER_SECRET_KEY is not set",
+                hint="it is needed to recognise addresses erased on request",
+            )
+
+    def drop(self, pending: dict[str, Subscriber], report: ImportReport) -> dict[str, Subscriber]:
+        if not self.secret or not pending:
+            return pending
+        hashes = {address_hash(self.secret, e): e for e in pending}
+        gone = {hashes[h] for h in self.store.forgotten_among(hashes)}
+        for email in sorted(gone, key=lambda e: self.lines.get(e, "")):
+            report.forgotten += 1
+            report.reject(
+                self.lines.get(email, "?"),
+                "address erased on request (subscribers forget): not imported",
+            )
+        self.lines.clear()
+        return {e: s for e, s in pending.items() if e not in gone}
 
 
 def _flush(
@@ -348,10 +385,25 @@ def add_subscriber(
     tags: str = "",
     timezone: str = "",
     resubscribe: bool = False,
+    secret: str = "",
 ) -> tuple[Subscriber, str]:
-    """Add or update one subscriber, validated like an import row. Returns (it, outcome)."""
+    """Add or update one subscriber, validated like an import row. Returns (it, outcome).
+
+    An address erased on request is refused unless ``resubscribe`` (the person
+    asked again); that lifts its marker.
+    """
     sub = to_subscriber({"email": email, "name": name, "tags": tags, "timezone": timezone})
-    ((sid, what),) = store.upsert_subscribers([sub], resubscribe=resubscribe)
+    if secret or store.has_forgotten():
+        hashed = address_hash(ErasedAddresses(store, secret).secret, sub.email)
+        if store.forgotten_among([hashed]):
+            if not resubscribe:
+                raise InputError(
+                    "this address was erased on request; add it again only with the "
+                    "person's consent (--resubscribe)",
+                    where=sub.email,
+                )
+            store.unforget(hashed)
+    ((sid, what),) = store.upsert_subscribers([sub], resubscribe=resubscribe, consent_source="cli")
     stored = store.get_subscriber(id=sid)
     assert stored is not None
     return stored, what

@@ -68,3 +68,46 @@ def read_token(secret: str, token: str) -> tuple[int, str]:
         return int(sid), list_id
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError("invalid or expired link") from err
+
+
+# --------------------------------------------------------------------------- signup
+
+
+class ExpiredLink(InputError):
+    """A genuine confirmation link whose time is up."""
+
+
+def _derived(secret: str, purpose: str) -> bytes:
+    # a key per purpose: an unsubscribe token can never pass as a confirmation
+    return hmac.new(_key(secret), f"newsletter:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def make_confirm_token(secret: str, subscriber_id: int, issued_ms: int) -> str:
+    """The confirmation link's token: subscriber and the moment it was sent, signed."""
+    payload = _b64(f"{subscriber_id}:{issued_ms}".encode())
+    sig = hmac.new(_derived(secret, "confirm"), payload.encode(), hashlib.sha256).digest()[:16]
+    return f"{payload}.{_b64(sig)}"
+
+
+def read_confirm_token(secret: str, token: str, *, max_age: float, now_ms: int) -> tuple[int, int]:
+    """(subscriber id, issued ms) of a genuine, unexpired confirmation token.
+
+    InputError for a forged or altered one, ExpiredLink when older than ``max_age`` seconds.
+    """
+    try:
+        payload, sig = token.split(".", 1)
+        want = hmac.new(_derived(secret, "confirm"), payload.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(_b64(want[:16]).encode(), sig.encode()):
+            raise ValueError
+        sid, issued = (int(x) for x in _unb64(payload).decode().split(":", 1))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError("invalid confirmation link") from err
+    if now_ms - issued > max_age * 1000 or issued - now_ms > 300_000:
+        raise ExpiredLink("this confirmation link has expired")
+    return sid, issued
+
+
+def address_hash(secret: str, email: str) -> str:
+    """A keyed hash of a normalized address: recognises it again, cannot be reversed
+    or checked against a list of guesses without the key."""
+    return hmac.new(_derived(secret, "address"), email.encode(), hashlib.sha256).hexdigest()

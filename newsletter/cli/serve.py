@@ -1,10 +1,11 @@
-"""serve: the webhook receiver and the unsubscribe pages."""
+"""serve: the webhook receiver, the signup form and the unsubscribe pages."""
 
 from __future__ import annotations
 
 import click
 
 from newsletter.cli.common import App, pass_app
+from newsletter.store import open_store
 from newsletter.tracking.app import serve as run_server
 
 
@@ -14,14 +15,17 @@ def register(cli: click.Group) -> None:
     @click.option("--port", type=int, help="Port (default: webhook.port, 8025).")
     @pass_app
     def serve(app: App, host: str | None, port: int | None) -> None:
-        """Receive SendGrid's signed event webhook and serve the unsubscribe pages.
+        """Receive SendGrid's signed event webhook; serve the signup and unsubscribe pages.
 
-        POST /webhooks/sendgrid, GET and POST /unsubscribe/<token>, GET /healthz.
+        POST /webhooks/sendgrid, GET and POST /subscribe (signup with double opt-in),
+        /unsubscribe/<token>, /preferences/<token>, GET /healthz and /readyz.
         Put it behind your HTTPS reverse proxy at site.public_url.
         """
+        # a long-running server keeps its database connections (SQLite too)
+        store = open_store(app.config.database_url, create=False, pooled=True)
         run_server(
             app.config,
-            app.store,
+            store,
             host=host,
             port=port,
             announce=lambda url: click.echo(f"listening on {url} (Ctrl+C to stop)", err=True),

@@ -1,4 +1,4 @@
-"""subscribers: import, export, add, remove, list."""
+"""subscribers: import, export, add, remove, list, show, forget."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from newsletter.audience.privacy import forget, person_record
 from newsletter.audience.subscribers import (
     STATUSES,
     add_subscriber,
@@ -51,7 +52,11 @@ def register(cli: click.Group) -> None:
         some rows were rejected, 1 when all were.
         """
         report = import_csv(
-            app.store, file, resubscribe=resubscribe, check_deliverability=check_deliverability
+            app.store,
+            file,
+            resubscribe=resubscribe,
+            check_deliverability=check_deliverability,
+            secret=app.config.secrets.secret_key,
         )
         if as_json:
             click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
@@ -59,6 +64,7 @@ def register(cli: click.Group) -> None:
             click.echo(
                 f"{file}: {report.inserted} added, {report.updated} updated, "
                 f"{report.unchanged} unchanged, {report.rejected} rejected"
+                + (f" ({report.forgotten} erased on request)" if report.forgotten else "")
             )
             for e in report.errors[:SHOWN_ERRORS]:
                 click.echo(f"  {file}: {e}", err=True)
@@ -101,7 +107,13 @@ def register(cli: click.Group) -> None:
     def add(app: App, email: str, name: str, tags: str, timezone: str, resubscribe: bool) -> None:
         """Add (or update) one subscriber."""
         sub, what = add_subscriber(
-            app.store, email, name=name, tags=tags, timezone=timezone, resubscribe=resubscribe
+            app.store,
+            email,
+            name=name,
+            tags=tags,
+            timezone=timezone,
+            resubscribe=resubscribe,
+            secret=app.config.secrets.secret_key,
         )
         note = "" if sub.status == "active" else f" (still {sub.status}; --resubscribe to change)"
         click.echo(f"{sub.email}: {what}{note}")
@@ -134,3 +146,53 @@ def register(cli: click.Group) -> None:
             n += 1
             click.echo(f"{s.email:<40} {s.status:<13} {';'.join(s.tags) or '(default)'}")
         click.echo(f"{n} subscribers")
+
+    @subscribers.command("show")
+    @click.argument("email")
+    @json_option
+    @pass_app
+    def show(app: App, email: str, as_json: bool) -> None:
+        """Everything stored about one person: subscriber, subscriptions with their
+        consent, deliveries and provider events (an access request)."""
+        record = person_record(app.store, email)
+        if as_json:
+            click.echo(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+            return
+        sub = record["subscriber"]
+        click.echo(
+            f"{sub['email']}  {sub['status']}"
+            + (f" ({sub['status_reason']})" if sub["status_reason"] else "")
+        )
+        for key in ("name", "timezone", "created_at", "updated_at", "soft_bounces"):
+            click.echo(f"  {key}: {sub[key]}")
+        click.echo(f"  tags: {', '.join(record['tags']) or '(none)'}")
+        click.echo(f"subscriptions ({len(record['subscriptions'])}):")
+        for s in record["subscriptions"]:
+            digest = "every digest" if s["digest"] == "*" else s["digest"]
+            topics = "subscriber tags" if s["topics"] is None else (", ".join(s["topics"]) or "all")
+            click.echo(
+                f"  {digest}: {s['status']}; topics: {topics}; consent: {s['consent_source']} "
+                f"at {s['consent_at']}"
+                + (f" from {s['consent_ip']}" if s["consent_ip"] else "")
+                + (f", text {s['consent_text']}" if s["consent_text"] else "")
+                + (f"; confirmed {s['confirmed_at']}" if s["confirmed_at"] else "")
+                + (f"; left {s['unsubscribed_at']}" if s["unsubscribed_at"] else "")
+            )
+        click.echo(f"deliveries ({len(record['deliveries'])}):")
+        for d in record["deliveries"]:
+            click.echo(f"  {d['digest']} {d['period']}: {d['status']} (to {d['email']})")
+        click.echo(f"events ({len(record['events'])}):")
+        for e in record["events"]:
+            click.echo(f"  {e['occurred_at']} {e['provider']} {e['raw_type']} -> {e['type']}")
+
+    @subscribers.command("forget")
+    @click.argument("email")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @pass_app
+    def forget_(app: App, email: str, yes: bool) -> None:
+        """Erase one person's personal data (an erasure request); keep only a keyed
+        hash so imports do not add the address again unknowingly."""
+        if not yes:
+            click.confirm(f"Erase everything stored about {email}?", abort=True)
+        address = forget(app.store, app.config.secrets.secret_key, email)
+        click.echo(f"{address}: erased")

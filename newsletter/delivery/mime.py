@@ -209,9 +209,13 @@ def headers_of(message: OutgoingMessage, recipient: Recipient) -> list[tuple[str
     out += [
         ("Date", formatdate(localtime=False, usegmt=True)),
         ("Message-ID", make_msgid(idstring=f"d{recipient.delivery_id}", domain=domain)),
-        *list_headers(message, recipient).items(),
-        ("X-Newsletter-Delivery", str(recipient.delivery_id)),
     ]
+    if not message.transactional:
+        # a transactional message (a signup's confirmation) is no list mail
+        out += [
+            *list_headers(message, recipient).items(),
+            ("X-Newsletter-Delivery", str(recipient.delivery_id)),
+        ]
     return out
 
 

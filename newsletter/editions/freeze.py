@@ -1,8 +1,9 @@
 """Freezing an edition: its articles, rates header and audience, written before any send.
 
 There is one way to freeze an audience, :func:`freeze_audience`: from the
-subscribers as they are now, each with the variant of their tags and, for a
-local-time digest, the instant their own clock reaches the period's fire time.
+digest's subscribers as they are now (``Store.iter_audience``), each with the
+variant of that subscription's topics and, for a local-time digest, the
+instant their own clock reaches the period's fire time.
 It is idempotent, so a run that died while freezing finishes the job.
 """
 
@@ -86,7 +87,9 @@ def _audience(
     store: Store, digest: DigestConfig, variants: set[str], period: Period | None
 ) -> Iterator[AudienceRow]:
     home = schedule.zone(digest.timezone)
-    for sub in store.iter_subscribers(status=SENDABLE):
+    # who gets this digest: active addresses with an active subscription to it,
+    # each with that subscription's topics
+    for sub in store.iter_audience(digest.name):
         key = variant_key(sub.tags)
         if key not in variants or sub.id is None:
             continue

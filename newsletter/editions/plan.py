@@ -207,7 +207,7 @@ def plan_edition(
         window_end=now,
     )
     if audience is None:
-        audience = list(store.iter_subscribers(status=("active",)))
+        audience = list(store.iter_audience(digest.name))
     counts: dict[str, int] = {}
     for sub in audience:
         key = variant_key(sub.tags)

@@ -7,6 +7,12 @@ is rendered afresh through the same code path as a send (Jinja reloads a
 template whose file changed), and the page polls ``/stamp``, a fingerprint of
 the template folders, to reload the frame as soon as a template is saved.
 Sends and records nothing.
+
+It answers only requests addressed to its own host names (127.0.0.1,
+localhost, [::1]); any other Host header gets 400. The page hands out real
+unsubscribe links and tells whether an address is subscribed, so a web page
+that points its own domain name at 127.0.0.1 (DNS rebinding) must not be able
+to read it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: seconds a fetched rates header is reused between views
 RATES_TTL = 600
+#: the Host names the preview answers to (any port)
+OWN_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def template_stamp(folders: list[Path]) -> str:
@@ -199,7 +207,15 @@ def make_app(store: Store, cfg: Config, digest: DigestConfig, *, at: datetime | 
             {"stamp": template_stamp(folders)}, headers={"Cache-Control": "no-store"}
         )
 
-    return Starlette(routes=[Route("/", page), Route("/message", message), Route("/stamp", stamp)])
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    return Starlette(
+        routes=[Route("/", page), Route("/message", message), Route("/stamp", stamp)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(OWN_HOSTS), www_redirect=False)
+        ],
+    )
 
 
 def serve_preview(

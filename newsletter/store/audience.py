@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from newsletter.models import Subscriber
 from newsletter.store.base import StoreBase, update_by_id, utcnow
-from newsletter.store.schema import subscriber_tags, subscribers
+from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
 #: statuses that receive editions
 SENDABLE = ("active",)
@@ -24,13 +24,20 @@ def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
 
 class AudienceQueries(StoreBase):
     def upsert_subscriber(
-        self, sub: Subscriber, *, resubscribe: bool = False, conn: Connection | None = None
+        self,
+        sub: Subscriber,
+        *,
+        resubscribe: bool = False,
+        consent_source: str = "import",
+        conn: Connection | None = None,
     ) -> tuple[int, str]:
         """Insert or update by email. Returns (id, "inserted" | "updated" | "unchanged").
 
         A suppressed or unsubscribed address keeps its status unless ``resubscribe``.
         """
-        ((sid, what),) = self.upsert_subscribers([sub], resubscribe=resubscribe, conn=conn)
+        ((sid, what),) = self.upsert_subscribers(
+            [sub], resubscribe=resubscribe, consent_source=consent_source, conn=conn
+        )
         return sid, what
 
     def upsert_subscribers(
@@ -38,6 +45,7 @@ class AudienceQueries(StoreBase):
         subs: Sequence[Subscriber],
         *,
         resubscribe: bool = False,
+        consent_source: str = "import",
         conn: Connection | None = None,
     ) -> list[tuple[int, str]]:
         """Insert or update many by email, in one transaction and a few statements.
@@ -45,11 +53,14 @@ class AudienceQueries(StoreBase):
         Returns (id, outcome) per subscriber, in order. The addresses must be
         distinct and normalized. A non-active address stays as it is when the
         row says active, unless ``resubscribe``; a row that says unsubscribed,
-        bounced … suppresses the address.
+        bounced … suppresses the address. A new subscriber gets every digest (one
+        subscription to "*"), its consent recorded as ``consent_source``.
         """
         if conn is None:
             with self.begin() as c:
-                return self.upsert_subscribers(subs, resubscribe=resubscribe, conn=c)
+                return self.upsert_subscribers(
+                    subs, resubscribe=resubscribe, consent_source=consent_source, conn=c
+                )
         if len({s.email for s in subs}) != len(subs):
             raise ValueError("upsert_subscribers needs distinct addresses")
         now = utcnow()
@@ -93,6 +104,26 @@ class AudienceQueries(StoreBase):
                         subscribers.c.email.in_(part)
                     )
                 ).all()
+            )
+        if fresh:
+            conn.execute(
+                insert(subscriptions),
+                [
+                    {
+                        "subscriber_id": ids[s.email],
+                        "digest": ALL_DIGESTS,
+                        "status": "active" if s.status != "unsubscribed" else "unsubscribed",
+                        "topics": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "confirmed_at": now,
+                        "consent_source": consent_source,
+                        "consent_at": now,
+                        "consent_ip": "",
+                        "consent_text": "",
+                    }
+                    for s in fresh
+                ],
             )
         outcomes: list[tuple[int, str]] = []
         updates: list[dict[str, Any]] = []

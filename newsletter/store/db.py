@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from newsletter.errors import ConfigError, StoreError
 from newsletter.store.articles import ArticleQueries
@@ -24,8 +24,10 @@ from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
 from newsletter.store.locks import LockQueries
+from newsletter.store.privacy import PrivacyQueries
 from newsletter.store.rates import RateQueries
 from newsletter.store.runs import RunQueries
+from newsletter.store.subscriptions import SubscriptionQueries
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,12 @@ def _sqlite_begin(conn) -> None:  # noqa: ANN001
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, pooled: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    SQLite connections are opened per use unless ``pooled`` (a long-running
+    server such as ``serve``, where opening one costs more than the query).
+    """
     try:
         if url.startswith("sqlite"):
             if ":memory:" not in url:
@@ -70,7 +76,16 @@ def make_engine(url: str) -> Engine:
                     if not folder.parent.is_dir():
                         raise StoreError(f"folder {folder.parent} does not exist", where="database")
                     folder.mkdir(exist_ok=True)
-            engine = create_engine(url, poolclass=NullPool)
+            if pooled and ":memory:" not in url:
+                engine = create_engine(
+                    url,
+                    poolclass=QueuePool,
+                    pool_size=8,
+                    max_overflow=32,
+                    connect_args={"check_same_thread": False},
+                )
+            else:
+                engine = create_engine(url, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
@@ -91,6 +106,8 @@ class Store(
     LockQueries,
     RunQueries,
     ControlQueries,
+    SubscriptionQueries,
+    PrivacyQueries,
 ):
     """All database access of the project."""
 
@@ -168,13 +185,16 @@ def create_private_file(path: Path, mode: int = PRIVATE_FILE_MODE) -> bool:
     return True
 
 
-def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
+def open_store(
+    url: str, *, migrate: bool = True, create: bool = True, pooled: bool = False
+) -> Store:
     """Open (and by default migrate) the database at ``url``.
 
     With ``create=False`` a SQLite file that does not exist is an error (exit code 2)
     instead of a new empty database: a typo in the path, or an environment the
     scheduler did not pass, must not start a newsletter with no subscribers. A new
-    SQLite file is created readable by its owner only (0600).
+    SQLite file is created readable by its owner only (0600). ``pooled`` keeps
+    connections open (a long-running server, see :func:`make_engine`).
     """
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -190,7 +210,7 @@ def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
             create_private_file(path)
     elif path is not None:
         _warn_if_shared(path)
-    store = Store(make_engine(url))
+    store = Store(make_engine(url, pooled=pooled))
     if migrate:
         store.migrate()
     return store

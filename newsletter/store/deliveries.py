@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -36,7 +37,15 @@ from sqlalchemy import (
 
 from newsletter.errors import InputError, NewsletterError
 from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.schema import batches, deliveries, editions, events, subscribers
+from newsletter.store.schema import (
+    ALL_DIGESTS,
+    batches,
+    deliveries,
+    editions,
+    events,
+    subscribers,
+    subscriptions,
+)
 
 #: an edition in one of these is never claimed from (store/control.py)
 NOT_SENDING = ("paused", "cancelled")
@@ -336,10 +345,12 @@ class DeliveryQueries(StoreBase):
 
     @staticmethod
     def _skip_leavers(conn: Connection, batch_id: str, now: datetime) -> int:
-        """Claimed deliveries of subscribers no longer active become ``left``. Returns how many.
+        """Claimed deliveries of subscribers who left become ``left``. Returns how many.
 
-        ``error`` keeps the subscriber's status at that moment (a subscriber removed
-        since the freeze has none: ``removed``).
+        Left: the address is no longer active, or its subscription to the edition's
+        digest is not (its own row, else the ``*`` row for every digest). ``error``
+        keeps why: the subscriber's status then (``removed`` when it is gone), or
+        ``left the digest``.
         """
         sub = subscribers.alias("sub")
         status_now = (
@@ -350,14 +361,38 @@ class DeliveryQueries(StoreBase):
             .where((sub.c.id == deliveries.c.subscriber_id) & (sub.c.status == "active"))
             .exists()
         )
+        # nested two levels down: the UPDATE's row, not a second deliveries
+        digest = (
+            select(editions.c.digest)
+            .where(editions.c.id == deliveries.c.edition_id)
+            .correlate(deliveries)
+            .scalar_subquery()
+        )
+        own = subscriptions.alias("own")
+        every = subscriptions.alias("every")
+        own_row = (
+            select(own.c.id)
+            .where((own.c.subscriber_id == deliveries.c.subscriber_id) & (own.c.digest == digest))
+            .correlate(deliveries)
+        )
+        subscribed = own_row.where(own.c.status == "active").exists() | (
+            ~own_row.exists()
+            & select(every.c.id)
+            .where(
+                (every.c.subscriber_id == deliveries.c.subscriber_id)
+                & (every.c.digest == ALL_DIGESTS)
+                & (every.c.status == "active")
+            )
+            .exists()
+        )
         return conn.execute(
             update(deliveries)
             .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "claimed"))
-            .where(~active)
+            .where(~(active & subscribed))
             .values(
                 status="left",
                 batch_id=None,
-                error=func.coalesce(status_now, "removed"),
+                error=case((active, "left the digest"), else_=func.coalesce(status_now, "removed")),
                 updated_at=now,
             )
         ).rowcount

@@ -209,6 +209,7 @@ class EventQueries(StoreBase):
             )
             result.deliveries_changed = self._apply_statuses(conn, new, matched, now)
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
+            self._apply_resubscribes(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
         return result
 
@@ -411,6 +412,38 @@ class EventQueries(StoreBase):
             update_by_id(conn, subscribers, changes, updated_at=now)
             logger.info("suppressed %d addresses", len(changes))
         return newly
+
+    def _apply_resubscribes(
+        self,
+        conn: Connection,
+        new: list[TrackedEvent],
+        matched: list[_Delivery | None],
+        now: datetime,
+    ) -> int:
+        """SendGrid's group_resubscribe lifts the group unsubscribe it reverses (and only
+        that: an unsubscribe on our own page or a complaint stays)."""
+        last: dict[object, tuple[datetime, bool]] = {}
+        for ev, d in zip(new, matched, strict=True):
+            if not (ev.resubscribe or ev.suppress):
+                continue
+            key: object = d.subscriber_id if d is not None else ev.email
+            if key in ("", None):
+                continue
+            if key not in last or ev.occurred_at >= last[key][0]:
+                last[key] = (ev.occurred_at, ev.resubscribe)
+        ids = [k for k, (_, up) in last.items() if up and isinstance(k, int)]
+        emails = [k for k, (_, up) in last.items() if up and isinstance(k, str)]
+        if not ids and not emails:
+            return 0
+        changes = [
+            {"id": r.id, "status": "active", "status_reason": "group resubscribe"}
+            for r in self._subscribers(conn, ids, emails)
+            if r.status == "unsubscribed" and r.status_reason == "group unsubscribe"
+        ]
+        update_by_id(conn, subscribers, changes, updated_at=now)
+        if changes:
+            logger.info("re-subscribed %d addresses (group_resubscribe)", len(changes))
+        return len(changes)
 
     def _apply_soft_bounces(
         self,

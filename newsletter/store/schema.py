@@ -120,7 +120,8 @@ subscribers = Table(
     Column("email", String(320), nullable=False, unique=True),  # normalized, lower case
     Column("name", String(500), nullable=False, default=""),
     Column("timezone", String(64), nullable=False, default=""),
-    # active | unsubscribed | suppressed
+    # active | pending (signed up, not confirmed yet) | unsubscribed | suppressed |
+    # bounced | complained | forgotten (erased on request)
     Column("status", String(20), nullable=False, default="active"),
     Column("status_reason", String(500), nullable=False, default=""),
     Column("soft_bounces", Integer, nullable=False, default=0),
@@ -136,6 +137,53 @@ subscriber_tags = Table(
         "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     ),
     Column("tag_slug", String(200), primary_key=True),
+)
+
+#: every digest: the one subscription of each subscriber from before migration 0003
+ALL_DIGESTS = "*"
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    ),
+    # a digest name, or "*" (ALL_DIGESTS): every digest without a row of its own
+    Column("digest", String(200), nullable=False),
+    # pending | active | unsubscribed
+    Column("status", String(20), nullable=False),
+    # tag slugs; NULL: the subscriber's own tags (subscriber_tags); []: the digest's
+    Column("topics", JSON),
+    Column("created_at", TZ, nullable=False),
+    Column("updated_at", TZ, nullable=False),
+    Column("confirmed_at", TZ),
+    Column("unsubscribed_at", TZ),
+    # consent: how (import | form | cli | migration), when, from where, which wording
+    Column("consent_source", String(20), nullable=False, default=""),
+    Column("consent_at", TZ),
+    Column("consent_ip", String(64), nullable=False, default=""),
+    Column("consent_text", String(100), nullable=False, default=""),
+    UniqueConstraint("subscriber_id", "digest", name="uq_subscriptions_digest"),
+    Index("ix_subscriptions_digest", "digest", "status"),
+)
+
+#: shared counters of the signup rate limits (several serve processes, one table)
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", TZ, nullable=False),
+    Index("ix_rate_limits_expires", "expires_at"),
+)
+
+#: keyed hashes of addresses erased on request: never imported or added again unknowingly
+forgotten = Table(
+    "forgotten",
+    metadata,
+    Column("address_hash", String(64), primary_key=True),
+    Column("forgotten_at", TZ, nullable=False),
 )
 
 editions = Table(

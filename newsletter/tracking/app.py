@@ -1,9 +1,14 @@
 """The web app of ``newsletter serve``: the event webhook and the unsubscribe pages.
 
     POST /webhooks/sendgrid          SendGrid's Signed Event Webhook
-    GET  /unsubscribe/<token>        confirm, or change topics instead
-    POST /unsubscribe/<token>        RFC 8058 one-click unsubscribe (or save topics)
-    GET  /healthz                    "ok" once the database answers
+    GET  /unsubscribe/<token>        confirm leaving the digest, or change preferences
+    POST /unsubscribe/<token>        RFC 8058 one-click: leave that digest (or: everything,
+                                     undo, save preferences)
+    GET/POST /preferences/<token>    digests and topics (the welcome email's link)
+    GET/POST /subscribe              the signup form; JSON for a site's own form (CORS)
+    GET/POST /subscribe/confirm/<t>  double opt-in: a button, then the welcome email
+    GET  /healthz                    "ok": the process answers (liveness)
+    GET  /readyz                     "ok" once the database answers (readiness)
     GET  /metrics                    Prometheus text format (tracking/metrics.py)
 
 SendGrid retries any non-2xx answer for 24 hours, so the webhook answers 200
@@ -14,14 +19,17 @@ for a body that is not an event array, and 503 when the database failed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -30,8 +38,10 @@ from starlette.routing import Route
 from newsletter.config import Config
 from newsletter.errors import ConfigError, InputError, StoreError, WebhookError
 from newsletter.store import Store
+from newsletter.tracking import signup
 from newsletter.tracking import unsubscribe as unsub
 from newsletter.tracking.metrics import metrics_endpoint
+from newsletter.tracking.server import uvicorn_settings
 from newsletter.tracking.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -58,6 +68,35 @@ PAGE_HEADERS = {
 }
 
 
+CHECK_INBOX = (
+    "If the address can get our newsletters, a message with a confirmation link is on its way."
+)
+
+TITLES = {
+    "confirm": "Unsubscribe",
+    "preferences": "Your newsletters",
+    "left": "Unsubscribed",
+    "left_all": "Unsubscribed",
+    "unsubscribed": "Unsubscribed",
+    "rejoined": "Subscribed again",
+    "saved": "Preferences saved",
+    "subscribe": "Subscribe",
+    "check_inbox": "Check your inbox",
+    "confirm_signup": "Confirm your subscription",
+    "confirmed": "Subscribed",
+    "already": "Already confirmed",
+    "declined": "Not subscribed",
+    "expired": "Link expired",
+}
+
+
+class BodyTimeout(WebhookError):
+    """The request body did not arrive within [webhook] body_timeout (answered 408)."""
+
+    def __init__(self) -> None:
+        super().__init__("request body too slow")
+
+
 class BodyTooLarge(WebhookError):
     """The request body is over [webhook] max_body_bytes (answered 413)."""
 
@@ -65,17 +104,27 @@ class BodyTooLarge(WebhookError):
         super().__init__("request body too large")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes whatever Content-Length says."""
+async def read_body(request: Request, limit: int, *, timeout: float | None = None) -> bytes:
+    """The request body, refusing more than ``limit`` bytes whatever Content-Length says,
+    and (BodyTimeout) a body that takes longer than ``timeout`` seconds to arrive."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
-            raise BodyTooLarge
-    return bytes(buf)
+
+    async def collect() -> bytes:
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise BodyTooLarge
+        return bytes(buf)
+
+    if timeout is None:
+        return await collect()
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        raise BodyTimeout from None
 
 
 def webhook_key_text(cfg: Config) -> tuple[str, str]:
@@ -109,21 +158,24 @@ def create_app(cfg: Config, store: Store) -> Starlette:
     )
     wh = cfg.webhook
 
-    def page(mode: str, status: int = 200, **values: object) -> HTMLResponse:
+    def page(mode: str, status: int = 200, **values: Any) -> HTMLResponse:
         defaults = {
             "lang": cfg.site.language,
             "direction": cfg.site.direction,
             "site": cfg.site.name,
             "mailto": cfg.site.unsubscribe_mailto,
-            "title": {
-                "confirm": "Unsubscribe",
-                "unsubscribed": "Unsubscribed",
-                "saved": "Preferences saved",
-            }.get(mode, "Invalid link"),
+            "title": TITLES.get(mode, "Invalid link"),
             "digest_title": "",
             "masked": "",
             "topics": [],
+            "digests": [],
             "chosen": [],
+            "others": [],
+            "left": [],
+            "undo": [],
+            "joined": [],
+            "error": "",
+            "form": {"email": "", "name": ""},
         }
         html = templates.get_template("page.html.j2").render(**{**defaults, **values}, mode=mode)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
@@ -133,10 +185,12 @@ def create_app(cfg: Config, store: Store) -> Starlette:
 
     async def sendgrid_webhook(request: Request) -> Response:
         try:
-            body = await read_body(request, wh.max_body_bytes)
+            body = await read_body(request, wh.max_body_bytes, timeout=wh.body_timeout)
         except BodyTooLarge:
             logger.warning("webhook: body over %d bytes refused", wh.max_body_bytes)
             return JSONResponse({"error": "body too large"}, status_code=413)
+        except BodyTimeout:
+            return JSONResponse({"error": "body too slow"}, status_code=408)
         if key is None:
             return JSONResponse({"error": "no verification key configured"}, status_code=403)
         try:
@@ -171,19 +225,30 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         except InputError:
             return None
 
+    def digest_titles(names: list[str]) -> list[str]:
+        return signup.titles(cfg, names)
+
+    async def choices(reader: unsub.Reader) -> dict[str, Any]:
+        digests, topics = await run_in_threadpool(unsub.preferences, cfg, store, reader)
+        sub = reader.subscriber
+        return {
+            "digests": digests,
+            "topics": topics,
+            "masked": unsub.mask_email(sub.email) if sub else "",
+        }
+
     async def unsubscribe_page(request: Request) -> Response:
         reader = await reader_for(request)
         if reader is None:
             return invalid_link()
-        sub = reader.subscriber
-        if sub is None or sub.status != "active":
+        active = await run_in_threadpool(unsub.active_digests, cfg, store, reader)
+        if reader.digest is None:
+            return page("preferences", **(await choices(reader)))
+        if reader.digest.name not in active:
             return page("unsubscribed", digest_title=reader.digest.title)
-        topics = await run_in_threadpool(unsub.topics, store, reader)
+        others = digest_titles([d for d in active if d != reader.digest.name])
         return page(
-            "confirm",
-            digest_title=reader.digest.title,
-            masked=unsub.mask_email(sub.email),
-            topics=topics,
+            "confirm", digest_title=reader.digest.title, others=others, **(await choices(reader))
         )
 
     async def unsubscribe_post(request: Request) -> Response:
@@ -191,22 +256,220 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         if reader is None:
             return invalid_link()
         try:
-            body = await read_body(request, FORM_LIMIT)
+            body = await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
         except BodyTooLarge:
             return PlainTextResponse("request too large", status_code=413)
+        except BodyTimeout:
+            return PlainTextResponse("request too slow", status_code=408)
         form: dict[str, list[str]] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=500)
-        if form.get("action") == ["preferences"]:
-            chosen = await run_in_threadpool(
-                unsub.save_preferences, store, reader, form.get("tag", [])
+        action = (form.get("action") or [""])[0]
+        if action == "preferences":
+            saved = await run_in_threadpool(
+                unsub.save_preferences,
+                cfg,
+                store,
+                reader,
+                form.get("digest", []),
+                form.get("tag", []),
             )
-            return page("saved", chosen=chosen)
-        # RFC 8058: a POST to this URL is the unsubscribe, whatever the body holds
-        await run_in_threadpool(unsub.unsubscribe, cfg, store, reader)
-        return page("unsubscribed", digest_title=reader.digest.title)
+            return page("saved", joined=digest_titles(saved.digests), chosen=saved.topics)
+        if action == "undo":
+            joined = await run_in_threadpool(unsub.undo, cfg, store, reader, form.get("digest", []))
+            return page("rejoined", joined=digest_titles(joined))
+        if action == "everything" or reader.digest is None:
+            left = await run_in_threadpool(unsub.leave_all, cfg, store, reader)
+            return page("left_all", undo=left)
+        # RFC 8058: any other POST to this URL is the one-click unsubscribe of its digest
+        left = await run_in_threadpool(unsub.leave, cfg, store, reader, [reader.digest.name])
+        active = await run_in_threadpool(unsub.active_digests, cfg, store, reader)
+        return page(
+            "left",
+            left=[reader.digest.title],
+            undo=left,
+            others=digest_titles(active),
+        )
+
+    # ------------------------------------------------------------------ signup
+
+    def cors_headers(request: Request) -> dict[str, str] | None:
+        """CORS headers for an allowed Origin; {} without one; None for another site."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return {}
+        if origin not in cfg.signup.cors_origins:
+            return None
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+    def signup_choices(fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        fields = fields or {}
+        picked = set(fields.get("digest", []))
+        tags = set(fields.get("tag", []))
+        offered = signup.offered_digests(cfg)
+        return {
+            "digests": [
+                unsub.Choice(d.name, d.title, d.name in picked or len(offered) == 1)
+                for d in offered
+            ],
+            "topics": [
+                unsub.Choice(slug, name, slug in tags)
+                for slug, name in unsub.topic_names(cfg, store).items()
+            ],
+            "form": {
+                "email": (fields.get("email") or [""])[0][:320],
+                "name": (fields.get("name") or [""])[0][:200],
+            },
+        }
+
+    async def subscribe_page(request: Request) -> Response:
+        if not cfg.signup.enabled:
+            return PlainTextResponse("not found", status_code=404)
+        return page("subscribe", **(await run_in_threadpool(signup_choices)))
+
+    async def subscribe_options(request: Request) -> Response:
+        headers = cors_headers(request)
+        if not cfg.signup.enabled or not headers:
+            return JSONResponse({"error": "origin not allowed", "field": None}, status_code=403)
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
+        return Response(status_code=204, headers=headers)
+
+    async def subscribe_post(request: Request) -> Response:
+        if not cfg.signup.enabled:
+            return PlainTextResponse("not found", status_code=404)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        as_json = ctype == "application/json"
+        cors = cors_headers(request) if as_json else {}
+
+        async def fail(
+            message: str, where: str | None, status: int, fields: dict[str, list[str]] | None = None
+        ) -> Response:
+            if as_json:
+                return JSONResponse(
+                    {"error": message, "field": where}, status_code=status, headers=cors or {}
+                )
+            # the form again, with what was typed and the message above it
+            choices = await run_in_threadpool(signup_choices, fields)
+            return page("subscribe", status, error=message, **choices)
+
+        if as_json and cors is None:
+            return JSONResponse({"error": "origin not allowed", "field": None}, status_code=403)
+        if ctype not in ("application/json", "application/x-www-form-urlencoded"):
+            return await fail("send a form or JSON", None, 415)
+        ip = signup.client_ip(
+            cfg,
+            request.client.host if request.client else "",
+            request.headers.get("x-forwarded-for", ""),
+        )
+        try:
+            body = await read_body(request, signup.MAX_BODY, timeout=cfg.webhook.body_timeout)
+        except (BodyTooLarge, BodyTimeout) as err:
+            refused = (
+                ("the request is too large", 413)
+                if isinstance(err, BodyTooLarge)
+                else ("the request body came too slowly", 408)
+            )
+            return await counted(ip, as_json, cors, await fail(refused[0], "body", refused[1]))
+        fields: dict[str, list[str]] = {}
+        try:
+            if as_json:
+                fields = signup.fields_from_json(body)
+            else:
+                fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=100)
+            form = signup.parse(cfg, fields)
+            deliver = await run_in_threadpool(signup.request, cfg, store, form, ip)
+        except signup.RateLimited as err:
+            return await rate_limited(err, as_json, cors)
+        except InputError as err:
+            status = 400 if err.where == "body" else 422
+            return await counted(
+                ip, as_json, cors, await fail(err.message, err.where, status, fields)
+            )
+        except (SQLAlchemyError, StoreError) as err:
+            logger.error("signup: database failed: %s", err)
+            return await fail("please try again in a minute", None, 503)
+        task = BackgroundTask(deliver) if deliver else None
+        if as_json:
+            return JSONResponse(
+                {"status": "check your inbox", "message": CHECK_INBOX},
+                status_code=202,
+                headers=cors or {},
+                background=task,
+            )
+        response = page("check_inbox", 202)
+        response.background = task
+        return response
+
+    async def counted(
+        ip: str, as_json: bool, cors: dict[str, str] | None, answer: Response
+    ) -> Response:
+        """A refused attempt still counts against the client's limit."""
+        try:
+            await run_in_threadpool(signup.count_client, cfg, store, ip)
+        except signup.RateLimited as err:
+            return await rate_limited(err, as_json, cors)
+        return answer
+
+    async def rate_limited(
+        err: signup.RateLimited, as_json: bool, cors: dict[str, str] | None
+    ) -> Response:
+        headers = {**(cors or {}), "Retry-After": str(err.retry_after)}
+        if as_json:
+            return JSONResponse({"error": err.message, "field": None}, 429, headers=headers)
+        choices = await run_in_threadpool(signup_choices)
+        response = page("subscribe", 429, error=err.message, **choices)
+        response.headers["Retry-After"] = str(err.retry_after)
+        return response
+
+    def confirm_page_for(result: str) -> Response:
+        if result == "expired":
+            return page(
+                "expired",
+                410,
+                hours=f"{cfg.signup.confirm_hours:g}",
+                subscribe_url=f"{cfg.site.public_url.rstrip('/')}/subscribe",
+            )
+        return invalid_link()
+
+    async def confirm_get(request: Request) -> Response:
+        checked = signup.check_token(cfg, request.path_params["token"])
+        if isinstance(checked, str):
+            return confirm_page_for(checked)
+        return page("confirm_signup")
+
+    async def confirm_post(request: Request) -> Response:
+        try:
+            body = await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
+        except BodyTooLarge:
+            return PlainTextResponse("request too large", status_code=413)
+        except BodyTimeout:
+            return PlainTextResponse("request too slow", status_code=408)
+        if parse_qs(body.decode("utf-8", "replace")).get("action") == ["decline"]:
+            what = await run_in_threadpool(signup.decline, cfg, store, request.path_params["token"])
+            if what in ("expired", "invalid"):
+                return confirm_page_for(what)
+            return page("declined" if what == "declined" else "already")
+        result, deliver = await run_in_threadpool(
+            signup.confirm, cfg, store, request.path_params["token"]
+        )
+        if result.mode in ("expired", "invalid"):
+            return confirm_page_for(result.mode)
+        if result.mode == "already":
+            return page("already")
+        response = page("confirmed", joined=result.joined)
+        response.background = BackgroundTask(deliver) if deliver else None
+        return response
 
     async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
         try:
             await run_in_threadpool(store.revision)
         except SQLAlchemyError:
@@ -218,7 +481,15 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
+            Route("/preferences/{token}", unsubscribe_page, methods=["GET"]),
+            Route("/preferences/{token}", unsubscribe_post, methods=["POST"]),
+            Route("/subscribe", subscribe_page, methods=["GET"]),
+            Route("/subscribe", subscribe_post, methods=["POST"]),
+            Route("/subscribe", subscribe_options, methods=["OPTIONS"]),
+            Route("/subscribe/confirm/{token}", confirm_get, methods=["GET"]),
+            Route("/subscribe/confirm/{token}", confirm_post, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint(store), methods=["GET"]),
         ]
     )
@@ -240,13 +511,4 @@ def serve(
     port = cfg.webhook.port if port is None else port
     if announce:
         announce(f"http://{host}:{port}")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        # access lines would write unsubscribe tokens into the logs
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(app, host=host, port=port, **uvicorn_settings(cfg))

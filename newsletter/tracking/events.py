@@ -29,3 +29,5 @@ class TrackedEvent:
     suppress: tuple[str, str] | None = None
     #: a temporary failure (deferred, blocked) that counts toward the soft-bounce limit
     soft_bounce: bool = False
+    #: the reader re-joined SendGrid's unsubscribe group: lift that group's unsubscribe
+    resubscribe: bool = False

@@ -86,6 +86,8 @@ SUBSCRIBER_RANK: dict[str, int] = {
     "unsubscribed": 2,
     "bounced": 3,
     "complained": 4,
+    # erased on request: no event brings the row back
+    "forgotten": 9,
 }
 
 #: status_reason prefix of a soft-bounce suppression (the only one lifted automatically)

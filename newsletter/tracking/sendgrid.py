@@ -49,8 +49,8 @@ EVENT_TYPES: dict[str, str] = {
     "group_unsubscribe": "unsubscribed",
     "open": "opened",
     "click": "clicked",
-    # a reader re-joined the ASM group on SendGrid's own page; our audience is
-    # managed here, so this is kept and shown but resubscribes nobody
+    # a reader re-joined the ASM group on SendGrid's own page: the group unsubscribe
+    # is lifted (TrackedEvent.resubscribe); no delivery status changes
     "group_resubscribe": "unknown",
 }
 
@@ -133,6 +133,8 @@ def normalize(raw: dict[str, Any], received_at: datetime) -> TrackedEvent:
         ev.suppress = ("complained", "spam report")
     elif kind in ("unsubscribe", "group_unsubscribe"):
         ev.suppress = ("unsubscribed", kind.replace("_", " "))
+    elif kind == "group_resubscribe":
+        ev.resubscribe = True
     elif kind == "dropped":
         status = DROP_SUPPRESSES.get(reason.strip().lower())
         if status:

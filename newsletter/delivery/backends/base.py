@@ -49,6 +49,9 @@ class OutgoingMessage:
     unsubscribe_mailto: str = ""
     #: marks a test send: "[TEST]" subject, no deliveries recorded
     test: bool = False
+    #: one message to one reader who asked for it (a signup's confirmation, a
+    #: welcome): no list headers, no delivery row, not in any unsubscribe group
+    transactional: bool = False
 
 
 @dataclass

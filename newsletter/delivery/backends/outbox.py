@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
@@ -42,7 +43,11 @@ class OutboxBackend(Backend):
         *,
         provider_batch_id: str = "",
     ) -> BatchResult:
-        folder = self.edition_folder(message.edition_id, test=message.test)
+        folder = (
+            self.folder / "transactional"
+            if message.transactional
+            else self.edition_folder(message.edition_id, test=message.test)
+        )
         result = BatchResult(message_id=f"outbox-{message.edition_id}")
         try:
             # the messages carry addresses and personal links: owner-only folders
@@ -56,6 +61,8 @@ class OutboxBackend(Backend):
                     result.rejected[r.delivery_id] = f"not written: {err}"
                     continue
                 name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
+                if message.transactional:
+                    name = f"{time.time_ns()}-{r.email}.eml"
                 fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)

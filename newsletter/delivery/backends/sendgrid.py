@@ -312,10 +312,14 @@ class SendGridBackend(Backend):
                 # substitutions for subject, reply-to and content, not for headers
                 "headers": {"List-Unsubscribe": list_unsubscribe(message, rec)},
             }
+            if message.transactional:
+                del p["custom_args"], p["headers"]
             if subs:
                 p["substitutions"] = subs
             personalizations.append(p)
-        shared = list_headers(message, recipients[0]) if recipients else {}
+        shared = (
+            list_headers(message, recipients[0]) if recipients and not message.transactional else {}
+        )
         sender: dict[str, str] = {"email": message.from_email}
         if message.from_name:
             sender["name"] = message.from_name
@@ -333,7 +337,10 @@ class SendGridBackend(Backend):
         if message.reply_to:
             body["reply_to"] = {"email": message.reply_to}
         s = self.settings
-        if s.asm_group_id:
+        if message.transactional:
+            body["categories"] = [message.digest[:255]]
+            del body["headers"]
+        if s.asm_group_id and not message.transactional:
             body["asm"] = {"group_id": s.asm_group_id}
         if s.ip_pool:
             body["ip_pool_name"] = s.ip_pool

@@ -1,0 +1,194 @@
+"""Signups per second through `newsletter serve` (uvicorn), on SQLite or PostgreSQL.
+
+    .venv/bin/python benchmarks/signup.py [--signups 5000] [--clients 8] [--db URL]
+
+Starts `newsletter serve` as its own process (file outbox, rate limits set out
+of the way) and posts form signups, each for a new address, from ``--clients``
+threads over HTTP on 127.0.0.1. Each signup is the whole path: the client
+counter, the address counter, the pending subscriber and subscriptions, the
+resend claim (four committed transactions), the 202 page, and then the
+confirmation email rendered and written to the outbox. Reports signups/s
+answered, and signups/s with every confirmation written. ``--db`` takes a
+PostgreSQL URL (a throwaway schema is made in it and dropped); default: a
+fresh SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """
+[site]
+name = "Bench"
+url = "https://bench.example/"
+public_url = "https://bench.example/newsletter"
+from_email = "digest@bench.example"
+
+[delivery]
+backend = "outbox"
+outbox_dir = "{outbox}"
+
+[signup]
+per_ip = 1000000000
+per_address = 1000000000
+
+[webhook]
+max_connections = 1000
+
+[[digests]]
+name = "weekly"
+title = "Weekly digest"
+tags = ["Kazakhstan", "Energy"]
+
+[[digests]]
+name = "daily"
+title = "Daily briefing"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pg_schema(url: str) -> tuple[str, object]:
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+
+    def drop() -> None:
+        with admin.begin() as c:
+            c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--signups", type=int, default=5000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--db", default="")
+    ap.add_argument("--profile", default="", help="write serve's cProfile stats to this file")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="nl-signup-bench-"))
+    drop = None
+    if args.db.startswith("postgresql"):
+        url, drop = pg_schema(args.db)
+    else:
+        url = f"sqlite:///{tmp / 'bench.db'}"
+    outbox = tmp / "outbox"
+    (tmp / "newsletter.toml").write_text(CONFIG.format(outbox=outbox), encoding="utf-8")
+    from newsletter.store import open_store
+
+    open_store(url).close()  # as `newsletter init` would: serve creates no database
+    port = free_port()
+    env = {
+        **os.environ,
+        "NEWSLETTER_CONFIG": str(tmp / "newsletter.toml"),
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+            "-m",
+            "newsletter",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("serve did not start")
+            time.sleep(0.1)
+
+        n, k = args.signups, args.clients
+        bodies = [
+            f"email=reader{i}%40example.com&digest=weekly&digest=daily&tag=energy".encode()
+            for i in range(n)
+        ]
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        def worker(part: list[bytes]) -> int:
+            ok = 0
+            with httpx.Client(base_url=base, timeout=30) as http:
+                for body in part:
+                    ok += http.post("/subscribe", content=body, headers=headers).status_code == 202
+            return ok
+
+        parts = [bodies[i::k] for i in range(k)]
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(k) as pool:
+            accepted = sum(pool.map(worker, parts))
+        answered = time.perf_counter() - start
+        box = outbox / "transactional"
+        while len(list(box.glob("*.eml"))) < n and time.perf_counter() - start < 600:
+            time.sleep(0.05)
+        mailed = time.perf_counter() - start
+        mails = len(list(box.glob("*.eml")))
+        cpu = server_cpu(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if drop:
+            drop()
+    engine = "PostgreSQL" if args.db.startswith("postgresql") else "SQLite"
+    print(
+        f"{engine}: {accepted}/{n} signups accepted by {k} clients in {answered:.2f} s: "
+        f"{accepted / answered:,.0f} signups/s answered; {mails} confirmations written in "
+        f"{mailed:.2f} s: {mails / mailed:,.0f} signups/s end to end"
+    )
+    print(
+        f"serve used {cpu:.2f} s of CPU: {cpu / max(mails, 1) * 1000:.2f} ms per signup, "
+        f"{max(mails, 1) / cpu:,.0f} signups per CPU-second"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, load average at start {load:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

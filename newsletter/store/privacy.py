@@ -1,0 +1,146 @@
+"""What is stored about one person, and erasing it on request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.schema import (
+    deliveries,
+    editions,
+    events,
+    forgotten,
+    subscriber_tags,
+    subscribers,
+    subscriptions,
+)
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row._mapping.items()}
+
+
+class PrivacyQueries(StoreBase):
+    def person(self, email: str) -> dict[str, Any] | None:
+        """Every row about ``email``: subscriber, tags, subscriptions, deliveries, events."""
+        with self.connect() as conn:
+            sub = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+            if sub is None:
+                return None
+            tags = [
+                t
+                for (t,) in conn.execute(
+                    select(subscriber_tags.c.tag_slug)
+                    .where(subscriber_tags.c.subscriber_id == sub.id)
+                    .order_by(subscriber_tags.c.tag_slug)
+                )
+            ]
+            subs = conn.execute(
+                select(subscriptions)
+                .where(subscriptions.c.subscriber_id == sub.id)
+                .order_by(subscriptions.c.digest)
+            ).all()
+            dels = conn.execute(
+                select(deliveries, editions.c.digest, editions.c.period)
+                .join(editions, editions.c.id == deliveries.c.edition_id)
+                .where(deliveries.c.subscriber_id == sub.id)
+                .order_by(deliveries.c.id)
+            ).all()
+            ids = [d.id for d in dels]
+            evs = conn.execute(
+                select(events)
+                .where((events.c.email == email) | events.c.delivery_id.in_(ids or [-1]))
+                .order_by(events.c.occurred_at, events.c.id)
+            ).all()
+        return {
+            "subscriber": _plain(sub),
+            "tags": tags,
+            "subscriptions": [
+                {k: v for k, v in _plain(s).items() if k not in ("id", "subscriber_id")}
+                for s in subs
+            ],
+            "deliveries": [_plain(d) for d in dels],
+            "events": [_plain(e) for e in evs],
+        }
+
+    def forget(self, email: str, address_hash: str) -> bool:
+        """Erase ``email``'s personal data, keep ``address_hash``. False when unknown."""
+        now = utcnow()
+        with self.begin() as conn:
+            sub = conn.execute(select(subscribers.c.id).where(subscribers.c.email == email)).first()
+            if not conn.execute(
+                select(forgotten.c.address_hash).where(forgotten.c.address_hash == address_hash)
+            ).first():
+                conn.execute(
+                    insert(forgotten), [{"address_hash": address_hash, "forgotten_at": now}]
+                )
+            dels = (
+                [
+                    d
+                    for (d,) in conn.execute(
+                        select(deliveries.c.id).where(deliveries.c.subscriber_id == sub.id)
+                    )
+                ]
+                if sub
+                else []
+            )
+            # provider events carry the address in their raw payload: both go
+            conn.execute(
+                update(events)
+                .where((events.c.email == email) | events.c.delivery_id.in_(dels or [-1]))
+                .values(email="", raw={"erased": True}, url="", reason="")
+            )
+            if sub is None:
+                return False
+            conn.execute(delete(subscriptions).where(subscriptions.c.subscriber_id == sub.id))
+            conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id == sub.id))
+            if dels:
+                # the edition's counts keep the delivery rows, without the address
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.subscriber_id == sub.id)
+                    .values(email="", error="")
+                )
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == sub.id)
+                    .values(
+                        email=f"forgotten-{sub.id}@invalid",
+                        name="",
+                        timezone="",
+                        status="forgotten",
+                        status_reason="erased on request",
+                        updated_at=now,
+                    )
+                )
+            else:
+                conn.execute(delete(subscribers).where(subscribers.c.id == sub.id))
+            return True
+
+    def forgotten_among(self, hashes: Iterable[str]) -> set[str]:
+        """Which of ``hashes`` belong to erased addresses."""
+        wanted = list(dict.fromkeys(hashes))
+        found: set[str] = set()
+        with self.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                found.update(
+                    h
+                    for (h,) in conn.execute(
+                        select(forgotten.c.address_hash).where(
+                            forgotten.c.address_hash.in_(wanted[start : start + 500])
+                        )
+                    )
+                )
+        return found
+
+    def has_forgotten(self) -> bool:
+        with self.connect() as conn:
+            return conn.execute(select(forgotten.c.address_hash).limit(1)).first() is not None
+
+    def unforget(self, address_hash: str) -> None:
+        """The person gave consent again (a confirmed signup): the marker goes."""
+        with self.begin() as conn:
+            conn.execute(delete(forgotten).where(forgotten.c.address_hash == address_hash))

@@ -1,0 +1,54 @@
+"""Rate limits kept in the database, so every ``serve`` process counts the same hits.
+
+A limit is a row per key: how many hits since the window opened, and when it
+closes. One statement adds a hit and reads the count (INSERT … ON CONFLICT DO
+UPDATE … RETURNING, on SQLite and PostgreSQL alike), so two processes can
+never both see the last free slot.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Connection, case, delete
+from sqlalchemy.dialects import postgresql, sqlite
+
+from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.schema import rate_limits
+
+
+class RateLimitQueries(StoreBase):
+    def hit(self, key: str, window: float, *, conn: Connection | None = None) -> int:
+        """Count one hit on ``key``; returns the hits in its window, this one included.
+
+        A window opens at the first hit and lasts ``window`` seconds. With ``conn``,
+        inside that transaction.
+        """
+        now = utcnow()
+        closes = now + timedelta(seconds=window)
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = dialect.insert(rate_limits).values(key=key[:200], count=1, expires_at=closes)
+        expired = rate_limits.c.expires_at <= now
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[rate_limits.c.key],
+            set_={
+                "count": case((expired, 1), else_=rate_limits.c.count + 1),
+                "expires_at": case((expired, closes), else_=rate_limits.c.expires_at),
+            },
+        ).returning(rate_limits.c.count)
+        if conn is not None:
+            return int(conn.execute(stmt).scalar_one())
+        with self.begin() as c:
+            return int(c.execute(stmt).scalar_one())
+
+    def release(self, key: str) -> None:
+        """Forget ``key``'s hits (a confirmation that could not be sent)."""
+        with self.begin() as conn:
+            conn.execute(delete(rate_limits).where(rate_limits.c.key == key[:200]))
+
+    def purge_rate_limits(self) -> int:
+        """Drop closed windows; returns how many."""
+        with self.begin() as conn:
+            return conn.execute(
+                delete(rate_limits).where(rate_limits.c.expires_at <= utcnow())
+            ).rowcount

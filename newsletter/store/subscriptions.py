@@ -1,0 +1,431 @@
+"""Subscriptions: one per subscriber and digest, with the consent that started it.
+
+A subscriber from before migration 0003 has one subscription to ``"*"``
+(:data:`ALL_DIGESTS`): every digest that has no row of its own, which is
+exactly what they got before. Leaving one digest writes that digest's own row
+(unsubscribed), so the others keep coming.
+
+The audience of a digest is every *active* subscriber whose effective
+subscription to it is *active*; the subscriber's status stays the gate for the
+whole address (bounced, complained, suppressed, pending, forgotten never get
+mail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.models import Subscriber, Subscription
+from newsletter.store.base import utcnow
+from newsletter.store.ratelimits import RateLimitQueries
+from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
+
+#: subscriber statuses that block the whole address: no mail of any kind
+BLOCKED = ("bounced", "complained", "suppressed", "forgotten")
+
+
+@dataclass
+class SignupRequest:
+    """What a reader asked for on the signup form."""
+
+    email: str
+    digests: list[str]
+    topics: list[str]
+    name: str = ""
+    ip: str = ""
+    consent_text: str = ""
+    source: str = "form"
+
+
+@dataclass
+class SignupOutcome:
+    subscriber_id: int | None
+    #: digests now waiting for the reader's confirmation
+    pending: list[str] = field(default_factory=list)
+    #: why no confirmation is due (not shown to the reader: no oracle)
+    quiet_reason: str = ""
+    #: a rate limit was over: nothing but the hits was stored
+    limited: bool = False
+    #: a confirmation is to be sent (pending, and the resend limit allows it)
+    confirm_due: bool = False
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``limit`` hits on ``key`` per ``window`` seconds."""
+
+    key: str
+    limit: int
+    window: float
+
+
+def _row_to_subscription(r: Any) -> Subscription:
+    return Subscription(
+        digest=r.digest,
+        status=r.status,
+        topics=list(r.topics) if r.topics is not None else None,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        confirmed_at=r.confirmed_at,
+        unsubscribed_at=r.unsubscribed_at,
+        consent_source=r.consent_source,
+        consent_at=r.consent_at,
+        consent_ip=r.consent_ip,
+        consent_text=r.consent_text,
+    )
+
+
+def effective(subs: Sequence[Subscription], digest: str) -> Subscription | None:
+    """The subscription that decides ``digest``: its own row, else the "*" row."""
+    own = next((s for s in subs if s.digest == digest), None)
+    return own or next((s for s in subs if s.digest == ALL_DIGESTS), None)
+
+
+class SubscriptionQueries(RateLimitQueries):
+    # ------------------------------------------------------------------ reading
+
+    def subscriptions_of(self, subscriber_id: int) -> list[Subscription]:
+        with self.connect() as conn:
+            return self._subscriptions(conn, subscriber_id)
+
+    @staticmethod
+    def _subscriptions(conn: Connection, subscriber_id: int) -> list[Subscription]:
+        rows = conn.execute(
+            select(subscriptions)
+            .where(subscriptions.c.subscriber_id == subscriber_id)
+            .order_by(subscriptions.c.digest)
+        ).all()
+        return [_row_to_subscription(r) for r in rows]
+
+    def iter_audience(self, digest: str, *, page: int = 1000) -> Iterator[Subscriber]:
+        """Who gets ``digest`` now, by id, a page at a time; ``tags`` are the topics
+        of that subscription (or the subscriber's own tags where it has none)."""
+        own = subscriptions.alias("own")
+        every = subscriptions.alias("every")
+        last = 0
+        while True:
+            q = (
+                select(
+                    subscribers,
+                    own.c.id.label("own_id"),
+                    own.c.topics.label("own_topics"),
+                    every.c.topics.label("every_topics"),
+                )
+                .select_from(
+                    subscribers.outerjoin(
+                        own, and_(own.c.subscriber_id == subscribers.c.id, own.c.digest == digest)
+                    ).outerjoin(
+                        every,
+                        and_(
+                            every.c.subscriber_id == subscribers.c.id,
+                            every.c.digest == ALL_DIGESTS,
+                        ),
+                    )
+                )
+                .where(subscribers.c.status == "active")
+                .where(
+                    or_(
+                        own.c.status == "active",
+                        and_(own.c.id.is_(None), every.c.status == "active"),
+                    )
+                )
+                .where(subscribers.c.id > last)
+                .order_by(subscribers.c.id)
+                .limit(page)
+            )
+            with self.connect() as conn:
+                rows = conn.execute(q).all()
+                if not rows:
+                    return
+                need_tags = [
+                    r.id
+                    for r in rows
+                    if (r.own_topics if r.own_id is not None else r.every_topics) is None
+                ]
+                tags: dict[int, list[str]] = {i: [] for i in need_tags}
+                for start in range(0, len(need_tags), 500):
+                    for sid, slug in conn.execute(
+                        select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_slug)
+                        .where(subscriber_tags.c.subscriber_id.in_(need_tags[start : start + 500]))
+                        .order_by(subscriber_tags.c.tag_slug)
+                    ):
+                        tags[sid].append(slug)
+            for r in rows:
+                topics = r.own_topics if r.own_id is not None else r.every_topics
+                yield Subscriber(
+                    id=r.id,
+                    email=r.email,
+                    name=r.name,
+                    timezone=r.timezone,
+                    status=r.status,
+                    tags=sorted(topics) if topics is not None else tags[r.id],
+                )
+            last = rows[-1].id
+
+    # ------------------------------------------------------------------ changing
+
+    @staticmethod
+    def _upsert(
+        conn: Connection,
+        subscriber_id: int,
+        digest: str,
+        current: Sequence[Subscription],
+        now: datetime,
+        **values: Any,
+    ) -> None:
+        """Write ``digest``'s own row; a new row starts from the "*" row's consent and topics."""
+        own = next((s for s in current if s.digest == digest), None)
+        if own is not None:
+            conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.subscriber_id == subscriber_id)
+                .where(subscriptions.c.digest == digest)
+                .values(updated_at=now, **values)
+            )
+            return
+        base = effective(current, digest)
+        row: dict[str, Any] = {
+            "subscriber_id": subscriber_id,
+            "digest": digest,
+            "status": base.status if base else "pending",
+            "topics": base.topics if base else None,
+            "created_at": now,
+            "updated_at": now,
+            "confirmed_at": base.confirmed_at if base else None,
+            "consent_source": base.consent_source if base else "",
+            "consent_at": base.consent_at if base else None,
+            "consent_ip": base.consent_ip if base else "",
+            "consent_text": base.consent_text if base else "",
+        }
+        row.update(values)
+        conn.execute(insert(subscriptions), [row])
+
+    def leave(self, subscriber_id: int, digests: Iterable[str]) -> list[str]:
+        """Unsubscribe from ``digests``; returns those that were active (the undo list)."""
+        now = utcnow()
+        left: list[str] = []
+        with self.begin() as conn:
+            current = self._subscriptions(conn, subscriber_id)
+            for d in dict.fromkeys(digests):
+                sub = effective(current, d)
+                if sub is None or sub.status == "unsubscribed":
+                    continue
+                if sub.status == "active":
+                    left.append(d)
+                self._upsert(
+                    conn, subscriber_id, d, current, now, status="unsubscribed", unsubscribed_at=now
+                )
+                current = self._subscriptions(conn, subscriber_id)
+        return left
+
+    def rejoin(self, subscriber_id: int, digests: Iterable[str], *, how: str = "link") -> list[str]:
+        """Subscribe again to ``digests`` (an undo, the preferences page, a provider's
+        resubscribe): the holder of a signed link proved the address is theirs."""
+        now = utcnow()
+        joined: list[str] = []
+        with self.begin() as conn:
+            current = self._subscriptions(conn, subscriber_id)
+            for d in dict.fromkeys(digests):
+                sub = effective(current, d)
+                if sub is not None and sub.status == "active":
+                    continue
+                values: dict[str, Any] = {"status": "active", "unsubscribed_at": None}
+                if sub is None or sub.confirmed_at is None:
+                    values.update(confirmed_at=now, consent_source=how[:20], consent_at=now)
+                self._upsert(conn, subscriber_id, d, current, now, **values)
+                current = self._subscriptions(conn, subscriber_id)
+                joined.append(d)
+        return joined
+
+    def set_topics(self, subscriber_id: int, digests: Iterable[str], topics: list[str]) -> None:
+        """The same chosen topics on each of ``digests`` (their own rows)."""
+        now = utcnow()
+        chosen = sorted(set(topics))
+        with self.begin() as conn:
+            current = self._subscriptions(conn, subscriber_id)
+            for d in dict.fromkeys(digests):
+                self._upsert(conn, subscriber_id, d, current, now, topics=chosen)
+                current = self._subscriptions(conn, subscriber_id)
+
+    # ------------------------------------------------------------------ double opt-in
+
+    def request_signup(
+        self, req: SignupRequest, *, conn: Connection | None = None
+    ) -> SignupOutcome:
+        """Record a signup: the subscriber (``pending`` if new) and a pending subscription
+        per requested digest not already active. The caller sends the confirmation when
+        ``pending`` is not empty (and its own resend limit allows). With ``conn``,
+        inside that transaction."""
+        if conn is None:
+            with self.begin() as c:
+                return self.request_signup(req, conn=c)
+        now = utcnow()
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
+        ).first()
+        digests = list(dict.fromkeys(req.digests))
+        if row is None:
+            # a new address: two statements, nothing to compare with
+            sid = conn.execute(
+                insert(subscribers)
+                .values(
+                    email=req.email,
+                    name=req.name,
+                    timezone="",
+                    status="pending",
+                    status_reason="signed up, not confirmed",
+                    soft_bounces=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(subscribers.c.id)
+            ).scalar_one()
+            conn.execute(
+                insert(subscriptions),
+                [
+                    {
+                        "subscriber_id": sid,
+                        "digest": d,
+                        "status": "pending",
+                        "topics": sorted(set(req.topics)),
+                        "created_at": now,
+                        "updated_at": now,
+                        "consent_source": req.source,
+                        "consent_at": now,
+                        "consent_ip": req.ip[:64],
+                        "consent_text": req.consent_text[:100],
+                    }
+                    for d in digests
+                ],
+            )
+            return SignupOutcome(sid, pending=digests)
+        sid, status = row.id, row.status
+        if status in BLOCKED:
+            return SignupOutcome(sid, quiet_reason=f"address is {status}")
+        current = self._subscriptions(conn, sid)
+        pending: list[str] = []
+        for d in dict.fromkeys(req.digests):
+            sub = effective(current, d)
+            if status == "active" and sub is not None and sub.status == "active":
+                continue  # subscribed already: nothing to confirm
+            own = next((s for s in current if s.digest == d), None)
+            if own is None or own.status != "pending":
+                # a pending row keeps its first request, so the link already
+                # mailed for it still confirms it
+                self._upsert(
+                    conn,
+                    sid,
+                    d,
+                    current,
+                    now,
+                    status="pending",
+                    confirmed_at=None,
+                    topics=sorted(set(req.topics)),
+                    consent_source=req.source,
+                    consent_at=now,
+                    consent_ip=req.ip[:64],
+                    consent_text=req.consent_text[:100],
+                )
+                current = self._subscriptions(conn, sid)
+            pending.append(d)
+        return SignupOutcome(sid, pending=pending, quiet_reason="" if pending else "active")
+
+    def record_signup(
+        self, req: SignupRequest, *, limits: Sequence[Limit], resend: Limit | None
+    ) -> SignupOutcome:
+        """Count a signup against ``limits`` and record it, in one transaction; a
+        confirmation is due when digests are pending and ``resend`` allows one."""
+        for attempt in (1, 2):
+            try:
+                with self.begin() as conn:
+                    for lim in limits:
+                        if self.hit(lim.key, lim.window, conn=conn) > lim.limit:
+                            return SignupOutcome(None, limited=True, quiet_reason="rate limited")
+                    outcome = self.request_signup(req, conn=conn)
+                    if outcome.pending:
+                        outcome.confirm_due = (
+                            resend is None
+                            or self.hit(resend.key, resend.window, conn=conn) <= resend.limit
+                        )
+                        if not outcome.confirm_due:
+                            outcome.quiet_reason = "a confirmation went out recently"
+                    return outcome
+            except IntegrityError:
+                # the same new address signed up by two requests at once: the
+                # loser finds the winner's row on its second try
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def decline_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
+        """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;
+        an address that was only pending is deleted with them. Returns the digests."""
+        with self.begin() as conn:
+            due = [
+                d
+                for (d,) in conn.execute(
+                    select(subscriptions.c.digest)
+                    .where(subscriptions.c.subscriber_id == subscriber_id)
+                    .where(subscriptions.c.status == "pending")
+                    .where(subscriptions.c.consent_at <= requested_until)
+                )
+            ]
+            if not due:
+                return []
+            conn.execute(
+                delete(subscriptions)
+                .where(subscriptions.c.subscriber_id == subscriber_id)
+                .where(subscriptions.c.digest.in_(due))
+            )
+            left = conn.execute(
+                select(subscriptions.c.id).where(subscriptions.c.subscriber_id == subscriber_id)
+            ).first()
+            if left is None:
+                # nobody asked for anything else: the address is not kept
+                conn.execute(
+                    delete(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .where(subscribers.c.status == "pending")
+                )
+            return sorted(due)
+
+    def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
+        """Activate the pending subscriptions asked for up to ``requested_until`` (when the
+        confirmation was sent). Returns the digests confirmed now ([] for a reused link)."""
+        now = utcnow()
+        with self.begin() as conn:
+            row = conn.execute(
+                select(subscribers.c.status).where(subscribers.c.id == subscriber_id)
+            ).first()
+            if row is None or row.status in BLOCKED:
+                return []
+            due = [
+                r.digest
+                for r in conn.execute(
+                    select(subscriptions.c.digest)
+                    .where(subscriptions.c.subscriber_id == subscriber_id)
+                    .where(subscriptions.c.status == "pending")
+                    .where(subscriptions.c.consent_at <= requested_until)
+                )
+            ]
+            if not due:
+                return []
+            conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.subscriber_id == subscriber_id)
+                .where(subscriptions.c.digest.in_(due))
+                .values(status="active", confirmed_at=now, unsubscribed_at=None, updated_at=now)
+            )
+            if row.status in ("pending", "unsubscribed"):
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status="active", status_reason="confirmed", updated_at=now)
+                )
+            return sorted(due)

@@ -1,0 +1,404 @@
+"""Signup with double opt-in: the form, the confirmation, the welcome.
+
+A signup stores the address as ``pending`` (or keeps a known subscriber as it
+is) with a pending subscription per digest asked for, and mails a signed link
+that expires (``signup.confirm_hours``). Opening it and pressing the button
+(a GET only shows the button, so mail scanners that fetch every link confirm
+nothing) activates what was asked before the link was sent, and a welcome
+email with the preferences link follows.
+
+Against abuse:
+
+- the answer is the same whatever the address (new, subscribed, pending,
+  suppressed): nothing tells a stranger whether someone is on the list, and the
+  mail goes out after the answer, so neither does the time it takes;
+- a honeypot field that people do not see: filled in, the request gets the
+  usual answer and nothing happens;
+- rate limits per client address and per email address, counted in the
+  database so every ``serve`` process shares them;
+- a confirmation goes to one address at most once per ``signup.resend_minutes``;
+- suppressed addresses (bounced, complained …) get no mail at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from newsletter.audience.subscribers import normalize_email
+from newsletter.audience.tokens import (
+    ExpiredLink,
+    address_hash,
+    make_confirm_token,
+    read_confirm_token,
+)
+from newsletter.config import Config, DigestConfig
+from newsletter.delivery.backends import make_backend
+from newsletter.delivery.backends.base import OutgoingMessage
+from newsletter.delivery.message import list_id
+from newsletter.errors import DeliveryError, InputError
+from newsletter.models import Recipient, Rendered, slugify
+from newsletter.store import Store
+from newsletter.store.schema import ALL_DIGESTS
+from newsletter.store.subscriptions import Limit, SignupRequest
+from newsletter.tracking.unsubscribe import preferences_url
+
+logger = logging.getLogger(__name__)
+
+#: a signup is a few fields; anything bigger is not one
+MAX_BODY = 16_000
+HONEYPOT = "website"
+MAX_NAME = 200
+
+
+class RateLimited(InputError):
+    """Too many signups from one client or for one address (answered 429)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__("too many signups, try again later")
+        self.retry_after = retry_after
+
+
+@dataclass
+class SignupForm:
+    email: str
+    name: str = ""
+    digests: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    #: the honeypot was filled in: a bot
+    bot: bool = False
+
+
+def offered_digests(cfg: Config) -> list[DigestConfig]:
+    names = cfg.signup.digests
+    return [d for d in cfg.digests if not names or d.name in names]
+
+
+def fields_from_json(body: bytes) -> dict[str, list[str]]:
+    """A JSON signup as form fields; InputError naming the field that is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("the body is not JSON", where="body") from None
+    if not isinstance(data, dict):
+        raise InputError("the body is not a JSON object", where="body")
+    out: dict[str, list[str]] = {}
+    for key in ("email", "name", HONEYPOT):
+        value = data.get(key, "")
+        if not isinstance(value, str):
+            raise InputError("must be a string", where=key)
+        out[key] = [value]
+    for key, alias in (("digests", "digest"), ("topics", "tag")):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError("must be a list of strings", where=key)
+        out[alias] = value
+    unknown = sorted(set(data) - {"email", "name", HONEYPOT, "digests", "topics"})
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]!r}", where=unknown[0])
+    return out
+
+
+def parse(cfg: Config, fields: Mapping[str, Sequence[str]]) -> SignupForm:
+    """A validated signup from form fields; InputError whose ``where`` names the field.
+
+    Pure: no database, so it runs on the event loop."""
+
+    def one(key: str) -> str:
+        values = fields.get(key) or [""]
+        return values[0]
+
+    if one(HONEYPOT).strip():
+        return SignupForm(email="", bot=True)
+    raw = one("email").strip()
+    if not raw:
+        raise InputError("enter your email address", where="email")
+    if len(raw) > 320:
+        raise InputError("the email address is too long", where="email")
+    try:
+        email = normalize_email(raw)
+    except InputError as err:
+        reason = err.message.split(": ", 1)[-1]
+        raise InputError(f"not a valid email address: {reason}", where="email") from None
+    name = " ".join(one("name").split())
+    if len(name) > MAX_NAME:
+        raise InputError(f"the name is longer than {MAX_NAME} characters", where="name")
+    if any(ord(c) < 32 or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in name):
+        raise InputError("the name has control characters", where="name")
+    offered = [d.name for d in offered_digests(cfg)]
+    digests = list(dict.fromkeys(fields.get("digest") or []))
+    if not digests and len(offered) == 1:
+        digests = offered
+    if not digests:
+        raise InputError("choose at least one newsletter", where="digests")
+    for d in digests:
+        if d not in offered:
+            raise InputError(f"no newsletter named {d[:60]!r}", where="digests")
+    chosen = fields.get("tag") or []
+    known = topic_slugs(cfg)
+    topics: list[str] = []
+    for t in chosen:
+        slug = slugify(t)
+        if slug not in known:
+            raise InputError(f"no topic named {t[:60]!r}", where="topics")
+        if slug not in topics:
+            topics.append(slug)
+    return SignupForm(email=email, name=name, digests=digests, topics=topics)
+
+
+def topic_slugs(cfg: Config) -> set[str]:
+    """The topics the form offers: the digests' tags, as slugs."""
+    return {slugify(t) for d in cfg.digests for t in d.tags if slugify(t)}
+
+
+def client_ip(cfg: Config, peer: str, forwarded_for: str) -> str:
+    """The client's address: the peer, or, when the peer is a trusted proxy, the
+    nearest address in X-Forwarded-For that is not one (a client can prepend
+    anything to that header, so it is read from the right)."""
+    nets = [ipaddress.ip_network(n, strict=False) for n in cfg.webhook.trusted_proxies]
+
+    def trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in nets)
+
+    if not nets or not trusted(peer) or not forwarded_for.strip():
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the header: the proxy is the best we know
+    return hops[0] if hops else peer
+
+
+# --------------------------------------------------------------------------- mail
+
+
+def mail_templates(cfg: Config) -> jinja2.Environment:
+    """The user's templates folder (render.templates) first, the bundled ones after."""
+    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
+    return _mail_templates(folder)
+
+
+@functools.lru_cache(maxsize=8)
+def _mail_templates(folder: str) -> jinja2.Environment:
+    # one environment per folder: templates are compiled once (Jinja still notices
+    # an edited file by its modification time)
+    loaders: list[jinja2.BaseLoader] = []
+    if folder:
+        loaders.append(jinja2.FileSystemLoader(folder))
+    loaders.append(jinja2.FileSystemLoader(Path(__file__).parent / "templates"))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def send_mail(
+    cfg: Config, to: str, name: str, kind: str, subject: str, values: dict[str, Any]
+) -> None:
+    """One ``kind`` ("confirm" or "welcome") email through the configured backend."""
+    env = mail_templates(cfg)
+    common = {
+        "site": cfg.site.name,
+        "lang": cfg.site.language,
+        "direction": cfg.site.direction,
+        "postal_address": cfg.site.postal_address,
+        **values,
+    }
+    rendered = Rendered(
+        subject=subject,
+        html=env.get_template(f"{kind}.html.j2").render(common),
+        text=env.get_template(f"{kind}.txt.j2").render(common),
+    )
+    message = OutgoingMessage(
+        rendered=rendered,
+        from_email=cfg.site.from_email,
+        from_name=cfg.site.from_name or cfg.site.name,
+        reply_to=cfg.site.reply_to,
+        list_id=list_id(cfg, ALL_DIGESTS),
+        digest=f"signup-{kind}",
+        edition_id=0,
+        transactional=True,
+    )
+    backend = make_backend(cfg)
+    try:
+        result = backend.send_batch(message, [Recipient(0, to, name, "", kind)])
+    finally:
+        backend.close()
+    if result.rejected:
+        raise DeliveryError(f"the provider refused the {kind} email: {result.rejected[0]}")
+    logger.info("%s email sent via %s", kind, backend.name)
+
+
+def titles(cfg: Config, names: Sequence[str]) -> list[str]:
+    """The display names of ``names``, in config order."""
+    return [d.title for d in cfg.digests if d.name in names]
+
+
+# --------------------------------------------------------------------------- signup
+
+
+def _window(cfg: Config) -> float:
+    return cfg.signup.rate_window_minutes * 60
+
+
+def count_client(cfg: Config, store: Store, ip: str) -> None:
+    """Count an attempt from ``ip`` that goes no further (bad input, the honeypot);
+    RateLimited over signup.per_ip."""
+    if store.hit(f"signup-ip:{ip}", _window(cfg)) > cfg.signup.per_ip:
+        raise RateLimited(int(_window(cfg)))
+
+
+def request(
+    cfg: Config, store: Store, form: SignupForm, ip: str, *, now_ms: int | None = None
+) -> Callable[[], None] | None:
+    """Count the attempt and record the signup, in one transaction. Returns the mail
+    to send after answering (None: no mail is due).
+
+    RateLimited over signup.per_ip or signup.per_address (the hits are kept, nothing
+    else is stored). The caller answers the same in every other case.
+    """
+    if form.bot:
+        logger.info("signup: honeypot filled in; ignored")
+        count_client(cfg, store, ip)
+        return None
+    secret = cfg.secrets.secret_key
+    hashed = address_hash(secret, form.email)
+    resend_key = f"signup-confirm:{hashed}"
+    window = _window(cfg)
+    outcome = store.record_signup(
+        SignupRequest(
+            email=form.email,
+            digests=form.digests,
+            topics=form.topics,
+            name=form.name,
+            ip=ip,
+            consent_text=cfg.signup.consent_text,
+            source="form",
+        ),
+        limits=[
+            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
+            Limit(f"signup-address:{hashed}", cfg.signup.per_address, window),
+        ],
+        # at most one confirmation per address per resend interval
+        resend=Limit(resend_key, 1, cfg.signup.resend_minutes * 60)
+        if cfg.signup.resend_minutes
+        else None,
+    )
+    if outcome.limited:
+        raise RateLimited(int(window))
+    if not outcome.confirm_due or outcome.subscriber_id is None:
+        logger.info("signup: no confirmation due (%s)", outcome.quiet_reason)
+        return None
+    sid, pending = outcome.subscriber_id, outcome.pending
+    issued = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    token = make_confirm_token(secret, sid, issued)
+    url = f"{cfg.site.public_url.rstrip('/')}/subscribe/confirm/{token}"
+    digests = titles(cfg, pending)
+    email, name = form.email, form.name
+
+    def deliver() -> None:
+        try:
+            send_mail(
+                cfg,
+                email,
+                name,
+                "confirm",
+                f"Confirm your subscription to {cfg.site.name}",
+                {"confirm_url": url, "digests": digests, "hours": f"{cfg.signup.confirm_hours:g}"},
+            )
+        except Exception as err:  # noqa: BLE001 - the reader already has the answer
+            # a later signup may try again at once
+            store.release(resend_key)
+            logger.error("signup: could not send the confirmation: %s", err)
+
+    return deliver
+
+
+def decline(cfg: Config, store: Store, token: str, *, now_ms: int | None = None) -> str:
+    """ "No thanks" on the confirmation page: "declined", "already", "expired" or "invalid"."""
+    from datetime import UTC, datetime
+
+    checked = check_token(cfg, token, now_ms=now_ms)
+    if isinstance(checked, str):
+        return checked
+    sid, issued = checked
+    dropped = store.decline_signup(sid, datetime.fromtimestamp((issued + 1) / 1000, UTC))
+    if dropped:
+        logger.info("subscriber %s declined %s", sid, ", ".join(dropped))
+    return "declined" if dropped else "already"
+
+
+@dataclass
+class Confirmation:
+    #: confirmed | already | expired | invalid
+    mode: str
+    joined: list[str] = field(default_factory=list)
+
+
+def check_token(cfg: Config, token: str, *, now_ms: int | None = None) -> tuple[int, int] | str:
+    """(subscriber id, issued ms) of a usable link, else "expired" or "invalid"."""
+    now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        return read_confirm_token(
+            cfg.secrets.secret_key, token, max_age=cfg.signup.confirm_hours * 3600, now_ms=now_ms
+        )
+    except ExpiredLink:
+        return "expired"
+    except InputError:
+        return "invalid"
+
+
+def confirm(
+    cfg: Config, store: Store, token: str, *, now_ms: int | None = None
+) -> tuple[Confirmation, Callable[[], None] | None]:
+    """Confirm what the link's signup asked for; returns the page and the welcome mail."""
+    from datetime import UTC, datetime
+
+    checked = check_token(cfg, token, now_ms=now_ms)
+    if isinstance(checked, str):
+        return Confirmation(checked), None
+    sid, issued = checked
+    # the link confirms what was asked before it was made (ms, rounded up)
+    until = datetime.fromtimestamp((issued + 1) / 1000, UTC)
+    joined = store.confirm_signup(sid, until)
+    if not joined:
+        return Confirmation("already"), None
+    sub = store.get_subscriber(id=sid)
+    if sub is None:
+        return Confirmation("invalid"), None
+    store.unforget(address_hash(cfg.secrets.secret_key, sub.email))
+    names = titles(cfg, joined)
+    logger.info("subscriber %s confirmed %s", sid, ", ".join(joined))
+    prefs = preferences_url(cfg, sid)
+
+    def deliver() -> None:
+        try:
+            send_mail(
+                cfg,
+                sub.email,
+                sub.name,
+                "welcome",
+                f"Welcome to {cfg.site.name}",
+                {"digests": names, "preferences_url": prefs},
+            )
+        except Exception as err:  # noqa: BLE001 - confirmed either way
+            logger.error("signup: could not send the welcome email: %s", err)
+
+    return Confirmation("confirmed", names), deliver

@@ -1,0 +1,70 @@
+"""Reading the mail a signup sends, as raw bytes: the file outbox and a real aiosmtpd."""
+
+from __future__ import annotations
+
+import quopri
+import re
+import socket
+import time
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+LINK = re.compile(rb"https?://[^\s\"<>]+")
+
+
+def links(raw: bytes) -> list[str]:
+    """The http(s) links in a raw message (quoted-printable undone, nothing else)."""
+    body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
+    return [m.decode() for m in LINK.findall(quopri.decodestring(body))]
+
+
+def headers(raw: bytes) -> bytes:
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in raw else b"\n\n"
+    return raw.split(sep, 1)[0]
+
+
+def outbox_mails(folder: Path) -> list[bytes]:
+    box = folder / "transactional"
+    return [p.read_bytes() for p in sorted(box.glob("*.eml"))] if box.is_dir() else []
+
+
+def wait_for(count_fn, n: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while count_fn() < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {n} messages, have {count_fn()}")
+        time.sleep(0.05)
+
+
+class Mailbox:
+    """aiosmtpd handler keeping every message's raw bytes."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Ok: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpServer:
+    """A real SMTP server on 127.0.0.1 (no TLS: the backend's TLS is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.box = Mailbox()
+        self.port = free_port()
+        self.controller = Controller(self.box, hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()

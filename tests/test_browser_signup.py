@@ -1,0 +1,105 @@
+"""A reader in Chromium: subscribe → confirmation mail → confirm → welcome →
+preferences → leave one digest → undo → leave everything (outbox and aiosmtpd)."""
+
+import pytest
+
+from newsletter.store import open_store
+from newsletter.tracking.app import create_app
+from tests.fakes.event_webhook import LiveApp
+from tests.fakes.mail import SmtpServer, links, outbox_mails, wait_for
+from tests.test_browser_render import require_chromium
+from tests.test_signup import make_cfg
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def walk(cfg, store, srv, mails):
+    """The whole journey; ``mails()`` returns the raw messages sent so far."""
+    from playwright.sync_api import sync_playwright
+
+    def local(url):
+        return srv.url(url.removeprefix(cfg.site.public_url))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page()
+        page.goto(srv.url("/subscribe"))
+        assert page.title().startswith("Subscribe")
+        page.fill("#email", "reader@example.com")
+        page.check("input[name=digest][value=weekly]")
+        page.check("input[name=digest][value=daily]")
+        page.check("input[name=tag][value=energy]")
+        page.click("#submit")
+        page.wait_for_load_state()
+        assert "Check your inbox" in page.content()
+        wait_for(lambda: len(mails()), 1)
+        (confirm,) = {u for u in links(mails()[0]) if "/subscribe/confirm/" in u}
+
+        page.goto(local(confirm))
+        page.click("#confirm")
+        page.wait_for_load_state()
+        assert "You are subscribed" in page.content()
+        wait_for(lambda: len(mails()), 2)
+        (prefs,) = {u for u in links(mails()[1]) if "/preferences/" in u}
+        assert {s.email for s in store.iter_audience("weekly")} == {"reader@example.com"}
+
+        page.goto(local(prefs))
+        assert page.is_checked("input[name=digest][value=weekly]")
+        assert page.is_checked("input[name=tag][value=energy]")
+        page.uncheck("input[name=digest][value=weekly]")
+        page.click("#save")
+        page.wait_for_load_state()
+        assert "You get Daily briefing" in page.content()
+        assert list(store.iter_audience("weekly")) == []
+
+        # the daily's own unsubscribe link, as in its emails
+        from newsletter.delivery.message import unsubscribe_url
+
+        sid = store.get_subscriber("reader@example.com").id
+        page.goto(local(unsubscribe_url(cfg, sid, "daily")))
+        page.click("#unsubscribe")
+        page.wait_for_load_state()
+        assert "You are unsubscribed from Daily briefing" in page.content()
+        assert list(store.iter_audience("daily")) == []
+        page.click("#undo")
+        page.wait_for_load_state()
+        assert "You get Daily briefing again" in page.content()
+        assert [s.email for s in store.iter_audience("daily")] == ["reader@example.com"]
+
+        page.goto(local(prefs))
+        page.click("#everything")
+        page.wait_for_load_state()
+        assert "You are unsubscribed from everything" in page.content()
+        for digest in ("weekly", "daily", "a-later-one"):
+            assert list(store.iter_audience(digest)) == []
+        assert page.context.cookies() == []
+        browser.close()
+
+
+@pytest.mark.browser
+def test_a_reader_signs_up_and_leaves_in_chromium_through_the_outbox(tmp_path):
+    require_chromium()
+    cfg = make_cfg(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")
+    store = open_store(cfg.database_url)
+    with LiveApp(create_app(cfg, store)) as srv:
+        walk(cfg, store, srv, lambda: outbox_mails(cfg.resolve("outbox")))
+    store.close()
+
+
+@pytest.mark.browser
+def test_a_reader_signs_up_in_chromium_with_mail_over_smtp(tmp_path, db_url):
+    require_chromium()
+    with SmtpServer() as smtp:
+        extra = f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nstarttls = false'
+        cfg = make_cfg(tmp_path, db_url, backend="smtp", smtp=extra)
+        store = open_store(cfg.database_url)
+        with LiveApp(create_app(cfg, store)) as srv:
+            walk(cfg, store, srv, lambda: [raw for _, raw in smtp.box.messages])
+        store.close()

@@ -1,0 +1,104 @@
+"""Access and erasure: `subscribers show` prints everything stored about a person,
+`subscribers forget` erases it and keeps only a keyed hash that imports recognise."""
+
+import json
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.store import open_store
+from newsletter.store.subscriptions import SignupRequest
+from newsletter.tracking.webhook import ingest_sendgrid
+from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+
+EMAIL = "aigerim@example.com"
+
+
+def run(args, db_url, input=None):
+    result = CliRunner().invoke(cli, args, env={"NEWSLETTER_DATABASE_URL": db_url}, input=input)
+    return result
+
+
+def everything_in(store) -> str:
+    """Every value of every table, as text: where personal data could hide."""
+    out = []
+    with store.engine.connect() as c:
+        for table in sa.inspect(c).get_table_names():
+            for row in c.execute(sa.text(f'select * from "{table}"')):
+                out.append(repr(tuple(row)))
+    return "\n".join(out)
+
+
+def test_show_then_forget_then_the_import_reports_the_address(project, config, db_url):
+    store = open_store(db_url)
+    sent = sent_edition(store, [EMAIL, "olmas@example.org"])
+    # left the daily, then asked for it again on the form
+    store.leave(sent.deliveries[0].subscriber_id, ["daily"])
+    store.request_signup(
+        SignupRequest(
+            email=EMAIL, digests=["daily"], topics=["energy"], ip="203.0.113.9", consent_text="v2"
+        )
+    )
+    ingest_sendgrid(
+        store,
+        config,
+        body_of([sg_event("delivered", sent.deliveries[0]), sg_event("open", sent.deliveries[0])]),
+    )
+    with store.begin() as c:
+        c.execute(
+            sa.text("update subscribers set name = 'Aigerim B' where email = :e"), {"e": EMAIL}
+        )
+
+    shown = run(["subscribers", "show", "Aigerim@Example.com", "--json"], db_url)
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    assert record["subscriber"]["email"] == EMAIL and record["subscriber"]["name"] == "Aigerim B"
+    by_digest = {s["digest"]: s for s in record["subscriptions"]}
+    assert by_digest["*"]["consent_source"] == "import"
+    assert by_digest["daily"]["consent_source"] == "form"
+    assert by_digest["daily"]["consent_ip"] == "203.0.113.9"
+    assert by_digest["daily"]["consent_text"] == "v2"
+    assert [d["digest"] for d in record["deliveries"]] == ["weekly"]
+    assert sorted(e["type"] for e in record["events"]) == ["delivered", "opened"]
+    text = run(["subscribers", "show", EMAIL], db_url)
+    assert "every digest: active; topics: subscriber tags; consent: import" in text.output
+    assert "daily: pending; topics: energy; consent: form" in text.output
+    assert "from 203.0.113.9, text v2" in text.output
+    assert "events (2):" in text.output
+
+    gone = run(["subscribers", "forget", EMAIL, "--yes"], db_url)
+    assert gone.exit_code == 0 and gone.output == f"{EMAIL}: erased\n"
+    dump = everything_in(store)
+    for personal in (EMAIL, "Aigerim B", "203.0.113.9"):
+        assert personal not in dump
+    assert "olmas@example.org" in dump  # the others are untouched
+    # the edition keeps its counts
+    with store.engine.connect() as c:
+        assert c.execute(sa.text("select count(*) from deliveries")).scalar_one() == 2
+    missing = run(["subscribers", "show", EMAIL], db_url)
+    assert missing.exit_code != 0
+    assert missing.output.strip().splitlines()[-1] == f"Error: {EMAIL}: no such subscriber"
+
+    csv = project / "again.csv"
+    csv.write_text(f"email,name\nnew@example.com,New\n{EMAIL.upper()},Aigerim\n", encoding="utf-8")
+    imported = run(["subscribers", "import", str(csv)], db_url)
+    assert imported.exit_code == 3
+    assert "1 added, 0 updated, 0 unchanged, 1 rejected (1 erased on request)" in imported.output
+    assert "line 3: address erased on request (subscribers forget): not imported" in imported.output
+    assert store.get_subscriber(EMAIL) is None
+    refused = run(["subscribers", "add", EMAIL], db_url)
+    assert refused.exit_code == 2 and "erased on request" in refused.output
+    assert store.get_subscriber(EMAIL) is None
+    again = run(["subscribers", "add", EMAIL, "--resubscribe"], db_url)
+    assert again.exit_code == 0 and store.get_subscriber(EMAIL).status == "active"
+    store.close()
+
+
+def test_forget_asks_first_and_a_no_changes_nothing(project, db_url):
+    store = open_store(db_url)
+    sent_edition(store, [EMAIL])
+    r = run(["subscribers", "forget", EMAIL], db_url, input="n\n")
+    assert r.exit_code == 1
+    assert store.get_subscriber(EMAIL).email == EMAIL
+    store.close()

@@ -1,0 +1,125 @@
+"""`newsletter serve` on the open internet: real slow sockets on loopback.
+
+Before: idle sockets and bodies sent a byte every 2 s stayed open for over 70 s.
+"""
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from newsletter.store import open_store
+from tests.fakes.serve import ServeProcess
+from tests.test_signup import KEY, make_cfg
+
+LIMITS = """
+header_timeout = 1
+body_timeout = 1
+keep_alive_timeout = 1
+max_connections = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("harden")
+    db = f"sqlite:///{tmp / 'h.db'}"
+    make_cfg(tmp, db)
+    toml = tmp / "newsletter.toml"
+    toml.write_text(toml.read_text().replace("[webhook]\n", "[webhook]\n" + LIMITS))
+    open_store(db).close()  # as `newsletter init` would: serve creates no database
+    with ServeProcess(toml, db, KEY) as srv:
+        yield srv
+
+
+def connect(srv) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    return s
+
+
+def closed_after(s: socket.socket, limit: float) -> float:
+    """Seconds until the server closed ``s`` (reading whatever it answered)."""
+    start = time.monotonic()
+    s.settimeout(limit)
+    try:
+        while s.recv(4096):
+            pass
+    except TimeoutError:
+        pytest.fail(f"still open after {limit} s")
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(server):
+    s = connect(server)
+    assert closed_after(s, 6) < 4
+    s.close()
+
+
+def test_headers_sent_a_byte_at_a_time_do_not_keep_a_connection_open(server):
+    s = connect(server)
+    start = time.monotonic()
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    try:
+        for byte in head:
+            s.sendall(bytes([byte]))
+            time.sleep(0.3)
+            if time.monotonic() - start > 8:
+                pytest.fail("still open after 8 s")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - start < 4
+    s.close()
+
+
+def test_a_slow_body_is_answered_408_then_closed(server):
+    s = connect(server)
+    s.sendall(
+        b"POST /subscribe HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+    )
+    start = time.monotonic()
+    answer = b""
+    s.settimeout(0.3)
+    try:
+        while time.monotonic() - start < 8:
+            try:
+                s.sendall(b"e")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert time.monotonic() - start < 5
+
+
+def test_an_idle_keep_alive_connection_is_closed(server):
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    assert closed_after(s, 6) < 4
+    s.close()
+
+
+def test_connections_over_the_cap_are_refused_at_once_and_service_resumes(server):
+    held = [connect(server) for _ in range(8)]
+    time.sleep(0.2)
+    extra = connect(server)
+    extra.settimeout(3)
+    answer = extra.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    extra.close()
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    assert httpx.get(server.url("/healthz"), timeout=5).text == "ok"

@@ -1,0 +1,180 @@
+"""Subscriptions per digest: the 0003 migration keeps today's audience, leaving one
+digest keeps the others, the audience freeze reads the subscriptions."""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic import command
+
+from newsletter.models import Subscriber
+from newsletter.store import Store
+from newsletter.store.db import _alembic_config, make_engine
+from newsletter.store.subscriptions import SignupRequest
+
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+#: the head of main before the subscriptions
+BEFORE = "0002"
+
+
+def store_before(url: str) -> Store:
+    """A database as main makes it before subscriptions (revision 0002)."""
+    engine = make_engine(url)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, BEFORE)
+    return Store(engine)
+
+
+def test_the_migration_keeps_every_subscriber_on_exactly_the_digests_of_today(db_url):
+    s = store_before(db_url)
+    assert s.revision() == BEFORE
+    people = [
+        ("aigerim@example.com", "active", ["kazakhstan", "energy"]),
+        ("olmas@example.org", "active", []),
+        ("left@example.net", "unsubscribed", ["uzbekistan"]),
+        ("bounce@example.net", "bounced", []),
+        ("moan@example.net", "complained", ["energy"]),
+    ]
+    with s.engine.begin() as c:
+        for i, (email, status, tags) in enumerate(people, start=1):
+            c.execute(
+                sa.text(
+                    "INSERT INTO subscribers (id, email, name, timezone, status, status_reason, "
+                    "soft_bounces, created_at, updated_at) VALUES (:i, :e, '', '', :s, '', 0, "
+                    ":t, :t)"
+                ),
+                {"i": i, "e": email, "s": status, "t": T0},
+            )
+            for t in tags:
+                c.execute(
+                    sa.text(
+                        "INSERT INTO subscriber_tags (subscriber_id, tag_slug) VALUES (:i, :t)"
+                    ),
+                    {"i": i, "t": t},
+                )
+    before = {(x.email, tuple(x.tags)) for x in s.iter_subscribers(status=("active",))}
+    s.migrate()
+    assert s.revision() == "0003"
+    for digest in ("weekly", "daily", "a-digest-added-next-year"):
+        after = {(x.email, tuple(x.tags)) for x in s.iter_audience(digest)}
+        assert after == before
+    assert before == {
+        ("aigerim@example.com", ("energy", "kazakhstan")),
+        ("olmas@example.org", ()),
+    }
+    (sub,) = s.subscriptions_of(1)
+    assert (sub.digest, sub.status, sub.consent_source, sub.consent_at) == (
+        "*",
+        "active",
+        "migration",
+        T0,
+    )
+    assert [x.status for x in s.subscriptions_of(3)] == ["unsubscribed"]
+    s.close()
+
+
+def test_leaving_one_digest_keeps_the_others_and_undo_rejoins(store):
+    (sid, _), (other, _) = store.upsert_subscribers(
+        [Subscriber(email="a@example.com", tags=["energy"]), Subscriber(email="b@example.com")]
+    )
+    assert store.leave(sid, ["weekly"]) == ["weekly"]
+    assert store.leave(sid, ["weekly"]) == []  # again: nothing more to leave
+    assert [x.email for x in store.iter_audience("weekly")] == ["b@example.com"]
+    assert [x.email for x in store.iter_audience("daily")] == ["a@example.com", "b@example.com"]
+    assert store.rejoin(sid, ["weekly"]) == ["weekly"]
+    weekly = {x.email: x.tags for x in store.iter_audience("weekly")}
+    assert weekly == {"a@example.com": ["energy"], "b@example.com": []}
+    # leaving everything, then undoing only what was active
+    assert sorted(store.leave(sid, ["weekly", "daily"])) == ["daily", "weekly"]
+    assert [x.email for x in store.iter_audience("daily")] == ["b@example.com"]
+    store.set_topics(other, ["daily"], ["uzbekistan", "kazakhstan"])
+    assert {x.email: x.tags for x in store.iter_audience("daily")} == {
+        "b@example.com": ["kazakhstan", "uzbekistan"]
+    }
+    assert {x.email: x.tags for x in store.iter_audience("weekly")}["b@example.com"] == []
+
+
+def test_a_signup_is_pending_until_confirmed_and_an_old_link_confirms_nothing_new(store):
+    out = store.request_signup(
+        SignupRequest(email="new@example.com", digests=["weekly"], topics=["energy"], ip="10.0.0.1")
+    )
+    assert out.pending == ["weekly"]
+    sent_at = datetime.now(UTC)
+    assert list(store.iter_audience("weekly")) == []
+    assert store.get_subscriber("new@example.com").status == "pending"
+    later = store.request_signup(
+        SignupRequest(email="new@example.com", digests=["weekly", "daily"], topics=[])
+    )
+    assert later.pending == ["weekly", "daily"]
+    # the first mail's link confirms what was asked before it was sent, not "daily"
+    assert store.confirm_signup(out.subscriber_id, sent_at) == ["weekly"]
+    assert store.confirm_signup(out.subscriber_id, sent_at) == []  # reused
+    assert [(x.email, x.tags) for x in store.iter_audience("weekly")] == [
+        ("new@example.com", ["energy"])
+    ]
+    assert list(store.iter_audience("daily")) == []
+    subs = {x.digest: x for x in store.subscriptions_of(out.subscriber_id)}
+    assert subs["weekly"].consent_source == "form"
+    assert subs["weekly"].consent_ip == "10.0.0.1"
+    assert subs["weekly"].confirmed_at is not None
+
+
+def test_a_suppressed_address_gets_no_pending_subscription(store):
+    sid, _ = store.upsert_subscriber(Subscriber(email="x@example.com"))
+    store.set_subscriber_status("x@example.com", "complained", "spam report")
+    out = store.request_signup(SignupRequest(email="x@example.com", digests=["weekly"], topics=[]))
+    assert out.pending == [] and out.quiet_reason == "address is complained"
+    assert [s.digest for s in store.subscriptions_of(sid)] == ["*"]
+
+
+def test_rate_limit_windows_are_shared_and_reopen(store):
+    assert [store.hit("ip:1", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.hit("ip:2", 60) == 1
+    assert store.hit("ip:short", 0.001) == 1
+    import time
+
+    time.sleep(0.01)
+    assert store.hit("ip:short", 60) == 1  # the window had closed
+    store.release("ip:1")
+    assert store.hit("ip:1", 60) == 1
+
+
+def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):
+    from newsletter.config import load_config
+    from newsletter.editions.freeze import freeze_audience
+
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(
+        '[[digests]]\nname = "weekly"\ntags = ["Energy"]\n\n'
+        '[[digests]]\nname = "daily"\ntags = ["Energy", "Kazakhstan"]\n',
+        encoding="utf-8",
+    )
+    cfg = load_config(toml, env={})
+    (a, _), (b, _) = store.upsert_subscribers(
+        [Subscriber(email="a@example.com"), Subscriber(email="b@example.com")]
+    )
+    store.leave(a, ["weekly"])
+    store.set_topics(b, ["daily"], ["kazakhstan"])
+    from tests.test_store import article
+
+    store.upsert_articles([article(1)])
+    (art,) = [x.id for x in store.find_articles()]
+    frozen = {}
+    for digest, variants in (("weekly", ["default"]), ("daily", ["default", "kazakhstan"])):
+        eid, _ = store.create_edition(
+            digest=digest,
+            period="2026-11-30T07:00",
+            subject="x",
+            window_start=T0,
+            window_end=T0,
+            variants={v: [art] for v in variants},
+        )
+        freeze_audience(store, cfg, eid)
+        frozen[digest] = sorted((d["email"], d["variant"]) for d in store.list_deliveries(eid))
+    assert frozen == {
+        "weekly": [("b@example.com", "default")],
+        "daily": [("a@example.com", "default"), ("b@example.com", "kazakhstan")],
+    }
