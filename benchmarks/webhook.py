@@ -64,7 +64,7 @@ def seed(url: str, recipients: int) -> tuple[int, list[tuple[int, str]]]:
     store.freeze_audience(eid, (AudienceRow(ids[e], e, "default") for e in emails))
     while (b := store.claim_batch(eid, backend="sendgrid", limit=1000)) is not None:
         store.finish_batch(b.id, message_id=f"msg-{b.id}")
-    out = [(d["id"], d["email"]) for d in store.list_deliveries(eid)]
+    out = [(d.id, d.email) for d in store.list_deliveries(eid)]
     store.close()
     return eid, out
 

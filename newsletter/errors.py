@@ -53,6 +53,21 @@ class StoreError(NewsletterError):
     """The database could not be opened or migrated."""
 
 
+class TransitionError(NewsletterError):
+    """A row was asked to move to a status its state machine does not allow from
+    where it is (see ``newsletter/states.py``). Nothing was changed."""
+
+    def __init__(self, what: str, current: str | None, target: str, **kw: str | None):
+        self.what = what
+        self.current = current
+        self.target = target
+        if current is None:
+            message = f"a new {what} cannot start as {target}"
+        else:
+            message = f"{what} is {current}; it cannot become {target}"
+        super().__init__(message, **kw)
+
+
 class SourceError(NewsletterError):
     """An article source failed (network, HTTP, malformed content)."""
 

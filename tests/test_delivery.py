@@ -24,7 +24,7 @@ from newsletter.editions.freeze import left_out_counts
 from newsletter.errors import InputError
 from newsletter.models import Rendered, Subscriber
 from newsletter.store import Store, open_store
-from newsletter.store.deliveries import TRANSITIONS, AudienceRow
+from newsletter.store.deliveries import AudienceRow
 from newsletter.store.schema import events
 
 SECRET = "test-secret-key-0123456789"
@@ -166,8 +166,8 @@ def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(store, tm
     assert report.accepted == 5
     assert statuses(store, eid) == {"accepted": 5, "failed": 1}
     (dup_row,) = store.list_deliveries(eid, status="failed")
-    assert dup_row["email"] == "twin@example.com"
-    assert "duplicate address" in dup_row["error"]
+    assert dup_row.email == "twin@example.com"
+    assert "duplicate address" in dup_row.error
     files = list((tmp_path / "outbox" / f"edition-{eid}").glob("*.eml"))
     assert len(files) == 5
     assert store.get_edition(eid).status == "partially_failed"
@@ -229,32 +229,26 @@ def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
     seen = []
 
     def check(recipients):
-        rows = {d["id"]: d for d in observer.list_deliveries(eid)}
+        rows = {d.id: d for d in observer.list_deliveries(eid)}
         for r in recipients:
             row = rows[r.delivery_id]
-            assert row["status"] == "claimed" and row["batch_id"]
-            batch = observer.get_batch(row["batch_id"])
-            assert batch["status"] == "claimed" and batch["claimed_at"] is not None
+            assert row.status == "claimed" and row.batch_id
+            batch = observer.get_batch(row.batch_id)
+            assert batch.status == "claimed" and batch.claimed_at is not None
         seen.append(len(recipients))
 
     backend = RecordingBackend(cfg, check=check)
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     assert seen == [3, 3, 1]
-    assert sorted(backend.sent) == sorted(d["id"] for d in store.list_deliveries(eid))
+    assert sorted(backend.sent) == sorted(d.id for d in store.list_deliveries(eid))
     assert report.accepted == 7 and statuses(store, eid) == {"accepted": 7}
     # each delivery carries its batch's message id; each batch is recorded
     batches = store.list_batches(eid)
-    assert {b["status"] for b in batches} == {"accepted"} and len(batches) == 3
+    assert {b.status for b in batches} == {"accepted"} and len(batches) == 3
     for d in store.list_deliveries(eid):
-        assert d["message_id"] == store.get_batch(d["batch_id"])["message_id"]
+        assert d.message_id == store.get_batch(d.batch_id).message_id
     observer.close()
     store.close()
-
-
-def test_transitions_table_is_the_documented_state_machine():
-    assert TRANSITIONS["queued"] == {"claimed", "cancelled", "left"}
-    assert TRANSITIONS["claimed"] == {"accepted", "failed", "queued", "unresolved"}
-    assert TRANSITIONS["unresolved"] == {"queued", "accepted", "failed"}
 
 
 # --------------------------------------------------------------------------- recovering
@@ -298,7 +292,7 @@ def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
     assert bad.exit_code == 2 and "resend, sent or failed" in bad.output
 
     send_edition(store, cfg, eid, {"default": RENDER}, backend)
-    assert sorted(backend.sent) == sorted(d["id"] for d in store.list_deliveries(eid))
+    assert sorted(backend.sent) == sorted(d.id for d in store.list_deliveries(eid))
     assert store.get_edition(eid).status == "sent"
 
 
@@ -356,10 +350,10 @@ def test_provider_events_prove_an_unknown_batch_was_accepted(store, tmp_path):
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     assert report.resolved == 3 and report.unresolved == 0
     assert {d.id for d in batch.deliveries}.isdisjoint(backend.sent)
-    rows = {d["id"]: d for d in store.list_deliveries(eid)}
+    rows = {d.id: d for d in store.list_deliveries(eid)}
     for d in batch.deliveries:
-        assert rows[d.id]["status"] == "accepted" and rows[d.id]["message_id"] == "XMSG123"
-    assert store.get_batch(batch.id)["status"] == "accepted"
+        assert rows[d.id].status == "accepted" and rows[d.id].message_id == "XMSG123"
+    assert store.get_batch(batch.id).status == "accepted"
     assert store.get_edition(eid).status == "sent"
 
 
@@ -403,8 +397,8 @@ def test_another_machines_batch_waits_for_its_lease(store, tmp_path):
     )
     fresh = store.claim_batch(eid, backend="recording", limit=2, worker="elsewhere:2")
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
-    assert store.get_batch(old.id)["status"] == "unknown"  # lease over: resolved (held)
-    assert store.get_batch(fresh.id)["status"] == "claimed"  # still its worker's
+    assert store.get_batch(old.id).status == "unknown"  # lease over: resolved (held)
+    assert store.get_batch(fresh.id).status == "claimed"  # still its worker's
     assert statuses(store, eid) == {"unresolved": 2, "claimed": 2}
 
 
@@ -427,7 +421,7 @@ def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
 
 
 def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_path):
-    from newsletter.tracking.events import TrackedEvent
+    from newsletter.store.events import TrackedEvent
 
     cfg = make_config(tmp_path)
     eid = make_edition(store, 3)
@@ -462,7 +456,7 @@ def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, tmp_p
     stamps = []
 
     def look(recipients):
-        stamps.extend(b["claimed_at"] for b in store.claimed_batches(eid))
+        stamps.extend(b.claimed_at for b in store.claimed_batches(eid))
 
     past = datetime.now(UTC) - timedelta(days=30)
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg, check=look), now=past)

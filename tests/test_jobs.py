@@ -317,12 +317,12 @@ catch_up_hours = 24
     assert first.status == "sending" and first.period == "2026-11-30T07:00+05:00"
     assert (first.send.accepted, first.waiting) == (1, 4)
     assert store.get_edition(first.edition_id).status == "sending"
-    rows = {d["email"]: d for d in store.list_deliveries(first.edition_id)}
-    assert rows["london@example.com"]["release_at"] == datetime(2026, 11, 30, 7, tzinfo=UTC)
-    assert rows["tokyo@example.com"]["release_at"] == datetime(2026, 11, 29, 22, tzinfo=UTC)
+    rows = {d.email: d for d in store.list_deliveries(first.edition_id)}
+    assert rows["london@example.com"].release_at == datetime(2026, 11, 30, 7, tzinfo=UTC)
+    assert rows["tokyo@example.com"].release_at == datetime(2026, 11, 29, 22, tzinfo=UTC)
     # no zone or an unknown one: the digest's own zone
     for addr in ("almaty@example.com", "nozone@example.com", "typo@example.com"):
-        assert rows[addr]["release_at"] == datetime(2026, 11, 30, 2, tzinfo=UTC)
+        assert rows[addr].release_at == datetime(2026, 11, 30, 2, tzinfo=UTC)
 
     # Almaty's 07:05: the same period resumes (not "already-sent"), three more go
     second = run(datetime(2026, 11, 30, 2, 5, tzinfo=UTC))

@@ -63,7 +63,7 @@ def test_a_second_holder_is_refused_until_the_first_releases(db_url):
         assert first is not None
         assert b.run_lock("run", "host-b:2") is None
         held = b.lock_holder("run")
-        assert held["holder"] == "host-a:1" and not held["stale"]
+        assert held.holder == "host-a:1" and not held.stale
         first.release()
         assert b.lock_holder("run") is None
         second = b.run_lock("run", "host-b:2")
@@ -129,14 +129,14 @@ def test_row_lock_of_a_dead_process_on_this_machine_is_taken_over(store):
     assert store.acquire_lock("other", "elsewhere:1", ttl=timedelta(hours=2))
     assert not store.acquire_lock("other", worker_id(), ttl=timedelta(hours=2))
     assert store.acquire_lock("run", worker_id(), ttl=timedelta(hours=2))
-    assert store.lock_holder("run")["holder"] == worker_id()
+    assert store.lock_holder("run").holder == worker_id()
 
 
 def test_the_run_lock_replaces_the_row_a_killed_run_left(store):
     store.acquire_lock("run", "gone-host:4242", ttl=timedelta(hours=2))
     lock = store.run_lock("run", worker_id())
     assert lock is not None and lock.how in ("advisory", "flock")
-    assert store.lock_holder("run")["holder"] == worker_id()
+    assert store.lock_holder("run").holder == worker_id()
     lock.release()
     assert store.lock_holder("run") is None
 
@@ -270,7 +270,7 @@ def test_a_lock_left_by_a_killed_run_is_recovered(db_url, tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         # nothing released the lock on purpose; the kernel / the server drops it
-        _wait_for(lambda: store.lock_holder("run")["stale"], timeout=10)
+        _wait_for(lambda: store.lock_holder("run").stale, timeout=10)
     finally:
         if holder.poll() is None:
             holder.kill()

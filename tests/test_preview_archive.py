@@ -133,7 +133,7 @@ def test_the_web_page_has_every_variant_story(store, config, tmp_path):
     config.archive.dir = str(tmp_path / "arch")
     out = run_digest(store, config, config.digest(), datetime.fromisoformat(AT), force=True)
     details = store.edition_details(out.edition_id)
-    ids = {a for v in details["variants"].values() for a in v}
+    ids = {a for v in details.variants.values() for a in v}
     web = render_web(store, config, out.edition_id)
     doc = lxml.html.document_fromstring(web.html)
     titles = [h.text_content() for h in doc.xpath('//h3[@class="ct"]')]

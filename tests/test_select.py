@@ -45,9 +45,12 @@ def send(store, d, at, articles, *, status="sent", variant="default"):
         subject="s",
         window_start=at - timedelta(days=7),
         window_end=at,
-        status=status,
         variants={variant: [a.id for a in articles]},
     )
+    # through the edition's states, as a real send moves it
+    path = {"compiled": [], "sending": ["sending"], "cancelled": ["cancelled"]}
+    for step in path.get(status, ["sending", status]):
+        store.set_edition_status(eid, step)
     return eid
 
 

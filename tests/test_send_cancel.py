@@ -48,10 +48,10 @@ def test_a_batch_id_is_requested_only_for_a_claimed_batch(store, sg, tmp_path):
     assert report.accepted == 5 and report.batches == 3
     # one id per batch; none for the claim that found nothing left
     assert batch_requests(sg) == 3
-    assert {b["provider_batch_id"] for b in store.list_batches(eid)} == {
+    assert {b.provider_batch_id for b in store.list_batches(eid)} == {
         body["batch_id"] for body in sg.bodies
     }
-    assert all(b in sg.batch_ids for b in (x["provider_batch_id"] for x in store.list_batches(eid)))
+    assert all(b in sg.batch_ids for b in (x.provider_batch_id for x in store.list_batches(eid)))
 
 
 def test_a_dropped_connection_while_getting_a_batch_id_is_retried(sqlite_store, sg, tmp_path):
@@ -72,7 +72,7 @@ def test_no_batch_id_means_nothing_is_sent_and_the_batch_waits(store, sg, tmp_pa
         send(store, cfg, eid)
     assert sg.sent_requests == 0 and statuses(store, eid) == {"queued": 2}
     (b,) = store.list_batches(eid)
-    assert b["status"] == "requeued" and "no provider batch id" in b["error"]
+    assert b.status == "requeued" and "no provider batch id" in b.error
     send(store, cfg, eid)
     assert everyone_once(sg, 2)
 

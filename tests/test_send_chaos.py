@@ -182,18 +182,18 @@ def test_chaos_then_resolve_resend_sends_everyone_exactly_once(engine, tmp_path,
         runner = CliRunner()
         skipped = 0
         for b in held:
-            out = runner.invoke(cli, ["send", "--resolve", b["id"], "resend", "--json"], env=env)
+            out = runner.invoke(cli, ["send", "--resolve", b.id, "resend", "--json"], env=env)
             assert out.exit_code == 0, out.output
             skipped += json.loads(out.stdout)["skipped"]
         run_to_the_end(env, fake.url, eid)
         batches = store.list_batches(eid)
-        proven = sum(1 for b in batches if "outcome was unknown; accepted" in b["error"])
-        resent = sum(1 for b in batches if b["error"] == "resolved: resend")
-        requeued = sum(1 for b in batches if "worker died" in b["error"])
+        proven = sum(1 for b in batches if "outcome was unknown; accepted" in b.error)
+        resent = sum(1 for b in batches if b.error == "resolved: resend")
+        requeued = sum(1 for b in batches if "worker died" in b.error)
         taken = Counter(int(t.delivery_id) for t in fake.accepted if fake.went_out(t))
         rows = store.list_deliveries(eid)
         duplicates = {d: n for d, n in taken.items() if n > 1}
-        lost = [d["id"] for d in rows if not taken.get(d["id"])]
+        lost = [d.id for d in rows if not taken.get(d.id)]
         print(
             f"{engine}: {kills} kills, {fake.sent_requests} requests, "
             f"{proven} unknown batches proven by events, {len(held)} held at the end "

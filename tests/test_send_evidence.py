@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from newsletter.cli import cli
 from newsletter.delivery.send import send_edition
 from newsletter.store.deliveries import OWN_EVENTS
+from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import events
-from newsletter.tracking.events import TrackedEvent
 from newsletter.tracking.unsubscribe import PROVIDER as OUR_PROVIDER
 from tests.test_delivery import (
     RENDER,
@@ -40,7 +40,7 @@ def held_batch(store, tmp_path, n=6, size=4):
     backend = RecordingBackend(cfg)
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     assert report.unresolved == size
-    assert store.get_batch(batch.id)["status"] == "unknown"
+    assert store.get_batch(batch.id).status == "unknown"
     return cfg, eid, batch, backend
 
 
@@ -66,12 +66,12 @@ def test_a_late_event_for_one_delivery_settles_the_whole_held_batch(
     assert store.get_edition(eid).status == "sending"
     # the webhook stores SendGrid's "delivered" for the third recipient of the batch
     store.record_events([sendgrid_event(batch.deliveries[2], eid)])
-    rows = {d["id"]: d for d in store.list_deliveries(eid)}
+    rows = {d.id: d for d in store.list_deliveries(eid)}
     for d in batch.deliveries:
         want = "delivered" if d == batch.deliveries[2] else "accepted"
-        assert rows[d.id]["status"] == want, rows[d.id]
-        assert rows[d.id]["message_id"] == "LATEMSG"
-    assert store.get_batch(batch.id)["status"] == "accepted"
+        assert rows[d.id].status == want, rows[d.id]
+        assert rows[d.id].message_id == "LATEMSG"
+    assert store.get_batch(batch.id).status == "accepted"
     assert store.unresolved_batches(eid) == []
     # nothing else was open: the webhook's transaction finished the edition
     assert store.get_edition(eid).status == "sent"
@@ -95,7 +95,7 @@ def test_our_own_unsubscribe_event_proves_nothing_about_a_held_batch(store, tmp_
     ev = sendgrid_event(d, eid, "unsubscribed")
     store.record_events([TrackedEvent(**{**ev.__dict__, "provider": OUR_PROVIDER})])
     assert statuses(store, eid)["unresolved"] == 4
-    assert [b["id"] for b in store.unresolved_batches(eid)] == [batch.id]
+    assert [b.id for b in store.unresolved_batches(eid)] == [batch.id]
 
 
 def insert_event(store, eid, d, provider="sendgrid"):
@@ -147,7 +147,7 @@ def test_resolve_resend_without_evidence_sends_the_batch_again(store, db_url, tm
     data = json.loads(out.output)
     assert (data["deliveries"], data["skipped"]) == (4, 0)
     send_edition(store, cfg, eid, {"default": RENDER}, backend)
-    assert sorted(backend.sent) == sorted(d["id"] for d in store.list_deliveries(eid))
+    assert sorted(backend.sent) == sorted(d.id for d in store.list_deliveries(eid))
 
 
 def test_status_asks_for_a_decision_only_while_something_is_unsettled(

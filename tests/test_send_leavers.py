@@ -46,7 +46,7 @@ ONE_CLICK = {
 
 
 def subscriber_ids(store, eid):
-    return {d["subscriber_id"]: d for d in store.list_deliveries(eid)}
+    return {d.subscriber_id: d for d in store.list_deliveries(eid)}
 
 
 def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
@@ -57,23 +57,23 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     # leaves this digest only (and keeps the others)
     kinds = ("unsubscribed", "unsubscribed", "bounced", "suppressed")
     for d, status in zip(rows[:4], kinds, strict=True):
-        assert store.suppress_subscriber(d["subscriber_id"], status, "test")
-    assert store.leave(rows[4]["subscriber_id"], ["weekly"]) == ["weekly"]
+        assert store.suppress_subscriber(d.subscriber_id, status, "test")
+    assert store.leave(rows[4].subscriber_id, ["weekly"]) == ["weekly"]
     backend = RecordingBackend(cfg)
     report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
     # the first two claims found only leavers and moved on: no empty batch was sent
-    assert sorted(backend.sent) == [d["id"] for d in rows[5:]]
+    assert sorted(backend.sent) == [d.id for d in rows[5:]]
     assert report.accepted == 2 and report.left == 5
     assert statuses(store, eid) == {"left": 5, "accepted": 2}
-    left = {d["id"]: d["error"] for d in store.list_deliveries(eid, status="left")}
+    left = {d.id: d.error for d in store.list_deliveries(eid, status="left")}
     assert left == {
-        rows[0]["id"]: "unsubscribed",
-        rows[1]["id"]: "unsubscribed",
-        rows[2]["id"]: "bounced",
-        rows[3]["id"]: "suppressed",
-        rows[4]["id"]: "left the digest",
+        rows[0].id: "unsubscribed",
+        rows[1].id: "unsubscribed",
+        rows[2].id: "bounced",
+        rows[3].id: "suppressed",
+        rows[4].id: "left the digest",
     }
-    assert all(d["batch_id"] is None for d in store.list_deliveries(eid, status="left"))
+    assert all(d.batch_id is None for d in store.list_deliveries(eid, status="left"))
     # leaving is not a failure: the edition is sent, and a rerun sends nobody
     assert store.get_edition(eid).status == "sent"
     send_edition(store, cfg, eid, {"default": RENDER}, backend)
@@ -88,7 +88,7 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
     eid, _ = store.create_edition(
         digest="weekly", period="p-next", subject="s", window_start=None, window_end=None
     )
-    readers = [(d["subscriber_id"], d["email"]) for d in store.list_deliveries(first)]
+    readers = [(d.subscriber_id, d.email) for d in store.list_deliveries(first)]
     freeze_audience(store, eid, {"default": readers})
     links = UnsubscribeLinks(cfg, "weekly")
 
@@ -102,9 +102,9 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
     leave(mailed)
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
     by_sub = subscriber_ids(store, eid)
-    assert by_sub[mailed]["status"] == "unsubscribed"
-    assert by_sub[readers[2][0]]["status"] == "left"
-    assert by_sub[other]["status"] == "accepted"
+    assert by_sub[mailed].status == "unsubscribed"
+    assert by_sub[readers[2][0]].status == "left"
+    assert by_sub[other].status == "accepted"
     data = edition_status(store, eid)
     assert data["counts"]["unsubscribed"] == 1 and data["counts"]["left"] == 1
     assert data["unsubscribes"] == 2
@@ -173,7 +173,7 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
     (tmp_path / "newsletter.toml").write_text(toml)
     cfg = load_config(tmp_path / "newsletter.toml", env=env)
     store = open_store(db_url)
-    rows = {d["subscriber_id"]: d for d in store.list_deliveries(eid)}
+    rows = {d.subscriber_id: d for d in store.list_deliveries(eid)}
     answered: dict[str, float] = {}
     stop = threading.Event()
     with FakeSendGrid(api_key=KEY, latency=0.15) as fake, LiveApp(create_app(cfg, store)) as srv:
@@ -189,7 +189,7 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
                     url = unsubscribe_url(cfg, sid, "weekly").removeprefix(cfg.site.public_url)
                     r = client.post(srv.url(url), **ONE_CLICK)
                     assert r.status_code == 200
-                    answered[rows[sid]["email"]] = time.time()
+                    answered[rows[sid].email] = time.time()
 
         proc = sender(env, fake.url)
         leaving = [threading.Thread(target=readers_leave, args=(i,), daemon=True) for i in (0, 1)]
@@ -222,7 +222,7 @@ def test_send_says_how_many_left_before_their_turn(project):
     cfg = load_config(project / "newsletter.toml")
     store = open_store(cfg.database_url)
     (first, *_) = store.list_deliveries(eid)
-    assert store.suppress_subscriber(first["subscriber_id"], "unsubscribed", "test")
+    assert store.suppress_subscriber(first.subscriber_id, "unsubscribed", "test")
     store.close()
     out = CliRunner().invoke(cli, ["send", "--at", AT])
     assert out.exit_code == 0, out.output

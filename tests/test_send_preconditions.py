@@ -141,7 +141,7 @@ def test_skip_check_sends_anyway_and_records_why(project):
     assert out.exit_code == 0, out.output
     store = open_store(f"sqlite:///{project / 'news.db'}")
     (edition,) = store.list_editions()
-    info = store.edition_details(edition.id)["info"]
+    info = store.edition_details(edition.id).info
     assert info["skip_check"]["reason"] == "links fixed by the relay"
     assert store.delivery_counts(edition.id)
     store.close()

@@ -99,7 +99,7 @@ def test_two_senders_share_one_edition_and_never_send_a_delivery_twice(engine, t
         )
     store = open_store(db_url)
     assert store.delivery_counts(eid) == {"default": {"accepted": 200}}
-    workers = {b["worker"] for b in store.list_batches(eid)}
+    workers = {b.worker for b in store.list_batches(eid)}
     assert len(workers) == 2, "both processes should have sent part of the edition"
     assert store.get_edition(eid).status == "sent"
     store.close()
@@ -144,17 +144,17 @@ def finish(env: dict, host: str) -> None:
     assert proc.returncode in (0, 3), err
 
 
-def check_none_lost_none_twice(store, eid: int, fake: FakeSendGrid) -> list[dict]:
+def check_none_lost_none_twice(store, eid: int, fake: FakeSendGrid) -> list:
     taken = per_delivery(fake)
     rows = store.list_deliveries(eid)
     unresolved = []
     for d in rows:
-        n = taken.get(d["id"], 0)
-        assert d["status"] in ("accepted", "unresolved"), d
-        if d["status"] == "accepted":
-            assert n == 1, f"delivery {d['id']} taken {n} times"
+        n = taken.get(d.id, 0)
+        assert d.status in ("accepted", "unresolved"), d
+        if d.status == "accepted":
+            assert n == 1, f"delivery {d.id} taken {n} times"
         else:
-            assert n <= 1, f"unresolved delivery {d['id']} taken {n} times"
+            assert n <= 1, f"unresolved delivery {d.id} taken {n} times"
             unresolved.append(d)
     return unresolved
 
@@ -176,16 +176,16 @@ def test_killed_senders_lose_nobody_and_send_nobody_twice(tmp_path):
         now = datetime.fromisoformat(AT)
         with store.begin() as conn:
             for d in held:
-                if taken.get(d["id"]):
+                if taken.get(d.id):
                     conn.execute(
                         sa.insert(events).values(
                             provider="sendgrid",
-                            provider_event_id=f"ev{d['id']}",
-                            delivery_id=d["id"],
+                            provider_event_id=f"ev{d.id}",
+                            delivery_id=d.id,
                             edition_id=eid,
                             type="queued",
                             raw_type="processed",
-                            email=d["email"],
+                            email=d.email,
                             occurred_at=now,
                             reason="",
                             url="",
@@ -195,14 +195,14 @@ def test_killed_senders_lose_nobody_and_send_nobody_twice(tmp_path):
                     )
         finish(env, fake.url)
         still = check_none_lost_none_twice(store, eid, fake)
-        assert all(not taken.get(d["id"]) for d in still)
+        assert all(not taken.get(d.id) for d in still)
         # what is left never reached SendGrid: the operator sends it again
         for batch in store.unresolved_batches(eid):
-            out = CliRunner().invoke(cli, ["send", "--resolve", batch["id"], "resend"], env=env)
+            out = CliRunner().invoke(cli, ["send", "--resolve", batch.id, "resend"], env=env)
             assert out.exit_code == 0, out.output
         finish(env, fake.url)
         assert not check_none_lost_none_twice(store, eid, fake)
-        assert per_delivery(fake) == Counter({d["id"]: 1 for d in store.list_deliveries(eid)})
+        assert per_delivery(fake) == Counter({d.id: 1 for d in store.list_deliveries(eid)})
         assert store.get_edition(eid).status == "sent"
         store.close()
 
@@ -219,7 +219,7 @@ def test_killed_scheduled_senders_cancel_and_resend_unknown_batches(tmp_path):
         store = open_store(db_url)
         assert not check_none_lost_none_twice(store, eid, fake)
         assert "cancel" in fake.scheduled.values(), "no kill left a batch to cancel"
-        assert per_delivery(fake) == Counter({d["id"]: 1 for d in store.list_deliveries(eid)})
+        assert per_delivery(fake) == Counter({d.id: 1 for d in store.list_deliveries(eid)})
         assert fake.delivered() == Counter({f"p{i}@example.com": 1 for i in range(250)})
         assert store.get_edition(eid).status == "sent"
         store.close()

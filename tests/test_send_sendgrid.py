@@ -62,13 +62,13 @@ def test_one_request_per_batch_with_one_personalization_per_recipient(store, sg,
     assert sizes == [300, 1000, 1000]
     assert sg.delivered() == {f"reader{i}@example.com": 1 for i in range(2300)}
     # the X-Message-Id of each 202 is stored per batch and on its deliveries
-    batches = {b["id"]: b for b in store.list_batches(eid)}
-    assert {b["message_id"] for b in batches.values()} == {t.message_id for t in sg.accepted}
+    batches = {b.id: b for b in store.list_batches(eid)}
+    assert {b.message_id for b in batches.values()} == {t.message_id for t in sg.accepted}
     by_id = {t.delivery_id: t for t in sg.accepted}
     for d in store.list_deliveries(eid):
-        assert d["status"] == "accepted"
-        assert d["message_id"] == by_id[str(d["id"])].message_id
-        assert batches[d["batch_id"]]["message_id"] == d["message_id"]
+        assert d.status == "accepted"
+        assert d.message_id == by_id[str(d.id)].message_id
+        assert batches[d.batch_id].message_id == d.message_id
 
 
 def test_the_body_carries_the_variant_once_and_only_ids_in_custom_args(sqlite_store, sg, tmp_path):
@@ -94,12 +94,12 @@ def test_the_body_carries_the_variant_once_and_only_ids_in_custom_args(sqlite_st
         "List-Id": "<weekly.steppe-ledger.example>",
     }
     assert "mail_settings" not in body and "send_at" not in body
-    rows = {d["email"]: d for d in store.list_deliveries(eid)}
+    rows = {d.email: d for d in store.list_deliveries(eid)}
     for p in body["personalizations"]:
         (to,) = p["to"]
         row = rows[to["email"]]
         assert p["custom_args"] == {
-            "newsletter_delivery_id": str(row["id"]),
+            "newsletter_delivery_id": str(row.id),
             "newsletter_edition_id": str(eid),
         }
         url = p["substitutions"]["%%unsubscribe_url%%"]
@@ -171,7 +171,7 @@ def test_sandbox_mode_answers_200_and_sends_nothing(sqlite_store, sg, tmp_path):
     assert sg.bodies[0]["mail_settings"] == {"sandbox_mode": {"enable": True}}
     assert sg.log[-1][2] == 200
     assert sg.delivered() == {}
-    assert {d["message_id"] for d in sqlite_store.list_deliveries(eid)} == {"sandbox"}
+    assert {d.message_id for d in sqlite_store.list_deliveries(eid)} == {"sandbox"}
 
 
 # --------------------------------------------------------------------------- refusals
@@ -196,7 +196,7 @@ def test_a_duplicate_address_in_a_batch_is_failed_not_sent(sqlite_store, sg, tmp
     assert report.accepted == 1 and report.failed == 1
     assert len(sg.bodies[0]["personalizations"]) == 1
     (failed,) = store.list_deliveries(eid, status="failed")
-    assert "duplicate address" in failed["error"]
+    assert "duplicate address" in failed.error
 
 
 def test_a_400_naming_addresses_fails_those_and_sends_the_rest(store, sg, tmp_path):
@@ -206,7 +206,7 @@ def test_a_400_naming_addresses_fails_those_and_sends_the_rest(store, sg, tmp_pa
     report = send(store, cfg, eid)
     assert (report.accepted, report.failed) == (8, 2)
     assert [s for _, p, s in sg.log if p == "/v3/mail/send"] == [400, 202]
-    failed = {d["email"]: d["error"] for d in store.list_deliveries(eid, status="failed")}
+    failed = {d.email: d.error for d in store.list_deliveries(eid, status="failed")}
     assert set(failed) == sg.bad_addresses
     assert all("Does not contain a valid address" in e for e in failed.values())
     assert set(sg.delivered()) == {f"reader{i}@example.com" for i in range(10)} - sg.bad_addresses
@@ -357,7 +357,7 @@ def test_no_answer_after_the_request_was_written_is_held_not_resent(store, sg, t
     assert report.unresolved == 3 and report.accepted == 3
     assert sg.sent_requests == 2, "a batch with an unknown outcome was sent again"
     (held,) = store.unresolved_batches(eid)
-    assert "outcome is unknown" in held["error"]
+    assert "outcome is unknown" in held.error
     taken = fault in ("timeout", "reset", "504") and fault != "504"
     assert len(sg.delivered()) == 3 + (3 if taken else 0)
 
@@ -375,7 +375,7 @@ def test_scheduled_batches_with_unknown_outcome_are_cancelled_and_sent_again(sto
     for body in sg.bodies:
         assert body["batch_id"] in sg.batch_ids
         assert time.time() + 100 < body["send_at"] <= time.time() + 121
-    assert {b["status"] for b in store.list_batches(eid)} == {"cancelled", "accepted"}
+    assert {b.status for b in store.list_batches(eid)} == {"cancelled", "accepted"}
     assert store.get_edition(eid).status == "sent"
 
 

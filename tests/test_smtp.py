@@ -169,7 +169,7 @@ def test_sends_over_starttls_with_auth_reusing_one_connection(sqlite_store, smtp
     body = msg.get_body(("plain",)).get_content()
     assert "%%" not in body and unsub.split("<")[1].split(">")[0] in body
     rows = sqlite_store.list_deliveries(eid)
-    assert all(r["message_id"].startswith("<") for r in rows)
+    assert all(r.message_id.startswith("<") for r in rows)
     assert statuses(sqlite_store, eid) == {"accepted": 5}
 
 
@@ -194,7 +194,7 @@ def test_refused_recipients_fail_and_deferred_ones_wait_for_the_next_run(
         send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
     assert statuses(sqlite_store, eid) == {"accepted": 2, "failed": 1, "queued": 1}
     (failed,) = sqlite_store.list_deliveries(eid, status="failed")
-    assert failed["email"] == "reader1@example.com" and "550" in failed["error"]
+    assert failed.email == "reader1@example.com" and "550" in failed.error
     smtpd.defer = set()
     report = send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
     assert report.accepted == 1
@@ -212,8 +212,8 @@ def test_no_answer_to_data_is_an_unknown_outcome(sqlite_store, smtpd, tmp_path):
     report = send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
     assert report.unresolved == 1 and report.accepted == 2
     (held,) = sqlite_store.list_deliveries(eid, status="unresolved")
-    assert held["email"] == "reader1@example.com"
-    assert "during DATA" in held["error"]
+    assert held.email == "reader1@example.com"
+    assert "during DATA" in held.error
     assert sqlite_store.unresolved_batches(eid)
 
 

@@ -57,7 +57,7 @@ def test_the_migration_keeps_every_subscriber_on_exactly_the_digests_of_today(db
                 )
     before = {(x.email, tuple(x.tags)) for x in s.iter_subscribers(status=("active",))}
     s.migrate()
-    assert s.revision() == "0003"
+    assert s.revision() >= "0003"  # 0003 applied (later revisions may follow)
     for digest in ("weekly", "daily", "a-digest-added-next-year"):
         after = {(x.email, tuple(x.tags)) for x in s.iter_audience(digest)}
         assert after == before
@@ -173,7 +173,7 @@ def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp
             variants={v: [art] for v in variants},
         )
         freeze_audience(store, cfg, eid)
-        frozen[digest] = sorted((d["email"], d["variant"]) for d in store.list_deliveries(eid))
+        frozen[digest] = sorted((d.email, d.variant) for d in store.list_deliveries(eid))
     assert frozen == {
         "weekly": [("b@example.com", "default")],
         "daily": [("a@example.com", "default"), ("b@example.com", "kazakhstan")],

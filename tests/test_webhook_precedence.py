@@ -4,11 +4,11 @@ import itertools
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.config import default_config
-from newsletter.tracking.precedence import RANK, advance, fold, soft_bounce_streak
+from newsletter.states import RANK, advance, fold, soft_bounce_streak
 from newsletter.tracking.sendgrid import TYPES
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition
@@ -107,20 +107,34 @@ def cfg():
 )
 @given(
     kinds=st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=7),
-    data=st.data(),
+    # the order of the replay: events sorted by these keys
+    keys=st.lists(st.integers(0, 20), min_size=7, max_size=7),
+    # (event, where to insert it): the same event again
+    extra=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 20)), max_size=6),
+    cuts_a=st.lists(st.integers(0, 20), max_size=3),
+    cuts_b=st.lists(st.integers(0, 20), max_size=4),
 )
-def test_any_permutation_or_duplication_of_a_stream_ends_the_same(sqlite_store, cfg, kinds, data):
+# found by hypothesis: a deferral (a soft bounce; the limit is 1) in a request of its
+# own suppressed the address, and the drop for spam content that followed left it so;
+# the drop first (or both in one request) left it active. A drop is no soft bounce.
+@example(
+    kinds=["deferred", "dropped-spam", "dropped-spam", "dropped-spam"],
+    keys=[3, 2, 1, 0, 0, 0, 0],
+    extra=[],
+    cuts_a=[1],
+    cuts_b=[],
+)
+def test_any_permutation_or_duplication_of_a_stream_ends_the_same(
+    sqlite_store, cfg, kinds, keys, extra, cuts_a, cuts_b
+):
     n = next(_ids)
     original = stream(kinds, f"a{n}")
     # the same events again (same ids), reordered, some of them several times
-    order = data.draw(st.permutations(range(len(kinds))))
-    extra = data.draw(st.lists(st.integers(0, len(kinds) - 1), max_size=6))
-    mixed_ids = list(order) + extra
-    data.draw(st.randoms()).shuffle(mixed_ids)
+    mixed_ids = sorted(range(len(kinds)), key=lambda i: (keys[i], i))
+    for event, at in extra:
+        mixed_ids.insert(at % (len(mixed_ids) + 1), event % len(kinds))
     twin = stream(kinds, f"b{n}")
     mixed = [dict(twin[i]) for i in mixed_ids]
-    cuts_a = data.draw(st.lists(st.integers(0, 20), max_size=3))
-    cuts_b = data.draw(st.lists(st.integers(0, 20), max_size=4))
     first = replay(sqlite_store, cfg, f"a{n}@example.com", original, cuts_a)
     second = replay(sqlite_store, cfg, f"b{n}@example.com", mixed, cuts_b)
     assert first == second
@@ -135,6 +149,7 @@ def test_any_permutation_or_duplication_of_a_stream_ends_the_same(sqlite_store, 
         ["bounce", "delivered", "deferred"],
         ["dropped", "processed"],
         ["click", "unsubscribe", "deferred"],
+        ["deferred", "dropped-spam"],
     ],
 )
 def test_every_order_of_small_streams_one_request_per_event(sqlite_store, cfg, kinds):

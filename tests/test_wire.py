@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import itertools
 import quopri
 import re
 from email.header import decode_header, make_header
@@ -74,11 +75,15 @@ def config(folder: Path, *, backend: str = "outbox", extra: str = "", env=None):
     return load_config(path, env={"NEWSLETTER_SECRET_KEY": SECRET, **(env or {})})
 
 
+_periods = itertools.count(1)
+
+
 def edition(store: Store, names: dict[str, str]) -> int:
     emails = list(names)
     ids = add_subscribers(store, emails, names=names)
+    # a period of its own: a second call must not find (and re-freeze) a sent edition
     eid, _ = store.create_edition(
-        digest="weekly", period="p1", subject="s", window_start=NOW, window_end=NOW
+        digest="weekly", period=f"p{next(_periods)}", subject="s", window_start=NOW, window_end=NOW
     )
     freeze_audience(store, eid, {"default": list(zip(ids, emails, strict=True))})
     return eid
@@ -381,5 +386,5 @@ def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, 
     assert report.accepted == 1
     (raw,) = outbox_files(cfg, eid)
     assert header_dict(raw)["To"] == "Ann <ok@example.com>"
-    rows = {r["email"]: r for r in sqlite_store.list_deliveries(eid)}
-    assert rows["bad>\r\nBcc: v@evil.example"]["status"] == "failed"
+    rows = {r.email: r for r in sqlite_store.list_deliveries(eid)}
+    assert rows["bad>\r\nBcc: v@evil.example"].status == "failed"

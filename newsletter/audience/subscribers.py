@@ -25,12 +25,23 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.audience.tokens import address_hash
 from newsletter.errors import ConfigError, InputError, NotFoundError
 from newsletter.models import Subscriber, slugify
+from newsletter.states import SubscriberStatus
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("email", "name", "tags", "timezone", "status")
-STATUSES = ("active", "unsubscribed", "suppressed", "bounced", "complained")
+#: in the order the import's error message names them
+STATUSES = tuple(
+    str(s)
+    for s in (
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.SUPPRESSED,
+        SubscriberStatus.BOUNCED,
+        SubscriberStatus.COMPLAINED,
+    )
+)
 
 MAX_NAME = 200
 MAX_TAGS = 50

@@ -93,9 +93,9 @@ def skip_reason(skip_check: str | None) -> str:
 def print_schedule(report: ScheduleReport) -> None:
     click.echo(f"now {report.now.isoformat(timespec='minutes')}")
     if report.lock:
-        since = report.lock["acquired_at"].isoformat(timespec="seconds")
-        state = "left by a run that is gone" if report.lock["stale"] else "held"
-        click.echo(f"run lock: {state}: {report.lock['holder']} since {since}")
+        since = report.lock.acquired_at.isoformat(timespec="seconds")
+        state = "left by a run that is gone" if report.lock.stale else "held"
+        click.echo(f"run lock: {state}: {report.lock.holder} since {since}")
     for d in report.digests:
         local = ", local time" if d.local_time else ""
         click.echo(f"{d.digest}: {d.schedule!r} in {d.timezone}{local}")

@@ -19,12 +19,13 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from newsletter.delivery.backends import Backend
 from newsletter.errors import InputError, PermanentDeliveryError, TransientError
+from newsletter.states import DELIVERY_OPEN, BatchStatus, DeliveryStatus, EditionStatus
 from newsletter.store import Store
 from newsletter.store.base import utcnow
+from newsletter.store.deliveries import BatchRecord
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +64,25 @@ class ResolveOutcome:
     skipped: int = 0
 
 
-def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reason: str) -> str:
+def resolve_unknown(store: Store, backend: Backend, batch: BatchRecord, reason: str) -> str:
     """Settle a batch whose outcome is unknown from provider facts, else hold it.
 
     Returns "accepted" (events prove it), "cancelled" (cancelled at the provider
     and queued again) or "held" (unresolved, for an operator's decision).
     """
-    batch_id = batch["id"]
+    batch_id = batch.id
     seen, mid = store.batch_event_evidence(batch_id)
     if seen:
         counts = store.finish_batch(
             batch_id,
-            message_id=batch.get("message_id") or mid,
-            batch_status="accepted",
+            message_id=batch.message_id or mid,
+            batch_status=BatchStatus.ACCEPTED,
             note=f"outcome was unknown; accepted: {seen} of its deliveries have provider events",
         )
         logger.info("batch %s: accepted, from provider events", batch_id)
         return "accepted" if counts["accepted"] else "held"
-    provider_batch = batch.get("provider_batch_id") or ""
-    deadline = backend.cancel_deadline(batch["claimed_at"]) if provider_batch else None
+    provider_batch = batch.provider_batch_id
+    deadline = backend.cancel_deadline(batch.claimed_at) if provider_batch else None
     if deadline is not None and utcnow() < deadline:
         try:
             cancelled = backend.cancel_provider_batch(provider_batch)
@@ -92,12 +93,12 @@ def resolve_unknown(store: Store, backend: Backend, batch: dict[str, Any], reaso
             store.finish_batch(
                 batch_id,
                 requeue=store.batch_delivery_ids(batch_id),
-                batch_status="cancelled",
+                batch_status=BatchStatus.CANCELLED,
                 note=f"outcome was unknown ({reason}); cancelled at the provider, sent again",
             )
             logger.info("batch %s: cancelled at the provider; queued again", batch_id)
             return "cancelled"
-    if batch["status"] == "claimed":
+    if batch.status == BatchStatus.CLAIMED:
         store.mark_batch_unresolved(batch_id, reason)
         logger.warning(
             "batch %s: outcome unknown (%s); held for `newsletter send --resolve`",
@@ -123,40 +124,40 @@ def recover_batches(
     out = {"requeued": 0, "accepted": 0, "cancelled": 0, "held": 0}
     stale_before = utcnow() - lease
     for batch in store.claimed_batches(edition_id):
-        stale = batch["claimed_at"] < stale_before
-        if not stale and _worker_alive(batch["worker"]):
+        stale = batch.claimed_at < stale_before
+        if not stale and _worker_alive(batch.worker):
             continue
-        if not store.take_over_batch(batch["id"], batch["worker"], me):
+        if not store.take_over_batch(batch.id, batch.worker, me):
             continue  # another run is recovering it
-        size = batch["size"]
-        if batch["provider_batch_id"] == AWAITING_PROVIDER_BATCH:
+        size = batch.size
+        if batch.provider_batch_id == AWAITING_PROVIDER_BATCH:
             # it died before its provider batch id was stored, so before sending
             store.finish_batch(
-                batch["id"],
-                requeue=store.batch_delivery_ids(batch["id"]),
-                batch_status="requeued",
+                batch.id,
+                requeue=store.batch_delivery_ids(batch.id),
+                batch_status=BatchStatus.REQUEUED,
                 note="worker died before the request: it had no provider batch id yet",
             )
             out["requeued"] += size
-            logger.info("batch %s: worker died before sending; queued again", batch["id"])
+            logger.info("batch %s: worker died before sending; queued again", batch.id)
             continue
         if backend.idempotent:
             store.finish_batch(
-                batch["id"],
-                requeue=store.batch_delivery_ids(batch["id"]),
-                batch_status="requeued",
+                batch.id,
+                requeue=store.batch_delivery_ids(batch.id),
+                batch_status=BatchStatus.REQUEUED,
                 note=f"worker died; sent again (the {backend.name} backend is idempotent)",
             )
             out["requeued"] += size
-            logger.info("batch %s: worker died; sent again (idempotent backend)", batch["id"])
+            logger.info("batch %s: worker died; sent again (idempotent backend)", batch.id)
             continue
         why = "its worker died during the provider call" if not stale else "its lease expired"
         outcome = resolve_unknown(store, backend, batch, f"{why}; the outcome is unknown")
         out[outcome] += size
     for batch in store.unresolved_batches(edition_id):
-        outcome = resolve_unknown(store, backend, batch, batch["error"])
+        outcome = resolve_unknown(store, backend, batch, batch.error)
         if outcome != "held":
-            out[outcome] += batch["size"]
+            out[outcome] += batch.size
     return out
 
 
@@ -166,11 +167,11 @@ def finalize(store: Store, edition_id: int) -> dict[str, int]:
     for counts in store.delivery_counts(edition_id).values():
         for status, n in counts.items():
             totals[status] = totals.get(status, 0) + n
-    open_ = totals.get("queued", 0) + totals.get("claimed", 0) + totals.get("unresolved", 0)
-    if not open_:
-        status = "partially_failed" if totals.get("failed") else "sent"
+    if not any(totals.get(s) for s in DELIVERY_OPEN):
+        failed = totals.get(DeliveryStatus.FAILED)
+        status = EditionStatus.PARTIALLY_FAILED if failed else EditionStatus.SENT
         # a cancelled edition stays cancelled when its last batches in flight settle
-        store.set_edition_status(edition_id, status, sent=True, unless=("cancelled",))
+        store.set_edition_status(edition_id, status, sent=True, unless=(EditionStatus.CANCELLED,))
     return totals
 
 
@@ -183,10 +184,10 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         raise InputError(
             f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
         )
-    edition_id = batch["edition_id"]
+    edition_id = batch.edition_id
     info = store.get_edition(edition_id)
     assert info is not None
-    if decision == "resend" and info.status == "cancelled":
+    if decision == "resend" and info.status == EditionStatus.CANCELLED:
         raise InputError(
             f"edition {edition_id} is cancelled: nothing is sent again",
             hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
@@ -199,8 +200,8 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         n = store.resolve_batch(batch_id, decision)
     info = store.get_edition(edition_id)
     assert info is not None
-    if decision == "resend" and n and info.status != "sending":
-        store.set_edition_status(edition_id, "sending")
+    if decision == "resend" and n and info.status != EditionStatus.SENDING:
+        store.set_edition_status(edition_id, EditionStatus.SENDING)
     else:
         finalize(store, edition_id)
     info = store.get_edition(edition_id)

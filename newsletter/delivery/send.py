@@ -45,6 +45,7 @@ from newsletter.errors import (
     TransientError,
 )
 from newsletter.models import Recipient, Rendered
+from newsletter.states import BatchStatus, EditionStatus
 from newsletter.store import Store
 from newsletter.store.deliveries import Batch
 
@@ -220,7 +221,7 @@ class _Run:
                     batch.id,
                     failed=known.rejected,
                     requeue=ids,
-                    batch_status="requeued",
+                    batch_status=BatchStatus.REQUEUED,
                     note=str(err),
                 )
             self.tally(batch, counts)
@@ -259,7 +260,9 @@ class _Run:
             )
 
     def settle_unknown(self, batch: Batch, reason: str, counts: dict[str, int]) -> None:
-        row = self.store.get_batch(batch.id) or {}
+        row = self.store.get_batch(batch.id)
+        if row is None:  # claimed by this worker a moment ago
+            raise NotFoundError(f"batch {batch.id} is gone from the database")
         outcome = resolve_unknown(self.store, self.backend, row, reason)
         n = counts["unresolved"]
         counts = dict(counts)
@@ -380,10 +383,10 @@ def send_edition(
     if info is None:
         raise NotFoundError(f"no edition {edition_id}")
     started = time.monotonic()
-    if info.status == "compiled":
+    if info.status == EditionStatus.COMPILED:
         freeze_audience(store, cfg, edition_id)
     report = SendReport(edition_id=edition_id)
-    audience = store.edition_details(edition_id)["info"].get("audience") or {}
+    audience = store.edition_details(edition_id).info.get("audience") or {}
     report.left_out = dict(audience.get("left_out") or {})
     report.duplicates = int(audience.get("duplicates") or 0)
     try:

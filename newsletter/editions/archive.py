@@ -45,13 +45,14 @@ from newsletter.rates.service import header_from_json
 from newsletter.render import personalize
 from newsletter.render.compile import render
 from newsletter.render.env import make_env
+from newsletter.states import EditionStatus
 from newsletter.store import Store
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "editions.json"
 #: editions in these states went out (at least in part) and are published
-PUBLISHED_STATES = ("sent", "partially_failed")
+PUBLISHED_STATES = (EditionStatus.SENT, EditionStatus.PARTIALLY_FAILED)
 #: no size budget on the web
 WEB_MAX_BYTES = 50_000_000
 
@@ -67,15 +68,15 @@ def render_web(store: Store, cfg: Config, edition_id: int) -> Rendered:
         raise NotFoundError("no such edition", where=str(edition_id))
     digest = cfg.digest(info.digest)
     details = store.edition_details(edition_id)
-    keys = sorted(details["variants"], key=lambda k: (k != DEFAULT_VARIANT, k))
-    ids = list(dict.fromkeys(a for k in keys for a in details["variants"][k]))
+    keys = sorted(details.variants, key=lambda k: (k != DEFAULT_VARIANT, k))
+    ids = list(dict.fromkeys(a for k in keys for a in details.variants[k]))
     content = content_for(
         cfg,
         digest,
         subject=info.subject,
-        edition_date=details["info"].get("edition_date", ""),
+        edition_date=details.info.get("edition_date", ""),
         articles=store.get_articles(ids),
-        rates=header_from_json(details["rates"]),
+        rates=header_from_json(details.rates),
         tags=list(digest.tags),
         names=tag_names(store),
     )
@@ -159,7 +160,7 @@ def publish(store: Store, cfg: Config, edition_id: int) -> Path:
         "digest": info.digest,
         "id": edition_id,
         "subject": info.subject,
-        "edition_date": store.edition_details(edition_id)["info"].get("edition_date", ""),
+        "edition_date": store.edition_details(edition_id).info.get("edition_date", ""),
         "sent_at": (info.sent_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         "path": f"{info.digest}/{edition_id}.html",
     }

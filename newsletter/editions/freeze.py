@@ -21,6 +21,7 @@ from newsletter.editions.variants import variant_key
 from newsletter.errors import NotFoundError
 from newsletter.rates.service import build_header, header_to_json
 from newsletter.schedule import Period
+from newsletter.states import EditionStatus
 from newsletter.store import Store
 from newsletter.store.audience import SENDABLE
 from newsletter.store.deliveries import AudienceRow
@@ -73,7 +74,7 @@ def create_edition(
             "skipped_subscribers": plan.skipped_subscribers,
             **(extra_info or {}),
         },
-        status="compiled",
+        status=EditionStatus.COMPILED,
         variants={
             k: [a.id for a in v.articles if a.id is not None] for k, v in plan.variants.items()
         },
@@ -114,7 +115,7 @@ def freeze_audience(store: Store, cfg: Config, edition_id: int) -> int:
     if info is None:
         raise NotFoundError(f"no edition {edition_id}")
     digest = cfg.digest(info.digest)
-    variants = set(store.edition_details(edition_id)["variants"])
+    variants = set(store.edition_details(edition_id).variants)
     period = schedule.period_from_key(digest, info.period) if digest.local_time else None
     rows = _audience(store, digest, variants, period)
     return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))

@@ -63,15 +63,15 @@ def render_frozen(store: Store, cfg: Config, edition_id: int) -> dict[str, Rende
     assert info is not None
     digest = cfg.digest(info.digest)
     details = store.edition_details(edition_id)
-    rates = header_from_json(details["rates"])
+    rates = header_from_json(details.rates)
     names = tag_names(store)
     out = {}
-    for key, ids in details["variants"].items():
+    for key, ids in details.variants.items():
         content = content_for(
             cfg,
             digest,
             subject=info.subject,
-            edition_date=details["info"].get("edition_date", ""),
+            edition_date=details.info.get("edition_date", ""),
             articles=store.get_articles(ids),
             rates=rates,
             tags=variant_tags(key, digest),

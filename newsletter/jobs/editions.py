@@ -12,23 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from newsletter.errors import InputError, NotFoundError
+from newsletter.states import DELIVERY_OPEN, RANK, DeliveryStatus
 from newsletter.store import Store
-from newsletter.store.control import TRANSITIONS
+from newsletter.store.control import acts_on
 
 logger = logging.getLogger(__name__)
 
 #: delivery statuses still waiting to go out
-WAITING = ("queued", "claimed", "unresolved")
+WAITING = DELIVERY_OPEN
 #: delivery statuses the provider took
-ACCEPTED = (
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "complained",
-    "unsubscribed",
-)
+ACCEPTED = tuple(s for s in DeliveryStatus if RANK[s] > 0)
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ def control(store: Store, edition_id: int, operation: str) -> Controlled:
     result = store.control_edition(edition_id, operation)
     if not result.before:
         raise NotFoundError(f"no edition {edition_id}")
-    allowed, _after = TRANSITIONS[operation]
+    allowed = acts_on(operation)
     if not result.changed:
         raise InputError(
             f"edition {edition_id} is {result.before}: only an edition that is "
@@ -107,9 +100,9 @@ def list_editions(store: Store, digest: str | None = None, limit: int = 20) -> l
                 "status": e.status,
                 "recipients": sum(totals.values()),
                 "accepted": sum(totals.get(s, 0) for s in ACCEPTED),
-                "failed": totals.get("failed", 0),
+                "failed": totals.get(DeliveryStatus.FAILED, 0),
                 "waiting": sum(totals.get(s, 0) for s in WAITING),
-                "cancelled": totals.get("cancelled", 0),
+                "cancelled": totals.get(DeliveryStatus.CANCELLED, 0),
                 "created_at": e.created_at.isoformat(timespec="seconds"),
                 "sent_at": e.sent_at.isoformat(timespec="seconds") if e.sent_at else None,
                 "last_run": last_run,

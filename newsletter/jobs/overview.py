@@ -10,6 +10,7 @@ from newsletter.config import Config
 from newsletter.editions.freeze import digest_zones
 from newsletter.jobs.run import RUN_LOCK
 from newsletter.store import Store
+from newsletter.store.locks import LockHolder
 
 
 @dataclass
@@ -39,15 +40,15 @@ class DigestSchedule:
 class ScheduleReport:
     now: datetime
     digests: list[DigestSchedule]
-    lock: dict | None = None
+    lock: LockHolder | None = None
 
     def as_dict(self) -> dict:
         lock = None
         if self.lock:
             lock = {
-                "holder": self.lock["holder"],
-                "since": self.lock["acquired_at"].isoformat(timespec="seconds"),
-                "stale": self.lock["stale"],
+                "holder": self.lock.holder,
+                "since": self.lock.acquired_at.isoformat(timespec="seconds"),
+                "stale": self.lock.stale,
             }
         return {
             "now": self.now.isoformat(),

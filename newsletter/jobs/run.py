@@ -45,10 +45,9 @@ from newsletter.preview.preflight import preflight
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.schedule import Period
+from newsletter.states import DELIVERY_OPEN, EDITION_DONE, EDITION_HANDLED, EditionStatus
 from newsletter.store import Store
 from newsletter.store.base import utcnow
-from newsletter.store.deliveries import OPEN_STATUSES
-from newsletter.store.editions import DONE_STATES
 from newsletter.store.runs import DigestRun
 
 logger = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ def send_existing(
     out.recipients = sum(sum(v.values()) for v in counts.values())
     out.variants = len(renders)
     out.articles = len(
-        {a for ids in store.edition_details(edition_id)["variants"].values() for a in ids}
+        {a for ids in store.edition_details(edition_id).variants.values() for a in ids}
     )
     out.preview = write_preview(cfg, edition_id, renders)
     if backend.name == "outbox":
@@ -123,9 +122,9 @@ def send_existing(
     info = store.get_edition(edition_id)
     out.waiting, first = store.release_state(edition_id, now)
     out.next_release = first.isoformat() if first else ""
-    if info and info.status == "partially_failed":
+    if info and info.status == EditionStatus.PARTIALLY_FAILED:
         out.status = "partial"
-    elif info and info.status == "sending" and out.waiting:
+    elif info and info.status == EditionStatus.SENDING and out.waiting:
         out.status = "sending"
     out.message = f"edition {edition_id}: {out.send.accepted} accepted, {out.send.failed} failed"
     if out.waiting:
@@ -172,7 +171,7 @@ def _preflight_errors(store: Store, cfg: Config, digest: DigestConfig, now: date
 
 def _missed_before(store: Store, digest: DigestConfig, period: Period) -> list[str]:
     """Periods between the last one handled and ``period`` that were never sent."""
-    last = store.last_edition(digest.name, statuses=("compiled", "sending", *DONE_STATES))
+    last = store.last_edition(digest.name, statuses=EDITION_HANDLED)
     start = schedule.parse_period_key(last.period) if last else None
     if start is None or start >= period.start:
         return []
@@ -219,19 +218,19 @@ def run_digest(
         period = schedule.current_period(digest, now, digest_zones(store, digest))
     out = DigestOutcome(digest=digest.name, period=period.key, status="")
     existing = store.find_edition(digest.name, period.key)
-    if existing is not None and existing.status == "skipped" and force:
+    if existing is not None and existing.status == EditionStatus.SKIPPED and force:
         if not dry_run:
             store.delete_skipped_edition(existing.id)
         existing = None
-    if existing is not None and existing.status == "paused":
-        out.status = "paused"
+    if existing is not None and existing.status == EditionStatus.PAUSED:
+        out.status = "paused"  # the run's outcome, not the edition's status
         out.edition_id = existing.id
         out.message = (
             f"edition {existing.id} is paused; `newsletter resume {existing.id}` sends the rest"
         )
         return out
-    if existing is not None and existing.status in DONE_STATES:
-        skipped = existing.status == "skipped" and not force
+    if existing is not None and existing.status in EDITION_DONE:
+        skipped = existing.status == EditionStatus.SKIPPED and not force
         out.status = "skipped" if skipped else "already-sent"
         out.edition_id = existing.id
         out.message = (
@@ -315,7 +314,7 @@ def run_digest(
             _dry_run_existing(store, out, existing, now)
             return out
         backend = check_preconditions(cfg, digest, backend)
-        if existing.status == "compiled":
+        if existing.status == EditionStatus.COMPILED:
             # a run died while freezing the audience: finish that first
             freeze_audience(store, cfg, edition_id)
     return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
@@ -359,7 +358,9 @@ def resume_unfinished(
     """
     out = []
     clock = max(now, utcnow())
-    for edition in store.unfinished_editions(digest.name, statuses=("compiled", "sending")):
+    for edition in store.unfinished_editions(
+        digest.name, statuses=(EditionStatus.COMPILED, EditionStatus.SENDING)
+    ):
         if edition.period == current:
             continue
         o = DigestOutcome(digest=digest.name, period=edition.period, status="resumed")
@@ -367,7 +368,7 @@ def resume_unfinished(
         age, limit = clock - edition.created_at, max_resume_age(digest, edition)
         if age > limit:
             counts = store.delivery_counts(edition.id)
-            left = sum(v.get(s, 0) for v in counts.values() for s in OPEN_STATUSES)
+            left = sum(v.get(s, 0) for v in counts.values() for s in DELIVERY_OPEN)
             o.status = "stale"
             o.message = (
                 f"edition {edition.id} ({edition.period}) is unfinished, {left} deliveries "
@@ -404,12 +405,12 @@ def resume_edition(
     info = store.get_edition(edition_id)
     if info is None:
         raise InputError(f"no edition {edition_id}", hint="`newsletter status` lists editions")
-    if info.status == "paused":
+    if info.status == EditionStatus.PAUSED:
         raise InputError(
             f"edition {edition_id} is paused",
             hint=f"`newsletter resume {edition_id}` lets it go on",
         )
-    if info.status not in ("compiled", "sending"):
+    if info.status not in (EditionStatus.COMPILED, EditionStatus.SENDING):
         raise InputError(
             f"edition {edition_id} is {info.status}, not unfinished; nothing to resume"
         )
@@ -455,8 +456,8 @@ def run(
         if lock is None:
             held = store.lock_holder(RUN_LOCK)
             report.locked_by = (
-                f"{held['holder']} since {held['acquired_at'].isoformat(timespec='seconds')}"
-                if held and not held["stale"]
+                f"{held.holder} since {held.acquired_at.isoformat(timespec='seconds')}"
+                if held and not held.stale
                 else "a run that is just starting or ending"
             )
             return _finish(store, cfg, report, started)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Article, Tag
+from newsletter.states import EDITION_SENT
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import article_tags, articles, edition_articles, editions, source_state
 from newsletter.store.schema import tags as tags_table
@@ -53,7 +54,7 @@ def _content_hash(a: Article) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _row_values(a: Article) -> dict:
+def _row_values(a: Article) -> dict[str, Any]:
     return {
         "uid": a.uid,
         "url": a.url,
@@ -74,7 +75,7 @@ def _may_update(row: Any, a: Article) -> bool:
     """The source that stored an article updates it; another only with a newer copy."""
     if row.source == a.source[:200]:
         return True
-    return (a.updated_at or a.published_at) > (row.updated_at or row.published_at)
+    return bool((a.updated_at or a.published_at) > (row.updated_at or row.published_at))
 
 
 class ArticleQueries(StoreBase):
@@ -128,8 +129,8 @@ class ArticleQueries(StoreBase):
                 by_url.setdefault(r.url, r)
             self._ensure_tags(conn, {t for a in batch for t in a.tags})
             new: list[Article] = []
-            new_rows: list[dict] = []
-            tag_rows: list[dict] = []
+            new_rows: list[dict[str, Any]] = []
+            tag_rows: list[dict[str, Any]] = []
             for a in batch:
                 digest = _content_hash(a)
                 row = by_uid.get(a.uid) or by_url.get(a.url)
@@ -193,7 +194,7 @@ class ArticleQueries(StoreBase):
             stmt = insert(tags_table)
         conn.execute(stmt, new)
 
-    def _load_articles(self, conn: Connection, query) -> list[Article]:  # noqa: ANN001
+    def _load_articles(self, conn: Connection, query: Select[Any]) -> list[Article]:
         rows = conn.execute(query).all()
         ids = [r.id for r in rows]
         tag_map: dict[int, list[Tag]] = {i: [] for i in ids}
@@ -286,7 +287,7 @@ class ArticleQueries(StoreBase):
                         edition_articles.c.article_id == articles.c.id,
                         edition_articles.c.edition_id == editions.c.id,
                         editions.c.digest == not_sent_in_digest,
-                        editions.c.status.in_(("sending", "sent", "partially_failed")),
+                        editions.c.status.in_(EDITION_SENT),
                     )
                 )
             )

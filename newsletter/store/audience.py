@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from newsletter.models import Subscriber
+from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus
 from newsletter.store.base import StoreBase, update_by_id, utcnow
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
 #: statuses that receive editions
-SENDABLE = ("active",)
+SENDABLE = (SubscriberStatus.ACTIVE,)
 
 _CHUNK = 500
 
@@ -20,6 +22,14 @@ _CHUNK = 500
 def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def write_subscriber_changes(
+    conn: Connection, changes: list[dict[str, Any]], now: datetime
+) -> None:
+    """Apply per-subscriber ``{"id": …, column: value}`` changes inside the caller's
+    transaction: how the events domain suppresses addresses and keeps streaks."""
+    update_by_id(conn, subscribers, changes, updated_at=now)
 
 
 class AudienceQueries(StoreBase):
@@ -88,7 +98,7 @@ class AudienceQueries(StoreBase):
                         "name": s.name,
                         "timezone": s.timezone,
                         "status": s.status,
-                        "status_reason": "" if s.status == "active" else "imported",
+                        "status_reason": "" if s.status == SubscriberStatus.ACTIVE else "imported",
                         "soft_bounces": 0,
                         "created_at": now,
                         "updated_at": now,
@@ -145,9 +155,9 @@ class AudienceQueries(StoreBase):
                 "soft_bounces": row.soft_bounces,
             }
             values["name"], values["timezone"] = s.name, s.timezone
-            if s.status == "active" and row.status != "active":
+            if s.status == SubscriberStatus.ACTIVE and row.status != SubscriberStatus.ACTIVE:
                 if resubscribe:
-                    values.update(status="active", status_reason="", soft_bounces=0)
+                    values.update(status=SubscriberStatus.ACTIVE, status_reason="", soft_bounces=0)
                 # else: stays suppressed / unsubscribed
             elif s.status != row.status:
                 values.update(status=s.status, status_reason="imported")
@@ -182,7 +192,7 @@ class AudienceQueries(StoreBase):
                 return None
             return self._with_tags(conn, [row])[0]
 
-    def _with_tags(self, conn: Connection, rows: list) -> list[Subscriber]:
+    def _with_tags(self, conn: Connection, rows: Sequence[Row[Any]]) -> list[Subscriber]:
         ids = [r.id for r in rows]
         tags: dict[int, list[str]] = {i: [] for i in ids}
         for start in range(0, len(ids), 500):
@@ -240,6 +250,22 @@ class AudienceQueries(StoreBase):
                 ).rowcount
             )
 
+    def suppress_subscriber(self, subscriber_id: int, status: str, reason: str) -> bool:
+        """Set a suppression status unless a stronger one is already set. True if changed."""
+        status = SubscriberStatus(status)
+        with self.begin() as conn:
+            row = conn.execute(
+                select(subscribers.c.status).where(subscribers.c.id == subscriber_id)
+            ).first()
+            if row is None or SUBSCRIBER_RANK[status] <= SUBSCRIBER_RANK[row.status]:
+                return False
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(status=status, status_reason=reason[:500], updated_at=utcnow())
+            )
+            return True
+
     def set_subscriber_tags(self, subscriber_id: int, tags: Iterable[str]) -> None:
         with self.begin() as conn:
             conn.execute(
@@ -267,7 +293,11 @@ class AudienceQueries(StoreBase):
                 conn.execute(
                     update(subscribers)
                     .where(subscribers.c.id == row.id)
-                    .values(status="unsubscribed", status_reason="removed", updated_at=utcnow())
+                    .values(
+                        status=SubscriberStatus.UNSUBSCRIBED,
+                        status_reason="removed",
+                        updated_at=utcnow(),
+                    )
                 )
             else:
                 conn.execute(delete(subscribers).where(subscribers.c.id == row.id))

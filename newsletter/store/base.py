@@ -7,7 +7,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    literal_column,
+    select,
+    update,
+)
+
+from newsletter.errors import NotFoundError, TransitionError
+from newsletter.states import Machine
 
 #: execution option of the connections Store.connect() hands out: they only read
 READ_ONLY = "newsletter_read_only"
@@ -50,3 +62,81 @@ def update_by_id(conn: Connection, table: Table, rows: list[dict[str, Any]], **s
         .values({**{c: bindparam(f"b_{c}") for c in columns}, **same})
     )
     conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in rows])
+
+
+def can_move(
+    table: Table, machine: Machine[Any], target: str, *, stay: bool = False
+) -> ColumnElement[bool]:
+    """WHERE clause of a status change to ``target``: the row is in one of the statuses
+    the machine allows that move from (``stay``: or in ``target`` already). Every
+    status UPDATE in the store carries it."""
+    # the statuses are our own constants, written into the SQL as literals: the
+    # clause also works in executemany (no expanding parameters), and reads as the table
+    sources = sources_of(machine, target, stay=stay)
+    return table.c.status.in_([literal_column(f"'{s}'") for s in sources])
+
+
+def sources_of(machine: Machine[Any], target: str, *, stay: bool = False) -> list[str]:
+    """The statuses a row may be in for an UPDATE to ``target`` (see :func:`can_move`)."""
+    sources = [str(s) for s in machine.sources(target)]
+    if stay:
+        sources.append(str(machine.states(target)))
+    return sources
+
+
+def move_row(
+    conn: Connection,
+    table: Table,
+    machine: Machine[Any],
+    key: ColumnElement[bool],
+    target: str,
+    *,
+    what: str,
+    stay: bool = False,
+    **values: Any,
+) -> bool:
+    """Move the one row matching ``key`` to ``target`` (and set ``values``) if the
+    machine allows it from where the row is.
+
+    Returns True when it moved, False when it was in ``target`` already (not a
+    move: nothing is written, unless ``stay``, which writes ``values`` then and
+    returns True). Raises :class:`TransitionError` for a refused move and
+    :class:`NotFoundError` when no row matches.
+    """
+    target = machine.states(target)
+    stmt = update(table).where(key & can_move(table, machine, target, stay=stay))
+    if conn.execute(stmt.values(status=target, **values)).rowcount:
+        return True
+    current = conn.execute(select(table.c.status).where(key)).scalar_one_or_none()
+    if current is None:
+        raise NotFoundError(f"no {what}")
+    if current == target:
+        return False
+    raise TransitionError(what, current, target)
+
+
+def sqlite_executemany(conn: Connection, table: Table, sql: str, rows: list[dict[str, Any]]) -> int:
+    """executemany straight to the driver, values converted by the columns' own types.
+
+    The same rows through SQLAlchemy's executemany cost as much again in
+    per-row parameter handling; this keeps the webhook above 5,000 events/s.
+    ``sql`` has ``{cols}`` and ``{marks}`` for the columns of the first row (or
+    ``{sets}`` for ``col = ?, …``); a ``{where}`` key in a row is bound last
+    (for UPDATE … WHERE id = ?; a tuple for several). Returns the rows changed.
+    """
+    cols = [c for c in rows[0] if c != "{where}"]
+    procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
+    where = "{where}" in rows[0]
+    params = []
+    for row in rows:
+        values = [p(row[c]) if p else row[c] for c, p in zip(cols, procs, strict=True)]
+        if where:
+            last = row["{where}"]
+            values.extend(last if isinstance(last, tuple) else (last,))
+        params.append(tuple(values))
+    text = sql.format(
+        cols=", ".join(cols),
+        marks=", ".join("?" * len(cols)),
+        sets=", ".join(f"{c} = ?" for c in cols),
+    )
+    return int(conn.exec_driver_sql(text, params).rowcount)

@@ -1,7 +1,8 @@
 """An operator's hand on an edition: cancel, pause, resume.
 
-Each is one conditional UPDATE (``WHERE status IN (…)``), so it cannot race a
-run: whatever state the edition is in when the statement runs decides. A batch
+Each is one conditional UPDATE whose ``WHERE status IN (…)`` comes from the
+``EDITION`` table of :mod:`newsletter.states`, so it cannot race a run:
+whatever state the edition is in when the statement runs decides. A batch
 already claimed ("in flight") is never touched: its worker finishes it and
 records what the provider said. Claims check the edition's status
 (:meth:`DeliveryQueries.claim_batch`), so no new batch starts once an edition
@@ -14,16 +15,26 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.deliveries import check_transition
+from newsletter.states import DELIVERY, EDITION, DeliveryStatus, EditionStatus
+from newsletter.store.base import StoreBase, can_move, utcnow
 from newsletter.store.schema import deliveries, editions
 
-#: operation -> (the statuses it acts on, the status it leaves)
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "cancel": (("compiled", "sending", "paused"), "cancelled"),
-    "pause": (("compiled", "sending"), "paused"),
-    "resume": (("paused",), "sending"),
+E = EditionStatus
+
+#: operation -> the status it leaves (resume: sending, or compiled before the freeze);
+#: which statuses it acts on is the EDITION table of newsletter/states.py
+OPERATIONS: dict[str, EditionStatus] = {
+    "cancel": E.CANCELLED,
+    "pause": E.PAUSED,
+    "resume": E.SENDING,
 }
+
+
+def acts_on(operation: str) -> tuple[EditionStatus, ...]:
+    """The edition statuses ``operation`` applies to (from the EDITION table)."""
+    if operation == "resume":
+        return (E.PAUSED,)
+    return EDITION.sources(OPERATIONS[operation])
 
 
 @dataclass(frozen=True)
@@ -41,39 +52,42 @@ class ControlResult:
 class ControlQueries(StoreBase):
     def control_edition(self, edition_id: int, operation: str) -> ControlResult:
         """Apply ``operation`` (cancel, pause, resume) to an edition, if its status allows."""
-        allowed, after = TRANSITIONS[operation]
+        after = OPERATIONS[operation]
         with self.begin() as conn:
             before = conn.execute(
                 select(editions.c.status).where(editions.c.id == edition_id)
             ).scalar_one_or_none()
             if before is None:
                 return ControlResult("", False)
+            allowed = can_move(editions, EDITION, after)
             if operation == "resume":
                 # an edition paused before its audience was frozen goes back to compiled
                 frozen = conn.execute(
                     select(func.count()).where(deliveries.c.edition_id == edition_id)
                 ).scalar_one()
-                after = "sending" if frozen else "compiled"
+                after = E.SENDING if frozen else E.COMPILED
+                # resume moves only a paused edition (sending and compiled have other sources)
+                allowed = can_move(editions, EDITION, after) & (editions.c.status == E.PAUSED)
             changed = conn.execute(
-                update(editions)
-                .where((editions.c.id == edition_id) & editions.c.status.in_(allowed))
-                .values(status=after)
+                update(editions).where((editions.c.id == edition_id) & allowed).values(status=after)
             ).rowcount
             if not changed:
                 return ControlResult(before, False)
             moved = 0
             if operation == "cancel":
-                check_transition("queued", "cancelled")
                 moved = conn.execute(
                     update(deliveries)
                     .where(
-                        (deliveries.c.edition_id == edition_id) & (deliveries.c.status == "queued")
+                        (deliveries.c.edition_id == edition_id)
+                        & (deliveries.c.status == DeliveryStatus.QUEUED)
+                        & can_move(deliveries, DELIVERY, DeliveryStatus.CANCELLED)
                     )
-                    .values(status="cancelled", updated_at=utcnow())
+                    .values(status=DeliveryStatus.CANCELLED, updated_at=utcnow())
                 ).rowcount
             in_flight = conn.execute(
                 select(func.count()).where(
-                    (deliveries.c.edition_id == edition_id) & (deliveries.c.status == "claimed")
+                    (deliveries.c.edition_id == edition_id)
+                    & (deliveries.c.status == DeliveryStatus.CLAIMED)
                 )
             ).scalar_one()
         return ControlResult(before, True, deliveries=moved, in_flight=int(in_flight))

@@ -6,12 +6,13 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -40,7 +41,7 @@ def _alembic_config() -> AlembicConfig:
     return cfg
 
 
-def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # SQLAlchemy, not pysqlite, decides when a transaction begins (see "begin" below)
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -51,12 +52,17 @@ def _sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
     cur.close()
 
 
-def _sqlite_begin(conn) -> None:  # noqa: ANN001
+def _sqlite_begin(conn: Connection) -> None:
     # a write transaction takes the write lock at once, so two writers queue
     # instead of failing mid-transaction with "database is locked"; a read
     # (Store.connect) begins deferred and, under WAL, never waits for a writer
     read_only = conn.get_execution_options().get(READ_ONLY, False)
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _driver(conn: Connection) -> Any:
+    """The DB-API connection under ``conn`` (for what must bypass SQLAlchemy's transactions)."""
+    return conn.connection.driver_connection
 
 
 def make_engine(url: str, *, pooled: bool = False) -> Engine:
@@ -118,14 +124,31 @@ class Store(
         """Bring the schema to the newest revision. Safe to call on every start."""
         cfg = _alembic_config()
         try:
-            with self.engine.begin() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
-                head = ScriptDirectory.from_config(cfg).get_current_head()
-                if current == head:
-                    return
-                logger.info("migrating database from %s to %s", current, head)
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            with self.engine.connect() as conn:
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:
+                    # SQLite changes a table's constraints by copying it and dropping the
+                    # old one; with foreign keys on, that drop would cascade (every
+                    # delivery of a recreated edition gone). Off for this connection,
+                    # outside any transaction (a PRAGMA inside one is ignored), and
+                    # checked before the commit.
+                    _driver(conn).execute("PRAGMA foreign_keys=OFF")
+                with conn.begin():
+                    current = MigrationContext.configure(conn).get_current_revision()
+                    head = ScriptDirectory.from_config(cfg).get_current_head()
+                    if current == head:
+                        return
+                    logger.info("migrating database from %s to %s", current, head)
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise StoreError(
+                                f"migration would break {len(broken)} foreign keys "
+                                f"(first: {tuple(broken[0])}); nothing was changed",
+                                where=_safe_url(self.engine),
+                            )
         except OperationalError as err:
             raise StoreError(
                 f"cannot open the database: {err.orig}", where=_safe_url(self.engine)

@@ -6,14 +6,17 @@ before the provider is called; afterwards its deliveries become accepted or
 failed. A batch still claimed when its worker died has an unknown outcome: it
 is never silently re-sent or dropped, but resolved (see ``newsletter.delivery``).
 
-Allowed transitions live in one table, ``TRANSITIONS``. The bulk updates
-here make only those moves: each is conditional on the row's current status
-(and batch), so a late or repeated call changes nothing it should not.
-:func:`check_transition` is for single-row changes made elsewhere (webhooks).
+The allowed moves of deliveries and batches are the tables in
+:mod:`newsletter.states` (``DELIVERY``, ``BATCH``). Every UPDATE here carries
+``status IN (the target's allowed sources)`` (and the batch), so a late or
+repeated call changes nothing it should not, and a refused single-row move
+raises :class:`~newsletter.errors.TransitionError`. Provider events change
+deliveries through :func:`write_event_statuses`, by precedence.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +26,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
+    Integer,
+    Row,
     and_,
     bindparam,
     case,
@@ -35,8 +40,25 @@ from sqlalchemy import (
     update,
 )
 
-from newsletter.errors import InputError, NewsletterError
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.errors import InputError, TransitionError
+from newsletter.states import (
+    BATCH,
+    DELIVERY,
+    DELIVERY_OPEN,
+    EDITION_NOT_SENDING,
+    BatchStatus,
+    DeliveryStatus,
+    EditionStatus,
+    SubscriberStatus,
+)
+from newsletter.store.base import (
+    StoreBase,
+    can_move,
+    move_row,
+    sqlite_executemany,
+    utcnow,
+)
+from newsletter.store.editions import finish_if_sending, mark_frozen
 from newsletter.store.schema import (
     ALL_DIGESTS,
     batches,
@@ -47,28 +69,78 @@ from newsletter.store.schema import (
     subscriptions,
 )
 
+logger = logging.getLogger(__name__)
+
+B, D = BatchStatus, DeliveryStatus
+
 #: an edition in one of these is never claimed from (store/control.py)
-NOT_SENDING = ("paused", "cancelled")
-
-TRANSITIONS: dict[str, set[str]] = {
-    # cancelled: its edition was cancelled (store/control.py)
-    # left: at claim time the subscriber was no longer active (unsubscribed, bounced,
-    # complained, suppressed, removed): never sent, and never sent later either
-    "queued": {"claimed", "cancelled", "left"},
-    "claimed": {"accepted", "failed", "queued", "unresolved"},
-    "unresolved": {"queued", "accepted", "failed"},
-    "accepted": {"delivered", "deferred", "bounced", "dropped", "complained", "unsubscribed"},
-    "failed": {"queued"},
-}
+NOT_SENDING = EDITION_NOT_SENDING
 
 
-class TransitionError(NewsletterError):
-    """A delivery was asked to move to a state it cannot reach."""
+def write_event_statuses(
+    conn: Connection, dialect: str, changes: list[dict[str, Any]], now: datetime
+) -> int:
+    """Apply event-driven changes ``{"id", "from", "status", "opened", "clicked"}`` in
+    the caller's transaction. Returns how many were refused; they change nothing.
+
+    Each move from ``from`` (the status the caller read, under a row lock) to
+    ``status`` is checked against ``DELIVERY`` (staying is a flag-only change),
+    and the UPDATE is conditional on the row still being in ``from``: a
+    compare-and-set, so the one executemany of a webhook request (thousands of
+    rows) needs no statement per target status.
+    """
+    rows = [
+        c for c in changes if c["from"] == c["status"] or DELIVERY.allowed(c["from"], c["status"])
+    ]
+    refused = len(changes) - len(rows)
+    if not rows:
+        return refused
+    if dialect == "sqlite":
+        done = sqlite_executemany(
+            conn,
+            deliveries,
+            "UPDATE deliveries SET {sets} WHERE id = ? AND status = ?",
+            [
+                {
+                    "status": r["status"],
+                    "opened": r["opened"],
+                    "clicked": r["clicked"],
+                    "updated_at": now,
+                    "{where}": (r["id"], r["from"]),
+                }
+                for r in rows
+            ],
+        )
+    else:
+        stmt = (
+            update(deliveries)
+            .where(
+                (deliveries.c.id == bindparam("b_id"))
+                & (deliveries.c.status == bindparam("b_from"))
+            )
+            .values(
+                status=bindparam("b_status"),
+                opened=bindparam("b_opened"),
+                clicked=bindparam("b_clicked"),
+                updated_at=now,
+            )
+        )
+        params = [
+            {
+                "b_id": r["id"],
+                "b_from": r["from"],
+                "b_status": r["status"],
+                "b_opened": r["opened"],
+                "b_clicked": r["clicked"],
+            }
+            for r in rows
+        ]
+        done = int(conn.execute(stmt, params).rowcount)
+    return refused + len(rows) - done
 
 
-def check_transition(current: str, target: str) -> None:
-    if target not in TRANSITIONS.get(current, set()):
-        raise TransitionError(f"a delivery cannot go from {current} to {target}")
+#: (subscriber_id, email, variant, status, error, release_at) of a delivery to write
+_NewRow = tuple[int, str, str, str, str, datetime | None]
 
 
 @dataclass(frozen=True)
@@ -88,7 +160,65 @@ class ClaimedDelivery(NamedTuple):
 
 
 @dataclass(frozen=True)
+class BatchRecord:
+    """A batch as stored: one provider request and what became of it."""
+
+    id: str
+    edition_id: int
+    variant: str
+    status: BatchStatus
+    backend: str
+    message_id: str
+    provider_batch_id: str
+    size: int
+    #: host:pid of the worker that claimed it (or took it over)
+    worker: str
+    claimed_at: datetime
+    finished_at: datetime | None
+    error: str
+
+
+def _batch(row: Row[Any]) -> BatchRecord:
+    m = row._mapping
+    return BatchRecord(
+        id=m["id"],
+        edition_id=m["edition_id"],
+        variant=m["variant"],
+        status=BatchStatus(m["status"]),
+        backend=m["backend"],
+        message_id=m["message_id"],
+        provider_batch_id=m["provider_batch_id"],
+        size=m["size"],
+        worker=m["worker"],
+        claimed_at=m["claimed_at"],
+        finished_at=m["finished_at"],
+        error=m["error"],
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """A delivery as stored: one edition to one subscriber."""
+
+    id: int
+    edition_id: int
+    subscriber_id: int
+    email: str
+    variant: str
+    status: DeliveryStatus
+    batch_id: str | None
+    message_id: str
+    error: str
+    opened: bool
+    clicked: bool
+    release_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Batch:
+    """A batch just claimed, with the deliveries to send."""
+
     id: str
     edition_id: int
     variant: str
@@ -152,21 +282,21 @@ class DeliveryQueries(StoreBase):
             ):
                 have.add(sid)
                 seen.setdefault(mail.strip().casefold(), sid)
-            new: list[tuple] = []
+            new: list[_NewRow] = []
             for r in rows:
                 if r.subscriber_id in have:
                     continue
                 have.add(r.subscriber_id)
                 first = seen.setdefault(r.email.strip().casefold(), r.subscriber_id)
                 if first != r.subscriber_id:
-                    status = "failed"
+                    status = D.FAILED
                     error = (
                         f"duplicate address: subscriber {first} has the same address "
                         "(ignoring case); sent once, not twice"
                     )
                     duplicates += 1
                 else:
-                    status, error = "queued", ""
+                    status, error = D.QUEUED, ""
                     added += 1
                 new.append((r.subscriber_id, r.email, r.variant, status, error, r.release_at))
             self._insert_deliveries(conn, edition_id, new, now, chunk=chunk)
@@ -177,15 +307,11 @@ class DeliveryQueries(StoreBase):
             if left_out is not None:
                 audience["left_out"] = dict(left_out)
             info["audience"] = audience
-            conn.execute(
-                update(editions)
-                .where(editions.c.id == edition_id)
-                .values(info=info, status="sending")
-            )
+            mark_frozen(conn, edition_id, info)
         return added
 
     def _insert_deliveries(
-        self, conn: Connection, edition_id: int, rows: list[tuple], now: datetime, *, chunk: int
+        self, conn: Connection, edition_id: int, rows: list[_NewRow], now: datetime, *, chunk: int
     ) -> None:
         """Bulk insert (subscriber_id, email, variant, status, error, release_at) rows.
 
@@ -197,8 +323,8 @@ class DeliveryQueries(StoreBase):
         if not rows:
             return
         dialect = conn.dialect
-        stamp = deliveries.c.updated_at.type._cached_bind_processor(dialect)
-        flag = deliveries.c.opened.type._cached_bind_processor(dialect)
+        stamp = deliveries.c.updated_at.type.bind_processor(dialect)
+        flag = deliveries.c.opened.type.bind_processor(dialect)
         at = stamp(now) if stamp else now
         no = flag(False) if flag else False
         cols = (
@@ -265,7 +391,7 @@ class DeliveryQueries(StoreBase):
         release = release_before or now
         ready = and_(
             deliveries.c.edition_id == edition_id,
-            deliveries.c.status == "queued",
+            can_move(deliveries, DELIVERY, D.CLAIMED),
             or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= release),
             # a paused or cancelled edition starts no new batch (store/control.py)
             ~exists().where((editions.c.id == edition_id) & editions.c.status.in_(NOT_SENDING)),
@@ -291,7 +417,7 @@ class DeliveryQueries(StoreBase):
                     id=batch_id,
                     edition_id=edition_id,
                     variant=variant,
-                    status="claimed",
+                    status=B.CLAIMED,
                     backend=backend,
                     size=0,
                     worker=worker,
@@ -310,7 +436,7 @@ class DeliveryQueries(StoreBase):
                 claimed = conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(pick.scalar_subquery()))
-                    .values(status="claimed", batch_id=batch_id, updated_at=now)
+                    .values(status=D.CLAIMED, batch_id=batch_id, updated_at=now)
                 ).rowcount
                 if not claimed:
                     # another worker took the last ones between the two statements
@@ -358,7 +484,9 @@ class DeliveryQueries(StoreBase):
         )
         active = (
             select(sub.c.id)
-            .where((sub.c.id == deliveries.c.subscriber_id) & (sub.c.status == "active"))
+            .where(
+                (sub.c.id == deliveries.c.subscriber_id) & (sub.c.status == SubscriberStatus.ACTIVE)
+            )
             .exists()
         )
         # nested two levels down: the UPDATE's row, not a second deliveries
@@ -387,10 +515,14 @@ class DeliveryQueries(StoreBase):
         )
         return conn.execute(
             update(deliveries)
-            .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "claimed"))
+            .where(
+                (deliveries.c.batch_id == batch_id)
+                & (deliveries.c.status == D.CLAIMED)
+                & can_move(deliveries, DELIVERY, D.LEFT)
+            )
             .where(~(active & subscribed))
             .values(
-                status="left",
+                status=D.LEFT,
                 batch_id=None,
                 error=case((active, "left the digest"), else_=func.coalesce(status_now, "removed")),
                 updated_at=now,
@@ -425,69 +557,97 @@ class DeliveryQueries(StoreBase):
         requeue_ids = [i for i in requeue if i not in failed]
         hold_ids = [i for i in unresolved if i not in failed and i not in requeue_ids]
         now = utcnow()
-        # no IN (...) here: expanding parameters cannot go with executemany
-        open_ = (deliveries.c.batch_id == batch_id) & or_(
-            deliveries.c.status == "claimed", deliveries.c.status == "unresolved"
-        )
-        one = open_ & (deliveries.c.id == bindparam("did"))
+        mine = deliveries.c.batch_id == batch_id
 
-        def each(values: dict[str, Any], params: list[dict]) -> int:
+        # no IN (...) of ids here: expanding parameters cannot go with executemany
+        def each(
+            target: DeliveryStatus, values: dict[str, Any], params: list[dict[str, Any]]
+        ) -> int:
             if not params:
                 return 0
-            return conn.execute(update(deliveries).where(one).values(**values), params).rowcount
+            # unresolved → unresolved is a hold renewed (the reason may be newer)
+            allowed = can_move(deliveries, DELIVERY, target, stay=target == D.UNRESOLVED)
+            one = mine & allowed & (deliveries.c.id == bindparam("did"))
+            stmt = update(deliveries).where(one).values(status=target, **values)
+            return int(conn.execute(stmt, params).rowcount)
 
         with self.begin() as conn:
             n_failed = each(
-                {"status": "failed", "error": bindparam("reason"), "updated_at": now},
+                D.FAILED,
+                {"error": bindparam("reason"), "updated_at": now},
                 [{"did": i, "reason": r[:2000]} for i, r in failed.items()],
             )
             n_queued = each(
-                {"status": "queued", "batch_id": None, "updated_at": now},
+                D.QUEUED,
+                {"batch_id": None, "updated_at": now},
                 [{"did": i} for i in requeue_ids],
             )
             n_own = each(
-                {"status": "accepted", "message_id": bindparam("mid"), "updated_at": now},
+                D.ACCEPTED,
+                {"message_id": bindparam("mid"), "updated_at": now},
                 [
                     {"did": i, "mid": m[:500]}
                     for i, m in accepted_ids.items()
                     if i not in failed and i not in unresolved and i not in requeue_ids
                 ],
             )
-            rest = update(deliveries).where(open_)
+            rest = update(deliveries).where(mine & can_move(deliveries, DELIVERY, D.ACCEPTED))
             if hold_ids:
                 rest = rest.where(deliveries.c.id.not_in(hold_ids))
             n_rest = conn.execute(
-                rest.values(status="accepted", message_id=message_id[:500], updated_at=now)
+                rest.values(status=D.ACCEPTED, message_id=message_id[:500], updated_at=now)
             ).rowcount
             n_held = each(
-                {"status": "unresolved", "error": bindparam("reason"), "updated_at": now},
+                D.UNRESOLVED,
+                {"error": bindparam("reason"), "updated_at": now},
                 [{"did": i, "reason": unresolved[i][:2000]} for i in hold_ids],
             )
             accepted = n_own + n_rest
+            counts = {
+                "accepted": accepted,
+                "failed": n_failed,
+                "queued": n_queued,
+                "unresolved": n_held,
+            }
             if batch_status is None:
                 batch_status = (
-                    "unknown"
+                    B.UNKNOWN
                     if n_held
-                    else "accepted"
+                    else B.ACCEPTED
                     if accepted
-                    else "failed"
+                    else B.FAILED
                     if n_failed
-                    else "requeued"
+                    else B.REQUEUED
                 )
-            values: dict = {"status": batch_status, "finished_at": now}
+            values: dict[str, Any] = {"finished_at": now}
             if message_id:
                 values["message_id"] = message_id[:500]
             if note or n_held:
                 values["error"] = (note or unresolved[hold_ids[0]])[:2000]
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
-        return {"accepted": accepted, "failed": n_failed, "queued": n_queued, "unresolved": n_held}
+            try:
+                move_row(
+                    conn,
+                    batches,
+                    BATCH,
+                    batches.c.id == batch_id,
+                    batch_status,
+                    what=f"batch {batch_id}",
+                    stay=True,
+                    **values,
+                )
+            except TransitionError as err:
+                if any(counts.values()):
+                    raise
+                # nothing of the batch was open: a late or repeated finish
+                logger.warning("batch %s: late finish ignored (%s)", batch_id, err.message)
+        return counts
 
     def set_provider_batch(self, batch_id: str, provider_batch_id: str) -> None:
         """Store the provider's batch id of a claimed batch (asked for after the claim)."""
         with self.begin() as conn:
             conn.execute(
                 update(batches)
-                .where((batches.c.id == batch_id) & (batches.c.status == "claimed"))
+                .where((batches.c.id == batch_id) & (batches.c.status == B.CLAIMED))
                 .values(provider_batch_id=provider_batch_id[:200])
             )
 
@@ -504,7 +664,7 @@ class DeliveryQueries(StoreBase):
                     .where(
                         (batches.c.id == batch_id)
                         & (batches.c.worker == worker)
-                        & (batches.c.status == "claimed")
+                        & (batches.c.status == B.CLAIMED)
                     )
                     .values(worker=new_worker)
                 ).rowcount
@@ -524,13 +684,13 @@ class DeliveryQueries(StoreBase):
         with self.connect() as conn:
             return _evidence(conn, batch_id)
 
-    def claimed_batches(self, edition_id: int) -> list[dict]:
+    def claimed_batches(self, edition_id: int) -> list[BatchRecord]:
         """Batches still claimed: their worker is calling the provider, or died doing so."""
         q = select(batches).where(
-            (batches.c.edition_id == edition_id) & (batches.c.status == "claimed")
+            (batches.c.edition_id == edition_id) & (batches.c.status == B.CLAIMED)
         )
         with self.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(batches.c.claimed_at))]
+            return [_batch(r) for r in conn.execute(q.order_by(batches.c.claimed_at))]
 
     def batch_delivery_ids(self, batch_id: str) -> list[int]:
         with self.connect() as conn:
@@ -548,38 +708,46 @@ class DeliveryQueries(StoreBase):
         with self.begin() as conn:
             n = conn.execute(
                 update(deliveries)
-                .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "claimed"))
-                .values(status="unresolved", error=reason, updated_at=now)
+                .where(
+                    (deliveries.c.batch_id == batch_id)
+                    & can_move(deliveries, DELIVERY, D.UNRESOLVED)
+                )
+                .values(status=D.UNRESOLVED, error=reason, updated_at=now)
             ).rowcount
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(status="unknown", error=reason)
+            move_row(
+                conn,
+                batches,
+                BATCH,
+                batches.c.id == batch_id,
+                B.UNKNOWN,
+                what=f"batch {batch_id}",
+                stay=True,
+                error=reason,
             )
-        return n
+        return int(n)
 
-    def unresolved_batches(self, edition_id: int | None = None) -> list[dict]:
+    def unresolved_batches(self, edition_id: int | None = None) -> list[BatchRecord]:
         """Held batches that still have deliveries waiting for a decision."""
         waiting = (
             select(deliveries.c.id)
-            .where((deliveries.c.batch_id == batches.c.id) & (deliveries.c.status == "unresolved"))
+            .where((deliveries.c.batch_id == batches.c.id) & (deliveries.c.status == D.UNRESOLVED))
             .exists()
         )
-        q = select(batches).where((batches.c.status == "unknown") & waiting)
+        q = select(batches).where((batches.c.status == B.UNKNOWN) & waiting)
         if edition_id is not None:
             q = q.where(batches.c.edition_id == edition_id)
         with self.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q.order_by(batches.c.claimed_at))]
+            return [_batch(r) for r in conn.execute(q.order_by(batches.c.claimed_at))]
 
-    def get_batch(self, batch_id: str) -> dict | None:
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
         with self.connect() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
-        return dict(row._mapping) if row else None
+        return _batch(row) if row else None
 
-    def list_batches(self, edition_id: int) -> list[dict]:
+    def list_batches(self, edition_id: int) -> list[BatchRecord]:
         with self.connect() as conn:
             return [
-                dict(r._mapping)
+                _batch(r)
                 for r in conn.execute(
                     select(batches)
                     .where(batches.c.edition_id == edition_id)
@@ -592,7 +760,7 @@ class DeliveryQueries(StoreBase):
 
         Only the batch's unresolved deliveries change; returns how many.
         """
-        target = {"resend": "queued", "sent": "accepted", "failed": "failed"}[decision]
+        target = {"resend": D.QUEUED, "sent": D.ACCEPTED, "failed": D.FAILED}[decision]
         now = utcnow()
         with self.begin() as conn:
             q = select(batches.c.status).where(batches.c.id == batch_id)
@@ -604,23 +772,67 @@ class DeliveryQueries(StoreBase):
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
                 )
             _check_held(conn, batch_id, row.status)
-            values: dict = {"status": target, "updated_at": now}
-            if target == "queued":
+            values: dict[str, Any] = {"updated_at": now}
+            if target == D.QUEUED:
                 values["batch_id"] = None
                 values["error"] = ""
-            elif target == "failed":
+            elif target == D.FAILED:
                 values["error"] = "outcome unknown; marked failed by the operator"
             n = conn.execute(
                 update(deliveries)
-                .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved"))
-                .values(**values)
+                .where(
+                    (deliveries.c.batch_id == batch_id)
+                    & (deliveries.c.status == D.UNRESOLVED)
+                    & can_move(deliveries, DELIVERY, target)
+                )
+                .values(status=target, **values)
             ).rowcount
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(status="resolved", error=f"resolved: {decision}", finished_at=now)
+            move_row(
+                conn,
+                batches,
+                BATCH,
+                batches.c.id == batch_id,
+                B.RESOLVED,
+                what=f"batch {batch_id}",
+                error=f"resolved: {decision}",
+                finished_at=now,
             )
-        return n
+        return int(n)
+
+    def move_batch(self, batch_id: str, status: str, **values: Any) -> bool:
+        """Move one batch to ``status`` (and set ``values``) if ``BATCH`` allows it.
+
+        True when it moved, False when it was there already;
+        :class:`TransitionError` when the move is refused.
+        """
+        with self.begin() as conn:
+            return move_row(
+                conn,
+                batches,
+                BATCH,
+                batches.c.id == batch_id,
+                status,
+                what=f"batch {batch_id}",
+                **values,
+            )
+
+    def move_delivery(self, delivery_id: int, status: str, **values: Any) -> bool:
+        """Move one delivery to ``status`` (and set ``values``) if ``DELIVERY`` allows it.
+
+        True when it moved, False when it was there already;
+        :class:`TransitionError` when the move is refused.
+        """
+        with self.begin() as conn:
+            return move_row(
+                conn,
+                deliveries,
+                DELIVERY,
+                deliveries.c.id == delivery_id,
+                status,
+                what=f"delivery {delivery_id}",
+                updated_at=utcnow(),
+                **values,
+            )
 
     def resend_held_batch(self, batch_id: str) -> tuple[int, int, str]:
         """``--resolve BATCH resend``, with the provider's evidence looked at again now.
@@ -648,15 +860,21 @@ class DeliveryQueries(StoreBase):
                 n = conn.execute(
                     update(deliveries)
                     .where(
-                        (deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved")
+                        (deliveries.c.batch_id == batch_id)
+                        & (deliveries.c.status == D.UNRESOLVED)
+                        & can_move(deliveries, DELIVERY, D.ACCEPTED)
                     )
-                    .values(status="accepted", message_id=(row.message_id or mid)[:500], error="")
+                    .values(status=D.ACCEPTED, message_id=(row.message_id or mid)[:500], error="")
                 ).rowcount
                 conn.execute(
                     update(batches)
-                    .where((batches.c.id == batch_id) & (batches.c.status == "unknown"))
+                    .where(
+                        (batches.c.id == batch_id)
+                        & (batches.c.status == B.UNKNOWN)
+                        & can_move(batches, BATCH, B.ACCEPTED)
+                    )
                     .values(
-                        status="accepted",
+                        status=B.ACCEPTED,
                         finished_at=now,
                         error=f"resend asked, not done: {seen} deliveries have provider events",
                     )
@@ -665,13 +883,21 @@ class DeliveryQueries(StoreBase):
                 return 0, n, str(row.edition_id)
             n = conn.execute(
                 update(deliveries)
-                .where((deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved"))
-                .values(status="queued", batch_id=None, error="", updated_at=now)
+                .where(
+                    (deliveries.c.batch_id == batch_id)
+                    & (deliveries.c.status == D.UNRESOLVED)
+                    & can_move(deliveries, DELIVERY, D.QUEUED)
+                )
+                .values(status=D.QUEUED, batch_id=None, error="", updated_at=now)
             ).rowcount
             conn.execute(
                 update(batches)
-                .where((batches.c.id == batch_id) & (batches.c.status == "unknown"))
-                .values(status="resolved", error="resolved: resend", finished_at=now)
+                .where(
+                    (batches.c.id == batch_id)
+                    & (batches.c.status == B.UNKNOWN)
+                    & can_move(batches, BATCH, B.RESOLVED)
+                )
+                .values(status=B.RESOLVED, error="resolved: resend", finished_at=now)
             )
         return n, 0, str(row.edition_id)
 
@@ -693,8 +919,8 @@ class DeliveryQueries(StoreBase):
         q = (
             select(
                 deliveries.c.variant,
-                func.sum(func.cast(deliveries.c.opened, _int())),
-                func.sum(func.cast(deliveries.c.clicked, _int())),
+                func.sum(func.cast(deliveries.c.opened, Integer)),
+                func.sum(func.cast(deliveries.c.clicked, Integer)),
             )
             .where(deliveries.c.edition_id == edition_id)
             .group_by(deliveries.c.variant)
@@ -710,7 +936,9 @@ class DeliveryQueries(StoreBase):
                 select(deliveries.c.status).where(deliveries.c.id == delivery_id)
             ).scalar_one_or_none()
 
-    def list_deliveries(self, edition_id: int, *, status: str | None = None) -> list[dict]:
+    def list_deliveries(
+        self, edition_id: int, *, status: str | None = None
+    ) -> list[DeliveryRecord]:
         q = (
             select(deliveries)
             .where(deliveries.c.edition_id == edition_id)
@@ -719,7 +947,10 @@ class DeliveryQueries(StoreBase):
         if status:
             q = q.where(deliveries.c.status == status)
         with self.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [
+                DeliveryRecord(**{**r._mapping, "status": DeliveryStatus(r.status)})
+                for r in conn.execute(q)
+            ]
 
 
 def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
@@ -740,7 +971,7 @@ def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
         )
         conn.execute(
             select(batches.c.id)
-            .where(batches.c.id.in_(held) & (batches.c.status == "unknown"))
+            .where(batches.c.id.in_(held) & (batches.c.status == B.UNKNOWN))
             .order_by(batches.c.id)
             .with_for_update()
         ).all()
@@ -775,7 +1006,7 @@ def settle_held_batches(
                 batches.c.message_id,
             )
             .join(batches, batches.c.id == deliveries.c.batch_id)
-            .where(deliveries.c.id.in_(part) & (batches.c.status == "unknown"))
+            .where(deliveries.c.id.in_(part) & (batches.c.status == B.UNKNOWN))
         )
         for did, bid, eid, bmid in conn.execute(q):
             provider, mid = by_delivery[did]
@@ -786,11 +1017,15 @@ def settle_held_batches(
     for bid, (eid, mid, provider) in held.items():
         n = conn.execute(
             update(deliveries)
-            .where((deliveries.c.batch_id == bid) & (deliveries.c.status == "unresolved"))
-            .values(status="accepted", message_id=mid[:500], error="", updated_at=now)
+            .where(
+                (deliveries.c.batch_id == bid)
+                & (deliveries.c.status == D.UNRESOLVED)
+                & can_move(deliveries, DELIVERY, D.ACCEPTED)
+            )
+            .values(status=D.ACCEPTED, message_id=mid[:500], error="", updated_at=now)
         ).rowcount
         values: dict[str, Any] = {
-            "status": "accepted",
+            "status": B.ACCEPTED,
             "finished_at": now,
             "error": f"outcome was unknown; accepted: a {provider} event arrived for it",
         }
@@ -798,7 +1033,11 @@ def settle_held_batches(
             values["message_id"] = mid[:500]
         conn.execute(
             update(batches)
-            .where((batches.c.id == bid) & (batches.c.status == "unknown"))
+            .where(
+                (batches.c.id == bid)
+                & (batches.c.status == B.UNKNOWN)
+                & can_move(batches, BATCH, B.ACCEPTED)
+            )
             .values(**values)
         )
         settled += n
@@ -810,11 +1049,11 @@ def settle_held_batches(
 
 def _check_held(conn: Connection, batch_id: str, status: str) -> None:
     """Refuse a decision on a batch that is not held, or whose deliveries are all settled."""
-    if status != "unknown":
+    if status != B.UNKNOWN:
         raise InputError(f"batch {batch_id} is {status}, not unresolved; nothing to decide")
     waiting = conn.execute(
         select(func.count()).where(
-            (deliveries.c.batch_id == batch_id) & (deliveries.c.status == "unresolved")
+            (deliveries.c.batch_id == batch_id) & (deliveries.c.status == D.UNRESOLVED)
         )
     ).scalar_one()
     if not waiting:
@@ -845,7 +1084,7 @@ def message_id_of(raw: Any) -> str:
 OWN_EVENTS = "newsletter"
 
 #: delivery statuses that keep an edition open
-OPEN_STATUSES = ("queued", "claimed", "unresolved")
+OPEN_STATUSES = DELIVERY_OPEN
 
 
 def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None:
@@ -860,15 +1099,7 @@ def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None
     }
     if any(counts.get(s) for s in OPEN_STATUSES):
         return
-    status = "partially_failed" if counts.get("failed") else "sent"
-    conn.execute(
-        update(editions)
-        .where((editions.c.id == edition_id) & (editions.c.status == "sending"))
-        .values(status=status, sent_at=now)
+    failed = counts.get(D.FAILED)
+    finish_if_sending(
+        conn, edition_id, EditionStatus.PARTIALLY_FAILED if failed else EditionStatus.SENT, now
     )
-
-
-def _int():  # noqa: ANN202
-    from sqlalchemy import Integer
-
-    return Integer

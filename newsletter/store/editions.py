@@ -3,25 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from newsletter.errors import TransitionError
 from newsletter.models import EditionInfo
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.states import (
+    EDITION,
+    EDITION_DONE,
+    EDITION_HANDLED,
+    EDITION_SENT,
+    DeliveryStatus,
+    EditionStatus,
+    SubscriberStatus,
+)
+from newsletter.store.base import StoreBase, can_move, move_row, utcnow
 from newsletter.store.schema import deliveries, edition_articles, editions, subscribers
 
 #: statuses of an edition whose articles count as "already sent"
-SENT_STATES = ("sending", "sent", "partially_failed")
+SENT_STATES = EDITION_SENT
 #: statuses of an edition whose period is done with: nothing more goes out for it
-DONE_STATES = ("sent", "partially_failed", "cancelled", "skipped")
+DONE_STATES = EDITION_DONE
 #: every status an edition of a handled period can have
-HANDLED_STATES = ("compiled", "sending", *DONE_STATES)
+HANDLED_STATES = EDITION_HANDLED
 
 
-def _info(r) -> EditionInfo:  # noqa: ANN001
+def move_edition(conn: Connection, edition_id: int, status: str, **values: Any) -> bool:
+    """Move an edition to ``status`` inside the caller's transaction (see
+    :func:`newsletter.store.base.move_row`); how other domains of the store change
+    an edition's status."""
+    return move_row(
+        conn,
+        editions,
+        EDITION,
+        editions.c.id == edition_id,
+        status,
+        what=f"edition {edition_id}",
+        **values,
+    )
+
+
+@dataclass(frozen=True)
+class EditionDetails:
+    """The frozen parts of an edition."""
+
+    window_start: datetime | None
+    window_end: datetime | None
+    #: the formatted rates header, as JSON
+    rates: Any
+    #: edition_date, the audience counts of the freeze, why it was skipped …
+    info: dict[str, Any]
+    #: article ids per variant, in their order
+    variants: dict[str, list[int]]
+
+
+def _info(r: Row[Any]) -> EditionInfo:
     return EditionInfo(
         id=r.id,
         digest=r.digest,
@@ -30,6 +70,28 @@ def _info(r) -> EditionInfo:  # noqa: ANN001
         subject=r.subject,
         created_at=r.created_at,
         sent_at=r.sent_at,
+    )
+
+
+def mark_frozen(conn: Connection, edition_id: int, info: dict[str, Any]) -> None:
+    """Inside the freeze's transaction: record the audience in the edition's info and
+    make it ``sending`` (it may be already: a second freeze adds late rows)."""
+    move_edition(conn, edition_id, EditionStatus.SENDING, stay=True, info=info)
+
+
+def finish_if_sending(conn: Connection, edition_id: int, status: str, now: datetime) -> bool:
+    """Inside the caller's transaction: a ``sending`` edition with nothing open becomes
+    ``status`` (sent or partially_failed); one in any other status keeps it."""
+    return bool(
+        conn.execute(
+            update(editions)
+            .where(
+                (editions.c.id == edition_id)
+                & (editions.c.status == EditionStatus.SENDING)
+                & can_move(editions, EDITION, status)
+            )
+            .values(status=EditionStatus(status), sent_at=now)
+        ).rowcount
     )
 
 
@@ -44,14 +106,16 @@ class EditionQueries(StoreBase):
         window_end: datetime | None,
         rates: Any = None,
         info: Any = None,
-        status: str = "compiled",
+        status: str = EditionStatus.COMPILED,
         variants: dict[str, Sequence[int]] | None = None,
     ) -> tuple[int, bool]:
         """Create the edition of (digest, period) with its articles, in one transaction.
 
         Returns (id, created). When another run created it first, returns that
         one's id and False: one edition per digest and period, whoever wins.
+        ``status`` must be one an edition may start in (compiled, skipped).
         """
+        EDITION.check_initial(status)
         try:
             with self.begin() as conn:
                 inserted = conn.execute(
@@ -97,7 +161,7 @@ class EditionQueries(StoreBase):
             row = conn.execute(select(editions).where(editions.c.id == edition_id)).first()
         return _info(row) if row else None
 
-    def edition_details(self, edition_id: int) -> dict[str, Any]:
+    def edition_details(self, edition_id: int) -> EditionDetails:
         """The frozen parts of an edition: window, rates, info, articles per variant."""
         with self.connect() as conn:
             row = conn.execute(select(editions).where(editions.c.id == edition_id)).one()
@@ -108,13 +172,13 @@ class EditionQueries(StoreBase):
                 .order_by(edition_articles.c.variant, edition_articles.c.position)
             ):
                 variants.setdefault(v, []).append(a)
-        return {
-            "window_start": row.window_start,
-            "window_end": row.window_end,
-            "rates": row.rates,
-            "info": row.info or {},
-            "variants": variants,
-        }
+        return EditionDetails(
+            window_start=row.window_start,
+            window_end=row.window_end,
+            rates=row.rates,
+            info=dict(row.info or {}),
+            variants=variants,
+        )
 
     def last_edition(
         self, digest: str, *, statuses: Sequence[str] = SENT_STATES
@@ -137,16 +201,25 @@ class EditionQueries(StoreBase):
 
     def set_edition_status(
         self, edition_id: int, status: str, *, sent: bool = False, unless: Sequence[str] = ()
-    ) -> None:
-        """Set the status; an edition whose status is in ``unless`` keeps it."""
-        values: dict[str, Any] = {"status": status}
+    ) -> bool:
+        """Move an edition to ``status`` (``sent``: stamp ``sent_at`` too).
+
+        Conditional on the edition being in a status that move is allowed from
+        (``newsletter.states.EDITION``): True when it moved, False when it was in
+        ``status`` already or in one of ``unless`` (it keeps that: a cancelled
+        edition stays cancelled when its last batches settle);
+        :class:`TransitionError` for any other refused move.
+        """
+        values: dict[str, Any] = {}
         if sent:
             values["sent_at"] = utcnow()
-        where = editions.c.id == edition_id
-        if unless:
-            where = where & editions.c.status.notin_(unless)
         with self.begin() as conn:
-            conn.execute(update(editions).where(where).values(**values))
+            try:
+                return move_edition(conn, edition_id, status, **values)
+            except TransitionError as err:
+                if err.current in unless:
+                    return False
+                raise
 
     def list_editions(self, digest: str | None = None, limit: int = 20) -> list[EditionInfo]:
         q = select(editions).order_by(editions.c.id.desc()).limit(limit)
@@ -167,7 +240,7 @@ class EditionQueries(StoreBase):
             window_start=None,
             window_end=None,
             info={"skipped": reason},
-            status="skipped",
+            status=EditionStatus.SKIPPED,
         )
 
     def delete_skipped_edition(self, edition_id: int) -> bool:
@@ -176,13 +249,13 @@ class EditionQueries(StoreBase):
             return bool(
                 conn.execute(
                     delete(editions).where(
-                        (editions.c.id == edition_id) & (editions.c.status == "skipped")
+                        (editions.c.id == edition_id) & (editions.c.status == EditionStatus.SKIPPED)
                     )
                 ).rowcount
             )
 
     def unfinished_editions(
-        self, digest: str, statuses: Sequence[str] = ("sending",)
+        self, digest: str, statuses: Sequence[str] = (EditionStatus.SENDING,)
     ) -> list[EditionInfo]:
         """Editions of ``digest`` still being sent, oldest first."""
         with self.connect() as conn:
@@ -202,7 +275,7 @@ class EditionQueries(StoreBase):
             return sorted(
                 conn.execute(
                     select(subscribers.c.timezone)
-                    .where(subscribers.c.status == "active")
+                    .where(subscribers.c.status == SubscriberStatus.ACTIVE)
                     .group_by(subscribers.c.timezone)
                 ).scalars()
             )
@@ -212,7 +285,7 @@ class EditionQueries(StoreBase):
         release among them."""
         waiting = and_(
             deliveries.c.edition_id == edition_id,
-            deliveries.c.status == "queued",
+            deliveries.c.status == DeliveryStatus.QUEUED,
             deliveries.c.release_at > now,
         )
         with self.connect() as conn:

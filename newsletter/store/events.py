@@ -9,10 +9,16 @@ runs in one transaction per webhook request:
    nothing are kept with no delivery and counted;
 3. the events are inserted;
 4. each touched delivery's status moves by precedence only (never backwards,
-   see :mod:`newsletter.tracking.precedence`), opened/clicked flags are set;
+   see :mod:`newsletter.states`), opened/clicked flags are set; events that
+   point backwards are counted (``refused``) and logged, never raised;
 5. addresses that hard-bounced, complained or unsubscribed are suppressed;
-6. soft-bounce streaks are recomputed from the deliveries' final statuses, so
-   the outcome does not depend on the order events arrived in.
+6. soft-bounce streaks are recomputed from the deliveries' final statuses for
+   every subscriber an event touched, so the outcome does not depend on the
+   order events arrived in.
+
+The writes to deliveries and subscribers go through the functions their own
+modules provide (``deliveries.write_event_statuses``,
+``audience.write_subscriber_changes``), in this module's transaction.
 
 On PostgreSQL the delivery rows are locked (FOR UPDATE) so two concurrent
 requests cannot both read-modify-write one delivery; on SQLite the write
@@ -30,25 +36,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from newsletter.store.base import StoreBase, update_by_id, utcnow
+from newsletter.states import (
+    EVENT_DRIVEN,
+    SOFT_REASON,
+    SUBSCRIBER_RANK,
+    DeliveryStatus,
+    EventType,
+    SubscriberStatus,
+    fold,
+    refused_by,
+    soft_bounce_streak,
+)
+from newsletter.store.audience import write_subscriber_changes
+from newsletter.store.base import StoreBase, sqlite_executemany, utcnow
 from newsletter.store.deliveries import (
     OWN_EVENTS,
     lock_held_batches,
     message_id_of,
     settle_held_batches,
+    write_event_statuses,
 )
 from newsletter.store.schema import deliveries, editions, events, subscribers
-from newsletter.tracking.events import TrackedEvent
-from newsletter.tracking.precedence import (
-    SOFT_REASON,
-    SUBSCRIBER_RANK,
-    fold,
-    soft_bounce_streak,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +68,36 @@ _CHUNK = 500
 #: editions looked back over when a soft-bounce streak is recomputed
 _STREAK_EDITIONS = 200
 
-#: statuses whose events may change them (see tracking.precedence.PRE_ACCEPTANCE)
-_EVENT_DRIVEN = (
-    "accepted",
-    "unresolved",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "complained",
-    "unsubscribed",
-)
-
 
 def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+@dataclass
+class TrackedEvent:
+    """One provider event, normalized, ready to store (what the store records and acts on)."""
+
+    provider: str
+    provider_event_id: str
+    type: EventType
+    raw_type: str
+    email: str
+    occurred_at: datetime
+    raw: dict[str, Any]
+    reason: str = ""
+    url: str = ""
+    #: from our custom args; checked against the deliveries table before use
+    delivery_id: int | None = None
+    edition_id: int | None = None
+    #: the provider's message id, to match events that carry no custom args
+    message_id: str = ""
+    #: (subscriber status, reason) when the address must never be mailed again
+    suppress: tuple[SubscriberStatus, str] | None = None
+    #: a temporary failure (deferred, blocked) that counts toward the soft-bounce limit
+    soft_bounce: bool = False
+    #: the reader re-joined SendGrid's unsubscribe group: lift that group's unsubscribe
+    resubscribe: bool = False
 
 
 @dataclass
@@ -88,6 +113,9 @@ class RecordResult:
     deliveries_changed: int = 0
     #: addresses newly suppressed (subscriber status left active)
     suppressed: int = 0
+    #: events pointing to a status their delivery cannot take (late, out of order,
+    #: or before the provider's answer was recorded): stored, status kept
+    refused: int = 0
     #: delivery ids the events were matched to
     matched: set[int] = field(default_factory=set)
 
@@ -99,6 +127,7 @@ class RecordResult:
             "unmatched": self.unmatched,
             "deliveries_changed": self.deliveries_changed,
             "suppressed": self.suppressed,
+            "refused": self.refused,
         }
 
 
@@ -131,8 +160,6 @@ _SUBSCRIBER_COLS = (
     subscribers.c.status_reason,
     subscribers.c.soft_bounces,
 )
-#: event types that prove mail got through to the address
-_REACHED_EVENTS = ("delivered", "opened", "clicked", "complained", "unsubscribed")
 
 
 class EventQueries(StoreBase):
@@ -198,7 +225,7 @@ class EventQueries(StoreBase):
             self._insert_events(conn, rows)
             result.stored = len(rows)
             # one provider event settles the whole held batch of its delivery
-            settle_held_batches(
+            settled = settle_held_batches(
                 conn,
                 [
                     (d.id, ev.provider, ev.message_id or message_id_of(ev.raw))
@@ -207,7 +234,13 @@ class EventQueries(StoreBase):
                 ],
                 now,
             )
-            result.deliveries_changed = self._apply_statuses(conn, new, matched, now)
+            if settled:
+                # their deliveries are accepted now: fold the events from there (the
+                # status updates below are compare-and-set on the status read)
+                matched = self._match(conn, new)
+            result.deliveries_changed, result.refused = self._apply_statuses(
+                conn, new, matched, now
+            )
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_resubscribes(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -228,10 +261,10 @@ class EventQueries(StoreBase):
                 known.update((provider, eid) for eid in conn.execute(q).scalars())
         return known
 
-    def _insert_events(self, conn: Connection, rows: list[dict]) -> None:
+    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         # a concurrent request may have stored the same event since we looked
         if self.dialect == "sqlite":
-            self._sqlite_executemany(
+            sqlite_executemany(
                 conn,
                 events,
                 "INSERT INTO events ({cols}) VALUES ({marks}) "
@@ -243,38 +276,9 @@ class EventQueries(StoreBase):
             stmt: Any = pg_insert(events).on_conflict_do_nothing(
                 index_elements=["provider", "provider_event_id"]
             )
-        elif self.dialect == "sqlite":
-            stmt = sqlite_insert(events).on_conflict_do_nothing(
-                index_elements=["provider", "provider_event_id"]
-            )
         else:  # pragma: no cover - only SQLite and PostgreSQL are supported
             stmt = insert(events)
         conn.execute(stmt, rows)
-
-    @staticmethod
-    def _sqlite_executemany(conn: Connection, table: Any, sql: str, rows: list[dict]) -> None:
-        """executemany straight to the driver, values converted by the columns' own types.
-
-        The same rows through SQLAlchemy's executemany cost as much again in
-        per-row parameter handling; this keeps the webhook above 5,000 events/s.
-        ``sql`` has ``{cols}`` and ``{marks}`` for the columns of the first row;
-        a ``{where}`` key in a row is bound last (for UPDATE … WHERE id = ?).
-        """
-        cols = [c for c in rows[0] if c != "{where}"]
-        procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
-        where = "{where}" in rows[0]
-        params = []
-        for row in rows:
-            values = [p(row[c]) if p else row[c] for c, p in zip(cols, procs, strict=True)]
-            if where:
-                values.append(row["{where}"])
-            params.append(tuple(values))
-        text = sql.format(
-            cols=", ".join(cols),
-            marks=", ".join("?" * len(cols)),
-            sets=", ".join(f"{c} = ?" for c in cols),
-        )
-        conn.exec_driver_sql(text, params)
 
     def _match(self, conn: Connection, new: list[TrackedEvent]) -> list[_Delivery | None]:
         """The delivery of each event, or None. Rows are locked on PostgreSQL."""
@@ -323,41 +327,46 @@ class EventQueries(StoreBase):
         new: list[TrackedEvent],
         matched: list[_Delivery | None],
         now: datetime,
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Fold each delivery's events into its status and flags. Returns (deliveries
+        changed, events refused: pointing backwards, so counted and logged)."""
         types: dict[int, list[str]] = {}
         rows: dict[int, _Delivery] = {}
+        refused = 0
         for ev, d in zip(new, matched, strict=True):
             if d is not None:
-                if d.status == "unresolved" and ev.provider == OWN_EVENTS:
+                if d.status == DeliveryStatus.UNRESOLVED and ev.provider == OWN_EVENTS:
                     continue  # only the provider can say it took a held message
                 types.setdefault(d.id, []).append(ev.type)
                 rows[d.id] = d
+                refused += refused_by(d.status, ev.type)
         changes = []
         for did, ts in types.items():
             d = rows[did]
             status, opened, clicked = fold(d.status, ts)
             opened, clicked = opened or d.opened, clicked or d.clicked
             if (status, opened, clicked) != (d.status, d.opened, d.clicked):
-                changes.append({"id": did, "status": status, "opened": opened, "clicked": clicked})
-        if changes and self.dialect == "sqlite":
-            self._sqlite_executemany(
-                conn,
-                deliveries,
-                "UPDATE deliveries SET {sets} WHERE id = ?",
-                [
+                changes.append(
                     {
-                        "status": c["status"],
-                        "opened": c["opened"],
-                        "clicked": c["clicked"],
-                        "updated_at": now,
-                        "{where}": c["id"],
+                        "id": did,
+                        "from": d.status,
+                        "status": status,
+                        "opened": opened,
+                        "clicked": clicked,
                     }
-                    for c in changes
-                ],
+                )
+        # the rows are locked (PostgreSQL) or the transaction serialised (SQLite), so
+        # none moves between the read and this write; a refusal here would be a bug
+        stale = write_event_statuses(conn, self.dialect, changes, now)
+        if stale:
+            logger.error("%d event-driven delivery changes refused by the state table", stale)
+        if refused:
+            logger.info(
+                "%d events pointed to a status their delivery cannot take "
+                "(late, out of order or before the send recorded it); statuses kept",
+                refused,
             )
-        else:
-            update_by_id(conn, deliveries, changes, updated_at=now)
-        return len(changes)
+        return len(changes) - stale, refused
 
     def _subscribers(
         self, conn: Connection, ids: Iterable[int] = (), emails: Iterable[str] = ()
@@ -386,7 +395,7 @@ class EventQueries(StoreBase):
         def stronger(a: tuple[str, str] | None, b: tuple[str, str]) -> tuple[str, str]:
             if a is None:
                 return b
-            return max(a, b, key=lambda s: (SUBSCRIBER_RANK[s[0]], s[1]))
+            return max(a, b, key=lambda s: (SUBSCRIBER_RANK[SubscriberStatus(s[0])], s[1]))
 
         for ev, d in zip(new, matched, strict=True):
             if ev.suppress is None:
@@ -405,11 +414,11 @@ class EventQueries(StoreBase):
             if r.email in by_email:
                 wanted = stronger(wanted, by_email[r.email])
             assert wanted is not None
-            if SUBSCRIBER_RANK[wanted[0]] > SUBSCRIBER_RANK.get(r.status, 0):
+            if SUBSCRIBER_RANK[SubscriberStatus(wanted[0])] > SUBSCRIBER_RANK[r.status]:
                 changes.append({"id": r.id, "status": wanted[0], "status_reason": wanted[1]})
-                newly += r.status == "active"
+                newly += r.status == SubscriberStatus.ACTIVE
         if changes:
-            update_by_id(conn, subscribers, changes, updated_at=now)
+            write_subscriber_changes(conn, changes, now)
             logger.info("suppressed %d addresses", len(changes))
         return newly
 
@@ -436,11 +445,11 @@ class EventQueries(StoreBase):
         if not ids and not emails:
             return 0
         changes = [
-            {"id": r.id, "status": "active", "status_reason": "group resubscribe"}
+            {"id": r.id, "status": SubscriberStatus.ACTIVE, "status_reason": "group resubscribe"}
             for r in self._subscribers(conn, ids, emails)
-            if r.status == "unsubscribed" and r.status_reason == "group unsubscribe"
+            if r.status == SubscriberStatus.UNSUBSCRIBED and r.status_reason == "group unsubscribe"
         ]
-        update_by_id(conn, subscribers, changes, updated_at=now)
+        write_subscriber_changes(conn, changes, now)
         if changes:
             logger.info("re-subscribed %d addresses (group_resubscribe)", len(changes))
         return len(changes)
@@ -454,24 +463,31 @@ class EventQueries(StoreBase):
         now: datetime,
     ) -> None:
         soft: set[int] = set()
-        reached: set[int] = set()
+        touched: set[int] = set()
         for ev, d in zip(new, matched, strict=True):
             if d is None:
                 continue
             if ev.soft_bounce:
                 soft.add(d.subscriber_id)
-            elif ev.type in _REACHED_EVENTS:
-                reached.add(d.subscriber_id)
-        reached -= soft
-        if not soft and not reached:
+            else:
+                touched.add(d.subscriber_id)
+        touched -= soft
+        if not soft and not touched:
             return
         candidates = self._subscribers(conn, soft)
-        # mail getting through only matters to a subscriber with a streak to break
-        for part in _chunks(sorted(reached)):
+        # Any event may change a delivery's final status, and the streak is a function
+        # of final statuses only: mail getting through breaks it, and so does a drop
+        # replacing a deferral (a dropped message is no soft bounce). Recomputing it
+        # for every subscriber an event touched keeps suppression independent of the
+        # order events come in; only one with a streak or a suppression can change.
+        for part in _chunks(sorted(touched)):
             candidates += conn.execute(
                 select(*_SUBSCRIBER_COLS).where(
                     subscribers.c.id.in_(part)
-                    & ((subscribers.c.soft_bounces > 0) | (subscribers.c.status == "suppressed"))
+                    & (
+                        (subscribers.c.soft_bounces > 0)
+                        | (subscribers.c.status == SubscriberStatus.SUPPRESSED)
+                    )
                 )
             ).all()
         if not candidates:
@@ -495,24 +511,26 @@ class EventQueries(StoreBase):
                 .order_by(deliveries.c.id.desc())
             )
             for sid, status, opened, clicked in conn.execute(q):
-                history[sid].append("delivered" if opened or clicked else status)
+                history[sid].append(DeliveryStatus.DELIVERED if opened or clicked else status)
         changes = []
         for r in subs:
             streak = soft_bounce_streak(history[r.id])
             status, reason = r.status, r.status_reason
-            if limit and streak >= limit and status == "active":
-                status, reason = "suppressed", f"{SOFT_REASON}: {streak} in a row"
-            elif status == "suppressed" and reason.startswith(SOFT_REASON):
+            if limit and streak >= limit and status == SubscriberStatus.ACTIVE:
+                status = SubscriberStatus.SUPPRESSED
+                reason = f"{SOFT_REASON}: {streak} in a row"
+            elif status == SubscriberStatus.SUPPRESSED and reason.startswith(SOFT_REASON):
                 if not limit or streak < limit:
-                    # mail got through after all (a late delivered event)
-                    status, reason = "active", ""
+                    # mail got through after all (a late delivered event), or the
+                    # deferral turned out to be a drop
+                    status, reason = SubscriberStatus.ACTIVE, ""
                 else:
                     reason = f"{SOFT_REASON}: {streak} in a row"
             if (streak, status, reason) != (r.soft_bounces, r.status, r.status_reason):
                 changes.append(
                     {"id": r.id, "soft_bounces": streak, "status": status, "status_reason": reason}
                 )
-        update_by_id(conn, subscribers, changes, updated_at=now)
+        write_subscriber_changes(conn, changes, now)
 
     def apply_stored_events(
         self, delivery_ids: Sequence[int] | None = None, *, edition_id: int | None = None
@@ -525,7 +543,7 @@ class EventQueries(StoreBase):
         """
         now = utcnow()
         with self.begin() as conn:
-            q = select(*_DELIVERY_COLS).where(deliveries.c.status.in_(_EVENT_DRIVEN))
+            q = select(*_DELIVERY_COLS).where(deliveries.c.status.in_(EVENT_DRIVEN))
             if delivery_ids is not None:
                 ids = sorted(set(delivery_ids))
                 found: list[Any] = []
@@ -549,11 +567,14 @@ class EventQueries(StoreBase):
                         proofs.append((did, provider, message_id_of(raw)))
             settle_held_batches(conn, proofs, now)
             pairs = [
-                (TrackedEvent(provider, "", t, "", "", now, {}), rows[did])
+                (TrackedEvent(provider, "", EventType(t), "", "", now, {}), rows[did])
                 for did, ts in types.items()
                 for provider, t in ts
             ]
-            return self._apply_statuses(conn, [p[0] for p in pairs], [p[1] for p in pairs], now)
+            changed, _ = self._apply_statuses(
+                conn, [p[0] for p in pairs], [p[1] for p in pairs], now
+            )
+            return changed
 
     # ------------------------------------------------------------------ unsubscribes
 
@@ -574,7 +595,8 @@ class EventQueries(StoreBase):
             .where(deliveries.c.subscriber_id == subscriber_id)
             .where(
                 deliveries.c.status.in_(
-                    [s for s in _EVENT_DRIVEN if s != "unresolved"] + ["queued", "claimed", "left"]
+                    [s for s in EVENT_DRIVEN if s != DeliveryStatus.UNRESOLVED]
+                    + [DeliveryStatus.QUEUED, DeliveryStatus.CLAIMED, DeliveryStatus.LEFT]
                 )
             )
             .order_by(deliveries.c.id.desc())
@@ -582,21 +604,6 @@ class EventQueries(StoreBase):
         )
         with self.connect() as conn:
             return conn.execute(q).scalar_one_or_none()
-
-    def suppress_subscriber(self, subscriber_id: int, status: str, reason: str) -> bool:
-        """Set a suppression status unless a stronger one is already set. True if changed."""
-        with self.begin() as conn:
-            row = conn.execute(
-                select(subscribers.c.status).where(subscribers.c.id == subscriber_id)
-            ).first()
-            if row is None or SUBSCRIBER_RANK[status] <= SUBSCRIBER_RANK.get(row.status, 0):
-                return False
-            conn.execute(
-                update(subscribers)
-                .where(subscribers.c.id == subscriber_id)
-                .values(status=status, status_reason=reason[:500], updated_at=utcnow())
-            )
-            return True
 
     # ------------------------------------------------------------------ reading
 
@@ -665,7 +672,7 @@ class EventQueries(StoreBase):
         people = func.count(func.distinct(events.c.delivery_id))
         q = (
             select(events.c.url, clicks, people)
-            .where((events.c.edition_id == edition_id) & (events.c.type == "clicked"))
+            .where((events.c.edition_id == edition_id) & (events.c.type == EventType.CLICKED))
             .group_by(events.c.url)
             .order_by(people.desc(), clicks.desc(), events.c.url)
             .limit(limit)
@@ -679,7 +686,7 @@ class EventQueries(StoreBase):
             select(events.c.type, events.c.reason, func.count())
             .where(
                 (events.c.edition_id == edition_id)
-                & events.c.type.in_(("bounced", "dropped", "deferred"))
+                & events.c.type.in_((EventType.BOUNCED, EventType.DROPPED, EventType.DEFERRED))
             )
             .group_by(events.c.type, events.c.reason)
         )

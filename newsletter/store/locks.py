@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +57,17 @@ def _process_gone(holder: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, since when, and whether that holder is known to be gone."""
+
+    name: str
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+    stale: bool
 
 
 class RunLock:
@@ -167,14 +179,13 @@ class LockQueries(StoreBase):
         with self.begin() as conn:
             conn.execute(delete(locks).where((locks.c.name == name) & (locks.c.holder == holder)))
 
-    def lock_holder(self, name: str) -> dict[str, Any] | None:
-        """Who holds the lock ``name`` and since when: the row's holder, acquired_at, and
-        ``stale`` = True when that holder is known to be gone (a killed run's leftover)."""
+    def lock_holder(self, name: str) -> LockHolder | None:
+        """Who holds the lock ``name`` and since when (None: nobody); ``stale`` when that
+        holder is known to be gone (a killed run's leftover)."""
         with self.connect() as conn:
             row = conn.execute(select(locks).where(locks.c.name == name)).first()
             if row is None:
                 return None
-            out = dict(row._mapping)
             if self.dialect == "postgresql":
                 # the advisory lock itself says whether anyone holds it, on any machine
                 key = self._advisory_key(name)
@@ -187,10 +198,16 @@ class LockQueries(StoreBase):
                     ),
                     {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
                 ).scalar_one()
-                out["stale"] = not held
+                stale = not held
             else:
-                out["stale"] = _process_gone(row.holder) or row.expires_at <= utcnow()
-        return out
+                stale = _process_gone(row.holder) or row.expires_at <= utcnow()
+        return LockHolder(
+            name=row.name,
+            holder=row.holder,
+            acquired_at=row.acquired_at,
+            expires_at=row.expires_at,
+            stale=bool(stale),
+        )
 
     # ------------------------------------------------------------- the run lock
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 
 from newsletter.models import Rate
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import rates
 
 
-def _to_rate(r) -> Rate:  # noqa: ANN001
+def _to_rate(r: Row[Any]) -> Rate:
     return Rate(
         currency=r.currency,
         quote=r.quote,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -25,10 +26,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from newsletter.states import (
+    BatchStatus,
+    DeliveryStatus,
+    EditionStatus,
+    EventType,
+    SubscriberStatus,
+    SubscriptionStatus,
+    check_values,
+)
+
 metadata = MetaData()
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out, on every engine.
 
     SQLite keeps no offset, so values are converted to UTC before they are
@@ -120,14 +131,14 @@ subscribers = Table(
     Column("email", String(320), nullable=False, unique=True),  # normalized, lower case
     Column("name", String(500), nullable=False, default=""),
     Column("timezone", String(64), nullable=False, default=""),
-    # active | pending (signed up, not confirmed yet) | unsubscribed | suppressed |
-    # bounced | complained | forgotten (erased on request)
-    Column("status", String(20), nullable=False, default="active"),
+    # SubscriberStatus: pending = signed up, not confirmed; forgotten = erased on request
+    Column("status", String(20), nullable=False, default=SubscriberStatus.ACTIVE),
     Column("status_reason", String(500), nullable=False, default=""),
     Column("soft_bounces", Integer, nullable=False, default=0),
     Column("created_at", TZ, nullable=False),
     Column("updated_at", TZ, nullable=False),
     Index("ix_subscribers_status", "status"),
+    CheckConstraint(check_values("status", SubscriberStatus), name="ck_subscribers_status"),
 )
 
 subscriber_tags = Table(
@@ -166,6 +177,7 @@ subscriptions = Table(
     Column("consent_text", String(100), nullable=False, default=""),
     UniqueConstraint("subscriber_id", "digest", name="uq_subscriptions_digest"),
     Index("ix_subscriptions_digest", "digest", "status"),
+    CheckConstraint(check_values("status", SubscriptionStatus), name="ck_subscriptions_status"),
 )
 
 #: shared counters of the signup rate limits (several serve processes, one table)
@@ -193,8 +205,7 @@ editions = Table(
     Column("digest", String(200), nullable=False),
     # the schedule period this edition belongs to, e.g. "2026-11-30T07:00"
     Column("period", String(64), nullable=False),
-    # draft | compiled | sending | paused | sent | partially_failed | cancelled | skipped
-    Column("status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # EditionStatus
     Column("subject", Text, nullable=False, default=""),
     Column("window_start", TZ),
     Column("window_end", TZ),
@@ -203,6 +214,7 @@ editions = Table(
     Column("created_at", TZ, nullable=False),
     Column("sent_at", TZ),
     UniqueConstraint("digest", "period", name="uq_editions_period"),
+    CheckConstraint(check_values("status", EditionStatus), name="ck_editions_status"),
 )
 
 edition_articles = Table(
@@ -221,8 +233,7 @@ batches = Table(
     Column("id", String(64), primary_key=True),
     Column("edition_id", Integer, ForeignKey("editions.id", ondelete="CASCADE"), nullable=False),
     Column("variant", String(500), nullable=False),
-    # claimed | accepted | failed | unknown | resolved
-    Column("status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # BatchStatus
     Column("backend", String(50), nullable=False),
     Column("message_id", String(500), nullable=False, default=""),
     Column("provider_batch_id", String(200), nullable=False, default=""),
@@ -231,6 +242,7 @@ batches = Table(
     Column("claimed_at", TZ, nullable=False),
     Column("finished_at", TZ),
     Column("error", Text, nullable=False, default=""),
+    CheckConstraint(check_values("status", BatchStatus), name="ck_batches_status"),
 )
 
 deliveries = Table(
@@ -241,9 +253,7 @@ deliveries = Table(
     Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
     Column("email", String(320), nullable=False),  # frozen with the audience
     Column("variant", String(500), nullable=False),
-    # queued | claimed | accepted | failed | unresolved | left | delivered | deferred |
-    # bounced | dropped | complained | unsubscribed | cancelled (its edition was cancelled)
-    Column("status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # DeliveryStatus
     Column("batch_id", String(64), ForeignKey("batches.id")),
     Column("message_id", String(500), nullable=False, default=""),
     Column("error", Text, nullable=False, default=""),
@@ -254,6 +264,7 @@ deliveries = Table(
     UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_recipient"),
     Index("ix_deliveries_status", "edition_id", "status"),
     Index("ix_deliveries_batch", "batch_id"),
+    CheckConstraint(check_values("status", DeliveryStatus), name="ck_deliveries_status"),
 )
 
 events = Table(
@@ -264,9 +275,7 @@ events = Table(
     Column("provider_event_id", String(200), nullable=False),
     Column("delivery_id", Integer, ForeignKey("deliveries.id")),
     Column("edition_id", Integer),
-    # queued | delivered | deferred | bounced | dropped | complained | unsubscribed |
-    # opened | clicked | unknown
-    Column("type", String(20), nullable=False),
+    Column("type", String(20), nullable=False),  # EventType
     Column("raw_type", String(50), nullable=False),
     Column("email", String(320), nullable=False, default=""),
     Column("occurred_at", TZ, nullable=False),
@@ -277,6 +286,7 @@ events = Table(
     UniqueConstraint("provider", "provider_event_id", name="uq_events_provider_id"),
     Index("ix_events_delivery", "delivery_id"),
     Index("ix_events_edition", "edition_id"),
+    CheckConstraint(check_values("type", EventType), name="ck_events_type"),
 )
 
 locks = Table(

@@ -16,50 +16,40 @@ from datetime import UTC, datetime
 from typing import Any
 
 from newsletter.errors import InputError
-from newsletter.tracking.events import TrackedEvent
+from newsletter.states import EventType, SubscriberStatus
+from newsletter.store.events import TrackedEvent
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "sendgrid"
 
 #: the closed set of normalized event types
-TYPES = (
-    "queued",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "complained",
-    "unsubscribed",
-    "opened",
-    "clicked",
-    "unknown",
-)
+TYPES = tuple(EventType)
 
 #: SendGrid event -> normalized type
-EVENT_TYPES: dict[str, str] = {
-    "processed": "queued",
-    "deferred": "deferred",
-    "delivered": "delivered",
-    "bounce": "bounced",
-    "blocked": "bounced",
-    "dropped": "dropped",
-    "spamreport": "complained",
-    "unsubscribe": "unsubscribed",
-    "group_unsubscribe": "unsubscribed",
-    "open": "opened",
-    "click": "clicked",
+EVENT_TYPES: dict[str, EventType] = {
+    "processed": EventType.QUEUED,
+    "deferred": EventType.DEFERRED,
+    "delivered": EventType.DELIVERED,
+    "bounce": EventType.BOUNCED,
+    "blocked": EventType.BOUNCED,
+    "dropped": EventType.DROPPED,
+    "spamreport": EventType.COMPLAINED,
+    "unsubscribe": EventType.UNSUBSCRIBED,
+    "group_unsubscribe": EventType.UNSUBSCRIBED,
+    "open": EventType.OPENED,
+    "click": EventType.CLICKED,
     # a reader re-joined the ASM group on SendGrid's own page: the group unsubscribe
     # is lifted (TrackedEvent.resubscribe); no delivery status changes
-    "group_resubscribe": "unknown",
+    "group_resubscribe": EventType.UNKNOWN,
 }
 
 #: dropped reason (lower case) -> the subscriber status it means for the address
-DROP_SUPPRESSES: dict[str, str] = {
-    "bounced address": "bounced",
-    "invalid": "bounced",
-    "unsubscribed address": "unsubscribed",
-    "spam reporting address": "complained",
+DROP_SUPPRESSES: dict[str, SubscriberStatus] = {
+    "bounced address": SubscriberStatus.BOUNCED,
+    "invalid": SubscriberStatus.BOUNCED,
+    "unsubscribed address": SubscriberStatus.UNSUBSCRIBED,
+    "spam reporting address": SubscriberStatus.COMPLAINED,
 }
 
 DELIVERY_ARG = "newsletter_delivery_id"
@@ -108,7 +98,7 @@ def normalize(raw: dict[str, Any], received_at: datetime) -> TrackedEvent:
     kind = raw_type.lower()
     if kind == "bounce" and bounce_type == "blocked":
         kind = "blocked"
-    ntype = EVENT_TYPES.get(kind, "unknown")
+    ntype = EVENT_TYPES.get(kind, EventType.UNKNOWN)
     email = _text(raw.get("email"), 320).strip().lower()
     reason = _text(raw.get("reason") or raw.get("response"))
     ev = TrackedEvent(
@@ -120,19 +110,19 @@ def normalize(raw: dict[str, Any], received_at: datetime) -> TrackedEvent:
         occurred_at=_when(raw.get("timestamp"), received_at),
         raw=raw,
         reason=reason,
-        url=_text(raw.get("url"), 4000) if ntype == "clicked" else "",
+        url=_text(raw.get("url"), 4000) if ntype == EventType.CLICKED else "",
         delivery_id=_int(raw.get(DELIVERY_ARG)),
         edition_id=_int(raw.get(EDITION_ARG)),
         message_id=_text(raw.get("sg_message_id"), 500).split(".", 1)[0],
     )
     if kind == "bounce":
-        ev.suppress = ("bounced", f"hard bounce: {reason}"[:500])
+        ev.suppress = (SubscriberStatus.BOUNCED, f"hard bounce: {reason}"[:500])
     elif kind in ("blocked", "deferred"):
         ev.soft_bounce = True
     elif kind == "spamreport":
-        ev.suppress = ("complained", "spam report")
+        ev.suppress = (SubscriberStatus.COMPLAINED, "spam report")
     elif kind in ("unsubscribe", "group_unsubscribe"):
-        ev.suppress = ("unsubscribed", kind.replace("_", " "))
+        ev.suppress = (SubscriberStatus.UNSUBSCRIBED, kind.replace("_", " "))
     elif kind == "group_resubscribe":
         ev.resubscribe = True
     elif kind == "dropped":

@@ -29,31 +29,34 @@ from typing import Any
 from newsletter.delivery.backends import EVENT_BACKENDS
 from newsletter.errors import NotFoundError
 from newsletter.models import EditionInfo
+from newsletter.states import REACHED, DeliveryStatus
 from newsletter.store import Store
+
+D = DeliveryStatus
 
 #: delivery statuses, in the order they are shown
 STATUSES = (
-    "queued",
-    "claimed",
-    "accepted",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "complained",
-    "unsubscribed",
-    "failed",
-    "unresolved",
-    "cancelled",
-    "left",
+    D.QUEUED,
+    D.CLAIMED,
+    D.ACCEPTED,
+    D.DELIVERED,
+    D.DEFERRED,
+    D.BOUNCED,
+    D.DROPPED,
+    D.COMPLAINED,
+    D.UNSUBSCRIBED,
+    D.FAILED,
+    D.UNRESOLVED,
+    D.CANCELLED,
+    D.LEFT,
 )
 #: everything `status` counts: the statuses plus the engagement flags
 COUNTS = (*STATUSES, "opened", "clicked")
 
 #: not (yet) taken by the provider
-_NOT_SENT = ("queued", "claimed", "failed", "unresolved", "cancelled", "left")
+_NOT_SENT = (D.QUEUED, D.CLAIMED, D.FAILED, D.UNRESOLVED, D.CANCELLED, D.LEFT)
 #: statuses that prove the message arrived
-_ARRIVED = ("delivered", "unsubscribed", "complained")
+_ARRIVED = REACHED
 
 
 def _rate(n: int, d: int) -> float | None:
@@ -144,7 +147,7 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
         # across all editions: events whose message we could not find
         "unmatched_events": store.unmatched_event_count(),
         "unresolved_batches": [
-            {"id": b["id"], "size": b["size"], "error": b["error"], "variant": b["variant"]}
+            {"id": b.id, "size": b.size, "error": b.error, "variant": b.variant}
             for b in store.unresolved_batches(info.id)
         ],
     }

@@ -26,10 +26,11 @@ from newsletter.config import Config, DigestConfig
 from newsletter.delivery.message import list_id
 from newsletter.errors import InputError
 from newsletter.models import Subscriber, slugify
+from newsletter.states import EventType, SubscriberStatus, SubscriptionStatus
 from newsletter.store import Store
+from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import ALL_DIGESTS
 from newsletter.store.subscriptions import effective
-from newsletter.tracking.events import TrackedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +80,14 @@ def mask_email(email: str) -> str:
 def active_digests(cfg: Config, store: Store, reader: Reader) -> list[str]:
     """The configured digests this reader gets now, in config order."""
     sub = reader.subscriber
-    if sub is None or sub.id is None or sub.status != "active":
+    if sub is None or sub.id is None or sub.status != SubscriberStatus.ACTIVE:
         return []
     subs = store.subscriptions_of(sub.id)
-    return [d.name for d in cfg.digests if (s := effective(subs, d.name)) and s.status == "active"]
+    return [
+        d.name
+        for d in cfg.digests
+        if (s := effective(subs, d.name)) and s.status == SubscriptionStatus.ACTIVE
+    ]
 
 
 def _record_leave(cfg: Config, store: Store, sub: Subscriber, digest: str, how: str) -> int | None:
@@ -94,7 +99,7 @@ def _record_leave(cfg: Config, store: Store, sub: Subscriber, digest: str, how: 
     ev = TrackedEvent(
         provider=PROVIDER,
         provider_event_id=f"unsubscribe:{did}",
-        type="unsubscribed",
+        type=EventType.UNSUBSCRIBED,
         raw_type=f"unsubscribe-{how}"[:50],
         email=sub.email,
         occurred_at=datetime.now(UTC),

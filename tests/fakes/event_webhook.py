@@ -136,13 +136,10 @@ def sent_edition(
     )
     while (batch := store.claim_batch(eid, backend="sendgrid", limit=1000)) is not None:
         store.finish_batch(batch.id, message_id=message_id)
-    by_email = {d["email"]: d for d in store.list_deliveries(eid)}
+    by_email = {d.email: d for d in store.list_deliveries(eid)}
     return SentEdition(
         eid,
-        [
-            Sent(by_email[e]["id"], by_email[e]["subscriber_id"], e, by_email[e]["variant"])
-            for e in emails
-        ],
+        [Sent(by_email[e].id, by_email[e].subscriber_id, e, by_email[e].variant) for e in emails],
         message_id,
     )
 
