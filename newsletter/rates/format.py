@@ -6,8 +6,11 @@ so a figure is never rounded twice or printed in exponent form.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+from newsletter.models import RateLine, RatesHeader
 
 #: thousands and decimal separators by language (CLDR's, for the languages a
 #: Central Asian newsroom writes in; a small table rather than a babel dependency)
@@ -89,32 +92,119 @@ def direction(change: Decimal | None) -> str:
     return "up" if rounded > 0 else "down" if rounded < 0 else "flat"
 
 
-def inverted(value: Decimal, invert_below: float | None) -> bool:
-    """Whether XXX/USD = ``value`` is shown as "1 USD = N XXX"."""
-    return bool(invert_below) and value < Decimal(str(invert_below))
-
-
-def inverse_change(change_pct: Decimal) -> Decimal:
-    """The change of 1/x, in percent, when x changed by ``change_pct`` percent."""
-    return -change_pct * 100 / (100 + change_pct)
-
-
-def rate_text(
+def figure(
+    value: Decimal,
     currency: str,
     quote: str,
-    value: Decimal,
     *,
+    convention: str = "ticker",
     digits: int = 4,
-    invert_below: float | None = None,
     locale: str = "en",
 ) -> str:
-    """'0.002089' or, below the threshold, '1 USD = 12,194 UZS'."""
-    if inverted(value, invert_below):
+    """'0.001966' (ticker) or '1 USD = 508.6 KZT' (bank) for KZT/USD = ``value``."""
+    if convention == "bank":
         with localcontext() as ctx:
             ctx.prec = 28
             inverse = Decimal(1) / value
         return f"1 {quote} = {group(significant(inverse, digits), locale)} {currency}"
     return group(significant(value, digits), locale)
+
+
+def label(currency: str, quote: str, convention: str = "ticker") -> str:
+    """The row's label, which names the figure beside it: 'KZT/USD' for 0.001966
+    (ticker), 'USD/KZT' for '1 USD = 508.6 KZT' (bank)."""
+    return f"{quote}/{currency}" if convention == "bank" else f"{currency}/{quote}"
+
+
+#: what a reader calls a currency in the words a screen reader reads
+CURRENCY_NAMES = {
+    "KGS": "som",
+    "KZT": "tenge",
+    "TJS": "somoni",
+    "UZS": "sum",
+    "TMT": "manat",
+    "AZN": "manat",
+    "RUB": "rouble",
+    "CNY": "yuan",
+    "EUR": "euro",
+    "USD": "dollar",
+}
+
+ARROWS = {"up": "▲", "down": "▼", "flat": "="}
+
+
+def words(currency: str, change: Decimal | None, locale: str = "en") -> str:
+    """'tenge stronger by 0.34%', 'sum weaker by 0.1%', 'manat unchanged'; '' when unknown.
+
+    Says what the arrow and the colour say, for a screen reader."""
+    if change is None:
+        return ""
+    name = CURRENCY_NAMES.get(currency, currency)
+    rounded = _round_pct(change)
+    if rounded == 0:
+        return f"{name} unchanged"
+    size = group(f"{abs(rounded):f}", locale) + "%"
+    return f"{name} {'stronger' if rounded > 0 else 'weaker'} by {size}"
+
+
+def legend(quote: str) -> str:
+    """What the arrows mean, printed under the rates."""
+    against = "the US dollar" if quote == "USD" else quote
+    return f"▲ stronger, ▼ weaker against {against} since the previous business day"
+
+
+@dataclass(frozen=True)
+class RateRow:
+    """One line of the rates header as printed."""
+
+    label: str  # "KZT/USD"
+    figure: str  # "0.001966" or "1 USD = 508.6 KZT"
+    change: str  # "+0.34%", "" when unknown
+    direction: str  # up | down | flat: the currency against the quote
+    arrow: str  # ▲ ▼ =, "" when unknown
+    words: str  # "tenge stronger by 0.34%"
+    as_of: str  # "as of 27 Nov", "" for a figure of the edition's date
+    note: int  # footnote number of the source, 0 with a single source
+
+
+def rate_rows(header: RatesHeader, convention: str = "ticker", locale: str = "en") -> list[RateRow]:
+    """The header's rows, every one in ``convention``: the label matches the
+    figure, and the change, arrow and words are the currency's against the quote."""
+    return [_row(header, line, convention, locale) for line in header.items]
+
+
+def _row(header: RatesHeader, line: RateLine, convention: str, locale: str) -> RateRow:
+    note = header.note(line)
+    if line.legacy is not None:
+        d = line.legacy
+        return RateRow(
+            d.get("pair", ""),
+            d.get("text", ""),
+            d.get("change", ""),
+            d.get("direction", "flat"),
+            ARROWS.get(d.get("direction", "flat"), "=") if d.get("change") else "",
+            "",
+            d.get("as_of", ""),
+            note,
+        )
+    known = line.change_pct is not None
+    return RateRow(
+        label=label(line.currency, line.quote, convention),
+        figure=figure(
+            line.value,
+            line.currency,
+            line.quote,
+            convention=convention,
+            digits=line.digits,
+            locale=locale,
+        ),
+        change=percent(line.change_pct, locale),
+        direction=direction(line.change_pct),
+        arrow=ARROWS[direction(line.change_pct)] if known else "",
+        words=words(line.currency, line.change_pct, locale),
+        as_of=f"as of {short_date(line.rate_date)}" if line.dated else "",
+        note=note,
+    )
 
 
 def short_date(day: date) -> str:

@@ -21,10 +21,11 @@ from markupsafe import Markup
 from newsletter.config import DigestConfig, SiteConfig
 from newsletter.errors import RenderError
 from newsletter.models import Article, RatesHeader, Rendered
+from newsletter.rates.format import legend, rate_rows
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.render.inline import inline_css
-from newsletter.render.text import rates_sources, rates_table, wrap
+from newsletter.render.text import rates_text, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ def _context(c: EditionContent) -> dict:
         "layout": c.layout,
         "more_stories": c.more_stories,
         "rates": c.rates,
-        "rates_table": rates_table(c.rates),
-        "rates_sources": rates_sources(c.rates) if c.rates else "",
+        "rate_rows": rate_rows(c.rates, c.digest.rates_convention, c.site.language),
+        "rates_legend": legend(c.rates.items[0].quote) if c.rates else "",
+        "rates_text": rates_text(c.rates, c.digest.rates_convention, c.site.language),
         "reason_tags": c.reason_tags,
         "archive_url": c.archive_url,
         "web": c.web,
