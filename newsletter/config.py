@@ -47,6 +47,13 @@ class SiteConfig:
     unsubscribe_mailto: str = ""
     #: base URL of the web archive ("view in browser"); empty: no link
     archive_url: str = ""
+    #: the masthead's logo (an absolute https URL); empty: the site name in text.
+    #: width and height are the size it is shown at, in CSS pixels (both needed)
+    logo_url: str = ""
+    logo_width: int = 0
+    logo_height: int = 0
+    #: the logo's alt text (empty: the site name)
+    logo_alt: str = ""
 
 
 @dataclass
@@ -250,6 +257,18 @@ class DigestConfig:
     #: how the rates header prints every pair: "ticker" (KZT/USD 0.001966, as the
     #: site's ticker) or "bank" (1 USD = 508.6 KZT, as banks and the press)
     rates_convention: str = "ticker"
+    #: the greeting's name for a subscriber without one: "Hi there," (empty: the
+    #: language's word)
+    greeting_fallback: str = ""
+    #: words of a story's summary shown (0: none); longer summaries end in "…"
+    teaser_words: int = 35
+    #: an "In this issue" list of titles when the edition has more stories than this
+    contents_above: int = 5
+    #: topics the footer names before "and N more"
+    footer_topics: int = 4
+    #: folder of the editor's notes, one Markdown file per edition date
+    #: (YYYY-MM-DD.md); empty: notes/<digest name> next to the config
+    notes_dir: str = ""
     #: send a missed period late, up to this many hours; older ones are skipped
     catch_up_hours: int = 24
     #: release deliveries per subscriber timezone as local time reaches the schedule
@@ -537,6 +556,18 @@ def _validate(cfg: Config) -> None:
             fail(f"{key}.alert_idle_periods", "must be 0 (never) or a number of periods")
         if d.resume_max_age_hours < 0:
             fail(f"{key}.resume_max_age_hours", "must be 0 (one schedule period) or more")
+        if d.teaser_words < 0 or d.contents_above < 0 or d.footer_topics < 1:
+            bad = (
+                "teaser_words"
+                if d.teaser_words < 0
+                else "contents_above"
+                if d.contents_above < 0
+                else "footer_topics"
+            )
+            fail(
+                f"{key}.{bad}",
+                "must be 0 or more" if bad != "footer_topics" else "must be at least 1",
+            )
         if d.rates_convention not in CONVENTIONS:
             fail(
                 f"{key}.rates_convention",
@@ -585,6 +616,15 @@ def _validate(cfg: Config) -> None:
         fail("site.archive_url", "must be an absolute http(s) URL")
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
+    if cfg.site.logo_url:
+        if not cfg.site.logo_url.startswith(("https://", "http://")):
+            fail("site.logo_url", "must be an absolute http(s) URL (mail apps load it)")
+        if not (0 < cfg.site.logo_width <= 600 and 0 < cfg.site.logo_height <= 600):
+            fail(
+                "site.logo_width",
+                "a logo needs logo_width and logo_height, 1 to 600 CSS pixels each "
+                "(mail apps that block images keep the space)",
+            )
     if not 0 < cfg.webhook.port < 65536:
         fail("webhook.port", f"must be between 1 and 65535, got {cfg.webhook.port}")
     if cfg.webhook.max_age < 0:

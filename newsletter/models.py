@@ -165,6 +165,8 @@ class Rendered:
     #: articles moved to the "More stories" list to stay under the size budget
     overflow: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: values of placeholders a recipient has nothing for (the greeting's name)
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

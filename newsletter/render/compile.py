@@ -25,6 +25,8 @@ from newsletter.rates.format import legend, rate_rows
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.render.inline import inline_css
+from newsletter.render.note import note_html, note_text
+from newsletter.render.voice import topic_order
 from newsletter.render.text import rates_text, wrap
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class EditionContent:
     more_stories: list[Article] = field(default_factory=list)
     #: the web archive's copy: no personal data, no unsubscribe links
     web: bool = False
+    #: the editor's note, Markdown ("" for none)
+    note: str = ""
 
     @property
     def preheader(self) -> str:
@@ -81,6 +85,17 @@ def _sections(c: EditionContent, rest: list[Article]) -> list[dict]:
     return sections
 
 
+#: the greeting's name for a subscriber without one
+GREETING_FALLBACK = "there"
+
+
+def _contents(c: EditionContent) -> list[Article]:
+    """The stories "In this issue" lists: all of them, when there are more than
+    ``contents_above``."""
+    stories = c.articles + c.more_stories
+    return stories if len(stories) > c.digest.contents_above else []
+
+
 def _context(c: EditionContent) -> dict:
     lead, rest = (c.articles[0], c.articles[1:]) if c.articles else (None, [])
     return {
@@ -97,7 +112,11 @@ def _context(c: EditionContent) -> dict:
         "rate_rows": rate_rows(c.rates, c.digest.rates_convention, c.site.language),
         "rates_legend": legend(c.rates.items[0].quote) if c.rates else "",
         "rates_text": rates_text(c.rates, c.digest.rates_convention, c.site.language),
-        "reason_tags": c.reason_tags,
+        "reason_tags": topic_order(c.reason_tags, c.digest.tags),
+        "contents": _contents(c),
+        "note_html": note_html(c.note),
+        "note_text": note_text(c.note),
+        "first_name": personalize.FIRST_NAME,
         "archive_url": c.archive_url,
         "web": c.web,
         "preheader": c.preheader,
@@ -306,4 +325,5 @@ def render(
         preheader=c.preheader,
         overflow=overflow,
         warnings=warnings,
+        fallbacks={personalize.FIRST_NAME: c.digest.greeting_fallback or GREETING_FALLBACK},
     )

@@ -11,6 +11,8 @@ from pathlib import Path
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from newsletter.render.voice import teaser, topics
+
 
 def bundled_templates() -> Path:
     """templates/ at the top of a checkout, or the copy inside an installed wheel."""
@@ -92,4 +94,6 @@ def make_env(user_folder: str = "") -> Environment:
     env.filters["mjattr"] = mjattr
     env.filters["date"] = format_date
     env.filters["oneline"] = oneline
+    env.filters["teaser"] = teaser
+    env.filters["topics"] = topics
     return env
