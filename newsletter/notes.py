@@ -56,6 +56,17 @@ def read_note(cfg: Config, digest: DigestConfig, day: date) -> str:
     return check_note(text, str(path))
 
 
+def period_day(period: str) -> date:
+    """The edition date of a period key ("2026-11-30T07:00+05:00": its fire time
+    on the digest's clock)."""
+    return date.fromisoformat(period[:10])
+
+
+def note_for_period(cfg: Config, digest: DigestConfig, period: str) -> str:
+    """The note of the edition of ``period``, or ""."""
+    return read_note(cfg, digest, period_day(period))
+
+
 def write_note(cfg: Config, digest: DigestConfig, day: date, text: str) -> Path:
     """Store ``text`` as the note of the edition of ``day`` (atomically)."""
     path = note_path(cfg, digest, day)

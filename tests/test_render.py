@@ -8,7 +8,6 @@ import pytest
 
 from newsletter.errors import RenderError
 from newsletter.rates.format import rate_rows
-from newsletter.render.voice import teaser
 from newsletter.render.check import links_of
 from newsletter.render.compile import (
     _keep,
@@ -21,6 +20,7 @@ from newsletter.render.compile import (
 from newsletter.render.env import make_env
 from newsletter.render.personalize import PREFERENCES_URL, UNSUBSCRIBE_URL
 from newsletter.render.text import WIDTH, is_long_url_line, wrap
+from newsletter.render.voice import teaser
 from tests.render_data import load_content
 
 ENGINES = ["premailer", "css-inline"]

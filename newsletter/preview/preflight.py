@@ -10,6 +10,7 @@ from newsletter.delivery.mime import html_wire_sizes
 from newsletter.editions.frozen import content_for, render_content, tag_names
 from newsletter.editions.plan import plan_edition
 from newsletter.errors import RenderError
+from newsletter.notes import note_for_period
 from newsletter.preview.message import build_preview, preview_archive_link
 from newsletter.rates.service import build_header
 from newsletter.render.check import CheckReport, check_message
@@ -51,6 +52,7 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
     )
     names = tag_names(store)
     archive_url = preview_archive_link(store, cfg, digest, plan)
+    note = note_for_period(cfg, digest, plan.period)
     for key, variant in plan.variants.items():
         content = content_for(
             cfg,
@@ -62,6 +64,7 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
             tags=variant.tags,
             names=names,
             archive_url=archive_url,
+            note=note,
         )
         try:
             rendered = render_content(cfg, content)

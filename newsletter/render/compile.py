@@ -26,8 +26,8 @@ from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.render.inline import inline_css
 from newsletter.render.note import note_html, note_text
-from newsletter.render.voice import topic_order
 from newsletter.render.text import rates_text, wrap
+from newsletter.render.voice import topic_order
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,9 @@ def note_html(markdown: str) -> Markup:
 def note_text(markdown: str) -> str:
     """The note as plaintext: the Markdown as written, with each link's URL in
     brackets after its text so that every link of the HTML is in the text part."""
-    text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), markdown)
+    text = _LINK.sub(
+        lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), markdown
+    )
     text = _AUTOLINK.sub(r"\1", text)
     text = _EMPHASIS.sub(r"\2", text)
     text = _HEADING.sub("", text)
