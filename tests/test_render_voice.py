@@ -21,8 +21,8 @@ from newsletter.render.note import note_html, note_text
 from newsletter.render.personalize import FIRST_NAME, first_name
 from newsletter.render.voice import teaser, topics
 from tests.render_data import load_content
-from tests.test_send_sendgrid import sg, sg_config  # noqa: F401  (fixture)
 from tests.test_delivery import make_edition
+from tests.test_send_sendgrid import sg, sg_config  # noqa: F401  (fixture)
 
 
 def doc_of(html: str):
