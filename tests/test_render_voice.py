@@ -259,3 +259,28 @@ def test_no_dot_between_the_footer_links():
 
 def test_site_config_defaults_have_no_logo():
     assert SiteConfig().logo_url == "" and DigestConfig().teaser_words == 35
+
+
+def test_the_note_is_frozen_with_the_edition(project):
+    """Sent as written when the edition was compiled; a later edit changes nothing sent."""
+    from newsletter.config import load_config
+    from newsletter.editions.frozen import render_frozen
+    from newsletter.store import open_store
+
+    run = CliRunner().invoke
+    (project / "note.md").write_text("Hello from the **newsroom**.\n", encoding="utf-8")
+    assert run(cli, ["note", "note.md", "--date", "2026-11-30"]).exit_code == 0
+    assert run(cli, ["subscribers", "import", "subscribers.csv"]).exit_code in (0, 3)
+    result = run(cli, ["run", "--at", "2026-11-30T07:05:00+05:00"])
+    assert result.exit_code == 0, result.output
+    eml = next(project.rglob("*.eml")).read_bytes()
+    assert b"Hello from the newsroom." in eml  # the text part, as it went out
+    assert b"<strong>newsroom</strong>" in eml
+    (project / "notes" / "weekly" / "2026-11-30.md").write_text("Changed.\n", encoding="utf-8")
+    cfg = load_config(project / "newsletter.toml")
+    store = open_store(cfg.database_url)
+    try:
+        (rendered,) = list(render_frozen(store, cfg, 1).values())[:1]
+    finally:
+        store.close()
+    assert "Hello from the newsroom." in rendered.text and "Changed." not in rendered.text
