@@ -9,7 +9,7 @@ NL := $(BIN)/newsletter
 DEMO_AT ?= 2026-11-30T07:05:00+05:00
 DEMO_ENV := NEWSLETTER_SECRET_KEY=demo-only-not-a-secret NEWSLETTER_CONFIG=examples/demo.toml
 
-.PHONY: demo test lint format install install-test system-deps clean
+.PHONY: demo test lint format install install-test system-deps clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ demo: install
 	$(DEMO_ENV) $(NL) init
 	$(DEMO_ENV) $(NL) subscribers import subscribers/sample.csv
 	$(DEMO_ENV) $(NL) run --at $(DEMO_AT)
+
+# docs/screenshots/<language>/preview-<width>[-dark].png: the demo's default edition
+# through `newsletter preview --screenshot`, on a throwaway database (images as grey
+# boxes: the sample feed's image URLs are not real)
+SHOTS_DB := /tmp/newsletter-screenshots-$(shell id -u).db
+screenshots: install-test
+	rm -f $(SHOTS_DB)
+	$(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) subscribers import subscribers/sample.csv
+	$(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) ingest
+	for dark in "" --dark; do \
+	  $(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) preview --at $(DEMO_AT) \
+	    --placeholder-images --screenshot docs/screenshots/en $$dark || exit 1; \
+	done
+	rm -f $(SHOTS_DB)
 
 # System packages the tests need (Debian): chromium for the browser tests.
 system-deps:
