@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.errors import ConfigError
+from newsletter.i18n import check_language
 
 #: how an edition prints its rates header, one convention for every pair (per
 #: digest): "ticker" as the site's ticker, "KZT/USD 0.001966" (what one unit of
@@ -254,6 +255,9 @@ class DigestConfig:
     max_articles: int = 30
     #: a template name in the template folders
     template: str = "digest"
+    #: the edition's language: its catalogue (en, ru), dates and numbers; empty:
+    #: site.language
+    language: str = ""
     #: how the rates header prints every pair: "ticker" (KZT/USD 0.001966, as the
     #: site's ticker) or "bank" (1 USD = 508.6 KZT, as banks and the press)
     rates_convention: str = "ticker"
@@ -568,6 +572,8 @@ def _validate(cfg: Config) -> None:
                 f"{key}.{bad}",
                 "must be 0 or more" if bad != "footer_topics" else "must be at least 1",
             )
+        if d.language and (problem := check_language(d.language)):
+            fail(f"{key}.language", problem)
         if d.rates_convention not in CONVENTIONS:
             fail(
                 f"{key}.rates_convention",
@@ -614,6 +620,8 @@ def _validate(cfg: Config) -> None:
         fail("render.max_html_bytes", "must be at least 10000 (Gmail clips at about 102 KB)")
     if cfg.site.archive_url and not cfg.site.archive_url.startswith(("https://", "http://")):
         fail("site.archive_url", "must be an absolute http(s) URL")
+    if problem := check_language(cfg.site.language):
+        fail("site.language", problem)
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
     if cfg.site.logo_url:

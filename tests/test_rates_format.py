@@ -84,8 +84,10 @@ def test_percent_and_direction(change, text, direction):
 
 
 def test_percent_in_a_comma_locale():
-    assert fmt.percent(D("-1.2345"), "ru") == "-1,23%"
-    assert fmt.percent(D("-0.001"), "ru") == "0,00%"
+    # CLDR: a no-break space before the percent sign in Russian
+    assert fmt.percent(D("-1.2345"), "ru") == "-1,23\u00a0%"
+    assert fmt.percent(D("-0.001"), "ru") == "0,00\u00a0%"
+    assert fmt.percent(D("0.5"), "tr") == "+%0,50"  # Turkish puts it first
 
 
 def test_figure_in_each_convention():
@@ -162,7 +164,7 @@ def test_words_for_flat_unknown_and_unnamed_currencies():
     assert fmt.words("TMT", D("0.001")) == "manat unchanged"
     assert fmt.words("KZT", None) == ""
     assert fmt.words("XAU", D("-1.5")) == "XAU weaker by 1.50%"
-    assert fmt.words("KZT", D("-0.4"), "ru") == "tenge weaker by 0,40%"
+    assert fmt.words("KZT", D("-0.4"), "ru") == "тенге слабее на 0,40\u00a0%"
     rows = fmt.rate_rows(_header(("KZT", "0.002", None, "NBK")))
     assert (rows[0].change, rows[0].arrow, rows[0].words) == ("", "", "")
 

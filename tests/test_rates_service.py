@@ -413,7 +413,7 @@ def test_per_pair_digits_and_locale(store, replay):
     got = lines(header, "ticker", "ru")
     # CBU's KZT is '25.55' UZS: four digits are all it has, so six are not invented
     assert got["KZT"].text == "0,002104" and header.items[1].digits == 4
-    assert got["KZT"].change == "+0,51%"  # (25.55/12142.10) / (25.53/12194.21)
+    assert got["KZT"].change == "+0,51\u00a0%"  # (25.55/12142.10) / (25.53/12194.21)
 
 
 def test_the_peg_is_flat(store):

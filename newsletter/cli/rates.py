@@ -58,7 +58,7 @@ def register(cli: click.Group) -> None:
         header = build_header(app.store, cfg, when)
         convention = convention or digest.rates_convention
         if as_json:
-            rows = rate_rows(header, convention, app.config.site.language)
+            rows = rate_rows(header, convention, digest.language or app.config.site.language)
             emit_json(
                 [
                     {**line.as_dict(), **dataclasses.asdict(row)}
@@ -69,7 +69,7 @@ def register(cli: click.Group) -> None:
             click.echo("no rates available; the next edition would go out without a rates header")
         else:
             # the same block as the plaintext edition (templates/digest.txt.j2)
-            click.echo(rates_text(header, convention, app.config.site.language))
+            click.echo(rates_text(header, convention, digest.language or app.config.site.language))
         # current: not older than stale_after_days (a Friday figure on a Monday is
         # printed "as of" but still current)
         stale_before = when - timedelta(days=cfg.stale_after_days)

@@ -135,7 +135,9 @@ def read_manifest(folder: Path) -> list[dict]:
 
 
 def _index(cfg: Config, entries: list[dict], *, digest: str = "") -> str:
-    env = make_env(str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else "")
+    which = cfg.digest(digest) if digest else cfg.digests[0]
+    language = which.language or cfg.site.language
+    env = make_env(str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else "", language)
     try:
         return env.get_template("archive/index.html.j2").render(
             site=cfg.site,

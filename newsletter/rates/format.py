@@ -6,36 +6,34 @@ so a figure is never rounded twice or printed in exponent form.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from functools import lru_cache
 
+from babel.numbers import get_decimal_symbol, get_group_symbol
+
+from newsletter import i18n
+from newsletter.i18n import N_
 from newsletter.models import RateLine, RatesHeader
-
-#: thousands and decimal separators by language (CLDR's, for the languages a
-#: Central Asian newsroom writes in; a small table rather than a babel dependency)
-SEPARATORS = {
-    "en": (",", "."),
-    "ru": ("\u00a0", ","),
-    "kk": ("\u00a0", ","),
-    "ky": ("\u00a0", ","),
-    "tg": ("\u00a0", ","),
-    "tk": ("\u00a0", ","),
-    "uz": ("\u00a0", ","),
-    "tr": (".", ","),
-    "de": (".", ","),
-    "fr": ("\u202f", ","),
-}
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _CENT = Decimal("0.01")
 
 
+@lru_cache(maxsize=32)
 def separators(locale: str) -> tuple[str, str]:
-    """(thousands, decimal) for ``locale`` ('ru', 'ru_RU', 'ru-RU'); English when unknown."""
-    lang = locale.replace("-", "_").split("_")[0].lower()
-    return SEPARATORS.get(lang, SEPARATORS["en"])
+    """(thousands, decimal) for ``locale`` ('ru', 'ru_RU', 'ru-RU') from CLDR:
+    (',', '.') in English, (no-break space, ',') in Russian."""
+    loc = i18n.locale(locale)
+    return get_group_symbol(loc), get_decimal_symbol(loc)
+
+
+@lru_cache(maxsize=32)
+def _percent_pattern(locale: str) -> str:
+    """Where the number and the sign go: '{}%' in English, '{}\u00a0%' in Russian."""
+    pattern = i18n.locale(locale).percent_formats[None].pattern.split(";")[0]
+    return re.sub(r"[#0,.]+", "{}", pattern, count=1)
 
 
 def group(number: str, locale: str = "en") -> str:
@@ -75,13 +73,20 @@ def _round_pct(change: Decimal) -> Decimal:
 
 
 def percent(change: Decimal | None, locale: str = "en") -> str:
-    """'+0.12%', '-1.05%', '0.00%' (never '-0.00%' or '+0.00%'); '' when unknown."""
+    """'+0.12%', '-1.05%', '0.00%' (never '-0.00%' or '+0.00%'); '' when unknown.
+
+    The number, the separators and the place of the percent sign are the
+    locale's: '+0,12\u00a0%' in Russian."""
     if change is None:
         return ""
     rounded = _round_pct(change)
-    if rounded == 0:
-        return group("0.00", locale) + "%"
-    return group(f"{rounded:+f}", locale) + "%"
+    sign = "+" if rounded > 0 else "-" if rounded < 0 else ""
+    return sign + _size(rounded, locale)
+
+
+def _size(rounded: Decimal, locale: str) -> str:
+    """'0.12%' for +0.12 or -0.12: the percentage without its sign."""
+    return _percent_pattern(locale).format(group(f"{rounded.copy_abs():f}", locale))
 
 
 def direction(change: Decimal | None) -> str:
@@ -117,17 +122,18 @@ def label(currency: str, quote: str, convention: str = "ticker") -> str:
 
 
 #: what a reader calls a currency in the words a screen reader reads
+#: (translated where shown)
 CURRENCY_NAMES = {
-    "KGS": "som",
-    "KZT": "tenge",
-    "TJS": "somoni",
-    "UZS": "sum",
-    "TMT": "manat",
-    "AZN": "manat",
-    "RUB": "rouble",
-    "CNY": "yuan",
-    "EUR": "euro",
-    "USD": "dollar",
+    "KGS": N_("som"),
+    "KZT": N_("tenge"),
+    "TJS": N_("somoni"),
+    "UZS": N_("sum"),
+    "TMT": N_("manat"),
+    "AZN": N_("manat"),
+    "RUB": N_("rouble"),
+    "CNY": N_("yuan"),
+    "EUR": N_("euro"),
+    "USD": N_("dollar"),
 }
 
 ARROWS = {"up": "▲", "down": "▼", "flat": "="}
@@ -136,21 +142,34 @@ ARROWS = {"up": "▲", "down": "▼", "flat": "="}
 def words(currency: str, change: Decimal | None, locale: str = "en") -> str:
     """'tenge stronger by 0.34%', 'sum weaker by 0.1%', 'manat unchanged'; '' when unknown.
 
-    Says what the arrow and the colour say, for a screen reader."""
+    Says what the arrow and the colour say, for a screen reader, in ``locale``."""
     if change is None:
         return ""
-    name = CURRENCY_NAMES.get(currency, currency)
+    _ = i18n.lang(locale)
+    name = _(CURRENCY_NAMES[currency]) if currency in CURRENCY_NAMES else currency
     rounded = _round_pct(change)
     if rounded == 0:
-        return f"{name} unchanged"
-    size = group(f"{abs(rounded):f}", locale) + "%"
-    return f"{name} {'stronger' if rounded > 0 else 'weaker'} by {size}"
+        return _("{currency} unchanged", currency=name)
+    size = _size(rounded, locale)
+    if rounded > 0:
+        return _("{currency} stronger by {change}", currency=name, change=size)
+    return _("{currency} weaker by {change}", currency=name, change=size)
 
 
-def legend(quote: str) -> str:
+def legend(quote: str, locale: str = "en") -> str:
     """What the arrows mean, printed under the rates."""
-    against = "the US dollar" if quote == "USD" else quote
-    return f"▲ stronger, ▼ weaker against {against} since the previous business day"
+    _ = i18n.lang(locale)
+    if quote == "USD":
+        return _("▲ stronger, ▼ weaker against the US dollar since the previous business day")
+    return _(
+        "▲ stronger, ▼ weaker against {currency} since the previous business day", currency=quote
+    )
+
+
+def as_of(day: date, locale: str = "en") -> str:
+    """'as of 27 Nov', 'на 27 нояб.'."""
+    _ = i18n.lang(locale)
+    return _("as of {date}", date=_.short_day(day))
 
 
 @dataclass(frozen=True)
@@ -202,11 +221,11 @@ def _row(header: RatesHeader, line: RateLine, convention: str, locale: str) -> R
         direction=direction(line.change_pct),
         arrow=ARROWS[direction(line.change_pct)] if known else "",
         words=words(line.currency, line.change_pct, locale),
-        as_of=f"as of {short_date(line.rate_date)}" if line.dated else "",
+        as_of=as_of(line.rate_date, locale) if line.dated else "",
         note=note,
     )
 
 
-def short_date(day: date) -> str:
-    """'3 Mar', whatever the process locale is."""
-    return f"{day.day} {_MONTHS[day.month - 1]}"
+def short_date(day: date, locale: str = "en") -> str:
+    """'3 Mar' (CLDR's abbreviation for ``locale``), whatever the process locale is."""
+    return i18n.lang(locale).short_day(day)

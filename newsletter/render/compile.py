@@ -18,8 +18,10 @@ import mjml
 from jinja2 import TemplateError
 from markupsafe import Markup
 
+from newsletter import i18n
 from newsletter.config import DigestConfig, SiteConfig
 from newsletter.errors import RenderError
+from newsletter.i18n import N_
 from newsletter.models import Article, RatesHeader, Rendered
 from newsletter.rates.format import legend, rate_rows
 from newsletter.render import personalize
@@ -53,6 +55,11 @@ class EditionContent:
     note: str = ""
 
     @property
+    def language(self) -> str:
+        """The edition's language: the digest's, else the site's."""
+        return self.digest.language or self.site.language
+
+    @property
     def preheader(self) -> str:
         """The lead: the first story's title and the start of its summary."""
         if not self.articles:
@@ -81,12 +88,13 @@ def _sections(c: EditionContent, rest: list[Article]) -> list[dict]:
             sections.append({"name": tag_name, "articles": items})
     others = [a for a in rest if id(a) not in placed]
     if others:
-        sections.append({"name": "More news" if sections else "", "articles": others})
+        _ = i18n.lang(c.language)
+        sections.append({"name": _("More news") if sections else "", "articles": others})
     return sections
 
 
-#: the greeting's name for a subscriber without one
-GREETING_FALLBACK = "there"
+#: the greeting's name for a subscriber without one: "Hi there,"
+GREETING_FALLBACK = N_("there")
 
 
 def _contents(c: EditionContent) -> list[Article]:
@@ -109,9 +117,11 @@ def _context(c: EditionContent) -> dict:
         "layout": c.layout,
         "more_stories": c.more_stories,
         "rates": c.rates,
-        "rate_rows": rate_rows(c.rates, c.digest.rates_convention, c.site.language),
-        "rates_legend": legend(c.rates.items[0].quote) if c.rates else "",
-        "rates_text": rates_text(c.rates, c.digest.rates_convention, c.site.language),
+        "rate_rows": rate_rows(c.rates, c.digest.rates_convention, c.language),
+        "rates_legend": legend(c.rates.items[0].quote, c.language) if c.rates else "",
+        "rates_sources": [i18n.lang(c.language)(s) for s in c.rates.sources],
+        "rates_text": rates_text(c.rates, c.digest.rates_convention, c.language),
+        "language": c.language,
         "reason_tags": topic_order(c.reason_tags, c.digest.tags),
         "contents": _contents(c),
         "note_html": note_html(c.note),
@@ -160,7 +170,7 @@ def _mjml_error(err: Exception, source: str, name: str) -> RenderError:
 
 def compile_mjml(c: EditionContent, *, templates: str = "", timings: Timings | None = None) -> str:
     """Jinja2 → MJML → HTML, before CSS inlining."""
-    env = make_env(templates)
+    env = make_env(templates, c.language)
     name = f"{c.digest.template}.mjml.j2"
     with _stage(timings, "jinja"):
         try:
@@ -207,7 +217,7 @@ def render_html(
 
 def render_text(c: EditionContent, *, templates: str = "", timings: Timings | None = None) -> str:
     """The plaintext part, from its own template, wrapped to 78 columns."""
-    env = make_env(templates)
+    env = make_env(templates, c.language)
     name = f"{c.digest.template}.txt.j2"
     with _stage(timings, "text"):
         try:
@@ -310,14 +320,27 @@ def render(
     overflow = len(c.articles) - len(fitted.articles)
     size = sent_size(html)
     warnings = []
+    _ = i18n.lang(c.language)  # the warnings are shown with the edition (preview, check)
     if overflow:
         logger.info("edition over %d bytes: %d stories moved to More stories", max_bytes, overflow)
         warnings.append(
-            f"{overflow} of {len(c.articles)} stories moved to the More stories list "
-            f"to keep the HTML under {max_bytes} bytes"
+            _(
+                "{count} of {total} stories moved to the {more} list "
+                "to keep the HTML under {budget} bytes",
+                count=overflow,
+                total=len(c.articles),
+                more=_("More stories"),
+                budget=max_bytes,
+            )
         )
     if size > max_bytes:
-        warnings.append(f"HTML is about {size} bytes, over the {max_bytes}-byte budget")
+        warnings.append(
+            _(
+                "HTML is about {size} bytes, over the {budget}-byte budget",
+                size=size,
+                budget=max_bytes,
+            )
+        )
     return Rendered(
         subject=c.subject,
         html=html,
@@ -325,5 +348,8 @@ def render(
         preheader=c.preheader,
         overflow=overflow,
         warnings=warnings,
-        fallbacks={personalize.FIRST_NAME: c.digest.greeting_fallback or GREETING_FALLBACK},
+        fallbacks={
+            personalize.FIRST_NAME: c.digest.greeting_fallback
+            or i18n.lang(c.language)(GREETING_FALLBACK)
+        },
     )

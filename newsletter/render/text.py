@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from newsletter import i18n
 from newsletter.models import RatesHeader
 from newsletter.rates.format import RateRow, legend, rate_rows
 
@@ -100,13 +101,14 @@ def rates_table(rows: list[RateRow]) -> str:
     return "\n".join(lines)
 
 
-def rates_sources(rates: RatesHeader) -> str:
+def rates_sources(rates: RatesHeader, locale: str = "en") -> str:
     """'Rates: NBK' or, with several sources, 'Rates: [1] NBK, [2] NBT' (the
-    numbers match the footnotes in :func:`rates_table`)."""
-    sources = rates.sources
+    numbers match the footnotes in :func:`rates_table`), in ``locale``."""
+    _ = i18n.lang(locale)
+    sources = [_(s) for s in rates.sources]
     if len(sources) == 1:
-        return f"Rates: {sources[0]}"
-    return "Rates: " + ", ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1))
+        return _("Rates: {sources}", sources=sources[0])
+    return _("Rates: {sources}", sources=", ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)))
 
 
 def rates_text(rates: RatesHeader, convention: str = "ticker", locale: str = "en") -> str:
@@ -116,5 +118,9 @@ def rates_text(rates: RatesHeader, convention: str = "ticker", locale: str = "en
         return ""
     quote = rates.items[0].quote
     return "\n".join(
-        (rates_table(rate_rows(rates, convention, locale)), legend(quote), rates_sources(rates))
+        (
+            rates_table(rate_rows(rates, convention, locale)),
+            legend(quote, locale),
+            rates_sources(rates, locale),
+        )
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+from babel.lists import format_list
+
+from newsletter import i18n
 from newsletter.models import slugify
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+$")
@@ -38,13 +41,15 @@ def topic_order(names: list[str], digest_tags: list[str]) -> list[str]:
     return sorted(shown, key=lambda n: rank.get(slugify(n), len(rank)))
 
 
-def topics(names: list[str], limit: int = 4) -> str:
-    """'Kazakhstan', 'Kazakhstan and Energy', 'Kazakhstan, Uzbekistan and Energy',
-    or beyond ``limit``: 'Kazakhstan, Uzbekistan, Energy, Oil and 46 more'."""
+def topics(names: list[str], limit: int = 4, *, language: str = "en") -> str:
+    """'Kazakhstan', 'Kazakhstan and Energy', 'Kazakhstan, Uzbekistan, and Energy'
+    (the language's way of listing, CLDR's), or beyond ``limit``: 'Kazakhstan,
+    Uzbekistan, Energy, Oil and 46 more'."""
     if not names:
         return ""
+    _ = i18n.lang(language)
     if len(names) > limit:
-        return f"{', '.join(names[:limit])} and {len(names) - limit} more"
-    if len(names) == 1:
-        return names[0]
-    return f"{', '.join(names[:-1])} and {names[-1]}"
+        rest = len(names) - limit
+        text = _.ngettext("{names} and {count} more", "{names} and {count} more", rest)
+        return text.format(names=", ".join(names[:limit]), count=rest)
+    return format_list(names, locale=_.locale)
