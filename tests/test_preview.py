@@ -153,8 +153,8 @@ def test_preview_command_formats_and_files(project):
     out = invoke("preview", "--at", AT, "--as", "aigerim.sadykova@example.com", "--out", "she.html")
     assert out.exit_code == 0 and "wrote she.html" in out.output
     # the greeting's first name is filled per recipient, as a send fills it
-    assert "Hi Айгерим," in (project / "she.html").read_text()
-    assert "Hi there," in html.output and "%%first_name%%" not in html.output
+    assert "Hi Айгерим," in " ".join((project / "she.html").read_text().split())
+    assert "Hi there," in " ".join(html.output.split()) and "%%first_name%%" not in html.output
     assert "/unsubscribe/" in (project / "she.html").read_text()
     both = CliRunner().invoke(cli, ["preview", "--as", "a@example.com", "--tags", "x"])
     assert both.exit_code == 2 and "give --as or --tags, not both" in both.output

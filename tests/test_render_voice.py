@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.config import ConfigError, DigestConfig, SiteConfig
-from newsletter.delivery.mime import build_message
+from newsletter.delivery.mime import render_message
 from newsletter.delivery.send import send_edition
 from newsletter.models import Recipient, Subscriber
 from newsletter.render.check import links_of
@@ -95,11 +95,23 @@ def test_first_name(name, first):
     assert first_name(name) == first
 
 
+class _Wire:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def as_bytes(self) -> bytes:
+        # whitespace folded: the HTML part's long lines are broken at spaces
+        # (delivery.mime.short_lines), which HTML reads as one space
+        return b" ".join(self.data.split())
+
+
 def _message(rendered, name):
+    """The message as it goes on the wire, 8bit (both parts as written)."""
     from newsletter.delivery.backends.base import OutgoingMessage
 
     out = OutgoingMessage(rendered, "digest@steppe-ledger.example", "", "", "weekly.x", "weekly", 1)
-    return build_message(out, Recipient(7, "reader@example.com", name, "https://x.example/u", ""))
+    recipient = Recipient(7, "reader@example.com", name, "https://x.example/u", "")
+    return _Wire(render_message(out, recipient, eight_bit=True).data)
 
 
 def test_the_greeting_uses_the_first_name_or_the_fallback_in_the_raw_message():
@@ -168,6 +180,8 @@ def test_the_note_in_html_and_text():
     # every link of the HTML is in the text
     words = set(re.split(r"[\s()]+", plain))
     assert [h for h in links_of(page) if h not in words] == []
+    # no headings of its own: the outline stays one h1 masthead
+    assert "<h1>" not in note_html("# Big news\n\ntext") and "Big news" in note_html("# Big news")
     # no note, no trace
     assert 'class="nt"' not in render_html(load_content(6))
 

@@ -26,9 +26,9 @@ import base64
 import email.policy
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email import base64mime, quoprimime
-from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import quote

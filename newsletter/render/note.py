@@ -1,6 +1,7 @@
 """The editor's note: Markdown in, HTML and plaintext out. Pure.
 
-Raw HTML in the Markdown is escaped, not passed through (markdown-it's
+Headings are not made (the edition's outline is the template's), and raw HTML
+in the Markdown is escaped, not passed through (markdown-it's
 "commonmark" preset with ``html`` off): a note is text with emphasis, links and
 lists, and nothing in it can break the email's markup. Links must be http(s)
 or mailto (markdown-it refuses javascript: and data: itself).
@@ -23,7 +24,10 @@ _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 
 @lru_cache(maxsize=1)
 def _md() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # no headings: a "# Title" in a note would be a second h1 beside the masthead
+    # and break the outline (h1 masthead, h2 sections, h3 stories)
+    return md.disable(["heading", "lheading"])
 
 
 def note_html(markdown: str) -> Markup:
