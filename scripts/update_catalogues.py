@@ -52,7 +52,9 @@ def merge(language: str) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         catalog = read_po(POT.open("rb"), locale=language)
+    created = catalog.creation_date  # a re-run with nothing new changes no byte
     catalog.update(template, no_fuzzy_matching=True)
+    catalog.creation_date = created
     catalog.obsolete.clear()
     catalog.fuzzy = False
     catalog.project = "newsletter"
