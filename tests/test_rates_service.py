@@ -470,3 +470,12 @@ def test_an_edition_frozen_with_formatted_text_prints_as_it_was():
         "as of 2 Apr",
     )
     assert header.as_of == APR2 and header_to_json(header) == old
+
+
+def test_a_stored_figure_of_unknown_precision_never_counts_as_precise(store):
+    """Rows stored before migration 0004 have no digits: usable, never "precise"."""
+    store.save_rates([Rate("KZT", "USD", Decimal("0.0021"), APR1, "nbk")])
+    assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"]).digits is None
+    assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"], min_digits=4) is None
+    store.save_rates([Rate("KZT", "USD", Decimal("0.002105"), APR1, "cbu", digits=5)])
+    assert store.latest_rate("KZT", "USD", APR2, min_digits=4).source == "cbu"
