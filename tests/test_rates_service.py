@@ -473,7 +473,7 @@ def test_an_edition_frozen_with_formatted_text_prints_as_it_was():
 
 
 def test_a_stored_figure_of_unknown_precision_never_counts_as_precise(store):
-    """Rows stored before migration 0004 have no digits: usable, never "precise"."""
+    """Rows stored before migration 0005 have no digits: usable, never "precise"."""
     store.save_rates([Rate("KZT", "USD", Decimal("0.0021"), APR1, "nbk")])
     assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"]).digits is None
     assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"], min_digits=4) is None

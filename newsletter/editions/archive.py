@@ -79,7 +79,7 @@ def render_web(store: Store, cfg: Config, edition_id: int) -> Rendered:
         rates=header_from_json(details.rates),
         tags=list(digest.tags),
         names=tag_names(store),
-        note=details["info"].get("note", ""),
+        note=details.info.get("note", ""),
     )
     content.web = True
     rendered = render(

@@ -79,7 +79,7 @@ def render_frozen(store: Store, cfg: Config, edition_id: int) -> dict[str, Rende
             tags=variant_tags(key, digest),
             names=names,
             archive_url=archive_link(cfg, digest, edition_id),
-            note=details["info"].get("note", ""),
+            note=details.info.get("note", ""),
         )
         out[key] = render_content(cfg, content)
     return out

@@ -1,7 +1,7 @@
 """rates.digits: how many significant digits a stored figure is good to
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-05 16:50:00
 
 A fallback to a stored figure must not show fewer significant digits than the
@@ -13,8 +13,8 @@ their precision is unknown and they never count as precise.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
