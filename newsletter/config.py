@@ -21,6 +21,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.errors import ConfigError
+from newsletter.i18n import check_language
+
+#: how an edition prints its rates header, one convention for every pair (per
+#: digest): "ticker" as the site's ticker, "KZT/USD 0.001966" (what one unit of
+#: the currency costs in dollars); "bank" as banks and the press, "1 USD = 508.6 KZT"
+CONVENTIONS = ("ticker", "bank")
 
 DEFAULT_CONFIG_NAME = "newsletter.toml"
 
@@ -42,6 +48,13 @@ class SiteConfig:
     unsubscribe_mailto: str = ""
     #: base URL of the web archive ("view in browser"); empty: no link
     archive_url: str = ""
+    #: the masthead's logo (an absolute https URL); empty: the site name in text.
+    #: width and height are the size it is shown at, in CSS pixels (both needed)
+    logo_url: str = ""
+    logo_width: int = 0
+    logo_height: int = 0
+    #: the logo's alt text (empty: the site name)
+    logo_alt: str = ""
 
 
 @dataclass
@@ -83,8 +96,6 @@ class RatePairConfig:
 
     #: providers for this pair, in order (empty: ``[rates].providers``)
     providers: list[str] = field(default_factory=list)
-    #: show "1 USD = N XXX" when XXX/USD is below this (0: never; unset: ``[rates].invert_below``)
-    invert_below: float | None = None
     #: significant digits shown (unset: ``[rates].significant_digits``)
     significant_digits: int | None = None
 
@@ -101,9 +112,7 @@ class RatesConfig:
     timeout: float = 10.0
     #: path of the offline snapshot (empty: the bundled one)
     snapshot: str = ""
-    locale: str = "en"
-    #: per-currency: show "1 USD = N XXX" when XXX/USD is below this
-    invert_below: dict[str, float] = field(default_factory=dict)
+    #: significant digits printed (fewer only when no source has that many)
     significant_digits: int = 4
     #: per-provider base URL overrides (for mirrors and tests)
     urls: dict[str, str] = field(default_factory=dict)
@@ -123,9 +132,6 @@ class RatesConfig:
         ``peg`` for a pegged one) is moved to the front of that list.
         """
         own = self.pairs.get(currency, RatePairConfig())
-        invert = own.invert_below
-        if invert is None:
-            invert = self.invert_below.get(currency, 0.0)
         providers = list(own.providers)
         if not providers:
             providers = list(self.providers)
@@ -133,7 +139,6 @@ class RatesConfig:
                 providers.sort(key=lambda name: not self._issues(name, currency))
         return RatePairConfig(
             providers=providers,
-            invert_below=float(invert),
             significant_digits=own.significant_digits or self.significant_digits,
         )
 
@@ -250,6 +255,24 @@ class DigestConfig:
     max_articles: int = 30
     #: a template name in the template folders
     template: str = "digest"
+    #: the edition's language: its catalogue (en, ru), dates and numbers; empty:
+    #: site.language
+    language: str = ""
+    #: how the rates header prints every pair: "ticker" (KZT/USD 0.001966, as the
+    #: site's ticker) or "bank" (1 USD = 508.6 KZT, as banks and the press)
+    rates_convention: str = "ticker"
+    #: the greeting's name for a subscriber without one: "Hi there," (empty: the
+    #: language's word)
+    greeting_fallback: str = ""
+    #: words of a story's summary shown (0: none); longer summaries end in "…"
+    teaser_words: int = 35
+    #: an "In this issue" list of titles when the edition has more stories than this
+    contents_above: int = 5
+    #: topics the footer names before "and N more"
+    footer_topics: int = 4
+    #: folder of the editor's notes, one Markdown file per edition date
+    #: (YYYY-MM-DD.md); empty: notes/<digest name> next to the config
+    notes_dir: str = ""
     #: send a missed period late, up to this many hours; older ones are skipped
     catch_up_hours: int = 24
     #: release deliveries per subscriber timezone as local time reaches the schedule
@@ -413,6 +436,16 @@ class Secrets:
 
 _SECRET_KEYS = {"api_key", "sendgrid_api_key", "secret_key", "password", "smtp_password"}
 
+#: keys of [rates] that once existed, with what replaced them
+_REMOVED_RATES_KEYS = {
+    "invert_below": (
+        "removed: an edition prints every pair in one convention; for "
+        '"1 USD = 12,042 UZS" set rates_convention = "bank" in the [[digests]] table'
+    ),
+    "locale": "removed: figures are written the way the edition's language writes them "
+    "(site.language)",
+}
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -476,6 +509,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 where=here,
                 hint="set SENDGRID_API_KEY, NEWSLETTER_SECRET_KEY or NEWSLETTER_SMTP_PASSWORD",
             )
+        if key in _REMOVED_RATES_KEYS and key not in fields and here.startswith("rates."):
+            raise ConfigError(_REMOVED_RATES_KEYS[key], where=here)
         if key not in fields or key in _NOT_FROM_FILE:
             known = ", ".join(sorted(fields - _NOT_FROM_FILE))
             raise ConfigError(f"unknown key (known keys: {known})", where=here)
@@ -525,6 +560,26 @@ def _validate(cfg: Config) -> None:
             fail(f"{key}.alert_idle_periods", "must be 0 (never) or a number of periods")
         if d.resume_max_age_hours < 0:
             fail(f"{key}.resume_max_age_hours", "must be 0 (one schedule period) or more")
+        if d.teaser_words < 0 or d.contents_above < 0 or d.footer_topics < 1:
+            bad = (
+                "teaser_words"
+                if d.teaser_words < 0
+                else "contents_above"
+                if d.contents_above < 0
+                else "footer_topics"
+            )
+            fail(
+                f"{key}.{bad}",
+                "must be 0 or more" if bad != "footer_topics" else "must be at least 1",
+            )
+        if d.language and (problem := check_language(d.language)):
+            fail(f"{key}.language", problem)
+        if d.rates_convention not in CONVENTIONS:
+            fail(
+                f"{key}.rates_convention",
+                f"must be ticker (KZT/USD 0.001966) or bank (1 USD = 508.6 KZT), "
+                f"got {d.rates_convention!r}",
+            )
     for i, addr in enumerate(cfg.alerts.email_to):
         if "@" not in addr or any(c.isspace() for c in addr.strip()):
             fail(f"alerts.email_to[{i}]", f"not an email address: {addr!r}")
@@ -565,8 +620,19 @@ def _validate(cfg: Config) -> None:
         fail("render.max_html_bytes", "must be at least 10000 (Gmail clips at about 102 KB)")
     if cfg.site.archive_url and not cfg.site.archive_url.startswith(("https://", "http://")):
         fail("site.archive_url", "must be an absolute http(s) URL")
+    if problem := check_language(cfg.site.language):
+        fail("site.language", problem)
     if cfg.site.direction not in ("ltr", "rtl"):
         fail("site.direction", "must be ltr or rtl")
+    if cfg.site.logo_url:
+        if not cfg.site.logo_url.startswith(("https://", "http://")):
+            fail("site.logo_url", "must be an absolute http(s) URL (mail apps load it)")
+        if not (0 < cfg.site.logo_width <= 600 and 0 < cfg.site.logo_height <= 600):
+            fail(
+                "site.logo_width",
+                "a logo needs logo_width and logo_height, 1 to 600 CSS pixels each "
+                "(mail apps that block images keep the space)",
+            )
     if not 0 < cfg.webhook.port < 65536:
         fail("webhook.port", f"must be between 1 and 65535, got {cfg.webhook.port}")
     if cfg.webhook.max_age < 0:
@@ -610,7 +676,6 @@ def _validate_serve(cfg: Config, fail: typing.Callable[[str, str], None]) -> Non
 
 def _validate_rates(r: RatesConfig, fail: typing.Callable[[str, str], None]) -> None:
     # imported here: the providers import this module for RatesConfig
-    from newsletter.rates.format import SEPARATORS
     from newsletter.rates.providers import PROVIDERS
 
     known = ", ".join(sorted(PROVIDERS))
@@ -640,27 +705,17 @@ def _validate_rates(r: RatesConfig, fail: typing.Callable[[str, str], None]) -> 
         fail("rates.stale_after_days", "must be 0 or more")
     if r.timeout <= 0:
         fail("rates.timeout", "must be more than 0 seconds")
-    if r.locale.replace("-", "_").split("_")[0] not in SEPARATORS:
-        fail("rates.locale", f"unknown locale {r.locale!r} (known: {', '.join(SEPARATORS)})")
 
     def check_digits(key: str, digits: object) -> None:
         if not isinstance(digits, int) or isinstance(digits, bool) or not 4 <= digits <= 15:
             fail(key, f"must be an integer from 4 to 15, got {digits!r}")
 
-    def check_threshold(key: str, value: object) -> None:
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            fail(key, f"must be a number, 0 or more (0: never invert), got {value!r}")
-
     check_digits("rates.significant_digits", r.significant_digits)
-    for cur, value in r.invert_below.items():
-        check_threshold(f"rates.invert_below.{cur}", value)
     for cur, pair in r.pairs.items():
         key = f"rates.pairs.{cur}"
         if cur not in r.currencies:
             fail(key, f"{cur} is not in rates.currencies")
         check_providers(f"{key}.providers", pair.providers)
-        if pair.invert_below is not None:
-            check_threshold(f"{key}.invert_below", pair.invert_below)
         if pair.significant_digits is not None:
             check_digits(f"{key}.significant_digits", pair.significant_digits)
     for name in r.urls:
@@ -967,11 +1022,6 @@ def no_effect_warnings(cfg: Config) -> list[str]:
         warn("rates.pegs", "no pair asks the peg provider")
     if given("rates", "snapshot") and "snapshot" not in used:
         warn("rates.snapshot", "no pair asks the snapshot provider")
-    for cur in r.invert_below:
-        if cur not in r.currencies:
-            warn(f"rates.invert_below.{cur}", f"{cur} is not in rates.currencies")
-        elif r.pairs.get(cur) and r.pairs[cur].invert_below is not None:
-            warn(f"rates.invert_below.{cur}", f"rates.pairs.{cur}.invert_below overrides it")
     # delivery
     backend = cfg.delivery.backend
     alerts_by_smtp = bool(cfg.alerts.email_to) and (

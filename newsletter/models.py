@@ -56,7 +56,8 @@ class Article:
 
 @dataclass(frozen=True)
 class Rate:
-    """XXX per 1 ``quote`` (e.g. KZT/USD = 0.002088), from one source on one date."""
+    """One ``currency`` costs ``value`` ``quote`` (KZT/USD = 0.002088), from one
+    source on one date."""
 
     currency: str
     quote: str
@@ -65,14 +66,18 @@ class Rate:
     source: str
     #: the change since the previous business day, in percent, if known
     change_pct: Decimal | None = None
+    #: significant digits the published figures behind ``value`` are good to
+    #: (None: not known, e.g. stored before this was recorded)
+    digits: int | None = None
 
 
 @dataclass
 class RatesHeader:
-    """What the digest's rates header shows, already formatted."""
+    """The rates header of an edition: figures, frozen; formatted when rendered
+    (``newsletter.rates.format.rate_rows``), in the digest's convention."""
 
     items: list[RateLine] = field(default_factory=list)
-    #: set when the figures are older than the configured age
+    #: the oldest date of a figure not from the edition's own date
     as_of: date | None = None
 
     def __bool__(self) -> bool:
@@ -91,23 +96,42 @@ class RatesHeader:
 
 @dataclass
 class RateLine:
-    pair: str  # "KZT/USD"
-    text: str  # "0.002089" or "1 USD = 478.77 KZT"
-    change: str  # "+0.12%"
-    direction: str  # up | down | flat
-    source: str
-    rate_date: date
-    as_of: str = ""  # "as of 3 Mar" when stale, else ""
+    """One pair of the header as the edition freezes it: numbers, not text."""
 
-    def as_dict(self) -> dict[str, str]:
+    currency: str  # "KZT"
+    quote: str  # "USD"
+    #: what one ``currency`` costs in ``quote``
+    value: Decimal
+    #: the currency's change against ``quote`` since the previous business day, in
+    #: percent (positive: the currency got stronger); None when unknown
+    change_pct: Decimal | None
+    #: significant digits to print: the configured ones, fewer only when no
+    #: source had that many
+    digits: int
+    source: str  # the provider's label
+    rate_date: date
+    #: the figure is not from the edition's own date: printed "as of <date>"
+    dated: bool = False
+    #: an edition frozen before figures were stored as numbers: its formatted row
+    #: (pair, text, change, direction, as_of), printed as it was
+    legacy: dict[str, str] | None = None
+
+    @property
+    def pair(self) -> str:
+        return f"{self.currency}/{self.quote}"
+
+    def as_dict(self) -> dict[str, str | int | bool | None]:
+        if self.legacy is not None:
+            return {**self.legacy, "source": self.source, "date": self.rate_date.isoformat()}
         return {
-            "pair": self.pair,
-            "text": self.text,
-            "change": self.change,
-            "direction": self.direction,
+            "currency": self.currency,
+            "quote": self.quote,
+            "value": str(self.value),
+            "change_pct": None if self.change_pct is None else str(self.change_pct),
+            "digits": self.digits,
             "source": self.source,
             "date": self.rate_date.isoformat(),
-            "as_of": self.as_of,
+            "dated": self.dated,
         }
 
 
@@ -141,6 +165,8 @@ class Rendered:
     #: articles moved to the "More stories" list to stay under the size budget
     overflow: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: values of placeholders a recipient has nothing for (the greeting's name)
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

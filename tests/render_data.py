@@ -7,11 +7,12 @@ summaries cut to 60–120 words and a feed-sized image each (three have none).
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 from newsletter.config import DigestConfig, SiteConfig
-from newsletter.models import Article, RateLine, RatesHeader, Tag
+from newsletter.models import Article, Tag
+from newsletter.rates.service import header_from_json
 from newsletter.render.compile import EditionContent
 
 DATA = Path(__file__).parent / "data" / "render_edition.json"
@@ -35,20 +36,7 @@ def load_content(count: int = 30, *, layout: str = "list", **changes: object) ->
         )
         for i, a in enumerate(data["articles"][:count])
     ]
-    rates = RatesHeader(
-        items=[
-            RateLine(
-                pair=r["pair"],
-                text=r["text"],
-                change=r["change"],
-                direction=r["direction"],
-                source=r["source"],
-                rate_date=date.fromisoformat(r["date"]),
-                as_of=r["as_of"],
-            )
-            for r in data["rates"]
-        ]
-    )
+    rates = header_from_json(data["rates"])
     content = EditionContent(
         site=SiteConfig(**data["site"]),
         digest=DigestConfig(**data["digest"]),

@@ -41,3 +41,42 @@ def test_a_missing_chromium_is_one_clear_line(project):
         "Error: /nonexistent/chromium: headless Chromium not found "
         "(apt-get install chromium, or set [render] chromium to its path)"
     )
+
+
+def first_pixel(path):
+    """The top-left pixel (R, G, B) of a PNG: row 0's first pixel is stored raw
+    whatever its filter, so inflating the image data is all it takes."""
+    import zlib
+
+    data = open(path, "rb").read()
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw = zlib.decompressobj().decompress(idat, 8)
+    return tuple(raw[1:4])
+
+
+def test_dark_screenshots_are_dark(project):
+    """What `make screenshots` runs for docs/screenshots: light and dark."""
+    require_chromium()
+    runner = CliRunner()
+    runner.invoke(cli, ["ingest"])
+    for extra in ([], ["--dark"]):
+        result = runner.invoke(
+            cli,
+            ["preview", "--at", AT, "--screenshot", "shots", "--placeholder-images", *extra],
+        )
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (project / "shots").iterdir()) == [
+        "preview-375-dark.png",
+        "preview-375.png",
+        "preview-600-dark.png",
+        "preview-600.png",
+    ]
+    for w in (375, 600):
+        assert sum(first_pixel(project / "shots" / f"preview-{w}.png")) > 600  # #ffffff-ish
+        assert sum(first_pixel(project / "shots" / f"preview-{w}-dark.png")) < 150  # #161b22

@@ -145,7 +145,7 @@ def test_touch_targets_are_at_least_44_px(view, width):
             return [a.textContent.trim().slice(0, 30) || a.href, r.width, r.height];
         })"""
     )
-    assert len(targets) > 90
+    assert len(targets) > 60  # two per story (title, "Read more"), the footer's
     small = [t for t in targets if t[1] < 44 or t[2] < 44]
     assert small == []
 

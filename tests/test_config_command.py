@@ -70,7 +70,6 @@ def test_settings_with_no_effect_are_warned_about(project):
 [rates]
 providers = ["snapshot"]
 currencies = ["KZT", "UZS"]
-invert_below = { TJS = 0.01 }
 [rates.pairs.KZT]
 providers = ["nbk"]
 [rates.pairs.UZS]
@@ -93,7 +92,6 @@ via = "smtp"
     where = f"warning: {toml}: "
     assert result.stderr.splitlines() == [
         where + "rates.providers: no effect: every pair in rates.currencies sets its own providers",
-        where + "rates.invert_below.TJS: no effect: TJS is not in rates.currencies",
         where + "delivery.sendgrid: no effect: delivery.backend is 'outbox'",
         where + "delivery.smtp: no effect: delivery.backend is 'outbox' and no alert goes by SMTP",
         where + "delivery.smtp.starttls: no effect: ssl = true (implicit TLS) ignores it",

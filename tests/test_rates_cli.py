@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -28,7 +29,6 @@ urls = {{ {urls} }}
 {extra}
 [rates.pairs.UZS]
 providers = ["cbu", "nbk"]
-invert_below = 0.001
 [rates.pairs.TMT]
 providers = ["{tmt}"]
 """
@@ -45,18 +45,40 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+LEGEND = "▲ stronger, ▼ weaker against the US dollar since the previous business day\n"
+SOURCES = "Rates: [1] Central Bank of Uzbekistan, [2] National Bank of Kazakhstan, [3] fixed peg\n"
+
+
 def test_rates_prints_the_header_as_the_plaintext_edition_does(configured):
     result = invoke("rates", "--date", "2026-04-02")
     assert result.exit_code == 0, result.output
     # KGS from CBU: NBK's '5.43' KGS has 3 significant digits, CBU's '138.80' has 5
-    # each figure names its source by a footnote number
+    # each figure names its source by a footnote number; one convention throughout
     assert result.stdout == (
-        "KGS/USD[1]             0.01143  = 0.00%\n"
-        "KZT/USD[2]            0.002105  ▲ +0.77%\n"
-        "TJS/USD[2]              0.1047  ▼ -0.11%\n"
-        "UZS/USD[1]  1 USD = 12,142 UZS  ▼ -0.43%\n"
-        "TMT/USD[3]              0.2857  = 0.00%\n"
-        "Rates: [1] Central Bank of Uzbekistan, [2] National Bank of Kazakhstan, [3] fixed peg\n"
+        "KGS/USD[1]     0.01143  = 0.00%\n"
+        "KZT/USD[2]    0.002105  ▲ +0.77%\n"
+        "TJS/USD[2]      0.1047  ▼ -0.11%\n"
+        "UZS/USD[1]  0.00008236  ▲ +0.43%\n"
+        "TMT/USD[3]      0.2857  = 0.00%\n" + LEGEND + SOURCES
+    )
+
+
+def test_rates_in_the_banks_convention(project, banks):
+    with (project / "newsletter.toml").open("a", encoding="utf-8") as f:
+        f.write(rates_section(banks))
+    toml = (project / "newsletter.toml").read_text(encoding="utf-8")
+    toml = toml.replace("[[digests]]\n", '[[digests]]\nrates_convention = "bank"\n', 1)
+    (project / "newsletter.toml").write_text(toml, encoding="utf-8")
+    result = invoke("rates", "--date", "2026-04-02")
+    assert result.exit_code == 0, result.output
+    # the label names the figure; the change is still the currency's against the
+    # dollar: the sum got stronger (the dollar fell from 12,194 to 12,142 UZS)
+    assert result.stdout == (
+        "USD/KGS[1]   1 USD = 87.48 KGS  = 0.00%\n"
+        "USD/KZT[2]   1 USD = 475.1 KZT  ▲ +0.77%\n"
+        "USD/TJS[2]   1 USD = 9.550 TJS  ▼ -0.11%\n"
+        "USD/UZS[1]  1 USD = 12,142 UZS  ▲ +0.43%\n"
+        "USD/TMT[3]   1 USD = 3.500 TMT  = 0.00%\n" + LEGEND + SOURCES
     )
 
 
@@ -64,15 +86,25 @@ def test_rates_json(configured):
     result = invoke("rates", "--date", "2026-04-02", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [d["pair"] for d in data] == ["KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD"]
-    assert data[3] == {
-        "pair": "UZS/USD",
-        "text": "1 USD = 12,142 UZS",
-        "change": "-0.43%",
-        "direction": "down",
+    assert [d["label"] for d in data] == ["KGS/USD", "KZT/USD", "TJS/USD", "UZS/USD", "TMT/USD"]
+    uzs = data[3]
+    assert uzs["value"].startswith("0.000082358076")  # 1 / 12142.10, as stored
+    del uzs["value"], uzs["change_pct"]
+    assert uzs == {
+        "currency": "UZS",
+        "quote": "USD",
+        "digits": 4,
+        "label": "UZS/USD",
+        "figure": "0.00008236",
+        "change": "+0.43%",
+        "direction": "up",
+        "arrow": "▲",
+        "words": "sum stronger by 0.43%",
         "source": "Central Bank of Uzbekistan",
         "date": "2026-04-02",
+        "dated": False,
         "as_of": "",
+        "note": 1,
     }
 
 
@@ -99,7 +131,9 @@ def test_rates_shows_stale_stored_figures_with_their_date(configured):
     # TMT is the peg: never down, never stale
     assert [d["as_of"] for d in data] == ["as of 1 Apr"] * 4 + [""]
     text = invoke("rates", "--date", "2026-04-09").stdout
-    assert "KZT/USD[1]            0.002089  ▲ +0.58%  as of 1 Apr\n" in text
+    assert "KZT/USD[2]    0.002089  ▲ +0.58%  as of 1 Apr\n" in text
+    # KGS stays CBU's five-digit figure, not NBK's three-digit one of the same day
+    assert "KGS/USD[1]     0.01143  = 0.00%   as of 1 Apr\n" in text
 
 
 def test_an_edition_goes_out_without_the_header_when_all_providers_are_down(project, banks, caplog):
@@ -125,12 +159,12 @@ def test_an_edition_goes_out_without_the_header_when_all_providers_are_down(proj
     [
         ('providers = ["nbk", "ecb"]', "rates.providers[1]", "unknown rates provider 'ecb'"),
         ("significant_digits = 2", "rates.significant_digits", "from 4 to 15"),
-        ('locale = "xx"', "rates.locale", "unknown locale 'xx'"),
+        ('locale = "ru"', "rates.locale", "removed: figures are written the way"),
         ("stale_after_days = -1", "rates.stale_after_days", "0 or more"),
         ('quote = "usd"', "rates.quote", "three-letter"),
         ('currencies = ["KZT", "USD"]', "rates.currencies[1]", "USD/USD is not a pair"),
         ("pegs = { TMT = 0 }", "rates.pegs.TMT", "more than 0"),
-        ("invert_below = { UZS = -1 }", "rates.invert_below.UZS", "0 or more"),
+        ("invert_below = { UZS = 0.001 }", "rates.invert_below", 'rates_convention = "bank"'),
     ],
 )
 def test_bad_rates_settings_name_the_key(project, banks, extra, key, message):
@@ -150,7 +184,7 @@ def test_bad_rates_settings_name_the_key(project, banks, extra, key, message):
         ('[rates.pairs.EUR]\nproviders = ["nbk"]', "rates.pairs.EUR", "not in rates.currencies"),
         ('[rates.pairs.KZT]\nproviders = ["nbk", "nbk"]', "rates.pairs.KZT.providers", "twice"),
         ("[rates.pairs.KZT]\nsignificant_digits = 3", "rates.pairs.KZT.significant_digits", "4"),
-        ('[rates.pairs.KZT]\ninvert_below = "low"', "rates.pairs.KZT.invert_below", "number"),
+        ("[rates.pairs.KZT]\ninvert_below = 0.1", "rates.pairs.KZT.invert_below", "removed"),
         ("[rates.pairs.KZT]\ncolour = 1", "rates.pairs.KZT.colour", "unknown key"),
     ],
 )
@@ -162,13 +196,15 @@ def test_bad_pair_settings_name_the_key(project, banks, pair, key, message):
 
 
 def test_pair_settings_inherit_from_the_rates_table(project, banks):
-    extra = "significant_digits = 5\ninvert_below = { KZT = 0.01 }"
-    (project / "newsletter.toml").open("a").write(rates_section(banks, extra))
+    extra = "significant_digits = 5"
+    (project / "newsletter.toml").open("a").write(
+        rates_section(banks, extra) + "[rates.pairs.KZT]\nsignificant_digits = 6\n"
+    )
     cfg = load_config(project / "newsletter.toml").rates
-    uzs, kzt, kgs = cfg.pair("UZS"), cfg.pair("KZT"), cfg.pair("KGS")
-    assert (uzs.providers, uzs.invert_below, uzs.significant_digits) == (["cbu", "nbk"], 0.001, 5)
-    assert (kzt.providers, kzt.invert_below, kzt.significant_digits) == (["nbk", "cbu"], 0.01, 5)
-    assert (kgs.invert_below, cfg.pair("TMT").providers) == (0.0, ["peg"])
+    uzs, kzt = cfg.pair("UZS"), cfg.pair("KZT")
+    assert (uzs.providers, uzs.significant_digits) == (["cbu", "nbk"], 5)
+    assert (kzt.providers, kzt.significant_digits) == (["nbk", "cbu"], 6)
+    assert cfg.pair("TMT").providers == ["peg"]
 
 
 def test_a_relative_snapshot_path_is_relative_to_the_config(project):
@@ -188,7 +224,7 @@ def test_the_starter_config_asks_each_central_bank_for_its_own_currency(tmp_path
     assert cfg.pair("UZS").providers[0] == "cbu"
     # TMT is pegged: the official peg first, a market cross only after it
     assert cfg.pair("TMT").providers[0] == "peg"
-    assert cfg.pair("UZS").invert_below == 0.001
+    assert load_config(tmp_path / "newsletter.toml").digest().rates_convention == "ticker"
     # no pair repeats its own list: every one follows [rates] providers
     assert cfg.pairs == {}
     assert all(sorted(cfg.pair(c).providers) == sorted(cfg.providers) for c in cfg.currencies)
@@ -214,3 +250,20 @@ def test_rates_providers_reach_every_pair_of_the_starter_config(tmp_path, monkey
     text = path.read_text().replace('providers = ["snapshot"]', 'providers = ["nbk", "cbu"]')
     path.write_text(text.replace("issuer_first = true", "issuer_first = false"))
     assert load_config(path).rates.pair("UZS").providers == ["nbk", "cbu"]
+
+
+def test_docs_rates_md_shows_the_real_output(project):
+    """Every `$ newsletter rates …` example in docs/rates.md is what the command
+    prints on the bundled snapshot."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "rates.md").read_text(encoding="utf-8")
+    examples = re.findall(r"\n    \$ newsletter (rates[^\n]*)\n((?:    [^\n]*\n)+)", doc)
+    assert len(examples) >= 2
+    # a project on the bundled snapshot and nothing else (the default providers)
+    assert "[rates]" not in (project / "newsletter.toml").read_text()
+    for command, block in examples:
+        expected = "".join(line[4:] + "\n" for line in block.splitlines())
+        result = invoke(*command.split())
+        assert result.exit_code == 0, result.output
+        assert result.stdout == expected, command

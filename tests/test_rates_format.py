@@ -84,37 +84,98 @@ def test_percent_and_direction(change, text, direction):
 
 
 def test_percent_in_a_comma_locale():
-    assert fmt.percent(D("-1.2345"), "ru") == "-1,23%"
-    assert fmt.percent(D("-0.001"), "ru") == "0,00%"
+    # CLDR: a no-break space before the percent sign in Russian
+    assert fmt.percent(D("-1.2345"), "ru") == "-1,23\u00a0%"
+    assert fmt.percent(D("-0.001"), "ru") == "0,00\u00a0%"
+    assert fmt.percent(D("0.5"), "tr") == "+%0,50"  # Turkish puts it first
 
 
-def test_rate_text_inverts_below_the_threshold():
+def test_figure_in_each_convention():
     uzs = D("0.0000820061")
-    assert fmt.rate_text("UZS", "USD", uzs, invert_below=0.001) == "1 USD = 12,194 UZS"
-    assert fmt.rate_text("UZS", "USD", uzs, invert_below=0.001, locale="ru") == (
+    assert fmt.figure(uzs, "UZS", "USD") == "0.00008201"  # ticker, the default
+    assert fmt.figure(uzs, "UZS", "USD", digits=6) == "0.0000820061"
+    assert fmt.figure(uzs, "UZS", "USD", convention="bank") == "1 USD = 12,194 UZS"
+    assert fmt.figure(uzs, "UZS", "USD", convention="bank", locale="ru") == (
         "1 USD = 12\u00a0194 UZS"
     )
-    assert fmt.rate_text("UZS", "USD", uzs) == "0.00008201"  # no threshold
-    assert fmt.rate_text("UZS", "USD", uzs, invert_below=0) == "0.00008201"  # 0: never
-    assert fmt.rate_text("UZS", "USD", uzs, digits=6) == "0.0000820061"
     kzt = D("0.00208869")
-    assert fmt.rate_text("KZT", "USD", kzt, invert_below=0.001) == "0.002089"  # above
-    assert fmt.rate_text("KZT", "USD", kzt, invert_below=0.01) == "1 USD = 478.8 KZT"
-    assert fmt.rate_text("KZT", "USD", kzt, invert_below=0.01, digits=5) == "1 USD = 478.77 KZT"
-    # at the threshold exactly: not below it
-    assert fmt.rate_text("X", "USD", D("0.001"), invert_below=0.001) == "0.001000"
+    assert fmt.figure(kzt, "KZT", "USD") == "0.002089"
+    assert fmt.figure(kzt, "KZT", "USD", convention="bank") == "1 USD = 478.8 KZT"
+    assert fmt.figure(kzt, "KZT", "USD", convention="bank", digits=5) == "1 USD = 478.77 KZT"
+    assert fmt.label("KZT", "USD") == "KZT/USD"
+    assert fmt.label("KZT", "USD", "bank") == "USD/KZT"
 
 
 def test_inverse_of_a_tiny_rate_is_a_huge_grouped_number():
-    text = fmt.rate_text("VES", "USD", D("2.5E-12"), invert_below=0.001)
+    text = fmt.figure(D("2.5E-12"), "VES", "USD", convention="bank")
     assert text == "1 USD = 400,000,000,000 VES"
 
 
-def test_inverse_change_follows_the_printed_figure():
-    # UZS/USD down 1%: a dollar costs 1/0.99 - 1 = 1.0101…% more UZS
-    assert fmt.percent(fmt.inverse_change(D("-1"))) == "+1.01%"
-    assert fmt.percent(fmt.inverse_change(D("0"))) == "0.00%"
-    assert fmt.inverse_change(D("25")) == D("-20")
+def _header(*lines):
+    from newsletter.models import RateLine, RatesHeader
+
+    return RatesHeader(
+        [
+            RateLine(cur, "USD", D(value), None if change is None else D(change), 4, src, APR2)
+            for cur, value, change, src in lines
+        ]
+    )
+
+
+APR2 = date(2026, 4, 2)
+
+
+@pytest.mark.parametrize("convention", ["ticker", "bank"])
+def test_one_convention_on_every_row_label_matching_figure(convention):
+    header = _header(
+        ("KZT", "0.002105", "0.77", "NBK"),
+        ("UZS", "0.00008236", "0.43", "CBU"),
+        ("TJS", "0.1047", "-0.11", "NBK"),
+    )
+    rows = fmt.rate_rows(header, convention)
+    for row, line in zip(rows, header.items, strict=True):
+        if convention == "ticker":
+            assert row.label == f"{line.currency}/USD"
+            assert "=" not in row.figure and row.figure.startswith("0.")
+        else:
+            assert row.label == f"USD/{line.currency}"
+            assert row.figure.startswith("1 USD = ") and row.figure.endswith(line.currency)
+    assert [r.figure for r in rows] == (
+        ["0.002105", "0.00008236", "0.1047"]
+        if convention == "ticker"
+        else ["1 USD = 475.1 KZT", "1 USD = 12,142 UZS", "1 USD = 9.551 TJS"]
+    )
+    # the change is the currency's against the dollar in both conventions: the
+    # same arrow and colour meaning on every row, and words saying it
+    assert [(r.arrow, r.change, r.direction) for r in rows] == [
+        ("▲", "+0.77%", "up"),
+        ("▲", "+0.43%", "up"),
+        ("▼", "-0.11%", "down"),
+    ]
+    assert [r.words for r in rows] == [
+        "tenge stronger by 0.77%",
+        "sum stronger by 0.43%",
+        "somoni weaker by 0.11%",
+    ]
+    assert [r.note for r in rows] == [1, 2, 1]
+
+
+def test_words_for_flat_unknown_and_unnamed_currencies():
+    assert fmt.words("TMT", D("0.001")) == "manat unchanged"
+    assert fmt.words("KZT", None) == ""
+    assert fmt.words("XAU", D("-1.5")) == "XAU weaker by 1.50%"
+    assert fmt.words("KZT", D("-0.4"), "ru") == "тенге слабее на 0,40\u00a0%"
+    rows = fmt.rate_rows(_header(("KZT", "0.002", None, "NBK")))
+    assert (rows[0].change, rows[0].arrow, rows[0].words) == ("", "", "")
+
+
+def test_a_figure_not_of_the_editions_date_says_as_of():
+    from dataclasses import replace
+
+    header = _header(("KZT", "0.002105", "0.77", "NBK"), ("UZS", "0.00008236", "0.43", "NBK"))
+    header.items[1] = replace(header.items[1], dated=True, rate_date=date(2026, 3, 31))
+    rows = fmt.rate_rows(header)
+    assert [r.as_of for r in rows] == ["", "as of 31 Mar"]
 
 
 def test_short_date_does_not_depend_on_the_process_locale():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -39,7 +40,7 @@ HOME_FIRST = {
     "KGS": RatePairConfig(providers=["nbkr", "nbt", "nbk", "cbu"]),
     "KZT": RatePairConfig(providers=["nbk", "nbt", "nbkr", "cbu"]),
     "TJS": RatePairConfig(providers=["nbt", "nbk", "nbkr", "cbu"]),
-    "UZS": RatePairConfig(providers=["cbu", "nbk", "nbt", "nbkr"], invert_below=0.001),
+    "UZS": RatePairConfig(providers=["cbu", "nbk", "nbt", "nbkr"]),
     "TMT": RatePairConfig(providers=["peg", "nbt", "nbkr"]),
 }
 
@@ -52,8 +53,36 @@ def replay(banks):
     return banks
 
 
-def lines(header):
-    return {line.pair.split("/")[0]: line for line in header.items}
+@dataclass
+class Shown:
+    """A header line with its printed row: what the tests look at."""
+
+    source: str
+    rate_date: date
+    text: str
+    change: str
+    direction: str
+    as_of: str
+    words: str
+
+
+def shown(header, convention="ticker", locale="en") -> list[Shown]:
+    rows = fmt.rate_rows(header, convention, locale)
+    return [
+        Shown(line.source, line.rate_date, r.figure, r.change, r.direction, r.as_of, r.words)
+        for line, r in zip(header.items, rows, strict=True)
+    ]
+
+
+def lines(header, convention="ticker", locale="en"):
+    return {
+        line.currency: row
+        for line, row in zip(header.items, shown(header, convention, locale), strict=True)
+    }
+
+
+def text_table(header) -> str:
+    return rates_table(fmt.rate_rows(header))
 
 
 def pct(value: Fraction) -> Decimal:
@@ -80,9 +109,9 @@ def test_each_pair_from_its_first_provider_each_provider_asked_once(store, repla
     }
     assert got["KGS"].text == "0.01144"  # 1 / 87.45
     assert got["KZT"].text == "0.002105"  # 1 / 475.09
-    assert got["UZS"].text == "1 USD = 12,142 UZS"
+    assert got["UZS"].text == "0.00008236"
     assert got["TMT"].text == "0.2857"
-    assert all(line.rate_date == APR2 and not line.as_of for line in header.items)
+    assert all(line.rate_date == APR2 and not line.as_of for line in shown(header))
     assert header.as_of is None
     # each bank once for the day (NBT and NBKR have no published change: NBT is
     # asked for the day before too; NBKR has no archive to ask)
@@ -143,8 +172,9 @@ def test_an_older_answer_within_the_stale_age_is_kept_under_its_own_date(store, 
     # Monday looks the same): within stale_after_days, so used, dated 1 April
     replay.edit["nbk"] = lambda body, day: fake_banks.sample(fake_banks.NBK[APR1])
     cfg = replay.config(providers=["nbk", "cbu"], currencies=["KZT"])
-    (line,) = build_header(store, cfg, APR2).items
-    assert (line.source, line.rate_date, line.as_of) == (LABELS["nbk"], APR1, "")
+    (line,) = shown(build_header(store, cfg, APR2))
+    # not the edition's date: marked, even though not yet stale
+    assert (line.source, line.rate_date, line.as_of) == (LABELS["nbk"], APR1, "as of 1 Apr")
     assert line.text == "0.002089"  # 1 / 478.77
     assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"]).rate_date == APR1
     assert not replay.asked("cbu")
@@ -164,7 +194,7 @@ def test_an_answer_from_the_future_or_too_old_is_refused(store, replay, caplog):
     assert "older than stale_after_days (3)" in caplog.text
     # nothing live: the stored CBU figure of 1 April, marked
     assert header.items[0].source == LABELS["cbu"]
-    assert header.items[0].as_of == "as of 1 Apr"
+    assert shown(header)[0].as_of == "as of 1 Apr"
 
 
 def test_nbkr_may_answer_for_the_next_day_but_not_for_a_past_one(store, replay, caplog):
@@ -178,26 +208,28 @@ def test_nbkr_may_answer_for_the_next_day_but_not_for_a_past_one(store, replay, 
     assert not header  # the stored 2 April figure is after 20 March
 
 
-def test_all_down_uses_the_last_stored_rates_marked_when_stale(store, replay, caplog):
+def test_all_down_uses_the_last_stored_rates_marked_with_their_date(store, replay, caplog):
     cfg = replay.config(providers=["nbk"], pairs={"TMT": RatePairConfig(providers=["peg"])})
     fresh = build_header(store, cfg, APR2)
+    assert fresh.as_of is None and "as of" not in text_table(fresh)
     for name in ("nbk", "nbt", "nbkr", "cbu"):
         replay.fail[name] = Reply(502, b"Bad Gateway")
     cfg.pegs = {}  # the peg has nothing either
 
-    two_days_later = build_header(store, cfg, APR2 + timedelta(days=2))
-    assert rates_table(two_days_later) == rates_table(fresh)  # not stale yet: same header
-    assert two_days_later.as_of is None
-
+    # a day later, within stale_after_days: the same figures, each saying its date
     caplog.clear()
-    later = build_header(store, cfg, date(2026, 4, 6))  # 4 days > stale_after_days = 3
-    assert [line.text for line in later.items] == [line.text for line in fresh.items]
-    assert [line.change for line in later.items] == [line.change for line in fresh.items]
-    assert all(line.as_of == "as of 2 Apr" for line in later.items)
-    assert later.as_of == APR2
-    assert {line.source for line in later.items} == {LABELS["nbk"], LABELS["peg"]}
+    next_day = build_header(store, cfg, APR2 + timedelta(days=1))
+    assert [r.text for r in shown(next_day)] == [r.text for r in shown(fresh)]
+    assert [r.change for r in shown(next_day)] == [r.change for r in shown(fresh)]
+    assert all(r.as_of == "as of 2 Apr" for r in shown(next_day))
+    assert next_day.as_of == APR2
     assert "showing the stored figure of 2026-04-02 from nbk" in caplog.text
-    assert "as of 2 Apr" in rates_table(later)
+
+    later = build_header(store, cfg, date(2026, 4, 6))  # 4 days > stale_after_days = 3
+    assert [r.text for r in shown(later)] == [r.text for r in shown(fresh)]
+    assert all(r.as_of == "as of 2 Apr" for r in shown(later))
+    assert {line.source for line in later.items} == {LABELS["nbk"], LABELS["peg"]}
+    assert text_table(later).count("as of 2 Apr") == len(later.items)
 
 
 def test_stored_fallback_keeps_to_the_pairs_providers_in_order(store, replay):
@@ -273,7 +305,7 @@ def test_a_published_change_that_disagrees_with_history_is_logged(store, replay,
     )
     with caplog.at_level(logging.WARNING):
         header = build_header(store, cfg, APR2)
-    assert header.items[0].change == "+0.77%"  # the published one is shown
+    assert shown(header)[0].change == "+0.77%"  # the published one is shown
     assert re.search(
         r"KZT/USD from nbk on 2026-04-02: published change \+0\.77% disagrees with "
         r"-0\.22% against the stored figure of 2026-04-01",
@@ -288,7 +320,7 @@ def test_the_change_from_stored_history_of_the_same_source(store, replay):
     # another source's figure of the same day must not be used
     store.save_rates([Rate("KZT", "USD", before * 2, APR1, "cbu")])
     header = build_header(store, cfg, APR2)
-    assert header.items[0].change == "+1.01%"  # 1/0.99 - 1
+    assert shown(header)[0].change == "+1.01%"  # 1/0.99 - 1
     assert not any(r.query.get("date") == ["2026-04-01"] for r in replay.asked("nbt"))
 
 
@@ -310,58 +342,85 @@ def test_a_hole_in_history_is_filled_from_the_provider_not_bridged(store, replay
     asked = [r.query["date"][0] for r in replay.asked("nbt")]
     assert asked == ["2026-04-02", "2026-04-01"]
     expected = fmt.percent(pct(Fraction("9.3000") / Fraction("9.3450") * 100 - 100))
-    assert header.items[0].change == expected == "-0.48%"
+    assert shown(header)[0].change == expected == "-0.48%"
     assert store.latest_rate("KZT", "USD", APR1, sources=["nbt"]).rate_date == APR1
 
 
 def test_no_change_known_is_shown_as_no_change_at_all(store, replay):
     cfg = replay.config(providers=["nbkr"], currencies=["KGS"])
-    (line,) = build_header(store, cfg, APR2).items
-    assert line.change == "" and line.direction == "flat"
+    (line,) = shown(build_header(store, cfg, APR2))
+    assert line.change == "" and line.direction == "flat" and line.words == ""
 
 
 def test_a_precise_provider_is_preferred_to_a_rough_one(store, replay, caplog):
     cfg = replay.config(providers=["nbkr", "cbu"], currencies=["UZS"])
     with caplog.at_level(logging.INFO):
-        (line,) = build_header(store, cfg, APR2).items
+        (line,) = shown(build_header(store, cfg, APR2))
     assert line.source == LABELS["cbu"]
     assert "nbkr gives UZS/USD to only 2 significant digits" in caplog.text
-    # with nothing better, the rough figure still beats no figure
-    (line,) = build_header(store, replay.config(providers=["nbkr"], currencies=["UZS"]), APR2).items
+
+
+def test_a_rough_figure_shows_only_the_digits_it_has(store, replay):
+    # with nothing better (nothing precise stored either), the rough figure still
+    # beats no figure, printed to the 2 digits NBKR's '0,0073' KGS carry
+    header = build_header(store, replay.config(providers=["nbkr"], currencies=["UZS"]), APR2)
+    (line,) = shown(header)
     assert line.source == LABELS["nbkr"]
-    assert line.text == "0.00008348"
+    assert line.text == "0.000083"
+    assert header.items[0].digits == 2
 
 
-def test_inverted_pairs_show_the_change_of_the_printed_figure(store, replay):
-    pairs = {"UZS": RatePairConfig(invert_below=0.001)}
-    cfg = replay.config(providers=["cbu"], currencies=["UZS"], pairs=pairs)
-    (line,) = build_header(store, cfg, APR2).items
-    assert line.text == "1 USD = 12,142 UZS"
-    # the dollar fell from 12194.21 to 12142.10 UZS: the printed figure went down
-    assert line.change == "-0.43%" and line.direction == "down"
+def test_a_fallback_never_shows_fewer_digits_than_a_stored_figure_has(store, replay, caplog):
+    """Banks down, a rough source up: yesterday's precise figure, dated, beats it."""
+    cfg = replay.config(providers=["cbu", "nbkr"], currencies=["UZS"])
+    build_header(store, cfg, APR1)  # CBU's 1 April figure is stored, 5 digits
+    assert store.latest_rate("UZS", "USD", APR1, sources=["cbu"]).digits >= 4
+    replay.fail["cbu"] = Reply(503)
+    with caplog.at_level(logging.INFO):
+        header = build_header(store, cfg, APR2)
+    (line,) = shown(header)
+    assert (line.source, line.rate_date) == (LABELS["cbu"], APR1)
+    assert line.text == "0.00008201"  # 1 / 12194.21, four digits, not NBKR's two
+    assert line.as_of == "as of 1 Apr"
+    assert "showing the stored figure of 2026-04-01 from cbu instead" in caplog.text
+    # a precise stored figure older than stale_after_days does not beat a live one
+    cfg.stale_after_days = 0
+    (line,) = shown(build_header(store, cfg, APR2))
+    assert (line.source, line.text, line.as_of) == (LABELS["nbkr"], "0.000083", "")
+
+
+def test_the_bank_convention_shows_the_currencys_change_not_the_printed_figures(store, replay):
     cfg = replay.config(providers=["cbu"], currencies=["UZS"])
-    (line,) = build_header(store, cfg, APR2).items
-    assert line.text == "0.00008236"
-    assert line.change == "+0.43%" and line.direction == "up"
+    header = build_header(store, cfg, APR2)
+    (bank,) = shown(header, "bank")
+    assert bank.text == "1 USD = 12,142 UZS"
+    # the dollar fell from 12194.21 to 12142.10 UZS: the sum got stronger, and the
+    # arrow says so in both conventions
+    assert (bank.change, bank.direction, bank.words) == ("+0.43%", "up", "sum stronger by 0.43%")
+    (ticker,) = shown(header)
+    assert ticker.text == "0.00008236"
+    assert (ticker.change, ticker.direction) == ("+0.43%", "up")
 
 
 def test_per_pair_digits_and_locale(store, replay):
     pairs = {
-        "UZS": RatePairConfig(invert_below=0.001, significant_digits=7),
+        "UZS": RatePairConfig(significant_digits=7),
         "KZT": RatePairConfig(significant_digits=6),
     }
-    cfg = replay.config(providers=["cbu"], currencies=["UZS", "KZT"], pairs=pairs, locale="ru")
-    got = lines(build_header(store, cfg, APR2))
-    assert got["UZS"].text == "1 USD = 12\u00a0142,10 UZS"
-    assert got["KZT"].text == "0,00210425"
-    assert got["KZT"].change == "+0,51%"  # (25.55/12142.10) / (25.53/12194.21)
+    cfg = replay.config(providers=["cbu"], currencies=["UZS", "KZT"], pairs=pairs)
+    header = build_header(store, cfg, APR2)
+    assert lines(header, "bank", "ru")["UZS"].text == "1 USD = 12\u00a0142,10 UZS"
+    got = lines(header, "ticker", "ru")
+    # CBU's KZT is '25.55' UZS: four digits are all it has, so six are not invented
+    assert got["KZT"].text == "0,002104" and header.items[1].digits == 4
+    assert got["KZT"].change == "+0,51\u00a0%"  # (25.55/12142.10) / (25.53/12194.21)
 
 
 def test_the_peg_is_flat(store):
     from newsletter.config import RatesConfig
 
     cfg = RatesConfig(providers=["peg"], currencies=["TMT"])
-    (line,) = build_header(store, cfg, APR2).items
+    (line,) = shown(build_header(store, cfg, APR2))
     assert (line.text, line.change, line.direction, line.source) == (
         "0.2857",
         "0.00%",
@@ -373,7 +432,7 @@ def test_the_peg_is_flat(store):
 def test_a_preview_stores_nothing(store, replay):
     cfg = replay.config(providers=["nbt"], currencies=["KZT"])
     header = build_header(store, cfg, APR2, save=False)
-    assert header.items[0].change == "0.00%"  # the day before, fetched, kept in memory
+    assert shown(header)[0].change == "0.00%"  # the day before, fetched, kept in memory
     assert store.latest_rate("KZT", "USD", APR2) is None
 
 
@@ -386,3 +445,37 @@ def test_the_header_survives_the_editions_json(store, replay):
     )
     again = header_from_json(header_to_json(header))
     assert again == header and again.as_of == APR1
+    assert shown(again) == shown(header)
+
+
+def test_an_edition_frozen_with_formatted_text_prints_as_it_was():
+    old = [
+        {
+            "pair": "UZS/USD",
+            "text": "1 USD = 12,142 UZS",
+            "change": "-0.43%",
+            "direction": "down",
+            "source": "Central Bank of Uzbekistan",
+            "date": "2026-04-02",
+            "as_of": "as of 2 Apr",
+        }
+    ]
+    header = header_from_json(old)
+    (row,) = fmt.rate_rows(header, "ticker")
+    assert (row.label, row.figure, row.arrow, row.change, row.as_of) == (
+        "UZS/USD",
+        "1 USD = 12,142 UZS",
+        "▼",
+        "-0.43%",
+        "as of 2 Apr",
+    )
+    assert header.as_of == APR2 and header_to_json(header) == old
+
+
+def test_a_stored_figure_of_unknown_precision_never_counts_as_precise(store):
+    """Rows stored before migration 0005 have no digits: usable, never "precise"."""
+    store.save_rates([Rate("KZT", "USD", Decimal("0.0021"), APR1, "nbk")])
+    assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"]).digits is None
+    assert store.latest_rate("KZT", "USD", APR2, sources=["nbk"], min_digits=4) is None
+    store.save_rates([Rate("KZT", "USD", Decimal("0.002105"), APR1, "cbu", digits=5)])
+    assert store.latest_rate("KZT", "USD", APR2, min_digits=4).source == "cbu"

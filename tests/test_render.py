@@ -7,6 +7,7 @@ import lxml.html
 import pytest
 
 from newsletter.errors import RenderError
+from newsletter.rates.format import rate_rows
 from newsletter.render.check import links_of
 from newsletter.render.compile import (
     _keep,
@@ -19,6 +20,7 @@ from newsletter.render.compile import (
 from newsletter.render.env import make_env
 from newsletter.render.personalize import PREFERENCES_URL, UNSUBSCRIBE_URL
 from newsletter.render.text import WIDTH, is_long_url_line, wrap
+from newsletter.render.voice import teaser
 from tests.render_data import load_content
 
 ENGINES = ["premailer", "css-inline"]
@@ -178,13 +180,12 @@ def test_text_has_aligned_rates_and_every_story():
     text = render_text(c)
     rate_lines = [line for line in text.splitlines() if re.match(r"^[A-Z]{3}/USD(\[\d\])? ", line)]
     assert len(rate_lines) == 5
-    ends = {
-        line.index(r.text) + len(r.text) for line, r in zip(rate_lines, c.rates.items, strict=True)
-    }
+    rows = rate_rows(c.rates)
+    ends = {line.index(r.figure) + len(r.figure) for line, r in zip(rate_lines, rows, strict=True)}
     assert len(ends) == 1  # the figures are right-aligned in one column
     flat = " ".join(text.split())
     for a in c.articles:
-        assert a.title in flat and a.summary_text in flat and a.url in text.split()
+        assert a.title in flat and teaser(a.summary_text) in flat and a.url in text.split()
     assert f"Unsubscribe:\n{UNSUBSCRIBE_URL}\n" in text  # the URL alone on its line
 
 
@@ -256,17 +257,19 @@ def test_templates_are_compiled_once():
 
 def test_rates_name_each_figure_source_only_when_there_are_several():
     from datetime import date
+    from decimal import Decimal
 
     from newsletter.models import RateLine, RatesHeader
     from newsletter.render.text import rates_sources, rates_table
 
     def line(pair, source):
-        return RateLine(pair, "0.1", "0.00%", "flat", source, date(2026, 11, 27))
+        cur, quote = pair.split("/")
+        return RateLine(cur, quote, Decimal("0.1"), Decimal(0), 4, source, date(2026, 11, 27))
 
     one = RatesHeader([line("KZT/USD", "NBK"), line("KGS/USD", "NBK")])
-    assert "[" not in rates_table(one) and rates_sources(one) == "Rates: NBK"
+    assert "[" not in rates_table(rate_rows(one)) and rates_sources(one) == "Rates: NBK"
     two = RatesHeader([line("KZT/USD", "NBK"), line("TMT/USD", "peg"), line("KGS/USD", "NBK")])
-    assert [row.split()[0] for row in rates_table(two).splitlines()] == [
+    assert [row.split()[0] for row in rates_table(rate_rows(two)).splitlines()] == [
         "KZT/USD[1]",
         "TMT/USD[2]",
         "KGS/USD[1]",

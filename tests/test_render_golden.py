@@ -65,3 +65,29 @@ def test_text_golden():
 
 def test_text_golden_sections_per_tag():
     compare("digest-tags.txt", render(edition("tags")).text)
+
+
+def edition_ru(layout="list"):
+    """The same edition for a Russian-language digest: every fixed string from
+    the ru catalogue, dates and numbers as Russian writes them."""
+    from dataclasses import replace
+
+    c = edition(layout)
+    c.digest = replace(c.digest, language="ru", title="Еженедельный дайджест")
+    c.edition_date = "30 ноября 2026"
+    c.subject = "The Steppe Ledger: Еженедельный дайджест, 30 ноября 2026"
+    return c
+
+
+def test_html_golden_ru():
+    html = render(edition_ru()).html
+    assert '<html lang="ru"' in html
+    compare("digest-ru.html", html.replace("><", ">\n<"))
+
+
+def test_text_golden_ru():
+    compare("digest-ru.txt", render(edition_ru()).text)
+
+
+def test_text_golden_sections_per_tag_ru():
+    compare("digest-tags-ru.txt", render(edition_ru("tags")).text)

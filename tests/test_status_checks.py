@@ -124,7 +124,7 @@ def test_the_migration_keeps_every_row_and_foreign_key(db_url):
     before = counts(store.engine)
     assert before["deliveries"] == 2 and before["events"] == 1
     store.migrate()
-    assert store.revision() == "0004"
+    assert store.revision() >= "0004"  # 0004 applied (later revisions may follow)
     assert counts(store.engine) == before
     # the foreign keys still hold (and still cascade) after SQLite's table copies
     with pytest.raises(sa.exc.IntegrityError):
@@ -155,7 +155,7 @@ def test_the_migration_goes_down_and_up_again(db_url):
             conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         with conn.begin():
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "-1")  # to just before 0004
+            command.downgrade(cfg, "0003")  # to just before 0004
     with store.engine.begin() as c:  # no constraint any more
         c.execute(sa.update(editions).values(status="draft"))
         c.execute(sa.update(editions).values(status=EditionStatus.SENDING))

@@ -22,7 +22,7 @@ from newsletter.delivery.backends import make_backend
 from newsletter.delivery.send import send_edition
 from newsletter.models import Rendered
 from newsletter.render.compile import render
-from newsletter.render.personalize import personalize
+from newsletter.render.personalize import first_name, personalize
 from newsletter.store import Store
 from tests.render_data import russian_content
 from tests.test_delivery import CONFIG, NOW, SECRET, add_subscribers, freeze_audience
@@ -375,7 +375,12 @@ def recipient_of(parsed) -> dict[str, str]:
     """The placeholder values the message was personalised with (from its headers)."""
     url = re.search(r"<(https://[^>]+)>", str(parsed["List-Unsubscribe"])).group(1)
     name = parsed["To"].addresses[0].display_name
-    return {"%%unsubscribe_url%%": url, "%%preferences_url%%": url, "%%name%%": name}
+    return {
+        "%%unsubscribe_url%%": url,
+        "%%preferences_url%%": url,
+        "%%name%%": name,
+        "%%first_name%%": first_name(name),
+    }
 
 
 def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, tmp_path):

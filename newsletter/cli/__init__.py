@@ -13,6 +13,7 @@ from newsletter import __version__
 from newsletter.cli import (
     articles,
     editions,
+    note,
     preview,
     rates,
     run,
@@ -74,6 +75,7 @@ for module in (
     run,
     articles,
     rates,
+    note,
     subscribers,
     preview,
     send,

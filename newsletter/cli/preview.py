@@ -48,6 +48,9 @@ def register(cli: click.Group) -> None:
         is_flag=True,
         help="In screenshots, grey boxes instead of fetching the images.",
     )
+    @click.option(
+        "--dark", is_flag=True, help="Screenshots in dark mode (prefers-color-scheme: dark)."
+    )
     @click.option("--at", help="Preview as if it were this time (ISO 8601).")
     @pass_app
     def preview(
@@ -62,6 +65,7 @@ def register(cli: click.Group) -> None:
         port: int,
         screenshot: str | None,
         placeholder_images: bool,
+        dark: bool,
         at: str | None,
     ) -> None:
         """Render an edition exactly as a subscriber would get it. Sends and records nothing.
@@ -101,6 +105,7 @@ def register(cli: click.Group) -> None:
                 result.html,
                 Path(screenshot),
                 images="placeholder" if placeholder_images else "load",
+                dark=dark,
                 executable=cfg.render.chromium,
             )
             for p in paths:

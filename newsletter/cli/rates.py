@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, pass_app
-from newsletter.rates.service import build_header, header_to_json
-from newsletter.render.text import rates_sources, rates_table
+from newsletter.config import CONVENTIONS
+from newsletter.rates.format import rate_rows
+from newsletter.rates.service import build_header
+from newsletter.render.text import rates_text
 
 
 def register(cli: click.Group) -> None:
@@ -20,9 +23,27 @@ def register(cli: click.Group) -> None:
         type=click.DateTime(["%Y-%m-%d"]),
         help="The day (default: today in the first digest's time zone).",
     )
+    @click.option(
+        "--digest",
+        "digest_name",
+        metavar="NAME",
+        help="Print in this digest's convention (default: the first digest).",
+    )
+    @click.option(
+        "--convention",
+        type=click.Choice(CONVENTIONS),
+        help="Print as the site's ticker (KZT/USD 0.001966) or as banks do "
+        "(1 USD = 508.6 KZT); default: the digest's rates_convention.",
+    )
     @json_option
     @pass_app
-    def rates(app: App, day: datetime | None, as_json: bool) -> None:
+    def rates(
+        app: App,
+        day: datetime | None,
+        digest_name: str | None,
+        convention: str | None,
+        as_json: bool,
+    ) -> None:
         """Print the rates header exactly as the next edition would show it.
 
         Fetches from the configured providers and stores what they answer, as
@@ -30,19 +51,29 @@ def register(cli: click.Group) -> None:
         Exit codes: 0 every pair has a current figure, 3 some pair has none or only
         an old one ("as of"), 1 no pair has any.
         """
+        digest = app.config.digest(digest_name)
         cfg = app.config.rates
-        tz = ZoneInfo(app.config.digest().timezone)
+        tz = ZoneInfo(digest.timezone)
         when: date = day.date() if day else datetime.now(UTC).astimezone(tz).date()
         header = build_header(app.store, cfg, when)
+        convention = convention or digest.rates_convention
         if as_json:
-            emit_json(header_to_json(header))
+            rows = rate_rows(header, convention, digest.language or app.config.site.language)
+            emit_json(
+                [
+                    {**line.as_dict(), **dataclasses.asdict(row)}
+                    for line, row in zip(header.items, rows, strict=True)
+                ]
+            )
         elif not header:
             click.echo("no rates available; the next edition would go out without a rates header")
         else:
-            # the same two parts as the plaintext edition (templates/digest.txt.j2)
-            click.echo(rates_table(header))
-            click.echo(rates_sources(header))
-        shown = {line.pair for line in header.items if not line.as_of}
+            # the same block as the plaintext edition (templates/digest.txt.j2)
+            click.echo(rates_text(header, convention, digest.language or app.config.site.language))
+        # current: not older than stale_after_days (a Friday figure on a Monday is
+        # printed "as of" but still current)
+        stale_before = when - timedelta(days=cfg.stale_after_days)
+        shown = {line.pair for line in header.items if line.rate_date >= stale_before}
         missing = [c for c in cfg.currencies if f"{c}/{cfg.quote}" not in shown]
         if missing:
             click.echo(

@@ -26,6 +26,7 @@ import base64
 import email.policy
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email import base64mime, quoprimime
 from email.message import EmailMessage
@@ -36,7 +37,14 @@ from newsletter.audience.subscribers import neutral_name
 from newsletter.delivery.backends.base import OutgoingMessage
 from newsletter.errors import PermanentDeliveryError
 from newsletter.models import Recipient
-from newsletter.render.personalize import NAME, PREFERENCES_URL, UNSUBSCRIBE_URL, personalize
+from newsletter.render.personalize import (
+    FIRST_NAME,
+    NAME,
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    personalize,
+    values_for,
+)
 
 #: RFC 5322 2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998
 LINE = 78
@@ -185,12 +193,16 @@ def list_headers(message: OutgoingMessage, recipient: Recipient) -> dict[str, st
     }
 
 
-def recipient_values(recipient: Recipient) -> dict[str, str]:
-    return {
-        UNSUBSCRIBE_URL: recipient.unsubscribe_url,
-        PREFERENCES_URL: recipient.unsubscribe_url,
-        NAME: neutral_name(recipient.name),
-    }
+def recipient_values(
+    recipient: Recipient, fallbacks: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The placeholders' values for ``recipient`` (``fallbacks``: the rendered
+    variant's, e.g. the greeting's name for a subscriber without one)."""
+    return values_for(
+        name=neutral_name(recipient.name),
+        unsubscribe_url=recipient.unsubscribe_url,
+        fallbacks=fallbacks,
+    )
 
 
 def headers_of(message: OutgoingMessage, recipient: Recipient) -> list[tuple[str, str]]:
@@ -258,7 +270,7 @@ SHORT_LINE = 600
 
 
 #: the most octets a placeholder's value may take in the HTML (escaped)
-_PLACEHOLDER_OCTETS = {UNSUBSCRIBE_URL: 300, PREFERENCES_URL: 300, NAME: 400}
+_PLACEHOLDER_OCTETS = {UNSUBSCRIBE_URL: 300, PREFERENCES_URL: 300, NAME: 400, FIRST_NAME: 400}
 
 
 def _octets(text: str) -> int:
@@ -352,7 +364,7 @@ def render_message(
 ) -> WireMessage:
     """The whole message for one recipient as it goes on the wire (CR LF)."""
     r = message.rendered
-    values = recipient_values(recipient)
+    values = recipient_values(recipient, r.fallbacks)
     text = personalize(r.text, values, html_part=False)
     html = personalize(short_lines(r.html), values, html_part=True)
     ctes = (

@@ -79,6 +79,7 @@ def render_web(store: Store, cfg: Config, edition_id: int) -> Rendered:
         rates=header_from_json(details.rates),
         tags=list(digest.tags),
         names=tag_names(store),
+        note=details.info.get("note", ""),
     )
     content.web = True
     rendered = render(
@@ -89,11 +90,9 @@ def render_web(store: Store, cfg: Config, edition_id: int) -> Rendered:
     )
     # a user template may still use the per-recipient placeholders: fill them
     # with values that name nobody
-    values = {
-        personalize.UNSUBSCRIBE_URL: cfg.site.public_url,
-        personalize.PREFERENCES_URL: cfg.site.public_url,
-        personalize.NAME: "",
-    }
+    values = personalize.values_for(
+        name="", unsubscribe_url=cfg.site.public_url, fallbacks=rendered.fallbacks
+    )
     rendered.html = personalize.personalize(rendered.html, values, html_part=True)
     rendered.text = personalize.personalize(rendered.text, values, html_part=False)
     return rendered
@@ -136,7 +135,9 @@ def read_manifest(folder: Path) -> list[dict]:
 
 
 def _index(cfg: Config, entries: list[dict], *, digest: str = "") -> str:
-    env = make_env(str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else "")
+    which = cfg.digest(digest) if digest else cfg.digests[0]
+    language = which.language or cfg.site.language
+    env = make_env(str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else "", language)
     try:
         return env.get_template("archive/index.html.j2").render(
             site=cfg.site,

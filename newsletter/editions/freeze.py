@@ -19,6 +19,7 @@ from newsletter.config import Config, DigestConfig
 from newsletter.editions.plan import EditionPlan
 from newsletter.editions.variants import variant_key
 from newsletter.errors import NotFoundError
+from newsletter.notes import note_for_period
 from newsletter.rates.service import build_header, header_to_json
 from newsletter.schedule import Period
 from newsletter.states import EditionStatus
@@ -72,6 +73,9 @@ def create_edition(
         info={
             "edition_date": plan.edition_date,
             "skipped_subscribers": plan.skipped_subscribers,
+            # the editor's note as it was when the edition was frozen: a resumed
+            # send and the archive show what the first recipients got
+            "note": note_for_period(cfg, plan.digest, plan.period),
             **(extra_info or {}),
         },
         status=EditionStatus.COMPILED,

@@ -29,6 +29,7 @@ def content_for(
     tags: list[str],
     names: dict[str, str],
     archive_url: str = "",
+    note: str = "",
 ) -> EditionContent:
     return EditionContent(
         site=cfg.site,
@@ -40,6 +41,7 @@ def content_for(
         reason_tags=[names.get(t, t) for t in tags],
         archive_url=archive_url,
         layout=cfg.render.layout,
+        note=note,
     )
 
 
@@ -77,6 +79,7 @@ def render_frozen(store: Store, cfg: Config, edition_id: int) -> dict[str, Rende
             tags=variant_tags(key, digest),
             names=names,
             archive_url=archive_link(cfg, digest, edition_id),
+            note=details.info.get("note", ""),
         )
         out[key] = render_content(cfg, content)
     return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from newsletter import i18n
 from newsletter.config import Config, DigestConfig
 from newsletter.editions.variants import DEFAULT_VARIANT, tag_slugs, variant_key, variant_tags
 from newsletter.models import Article, Subscriber
@@ -197,7 +198,8 @@ def plan_edition(
     start = period_start(digest, now)
     since, previous = _window_and_previous(store, digest, now)
     local = now.astimezone(ZoneInfo(digest.timezone))
-    edition_date = f"{local.day} {local:%B %Y}"
+    # '30 November 2026', '30 ноября 2026': the edition's language (CLDR)
+    edition_date = i18n.lang(digest.language or cfg.site.language).day(local)
     plan = EditionPlan(
         digest=digest,
         period=period_key(start),

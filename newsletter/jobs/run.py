@@ -64,14 +64,12 @@ def write_preview(cfg: Config, edition_id: int, renders: dict[str, Rendered]) ->
     if not renders:
         return ""
     sample = f"{cfg.site.public_url.rstrip('/')}/unsubscribe/PREVIEW"
-    values = {
-        personalize.UNSUBSCRIBE_URL: sample,
-        personalize.PREFERENCES_URL: sample,
-        personalize.NAME: "",
-    }
+    key = "default" if "default" in renders else sorted(renders)[0]
+    values = personalize.values_for(
+        name="", unsubscribe_url=sample, fallbacks=renders[key].fallbacks
+    )
     folder = cfg.resolve(cfg.delivery.outbox_dir) / f"edition-{edition_id}"
     path = folder / "preview.html"
-    key = "default" if "default" in renders else sorted(renders)[0]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         html = personalize.personalize(renders[key].html, values, html_part=True)

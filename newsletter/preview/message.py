@@ -18,6 +18,7 @@ from newsletter.editions.plan import EditionPlan, plan_edition
 from newsletter.editions.variants import variant_key, variant_tags
 from newsletter.errors import InputError, NotFoundError
 from newsletter.models import RatesHeader, Recipient, Rendered, Subscriber
+from newsletter.notes import note_for_period
 from newsletter.rates.service import build_header
 from newsletter.store import Store
 
@@ -58,6 +59,7 @@ def preview(
         tags=variant_tags(key, digest),
         names=tag_names(store),
         archive_url=preview_archive_link(store, cfg, digest, plan),
+        note=note_for_period(cfg, digest, plan.period),
     )
     return render_content(cfg, content), plan
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from newsletter import i18n
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.mime import html_wire_sizes
 from newsletter.editions.frozen import content_for, render_content, tag_names
 from newsletter.editions.plan import plan_edition
 from newsletter.errors import RenderError
+from newsletter.notes import note_for_period
 from newsletter.preview.message import build_preview, preview_archive_link
 from newsletter.rates.service import build_header
 from newsletter.render.check import CheckReport, check_message
@@ -22,35 +24,44 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
     from newsletter.render.check import CheckReport
 
     report = CheckReport()
+    # the findings speak the edition's language, like the edition
+    language = digest.language or cfg.site.language
+    _ = i18n.lang(language)
     if not cfg.secrets.secret_key:
         report.add(
             "error",
             "unsubscribe",
-            "NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed",
+            _("NEWSLETTER_SECRET_KEY is not set: unsubscribe links cannot be signed"),
         )
     if cfg.site.archive_url and not cfg.archive.dir:
         report.add(
             "warning",
             "archive",
-            "site.archive_url is set but archive.dir is empty: "
-            'nothing publishes the pages "View in browser" points to',
+            _(
+                "site.archive_url is set but archive.dir is empty: "
+                "nothing publishes the pages “{link}” points to",
+                link=_("View in browser"),
+            ),
         )
     plan = plan_edition(store, cfg, digest, now)
     if not plan.variants:
         report.add(
             "error",
             "empty",
-            f"no variant has min_articles={digest.min_articles} "
-            "new stories: the edition would be empty",
+            _(
+                "no variant has min_articles={count} new stories: the edition would be empty",
+                count=digest.min_articles,
+            ),
         )
         return report
     if plan.recipients == 0:
-        report.add("warning", "audience", "no active subscriber would get this edition")
+        report.add("warning", "audience", _("no active subscriber would get this edition"))
     rates = build_header(
         store, cfg.rates, now.astimezone(ZoneInfo(digest.timezone)).date(), save=False
     )
     names = tag_names(store)
     archive_url = preview_archive_link(store, cfg, digest, plan)
+    note = note_for_period(cfg, digest, plan.period)
     for key, variant in plan.variants.items():
         content = content_for(
             cfg,
@@ -62,6 +73,7 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
             tags=variant.tags,
             names=names,
             archive_url=archive_url,
+            note=note,
         )
         try:
             rendered = render_content(cfg, content)
@@ -80,7 +92,7 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
             max_bytes=cfg.render.max_html_bytes,
             variant=key,
             notes=rendered.warnings,
-            language=cfg.site.language,
+            language=language,
             unsubscribe_wording=cfg.render.unsubscribe_words,
         )
         report.variants[key] = {

@@ -77,6 +77,7 @@ def cross_rates(quotes: Quotes, currencies: list[str], quote: str) -> dict[str, 
             rate_date=quotes.day,
             source=quotes.source,
             change_pct=published_change(quotes, cur, quote),
+            digits=precision(quotes, cur, quote),
         )
     return out
 

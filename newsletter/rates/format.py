@@ -6,33 +6,34 @@ so a figure is never rounded twice or printed in exponent form.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from functools import lru_cache
 
-#: thousands and decimal separators by language (CLDR's, for the languages a
-#: Central Asian newsroom writes in; a small table rather than a babel dependency)
-SEPARATORS = {
-    "en": (",", "."),
-    "ru": ("\u00a0", ","),
-    "kk": ("\u00a0", ","),
-    "ky": ("\u00a0", ","),
-    "tg": ("\u00a0", ","),
-    "tk": ("\u00a0", ","),
-    "uz": ("\u00a0", ","),
-    "tr": (".", ","),
-    "de": (".", ","),
-    "fr": ("\u202f", ","),
-}
+from babel.numbers import get_decimal_symbol, get_group_symbol
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+from newsletter import i18n
+from newsletter.i18n import N_
+from newsletter.models import RateLine, RatesHeader
 
 _CENT = Decimal("0.01")
 
 
+@lru_cache(maxsize=32)
 def separators(locale: str) -> tuple[str, str]:
-    """(thousands, decimal) for ``locale`` ('ru', 'ru_RU', 'ru-RU'); English when unknown."""
-    lang = locale.replace("-", "_").split("_")[0].lower()
-    return SEPARATORS.get(lang, SEPARATORS["en"])
+    """(thousands, decimal) for ``locale`` ('ru', 'ru_RU', 'ru-RU') from CLDR:
+    (',', '.') in English, (no-break space, ',') in Russian."""
+    loc = i18n.locale(locale)
+    return get_group_symbol(loc), get_decimal_symbol(loc)
+
+
+@lru_cache(maxsize=32)
+def _percent_pattern(locale: str) -> str:
+    """Where the number and the sign go: '{}%' in English, '{}\u00a0%' in Russian."""
+    pattern = i18n.locale(locale).percent_formats[None].pattern.split(";")[0]
+    return re.sub(r"[#0,.]+", "{}", pattern, count=1)
 
 
 def group(number: str, locale: str = "en") -> str:
@@ -72,13 +73,20 @@ def _round_pct(change: Decimal) -> Decimal:
 
 
 def percent(change: Decimal | None, locale: str = "en") -> str:
-    """'+0.12%', '-1.05%', '0.00%' (never '-0.00%' or '+0.00%'); '' when unknown."""
+    """'+0.12%', '-1.05%', '0.00%' (never '-0.00%' or '+0.00%'); '' when unknown.
+
+    The number, the separators and the place of the percent sign are the
+    locale's: '+0,12\u00a0%' in Russian."""
     if change is None:
         return ""
     rounded = _round_pct(change)
-    if rounded == 0:
-        return group("0.00", locale) + "%"
-    return group(f"{rounded:+f}", locale) + "%"
+    sign = "+" if rounded > 0 else "-" if rounded < 0 else ""
+    return sign + _size(rounded, locale)
+
+
+def _size(rounded: Decimal, locale: str) -> str:
+    """'0.12%' for +0.12 or -0.12: the percentage without its sign."""
+    return _percent_pattern(locale).format(group(f"{rounded.copy_abs():f}", locale))
 
 
 def direction(change: Decimal | None) -> str:
@@ -89,27 +97,17 @@ def direction(change: Decimal | None) -> str:
     return "up" if rounded > 0 else "down" if rounded < 0 else "flat"
 
 
-def inverted(value: Decimal, invert_below: float | None) -> bool:
-    """Whether XXX/USD = ``value`` is shown as "1 USD = N XXX"."""
-    return bool(invert_below) and value < Decimal(str(invert_below))
-
-
-def inverse_change(change_pct: Decimal) -> Decimal:
-    """The change of 1/x, in percent, when x changed by ``change_pct`` percent."""
-    return -change_pct * 100 / (100 + change_pct)
-
-
-def rate_text(
+def figure(
+    value: Decimal,
     currency: str,
     quote: str,
-    value: Decimal,
     *,
+    convention: str = "ticker",
     digits: int = 4,
-    invert_below: float | None = None,
     locale: str = "en",
 ) -> str:
-    """'0.002089' or, below the threshold, '1 USD = 12,194 UZS'."""
-    if inverted(value, invert_below):
+    """'0.001966' (ticker) or '1 USD = 508.6 KZT' (bank) for KZT/USD = ``value``."""
+    if convention == "bank":
         with localcontext() as ctx:
             ctx.prec = 28
             inverse = Decimal(1) / value
@@ -117,6 +115,117 @@ def rate_text(
     return group(significant(value, digits), locale)
 
 
-def short_date(day: date) -> str:
-    """'3 Mar', whatever the process locale is."""
-    return f"{day.day} {_MONTHS[day.month - 1]}"
+def label(currency: str, quote: str, convention: str = "ticker") -> str:
+    """The row's label, which names the figure beside it: 'KZT/USD' for 0.001966
+    (ticker), 'USD/KZT' for '1 USD = 508.6 KZT' (bank)."""
+    return f"{quote}/{currency}" if convention == "bank" else f"{currency}/{quote}"
+
+
+#: what a reader calls a currency in the words a screen reader reads
+#: (translated where shown)
+CURRENCY_NAMES = {
+    "KGS": N_("som"),
+    "KZT": N_("tenge"),
+    "TJS": N_("somoni"),
+    "UZS": N_("sum"),
+    "TMT": N_("manat"),
+    "AZN": N_("manat"),
+    "RUB": N_("rouble"),
+    "CNY": N_("yuan"),
+    "EUR": N_("euro"),
+    "USD": N_("dollar"),
+}
+
+ARROWS = {"up": "▲", "down": "▼", "flat": "="}
+
+
+def words(currency: str, change: Decimal | None, locale: str = "en") -> str:
+    """'tenge stronger by 0.34%', 'sum weaker by 0.1%', 'manat unchanged'; '' when unknown.
+
+    Says what the arrow and the colour say, for a screen reader, in ``locale``."""
+    if change is None:
+        return ""
+    _ = i18n.lang(locale)
+    name = _(CURRENCY_NAMES[currency]) if currency in CURRENCY_NAMES else currency
+    rounded = _round_pct(change)
+    if rounded == 0:
+        return _("{currency} unchanged", currency=name)
+    size = _size(rounded, locale)
+    if rounded > 0:
+        return _("{currency} stronger by {change}", currency=name, change=size)
+    return _("{currency} weaker by {change}", currency=name, change=size)
+
+
+def legend(quote: str, locale: str = "en") -> str:
+    """What the arrows mean, printed under the rates."""
+    _ = i18n.lang(locale)
+    if quote == "USD":
+        return _("▲ stronger, ▼ weaker against the US dollar since the previous business day")
+    return _(
+        "▲ stronger, ▼ weaker against {currency} since the previous business day", currency=quote
+    )
+
+
+def as_of(day: date, locale: str = "en") -> str:
+    """'as of 27 Nov', 'на 27 нояб.'."""
+    _ = i18n.lang(locale)
+    return _("as of {date}", date=_.short_day(day))
+
+
+@dataclass(frozen=True)
+class RateRow:
+    """One line of the rates header as printed."""
+
+    label: str  # "KZT/USD"
+    figure: str  # "0.001966" or "1 USD = 508.6 KZT"
+    change: str  # "+0.34%", "" when unknown
+    direction: str  # up | down | flat: the currency against the quote
+    arrow: str  # ▲ ▼ =, "" when unknown
+    words: str  # "tenge stronger by 0.34%"
+    as_of: str  # "as of 27 Nov", "" for a figure of the edition's date
+    note: int  # footnote number of the source, 0 with a single source
+
+
+def rate_rows(header: RatesHeader, convention: str = "ticker", locale: str = "en") -> list[RateRow]:
+    """The header's rows, every one in ``convention``: the label matches the
+    figure, and the change, arrow and words are the currency's against the quote."""
+    return [_row(header, line, convention, locale) for line in header.items]
+
+
+def _row(header: RatesHeader, line: RateLine, convention: str, locale: str) -> RateRow:
+    note = header.note(line)
+    if line.legacy is not None:
+        d = line.legacy
+        return RateRow(
+            d.get("pair", ""),
+            d.get("text", ""),
+            d.get("change", ""),
+            d.get("direction", "flat"),
+            ARROWS.get(d.get("direction", "flat"), "=") if d.get("change") else "",
+            "",
+            d.get("as_of", ""),
+            note,
+        )
+    known = line.change_pct is not None
+    return RateRow(
+        label=label(line.currency, line.quote, convention),
+        figure=figure(
+            line.value,
+            line.currency,
+            line.quote,
+            convention=convention,
+            digits=line.digits,
+            locale=locale,
+        ),
+        change=percent(line.change_pct, locale),
+        direction=direction(line.change_pct),
+        arrow=ARROWS[direction(line.change_pct)] if known else "",
+        words=words(line.currency, line.change_pct, locale),
+        as_of=as_of(line.rate_date, locale) if line.dated else "",
+        note=note,
+    )
+
+
+def short_date(day: date, locale: str = "en") -> str:
+    """'3 Mar' (CLDR's abbreviation for ``locale``), whatever the process locale is."""
+    return i18n.lang(locale).short_day(day)

@@ -183,7 +183,7 @@ def _choose(run: _Run, currency: str, providers: list[str], digits: int) -> Rate
         if answer is None or currency not in answer.rates:
             continue
         rate = answer.rates[currency]
-        have = precision(answer.quotes, currency, run.cfg.quote)
+        have = rate.digits or precision(answer.quotes, currency, run.cfg.quote)
         if have >= digits:
             return rate
         logger.info(
@@ -197,11 +197,39 @@ def _choose(run: _Run, currency: str, providers: list[str], digits: int) -> Rate
     return rough
 
 
+def _stored(
+    run: _Run, currency: str, providers: list[str], digits: int, *, precise_since: date
+) -> Rate | None:
+    """The stored figure to fall back on: the newest one precise enough to show
+    ``digits`` digits, if it is no older than ``precise_since`` or than any other;
+    else the newest."""
+    precise = run.store.latest_rate(
+        currency, run.cfg.quote, run.day, sources=providers, min_digits=digits
+    )
+    newest = run.store.latest_rate(currency, run.cfg.quote, run.day, sources=providers)
+    if precise is not None and (
+        precise.rate_date >= precise_since
+        or newest is None
+        or precise.rate_date >= newest.rate_date
+    ):
+        return precise
+    return newest
+
+
+def _shown_digits(rate: Rate, digits: int) -> int:
+    """Digits printed: the configured ones, fewer when the figure is not that good."""
+    return min(digits, rate.digits) if rate.digits else digits
+
+
 def build_header(
     store: Store, cfg: RatesConfig, day: date, *, fetch: bool = True, save: bool = True
 ) -> RatesHeader:
     """Fetch (unless ``fetch`` is False), store (unless ``save`` is False), and
-    format the header for ``day``. Never raises for a provider's failure."""
+    collect the header's figures for ``day``. Never raises for a provider's failure.
+
+    The figures are formatted when the edition is rendered, in the digest's
+    convention (:func:`newsletter.rates.format.rate_rows`).
+    """
     run = _Run(store, cfg, day, save)
     header = RatesHeader()
     stale_before = day - timedelta(days=cfg.stale_after_days)
@@ -210,72 +238,88 @@ def build_header(
         digits = pair.significant_digits or cfg.significant_digits
         rate = _choose(run, cur, pair.providers, digits) if fetch else None
         live = rate is not None
-        if rate is None:
-            rate = store.latest_rate(cur, cfg.quote, day, sources=pair.providers)
-            if rate is not None and fetch:
-                logger.warning(
-                    "rates: no provider has %s/%s for %s; showing the stored figure of %s from %s",
+        if rate is None or (rate.digits or digits) < digits:
+            # nothing live, or only a rough figure: a stored one precise enough wins
+            stored = _stored(run, cur, pair.providers, digits, precise_since=stale_before)
+            if rate is None:
+                rate = stored
+                if rate is not None and fetch:
+                    logger.warning(
+                        "rates: no provider has %s/%s for %s; showing the stored figure of %s "
+                        "from %s",
+                        cur,
+                        cfg.quote,
+                        day,
+                        rate.rate_date,
+                        rate.source,
+                    )
+            elif stored is not None and (stored.digits or 0) >= digits:
+                logger.info(
+                    "rates: %s/%s from %s has only %d significant digits; showing the "
+                    "stored figure of %s from %s instead",
                     cur,
                     cfg.quote,
-                    day,
-                    rate.rate_date,
                     rate.source,
+                    rate.digits,
+                    stored.rate_date,
+                    stored.source,
                 )
+                rate, live = stored, False
         if rate is None:
             logger.warning("rates: no %s/%s rate from any provider or the store", cur, cfg.quote)
             continue
-        change = run.change(rate, live=live)
-        inverted = fmt.inverted(rate.value, pair.invert_below)
-        if inverted and change is not None:
-            # the change follows the figure printed: "1 USD = 12,194 UZS ▲ +0.14%"
-            change = fmt.inverse_change(change)
-        stale = rate.rate_date < stale_before
+        dated = rate.rate_date != day
         header.items.append(
             RateLine(
-                pair=f"{cur}/{cfg.quote}",
-                text=fmt.rate_text(
-                    cur,
-                    cfg.quote,
-                    rate.value,
-                    digits=digits,
-                    invert_below=pair.invert_below,
-                    locale=cfg.locale,
-                ),
-                change=fmt.percent(change, cfg.locale),
-                direction=fmt.direction(change),
+                currency=cur,
+                quote=cfg.quote,
+                value=rate.value,
+                change_pct=run.change(rate, live=live),
+                digits=_shown_digits(rate, digits),
                 source=source_label(rate.source),
                 rate_date=rate.rate_date,
-                as_of=f"as of {fmt.short_date(rate.rate_date)}" if stale else "",
+                dated=dated,
             )
         )
-        if stale and (header.as_of is None or rate.rate_date < header.as_of):
+        if dated and (header.as_of is None or rate.rate_date < header.as_of):
             header.as_of = rate.rate_date
     if not header.items:
         logger.warning("rates: no rates at all; the edition goes out without a rates header")
     return header
 
 
-def header_to_json(header: RatesHeader) -> list[dict[str, str]]:
+def header_to_json(header: RatesHeader) -> list[dict[str, str | int | bool | None]]:
+    """The header as the edition stores it (numbers as decimal strings)."""
     return [line.as_dict() for line in header.items]
 
 
-def header_from_json(data: list[dict[str, str]] | None) -> RatesHeader:
+def header_from_json(data: list[dict] | None) -> RatesHeader:
+    """The stored header; an edition frozen with formatted text keeps its text."""
     if not data:
         return RatesHeader()
-    header = RatesHeader(
-        items=[
-            RateLine(
-                pair=d["pair"],
-                text=d["text"],
-                change=d["change"],
-                direction=d["direction"],
-                source=d["source"],
-                rate_date=date.fromisoformat(d["date"]),
-                as_of=d.get("as_of", ""),
-            )
-            for d in data
-        ]
-    )
-    stale = [line.rate_date for line in header.items if line.as_of]
-    header.as_of = min(stale) if stale else None
+    header = RatesHeader(items=[_line_from_json(d) for d in data])
+    dated = [
+        line.rate_date
+        for line in header.items
+        if line.dated or (line.legacy is not None and line.legacy.get("as_of"))
+    ]
+    header.as_of = min(dated) if dated else None
     return header
+
+
+def _line_from_json(d: dict) -> RateLine:
+    day = date.fromisoformat(d["date"])
+    if "value" not in d:
+        currency, _, quote = d["pair"].partition("/")
+        legacy = {k: d.get(k, "") for k in ("pair", "text", "change", "direction", "as_of")}
+        return RateLine(currency, quote, Decimal(0), None, 0, d["source"], day, legacy=legacy)
+    return RateLine(
+        currency=d["currency"],
+        quote=d["quote"],
+        value=Decimal(d["value"]),
+        change_pct=None if d.get("change_pct") is None else Decimal(d["change_pct"]),
+        digits=int(d["digits"]),
+        source=d["source"],
+        rate_date=day,
+        dated=bool(d.get("dated")),
+    )

@@ -33,6 +33,9 @@ from urllib.parse import urlsplit
 
 import lxml.html
 
+from newsletter import i18n
+from newsletter.i18n import Lang
+
 SUBJECT_MAX = 78
 TEXT_WIDTH = 78
 #: MRML writes attribute values with Rust debug escaping (docs/templates.md)
@@ -103,10 +106,16 @@ class CheckReport:
         }
 
 
-def _few(items: Iterable[str], limit: int = 3) -> str:
+def _few(items: Iterable[str], limit: int = 3, _: Lang | None = None) -> str:
     items = list(dict.fromkeys(items))
     shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    if len(items) <= limit:
+        return shown
+    rest = len(items) - limit
+    _ = _ or i18n.lang("en")
+    return _.ngettext("{names} and {count} more", "{names} and {count} more", rest).format(
+        names=shown, count=rest
+    )
 
 
 def _absolute_http(url: str) -> bool:
@@ -152,10 +161,15 @@ def check_message(
     language: str = "en",
     unsubscribe_wording: Iterable[str] = (),
 ) -> list[Finding]:
-    """Findings for one personalised message. ``notes``: the renderer's warnings;
-    ``language`` and ``unsubscribe_wording`` (more words) decide what a visible
-    unsubscribe link may say."""
+    """Findings for one personalised message, worded in ``language`` (the
+    edition's). ``notes``: the renderer's warnings; ``language`` and
+    ``unsubscribe_wording`` (more words) decide what a visible unsubscribe link
+    may say."""
     report = CheckReport()
+    _ = i18n.lang(language)
+
+    def few(items: Iterable[str], limit: int = 3) -> str:
+        return _few(items, limit, _)
 
     def error(code: str, message: str) -> None:
         report.add("error", code, message, variant)
@@ -164,32 +178,39 @@ def check_message(
         report.add("warning", code, message, variant)
 
     if articles == 0:
-        error("empty", "the edition has no stories")
+        error("empty", _("the edition has no stories"))
     size = len(html.encode())
     if size > max_bytes:
-        error("size", f"HTML is {size} bytes, over the {max_bytes}-byte budget (Gmail clips)")
+        error(
+            "size",
+            _(
+                "HTML is {size} bytes, over the {budget}-byte budget (Gmail clips)",
+                size=size,
+                budget=max_bytes,
+            ),
+        )
     for note in notes:
-        warn("overflow" if "More stories" in note else "render", note)
+        warn("overflow" if _("More stories") in note else "render", note)
 
     doc = lxml.html.document_fromstring(html)
     elements = [el for el in doc.iter() if isinstance(el.tag, str)]
-    _check_images(doc, error, warn)
+    _check_images(doc, error, warn, _)
 
     hrefs = [a.get("href", "") for a in doc.iter("a")]
-    bad = [h or "(empty)" for h in hrefs if not (_absolute_http(h) or h.startswith("mailto:"))]
+    bad = [h or _("(empty)") for h in hrefs if not (_absolute_http(h) or h.startswith("mailto:"))]
     if bad:
-        error("link", f"link(s) not absolute http(s): {_few(bad)}")
+        error("link", _("link(s) not absolute http(s): {items}", items=few(bad)))
     if unsubscribe_url not in hrefs:
-        error("unsubscribe", "the HTML part has no unsubscribe link")
+        error("unsubscribe", _("the HTML part has no unsubscribe link"))
     if unsubscribe_url not in text:
-        error("unsubscribe", "the text part has no unsubscribe URL")
+        error("unsubscribe", _("the text part has no unsubscribe URL"))
     header = headers.get("List-Unsubscribe", "")
     if not re.search(r"<https://[^>]+>", header):
-        error("unsubscribe", "no List-Unsubscribe header with an https URL")
+        error("unsubscribe", _("no List-Unsubscribe header with an https URL"))
     elif headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
-        error("unsubscribe", "no List-Unsubscribe-Post header (RFC 8058 one-click)")
+        error("unsubscribe", _("no List-Unsubscribe-Post header (RFC 8058 one-click)"))
     _check_unsubscribe_wording(
-        doc, text, unsubscribe_url, unsubscribe_words(language, unsubscribe_wording), error
+        doc, text, unsubscribe_url, unsubscribe_words(language, unsubscribe_wording), error, _
     )
 
     shown = [
@@ -205,53 +226,81 @@ def check_message(
     ]
     leftovers += [f"<{el.tag}>" for el in elements if str(el.tag).startswith("mj-")]
     if leftovers:
-        error("unresolved", f"unresolved template variables: {_few(leftovers)}")
+        error("unresolved", _("unresolved template variables: {items}", items=few(leftovers)))
     escapes = [
-        f"{m.group(0)} in {part[max(0, m.start() - 20) : m.end() + 10]!r}"
+        _(
+            "{escape} in {context}",
+            escape=m.group(0),
+            context=repr(part[max(0, m.start() - 20) : m.end() + 10]),
+        )
         for part in (*shown, *attrs)
         for m in _RUST_ESCAPE.finditer(part)
     ]
     if escapes:
         error(
             "escape",
-            f"MRML escape(s) left in the HTML (a value without |mjattr): {_few(escapes, 2)}",
+            _(
+                "MRML escape(s) left in the HTML (a value without |mjattr): {items}",
+                items=few(escapes, 2),
+            ),
         )
 
-    _check_headings(elements, warn)
-    _check_tables(doc, warn)
-    _check_link_texts(doc, warn)
+    _check_headings(elements, warn, _)
+    _check_tables(doc, warn, _)
+    _check_link_texts(doc, warn, _)
 
     if len(subject) > SUBJECT_MAX:
-        warn("subject", f"the subject is {len(subject)} characters; over {SUBJECT_MAX} get cut")
+        warn(
+            "subject",
+            _(
+                "the subject is {length} characters; over {limit} get cut",
+                length=len(subject),
+                limit=SUBJECT_MAX,
+            ),
+        )
     long_lines = [
-        f"line {i}: {line[:40]}…"
+        _("line {number}: {start}…", number=i, start=line[:40])
         for i, line in enumerate(text.splitlines(), 1)
         if len(line) > TEXT_WIDTH and not _URL_ALONE.match(line)
     ]
     if long_lines:
         warn(
             "text-width",
-            f"{len(long_lines)} text line(s) over {TEXT_WIDTH} characters that are not a "
-            f"URL alone: {_few(long_lines, 2)}",
+            _(
+                "{count} text line(s) over {width} characters that are not a URL alone: {items}",
+                count=len(long_lines),
+                width=TEXT_WIDTH,
+                items=few(long_lines, 2),
+            ),
         )
     text_urls = set(_TEXT_URL.findall(text))
     missing = [h for h in hrefs if _absolute_http(h) and h not in text_urls]
     if missing:
-        warn("text-links", f"link(s) of the HTML part missing from the text part: {_few(missing)}")
+        warn(
+            "text-links",
+            _("link(s) of the HTML part missing from the text part: {items}", items=few(missing)),
+        )
     return report.findings
 
 
 Report = Callable[[str, str], None]
 
 
-def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report) -> None:
+def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report, _: Lang) -> None:
     images = list(doc.iter("img"))
     decorative = [
         i for i in images if i.get("role") == "presentation" or i.get("aria-hidden") == "true"
     ]
     no_alt = [i.get("src", "?") for i in images if i not in decorative and not i.get("alt", "")]
     if no_alt:
-        error("alt", f"{len(no_alt)} image(s) without alt text: {_few(no_alt)}")
+        error(
+            "alt",
+            _(
+                "{count} image(s) without alt text: {items}",
+                count=len(no_alt),
+                items=_few(no_alt, 3, _),
+            ),
+        )
     unsized = [
         i.get("src", "?")
         for i in images
@@ -260,8 +309,12 @@ def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report) -> No
     if unsized:
         warn(
             "image-size",
-            f"{len(unsized)} image(s) without a width and height (Outlook sizes by them; "
-            f"with images off they keep the box the alt text shows in): {_few(unsized)}",
+            _(
+                "{count} image(s) without a width and height (Outlook sizes by them; "
+                "with images off they keep the box the alt text shows in): {items}",
+                count=len(unsized),
+                items=_few(unsized, 3, _),
+            ),
         )
     unstyled = [
         i.get("src", "?")
@@ -271,64 +324,83 @@ def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report) -> No
     if unstyled:
         warn(
             "alt-style",
-            f"{len(unstyled)} image(s) whose alt text has no font-size and color of its own "
-            f"(images off, the words are unreadable or hidden): {_few(unstyled)}",
+            _(
+                "{count} image(s) whose alt text has no font-size and color of its own "
+                "(images off, the words are unreadable or hidden): {items}",
+                count=len(unstyled),
+                items=_few(unstyled, 3, _),
+            ),
         )
     bad_src = [
-        i.get("src", "") or "(empty)" for i in images if not _absolute_http(i.get("src", ""))
+        i.get("src", "") or _("(empty)") for i in images if not _absolute_http(i.get("src", ""))
     ]
     if bad_src:
-        error("link", f"image source(s) not absolute http(s): {_few(bad_src)}")
+        error(
+            "link",
+            _("image source(s) not absolute http(s): {items}", items=_few(bad_src, 3, _)),
+        )
 
 
 def _check_unsubscribe_wording(
-    doc: lxml.html.HtmlElement, text: str, url: str, words: tuple[str, ...], error: Report
+    doc: lxml.html.HtmlElement,
+    text: str,
+    url: str,
+    words: tuple[str, ...],
+    error: Report,
+    _: Lang,
 ) -> None:
     links = [a for a in doc.iter("a") if a.get("href", "") == url]
     if links and not any(_says(_visible_text(a), words) for a in links):
-        said = _few(repr(_visible_text(a)) for a in links)
+        said = _few((repr(_visible_text(a)) for a in links), 3, _)
         error(
             "unsubscribe-wording",
-            f"no visible link in the HTML part says {words[0]!r}: the unsubscribe URL "
-            f"is linked as {said}",
+            _(
+                "no visible link in the HTML part says {word}: the unsubscribe URL "
+                "is linked as {said}",
+                word=repr(words[0]),
+                said=said,
+            ),
         )
     lines = text.splitlines()
     at = [i for i, line in enumerate(lines) if url in line]
     if at and not any(_says(lines[i], words) or (i > 0 and _says(lines[i - 1], words)) for i in at):
         error(
             "unsubscribe-wording",
-            f"no line of the text part says {words[0]!r} at the unsubscribe URL",
+            _("no line of the text part says {word} at the unsubscribe URL", word=repr(words[0])),
         )
 
 
-def _check_headings(elements: list, warn: Report) -> None:
+def _check_headings(elements: list, warn: Report, _: Lang) -> None:
     """One h1 (the masthead) first; sections h2; stories (a heading that is a
     link to the story) h3; no level skipped on the way down."""
     headings = [el for el in elements if re.fullmatch(r"h[1-6]", el.tag)]
     levels = [int(el.tag[1]) for el in headings]
     problems = []
     if levels.count(1) != 1:
-        problems.append(f"{levels.count(1)} h1 (one masthead expected)")
+        problems.append(_("{count} h1 (one masthead expected)", count=levels.count(1)))
     elif levels[0] != 1:
-        problems.append(f"the first heading is h{levels[0]}, not the h1 masthead")
+        problems.append(_("the first heading is h{level}, not the h1 masthead", level=levels[0]))
     below = [el for el in headings if el.tag != "h1"]
     stories = {el.tag for el in below if el.find(".//a") is not None} - {"h3"}
     sections = {el.tag for el in below if el.find(".//a") is None} - {"h2"}
     if stories:
-        problems.append(f"story title(s) at {', '.join(sorted(stories))}, not h3")
+        problems.append(_("story title(s) at {tags}, not h3", tags=", ".join(sorted(stories))))
     if sections:
-        problems.append(f"section heading(s) at {', '.join(sorted(sections))}, not h2")
+        problems.append(_("section heading(s) at {tags}, not h2", tags=", ".join(sorted(sections))))
     skips = {f"h{a} to h{b}" for a, b in zip(levels, levels[1:], strict=False) if b > a + 1}
     if skips:
-        problems.append("skipped level(s): " + ", ".join(sorted(skips)))
+        problems.append(_("skipped level(s): {levels}", levels=", ".join(sorted(skips))))
     if problems:
         warn(
             "headings",
-            "heading outline (h1 masthead, h2 sections, h3 stories): " + "; ".join(problems),
+            _(
+                "heading outline (h1 masthead, h2 sections, h3 stories): {problems}",
+                problems="; ".join(problems),
+            ),
         )
 
 
-def _check_tables(doc: lxml.html.HtmlElement, warn: Report) -> None:
+def _check_tables(doc: lxml.html.HtmlElement, warn: Report, _: Lang) -> None:
     problems = []
     for table in doc.iter("table"):
         own = list(_own(table))
@@ -337,15 +409,19 @@ def _check_tables(doc: lxml.html.HtmlElement, warn: Report) -> None:
         presentation = table.get("role") in ("presentation", "none")
         name = table.get("class") or "table"
         if presentation and header_cells:
-            problems.append(f"{name}: role=presentation with header cells (th, caption, scope)")
+            problems.append(
+                _("{table}: role=presentation with header cells (th, caption, scope)", table=name)
+            )
         elif not presentation:
             ths = [el for el in own if el.tag == "th"]
             if not ths:
-                problems.append(f"{name}: a layout table without role=presentation")
+                problems.append(_("{table}: a layout table without role=presentation", table=name))
             elif table.find(".//caption") is None or any(not th.get("scope") for th in ths):
-                problems.append(f"{name}: a data table needs a caption and th with scope")
+                problems.append(
+                    _("{table}: a data table needs a caption and th with scope", table=name)
+                )
     if problems:
-        warn("tables", "tables: " + "; ".join(dict.fromkeys(problems)))
+        warn("tables", _("tables: {problems}", problems="; ".join(dict.fromkeys(problems))))
 
 
 def _own(table: lxml.html.HtmlElement) -> Iterable[lxml.html.HtmlElement]:
@@ -358,7 +434,7 @@ def _own(table: lxml.html.HtmlElement) -> Iterable[lxml.html.HtmlElement]:
             yield from _own(child)
 
 
-def _check_link_texts(doc: lxml.html.HtmlElement, warn: Report) -> None:
+def _check_link_texts(doc: lxml.html.HtmlElement, warn: Report, _: Lang) -> None:
     targets: dict[str, set[str]] = {}
     for a in doc.iter("a"):
         shown = " ".join(_visible_text(a).split())
@@ -368,6 +444,8 @@ def _check_link_texts(doc: lxml.html.HtmlElement, warn: Report) -> None:
     if ambiguous:
         warn(
             "link-text",
-            f"link text(s) used for different targets (ambiguous without aria-label): "
-            f"{_few(repr(t) for t in ambiguous)}",
+            _(
+                "link text(s) used for different targets (ambiguous without aria-label): {items}",
+                items=_few((repr(t) for t in ambiguous), 3, _),
+            ),
         )

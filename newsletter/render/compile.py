@@ -18,13 +18,18 @@ import mjml
 from jinja2 import TemplateError
 from markupsafe import Markup
 
+from newsletter import i18n
 from newsletter.config import DigestConfig, SiteConfig
 from newsletter.errors import RenderError
+from newsletter.i18n import N_
 from newsletter.models import Article, RatesHeader, Rendered
+from newsletter.rates.format import legend, rate_rows
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.render.inline import inline_css
-from newsletter.render.text import rates_sources, rates_table, wrap
+from newsletter.render.note import note_html, note_text
+from newsletter.render.text import rates_text, wrap
+from newsletter.render.voice import topic_order
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,13 @@ class EditionContent:
     more_stories: list[Article] = field(default_factory=list)
     #: the web archive's copy: no personal data, no unsubscribe links
     web: bool = False
+    #: the editor's note, Markdown ("" for none)
+    note: str = ""
+
+    @property
+    def language(self) -> str:
+        """The edition's language: the digest's, else the site's."""
+        return self.digest.language or self.site.language
 
     @property
     def preheader(self) -> str:
@@ -76,8 +88,20 @@ def _sections(c: EditionContent, rest: list[Article]) -> list[dict]:
             sections.append({"name": tag_name, "articles": items})
     others = [a for a in rest if id(a) not in placed]
     if others:
-        sections.append({"name": "More news" if sections else "", "articles": others})
+        _ = i18n.lang(c.language)
+        sections.append({"name": _("More news") if sections else "", "articles": others})
     return sections
+
+
+#: the greeting's name for a subscriber without one: "Hi there,"
+GREETING_FALLBACK = N_("there")
+
+
+def _contents(c: EditionContent) -> list[Article]:
+    """The stories "In this issue" lists: all of them, when there are more than
+    ``contents_above``."""
+    stories = c.articles + c.more_stories
+    return stories if len(stories) > c.digest.contents_above else []
 
 
 def _context(c: EditionContent) -> dict:
@@ -93,9 +117,16 @@ def _context(c: EditionContent) -> dict:
         "layout": c.layout,
         "more_stories": c.more_stories,
         "rates": c.rates,
-        "rates_table": rates_table(c.rates),
-        "rates_sources": rates_sources(c.rates) if c.rates else "",
-        "reason_tags": c.reason_tags,
+        "rate_rows": rate_rows(c.rates, c.digest.rates_convention, c.language),
+        "rates_legend": legend(c.rates.items[0].quote, c.language) if c.rates else "",
+        "rates_sources": [i18n.lang(c.language)(s) for s in c.rates.sources],
+        "rates_text": rates_text(c.rates, c.digest.rates_convention, c.language),
+        "language": c.language,
+        "reason_tags": topic_order(c.reason_tags, c.digest.tags),
+        "contents": _contents(c),
+        "note_html": note_html(c.note),
+        "note_text": note_text(c.note),
+        "first_name": personalize.FIRST_NAME,
         "archive_url": c.archive_url,
         "web": c.web,
         "preheader": c.preheader,
@@ -139,7 +170,7 @@ def _mjml_error(err: Exception, source: str, name: str) -> RenderError:
 
 def compile_mjml(c: EditionContent, *, templates: str = "", timings: Timings | None = None) -> str:
     """Jinja2 → MJML → HTML, before CSS inlining."""
-    env = make_env(templates)
+    env = make_env(templates, c.language)
     name = f"{c.digest.template}.mjml.j2"
     with _stage(timings, "jinja"):
         try:
@@ -186,7 +217,7 @@ def render_html(
 
 def render_text(c: EditionContent, *, templates: str = "", timings: Timings | None = None) -> str:
     """The plaintext part, from its own template, wrapped to 78 columns."""
-    env = make_env(templates)
+    env = make_env(templates, c.language)
     name = f"{c.digest.template}.txt.j2"
     with _stage(timings, "text"):
         try:
@@ -289,14 +320,27 @@ def render(
     overflow = len(c.articles) - len(fitted.articles)
     size = sent_size(html)
     warnings = []
+    _ = i18n.lang(c.language)  # the warnings are shown with the edition (preview, check)
     if overflow:
         logger.info("edition over %d bytes: %d stories moved to More stories", max_bytes, overflow)
         warnings.append(
-            f"{overflow} of {len(c.articles)} stories moved to the More stories list "
-            f"to keep the HTML under {max_bytes} bytes"
+            _(
+                "{count} of {total} stories moved to the {more} list "
+                "to keep the HTML under {budget} bytes",
+                count=overflow,
+                total=len(c.articles),
+                more=_("More stories"),
+                budget=max_bytes,
+            )
         )
     if size > max_bytes:
-        warnings.append(f"HTML is about {size} bytes, over the {max_bytes}-byte budget")
+        warnings.append(
+            _(
+                "HTML is about {size} bytes, over the {budget}-byte budget",
+                size=size,
+                budget=max_bytes,
+            )
+        )
     return Rendered(
         subject=c.subject,
         html=html,
@@ -304,4 +348,8 @@ def render(
         preheader=c.preheader,
         overflow=overflow,
         warnings=warnings,
+        fallbacks={
+            personalize.FIRST_NAME: c.digest.greeting_fallback
+            or i18n.lang(c.language)(GREETING_FALLBACK)
+        },
     )

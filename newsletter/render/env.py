@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
+
+from newsletter import i18n
+from newsletter.render.voice import teaser, topics
 
 
 def bundled_templates() -> Path:
@@ -65,8 +68,10 @@ def mjattr(value: object) -> Markup:
     return Markup("".join(_attr_char(ch) for ch in text))
 
 
-def format_date(value: datetime, fmt: str = "%-d %B %Y") -> str:
-    return value.strftime(fmt)
+def format_date(value: datetime, fmt: str = "", *, language: str = "en") -> str:
+    """'30 November 2026' in the edition's language (CLDR month names); a
+    strftime ``fmt`` (a user template's) is used as given."""
+    return value.strftime(fmt) if fmt else i18n.lang(language).day(value)
 
 
 def oneline(value: object) -> str:
@@ -75,8 +80,12 @@ def oneline(value: object) -> str:
 
 
 @lru_cache(maxsize=16)
-def make_env(user_folder: str = "") -> Environment:
-    """One environment per template folder, built once and reused."""
+def make_env(user_folder: str = "", language: str = "en") -> Environment:
+    """One environment per template folder and language, built once and reused.
+
+    ``_()``, ``gettext`` and ``ngettext`` are the language's catalogue
+    (jinja2.ext.i18n, new style: ``_("Hi %(name)s,", name=…)``, values escaped
+    in HTML); the ``date`` and ``topics`` filters write the language."""
     loaders = []
     if user_folder:
         loaders.append(FileSystemLoader(user_folder))
@@ -88,8 +97,13 @@ def make_env(user_folder: str = "") -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["mjattr"] = mjattr
-    env.filters["date"] = format_date
+    env.filters["date"] = partial(format_date, language=language)
     env.filters["oneline"] = oneline
+    env.filters["teaser"] = teaser
+    env.filters["topics"] = partial(topics, language=language)
+    env.globals["language"] = language
     return env

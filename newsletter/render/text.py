@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
+from newsletter import i18n
 from newsletter.models import RatesHeader
+from newsletter.rates.format import RateRow, legend, rate_rows
 
 WIDTH = 78
 
@@ -77,31 +79,48 @@ def is_long_url_line(line: str) -> bool:
     return bool(_URL.match(line.strip()))
 
 
-def rates_table(rates: RatesHeader) -> str:
-    """The rates header as aligned columns: pair, figure (right-aligned), change."""
-    if not rates:
+def rates_table(rows: list[RateRow]) -> str:
+    """The rates header as aligned columns: label with its source's footnote
+    number, figure (right-aligned), arrow and change, "as of"."""
+    if not rows:
         return ""
-    marks = {"up": "▲", "down": "▼", "flat": "="}
-    rows = [
+    cells = [
         (
-            f"{r.pair}[{rates.note(r)}]" if rates.note(r) else r.pair,
-            r.text,
-            f"{marks.get(r.direction, '=')} {r.change}" if r.change else "",
+            f"{r.label}[{r.note}]" if r.note else r.label,
+            r.figure,
+            f"{r.arrow} {r.change}" if r.change else "",
             r.as_of,
         )
-        for r in rates.items
+        for r in rows
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in cells) for i in range(3)]
     lines = [
-        f"{p:<{widths[0]}}  {t:>{widths[1]}}  {c:<{widths[2]}}  {a}".rstrip() for p, t, c, a in rows
+        f"{p:<{widths[0]}}  {t:>{widths[1]}}  {c:<{widths[2]}}  {a}".rstrip()
+        for p, t, c, a in cells
     ]
     return "\n".join(lines)
 
 
-def rates_sources(rates: RatesHeader) -> str:
+def rates_sources(rates: RatesHeader, locale: str = "en") -> str:
     """'Rates: NBK' or, with several sources, 'Rates: [1] NBK, [2] NBT' (the
-    numbers match the footnotes in :func:`rates_table`)."""
-    sources = rates.sources
+    numbers match the footnotes in :func:`rates_table`), in ``locale``."""
+    _ = i18n.lang(locale)
+    sources = [_(s) for s in rates.sources]
     if len(sources) == 1:
-        return f"Rates: {sources[0]}"
-    return "Rates: " + ", ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1))
+        return _("Rates: {sources}", sources=sources[0])
+    return _("Rates: {sources}", sources=", ".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)))
+
+
+def rates_text(rates: RatesHeader, convention: str = "ticker", locale: str = "en") -> str:
+    """The rates block of the text edition and of `newsletter rates`: the table,
+    what the arrows mean, and the sources."""
+    if not rates:
+        return ""
+    quote = rates.items[0].quote
+    return "\n".join(
+        (
+            rates_table(rate_rows(rates, convention, locale)),
+            legend(quote, locale),
+            rates_sources(rates, locale),
+        )
+    )

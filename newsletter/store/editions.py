@@ -53,7 +53,7 @@ class EditionDetails:
 
     window_start: datetime | None
     window_end: datetime | None
-    #: the formatted rates header, as JSON
+    #: the rates header's figures, as JSON (formatted text for editions frozen before issue 14)
     rates: Any
     #: edition_date, the audience counts of the freeze, why it was skipped …
     info: dict[str, Any]

@@ -22,6 +22,7 @@ def _to_rate(r: Row[Any]) -> Rate:
         rate_date=r.rate_date,
         source=r.source,
         change_pct=Decimal(r.change_pct) if r.change_pct is not None else None,
+        digits=r.digits,
     )
 
 
@@ -41,6 +42,7 @@ class RateQueries(StoreBase):
                 values = {
                     "value": str(r.value),
                     "change_pct": None if r.change_pct is None else str(r.change_pct),
+                    "digits": r.digits,
                     "fetched_at": now,
                 }
                 if not conn.execute(update(rates).where(key).values(**values)).rowcount:
@@ -79,8 +81,11 @@ class RateQueries(StoreBase):
         quote: str,
         on_or_before: date,
         sources: Sequence[str] | None = None,
+        *,
+        min_digits: int | None = None,
     ) -> Rate | None:
-        """The newest stored rate on or before a date, from ``sources`` (None: any).
+        """The newest stored rate on or before a date, from ``sources`` (None: any),
+        good to at least ``min_digits`` significant digits when given.
 
         Of several sources with a figure on that newest day, the one listed
         first in ``sources`` wins, else the one fetched last.
@@ -94,6 +99,8 @@ class RateQueries(StoreBase):
             if not sources:
                 return None
             cond &= rates.c.source.in_(list(sources))
+        if min_digits is not None:
+            cond &= rates.c.digits >= min_digits
         newest = select(func.max(rates.c.rate_date)).where(cond).scalar_subquery()
         with self.connect() as conn:
             rows = list(

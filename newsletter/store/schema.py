@@ -121,6 +121,8 @@ rates = Table(
     Column("value", String(50), nullable=False),
     Column("change_pct", String(50)),
     Column("fetched_at", TZ, nullable=False),
+    # significant digits the published figures are good to (NULL: stored before migration 0005)
+    Column("digits", Integer),
     UniqueConstraint("rate_date", "currency", "quote", "source", name="uq_rates_day"),
 )
 

@@ -267,7 +267,7 @@ class SendGridBackend(Backend):
         r = message.rendered
         subject = f"[TEST] {r.subject}" if message.test else r.subject
         text, page = r.text, r.html
-        values = [recipient_values(x) for x in recipients]
+        values = [recipient_values(x, r.fallbacks) for x in recipients]
         # tags with the same value for everyone (the unsubscribe and preferences
         # URLs) travel once: the content is pointed at the first of them
         used = [t for t in PLACEHOLDERS if t in page or t in text or t in subject]

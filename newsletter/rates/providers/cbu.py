@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import (
     Quote,
     Quotes,
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 class CbuProvider(RatesProvider):
     name = "cbu"
     home = "UZS"
-    label = "Central Bank of Uzbekistan"
+    label = N_("Central Bank of Uzbekistan")
     default_url = "https://cbu.uz/en/arkhiv-kursov-valyut/json"
 
     def fetch(self, day: date) -> Quotes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import date
 
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import (
     Quote,
     Quotes,
@@ -25,7 +26,7 @@ from newsletter.rates.providers.base import (
 class NbkProvider(RatesProvider):
     name = "nbk"
     home = "KZT"
-    label = "National Bank of Kazakhstan"
+    label = N_("National Bank of Kazakhstan")
     default_url = "https://nationalbank.kz/rss/get_rates.cfm"
 
     def fetch(self, day: date) -> Quotes:

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 
 from newsletter.errors import RatesError
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import (
     Quote,
     Quotes,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 class NbkrProvider(RatesProvider):
     name = "nbkr"
     home = "KGS"
-    label = "National Bank of the Kyrgyz Republic"
+    label = N_("National Bank of the Kyrgyz Republic")
     default_url = "https://www.nbkr.kg/XML"
     days_ahead = 1
     archive = False

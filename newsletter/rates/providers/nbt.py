@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import date
 
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import (
     Quote,
     Quotes,
@@ -24,7 +25,7 @@ from newsletter.rates.providers.base import (
 class NbtProvider(RatesProvider):
     name = "nbt"
     home = "TJS"
-    label = "National Bank of Tajikistan"
+    label = N_("National Bank of Tajikistan")
     default_url = "https://www.nbt.tj/en/kurs/export_xml.php"
 
     def fetch(self, day: date) -> Quotes:

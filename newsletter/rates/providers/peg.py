@@ -12,12 +12,13 @@ from datetime import date
 from decimal import Decimal
 
 from newsletter.errors import RatesError
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import PRECISION, Quote, Quotes, RatesProvider
 
 
 class PegProvider(RatesProvider):
     name = "peg"
-    label = "fixed peg"
+    label = N_("fixed peg")
 
     def fetch(self, day: date) -> Quotes:
         if not self.cfg.pegs:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from newsletter.errors import RatesError
+from newsletter.i18n import N_
 from newsletter.rates.providers.base import (
     Quote,
     Quotes,
@@ -30,7 +31,7 @@ BUNDLED = Path(__file__).resolve().parents[2] / "samples" / "rates-snapshot.json
 
 class SnapshotProvider(RatesProvider):
     name = "snapshot"
-    label = "offline snapshot (sample figures)"
+    label = N_("offline snapshot (sample figures)")
     checks_age = False
 
     def fetch(self, day: date) -> Quotes:

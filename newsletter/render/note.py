@@ -1,0 +1,49 @@
+"""The editor's note: Markdown in, HTML and plaintext out. Pure.
+
+Headings are not made (the edition's outline is the template's), and raw HTML
+in the Markdown is escaped, not passed through (markdown-it's
+"commonmark" preset with ``html`` off): a note is text with emphasis, links and
+lists, and nothing in it can break the email's markup. Links must be http(s)
+or mailto (markdown-it refuses javascript: and data: itself).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+#: a link, [text](url "title"), or an autolink <url>
+_LINK = re.compile(r"\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
+_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(\S(?:.*?\S)?)\1")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+
+
+@lru_cache(maxsize=1)
+def _md() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # no headings: a "# Title" in a note would be a second h1 beside the masthead
+    # and break the outline (h1 masthead, h2 sections, h3 stories)
+    return md.disable(["heading", "lheading"])
+
+
+def note_html(markdown: str) -> Markup:
+    """The note as HTML (paragraphs, emphasis, links, lists); "" for an empty note."""
+    if not markdown.strip():
+        return Markup("")
+    return Markup(_md().render(markdown).strip())
+
+
+def note_text(markdown: str) -> str:
+    """The note as plaintext: the Markdown as written, with each link's URL in
+    brackets after its text so that every link of the HTML is in the text part."""
+    text = _LINK.sub(
+        lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), markdown
+    )
+    text = _AUTOLINK.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\2", text)
+    text = _HEADING.sub("", text)
+    return text.strip()
