@@ -22,18 +22,17 @@ Against abuse:
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from newsletter import i18n
 from newsletter.audience.subscribers import normalize_email
 from newsletter.audience.tokens import (
     ExpiredLink,
@@ -47,6 +46,7 @@ from newsletter.delivery.backends.base import OutgoingMessage
 from newsletter.delivery.message import list_id
 from newsletter.errors import DeliveryError, InputError
 from newsletter.models import Recipient, Rendered, slugify
+from newsletter.render.env import make_env
 from newsletter.store import Store
 from newsletter.store.schema import ALL_DIGESTS
 from newsletter.store.subscriptions import Limit, SignupRequest
@@ -188,43 +188,54 @@ def client_ip(cfg: Config, peer: str, forwarded_for: str) -> str:
 # --------------------------------------------------------------------------- mail
 
 
-def mail_templates(cfg: Config) -> jinja2.Environment:
-    """The user's templates folder (render.templates) first, the bundled ones after."""
-    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
-    return _mail_templates(folder)
+def templates_folder(cfg: Config) -> str:
+    """The newsroom's ``[render] templates`` folder, or "" (the bundled ones only)."""
+    return str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
 
 
-@functools.lru_cache(maxsize=8)
-def _mail_templates(folder: str) -> jinja2.Environment:
-    # one environment per folder: templates are compiled once (Jinja still notices
-    # an edited file by its modification time)
-    loaders: list[jinja2.BaseLoader] = []
-    if folder:
-        loaders.append(jinja2.FileSystemLoader(folder))
-    loaders.append(jinja2.FileSystemLoader(Path(__file__).parent / "templates"))
-    return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
-        undefined=jinja2.StrictUndefined,
-    )
+def language_of(cfg: Config, names: Sequence[str] = ()) -> str:
+    """The language of the first of ``names`` (digests, config order); else the site's."""
+    for d in cfg.digests:
+        if d.name in names:
+            return d.language or cfg.site.language
+    return cfg.site.language
+
+
+def mail_templates(cfg: Config, language: str = "") -> jinja2.Environment:
+    """The one environment (render/env.py): the newsroom's folder first, the bundled after."""
+    return make_env(templates_folder(cfg), language or cfg.site.language)
+
+
+def _mail_template(env: jinja2.Environment, kind: str, part: str) -> jinja2.Template:
+    # mail/<kind>.<part>.j2; a newsroom's <kind>.<part>.j2 at the folder's top (where
+    # it lived before the one environment) is still honoured
+    return env.select_template([f"{kind}.{part}.j2", f"mail/{kind}.{part}.j2"])
 
 
 def send_mail(
-    cfg: Config, to: str, name: str, kind: str, subject: str, values: dict[str, Any]
+    cfg: Config,
+    to: str,
+    name: str,
+    kind: str,
+    subject: str,
+    values: dict[str, Any],
+    language: str = "",
 ) -> None:
-    """One ``kind`` ("confirm" or "welcome") email through the configured backend."""
-    env = mail_templates(cfg)
+    """One ``kind`` ("confirm" or "welcome") email through the configured backend,
+    in ``language`` (default: the site's)."""
+    language = language or cfg.site.language
+    env = mail_templates(cfg, language)
     common = {
         "site": cfg.site.name,
-        "lang": cfg.site.language,
+        "lang": language,
         "direction": cfg.site.direction,
         "postal_address": cfg.site.postal_address,
         **values,
     }
     rendered = Rendered(
         subject=subject,
-        html=env.get_template(f"{kind}.html.j2").render(common),
-        text=env.get_template(f"{kind}.txt.j2").render(common),
+        html=_mail_template(env, kind, "html").render(common),
+        text=_mail_template(env, kind, "txt").render(common),
     )
     message = OutgoingMessage(
         rendered=rendered,
@@ -311,6 +322,7 @@ def request(
     token = make_confirm_token(secret, sid, issued)
     url = f"{cfg.site.public_url.rstrip('/')}/subscribe/confirm/{token}"
     digests = titles(cfg, pending)
+    language = language_of(cfg, pending)
     email, name = form.email, form.name
 
     def deliver() -> None:
@@ -320,8 +332,9 @@ def request(
                 email,
                 name,
                 "confirm",
-                f"Confirm your subscription to {cfg.site.name}",
+                i18n.lang(language)("Confirm your subscription to {site}", site=cfg.site.name),
                 {"confirm_url": url, "digests": digests, "hours": f"{cfg.signup.confirm_hours:g}"},
+                language,
             )
         except Exception as err:  # noqa: BLE001 - the reader already has the answer
             # a later signup may try again at once
@@ -350,6 +363,8 @@ class Confirmation:
     #: confirmed | already | expired | invalid
     mode: str
     joined: list[str] = field(default_factory=list)
+    #: the page's language: that of the first digest joined (else the site's)
+    language: str = ""
 
 
 def check_token(cfg: Config, token: str, *, now_ms: int | None = None) -> tuple[int, int] | str:
@@ -385,6 +400,7 @@ def confirm(
         return Confirmation("invalid"), None
     store.unforget(address_hash(cfg.secrets.secret_key, sub.email))
     names = titles(cfg, joined)
+    language = language_of(cfg, joined)
     logger.info("subscriber %s confirmed %s", sid, ", ".join(joined))
     prefs = preferences_url(cfg, sid)
 
@@ -395,10 +411,11 @@ def confirm(
                 sub.email,
                 sub.name,
                 "welcome",
-                f"Welcome to {cfg.site.name}",
+                i18n.lang(language)("Welcome to {site}", site=cfg.site.name),
                 {"digests": names, "preferences_url": prefs},
+                language,
             )
         except Exception as err:  # noqa: BLE001 - confirmed either way
             logger.error("signup: could not send the welcome email: %s", err)
 
-    return Confirmation("confirmed", names), deliver
+    return Confirmation("confirmed", names, language), deliver
