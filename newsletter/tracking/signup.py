@@ -45,6 +45,7 @@ from newsletter.delivery.backends import make_backend
 from newsletter.delivery.backends.base import OutgoingMessage
 from newsletter.delivery.message import list_id
 from newsletter.errors import DeliveryError, InputError
+from newsletter.i18n import N_
 from newsletter.models import Recipient, Rendered, slugify
 from newsletter.render.env import make_env
 from newsletter.store import Store
@@ -332,7 +333,7 @@ def request(
                 email,
                 name,
                 "confirm",
-                i18n.lang(language)("Confirm your subscription to {site}", site=cfg.site.name),
+                i18n.lang(language)(N_("Confirm your subscription to {site}"), site=cfg.site.name),
                 {"confirm_url": url, "digests": digests, "hours": f"{cfg.signup.confirm_hours:g}"},
                 language,
             )
@@ -411,7 +412,7 @@ def confirm(
                 sub.email,
                 sub.name,
                 "welcome",
-                i18n.lang(language)("Welcome to {site}", site=cfg.site.name),
+                i18n.lang(language)(N_("Welcome to {site}"), site=cfg.site.name),
                 {"digests": names, "preferences_url": prefs},
                 language,
             )
