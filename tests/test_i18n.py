@@ -321,3 +321,44 @@ def test_a_reader_page_and_its_mail_speak_the_digests_language(tmp_path):
             )
     finally:
         store.close()
+
+
+def test_the_signup_forms_errors_speak_the_sites_language(tmp_path):
+    """The form page's error in the site's language; the JSON API's stays English."""
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from newsletter.tracking.app import create_app
+    from tests.fakes.event_webhook import LiveApp
+
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'), encoding="utf-8")
+    cfg = load_config(
+        toml,
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
+        database=f"sqlite:///{tmp_path / 'f.db'}",
+    )
+    store = open_store(cfg.database_url)
+    try:
+        with LiveApp(create_app(cfg, store)) as srv:
+            r = httpx.post(
+                srv.url("/subscribe"),
+                content=urlencode([("email", ""), ("digest", "weekly")]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 422 and '<html lang="ru"' in r.text
+            assert (
+                '<p class="error" role="alert" id="error">введите адрес электронной почты</p>'
+                in r.text
+            )
+            r = httpx.post(
+                srv.url("/subscribe"),
+                content=urlencode([("email", "a@example.com"), ("digest", "monthly")]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 422 and "нет рассылки с именем &#39;monthly&#39;" in r.text
+            j = httpx.post(srv.url("/subscribe"), json={"email": "", "digests": ["weekly"]})
+            assert j.json() == {"error": "enter your email address", "field": "email"}
+    finally:
+        store.close()

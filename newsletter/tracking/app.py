@@ -181,6 +181,12 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         html = env.get_template("pages/page.html.j2").render(**{**defaults, **values}, mode=mode)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
+    def said(err: InputError) -> str:
+        """An error of the signup form in the form's language (the site's)."""
+        if isinstance(err, signup.FormError):
+            return i18n.lang(cfg.site.language)(err.msgid, **err.values)
+        return err.message
+
     def invalid_link() -> HTMLResponse:
         return page("invalid", 404)
 
@@ -364,15 +370,20 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         cors = cors_headers(request) if as_json else {}
 
         async def fail(
-            message: str, where: str | None, status: int, fields: dict[str, list[str]] | None = None
+            message: str,
+            where: str | None,
+            status: int,
+            fields: dict[str, list[str]] | None = None,
+            shown: str = "",
         ) -> Response:
             if as_json:
                 return JSONResponse(
                     {"error": message, "field": where}, status_code=status, headers=cors or {}
                 )
-            # the form again, with what was typed and the message above it
+            # the form again, with what was typed and the message (``shown``: in
+            # the page's language) above it
             choices = await run_in_threadpool(signup_choices, fields)
-            return page("subscribe", status, error=message, **choices)
+            return page("subscribe", status, error=shown or message, **choices)
 
         if as_json and cors is None:
             return JSONResponse({"error": "origin not allowed", "field": None}, status_code=403)
@@ -405,11 +416,12 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         except InputError as err:
             status = 400 if err.where == "body" else 422
             return await counted(
-                ip, as_json, cors, await fail(err.message, err.where, status, fields)
+                ip, as_json, cors, await fail(err.message, err.where, status, fields, said(err))
             )
         except (SQLAlchemyError, StoreError) as err:
             logger.error("signup: database failed: %s", err)
-            return await fail("please try again in a minute", None, 503)
+            again = N_("please try again in a minute")
+            return await fail(again, None, 503, shown=i18n.lang(cfg.site.language)(again))
         task = BackgroundTask(deliver) if deliver else None
         if as_json:
             return JSONResponse(
@@ -439,7 +451,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         if as_json:
             return JSONResponse({"error": err.message, "field": None}, 429, headers=headers)
         choices = await run_in_threadpool(signup_choices)
-        response = page("subscribe", 429, error=err.message, **choices)
+        response = page("subscribe", 429, error=said(err), **choices)
         response.headers["Retry-After"] = str(err.retry_after)
         return response
 

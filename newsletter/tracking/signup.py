@@ -61,11 +61,22 @@ HONEYPOT = "website"
 MAX_NAME = 200
 
 
-class RateLimited(InputError):
+class FormError(InputError):
+    """A signup form field is wrong. ``message`` is English (the JSON API's
+    answer and the logs); the form page shows ``msgid`` from the catalogue of
+    the page's language, with ``values`` filled in."""
+
+    def __init__(self, msgid: str, *, where: str | None = None, **values: object):
+        super().__init__(msgid.format(**values), where=where)
+        self.msgid = msgid
+        self.values = values
+
+
+class RateLimited(FormError):
     """Too many signups from one client or for one address (answered 429)."""
 
     def __init__(self, retry_after: int):
-        super().__init__("too many signups, try again later")
+        super().__init__(N_("too many signups, try again later"))
         self.retry_after = retry_after
 
 
@@ -122,35 +133,39 @@ def parse(cfg: Config, fields: Mapping[str, Sequence[str]]) -> SignupForm:
         return SignupForm(email="", bot=True)
     raw = one("email").strip()
     if not raw:
-        raise InputError("enter your email address", where="email")
+        raise FormError(N_("enter your email address"), where="email")
     if len(raw) > 320:
-        raise InputError("the email address is too long", where="email")
+        raise FormError(N_("the email address is too long"), where="email")
     try:
         email = normalize_email(raw)
     except InputError as err:
         reason = err.message.split(": ", 1)[-1]
-        raise InputError(f"not a valid email address: {reason}", where="email") from None
+        raise FormError(
+            N_("not a valid email address: {reason}"), where="email", reason=reason
+        ) from None
     name = " ".join(one("name").split())
     if len(name) > MAX_NAME:
-        raise InputError(f"the name is longer than {MAX_NAME} characters", where="name")
+        raise FormError(
+            N_("the name is longer than {limit} characters"), where="name", limit=MAX_NAME
+        )
     if any(ord(c) < 32 or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in name):
-        raise InputError("the name has control characters", where="name")
+        raise FormError(N_("the name has control characters"), where="name")
     offered = [d.name for d in offered_digests(cfg)]
     digests = list(dict.fromkeys(fields.get("digest") or []))
     if not digests and len(offered) == 1:
         digests = offered
     if not digests:
-        raise InputError("choose at least one newsletter", where="digests")
+        raise FormError(N_("choose at least one newsletter"), where="digests")
     for d in digests:
         if d not in offered:
-            raise InputError(f"no newsletter named {d[:60]!r}", where="digests")
+            raise FormError(N_("no newsletter named {name!r}"), where="digests", name=d[:60])
     chosen = fields.get("tag") or []
     known = topic_slugs(cfg)
     topics: list[str] = []
     for t in chosen:
         slug = slugify(t)
         if slug not in known:
-            raise InputError(f"no topic named {t[:60]!r}", where="topics")
+            raise FormError(N_("no topic named {name!r}"), where="topics", name=t[:60])
         if slug not in topics:
             topics.append(slug)
     return SignupForm(email=email, name=name, digests=digests, topics=topics)
