@@ -19,9 +19,10 @@ from newsletter.store import open_store
 from tests.render_data import load_content
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the edition's templates. (The reader pages of newsletter/tracking/templates,
-#: rewritten by issue 15, are not through the catalogue yet: docs/templates.md.)
-TEMPLATES = sorted((ROOT / "templates").rglob("*.j2"))
+#: every template a reader sees: the edition's, the archive index, the reader
+#: pages (pages/) and the confirmation and welcome emails (mail/). The report
+#: (report/) is for editors and stays English (docs/templates.md).
+TEMPLATES = sorted(p for p in (ROOT / "templates").rglob("*.j2") if p.parent.name != "report")
 #: attributes whose values a reader sees or hears
 HUMAN_ATTRIBUTES = ("alt", "title", "aria-label", "placeholder")
 MARK = "\x00"
@@ -105,6 +106,12 @@ def words_outside_the_catalogue(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_template_string_escapes_the_catalogue(path):
     assert words_outside_the_catalogue(path) == []
+
+
+def test_the_moved_reader_templates_are_checked():
+    names = {str(p.relative_to(ROOT / "templates")) for p in TEMPLATES}
+    assert {"pages/page.html.j2", "mail/confirm.html.j2", "mail/confirm.txt.j2"} <= names
+    assert {"mail/welcome.html.j2", "mail/welcome.txt.j2", "archive/index.html.j2"} <= names
 
 
 def test_the_check_catches_a_string_outside_the_catalogue(tmp_path):
@@ -202,3 +209,156 @@ def test_preflight_findings_speak_the_editions_language():
     assert "в HTML-части нет ссылки для отписки" in russian
     assert len(russian) == len(english) >= 3
     assert all(re.search("[а-я]", m) for m in russian), russian
+
+
+READER_SITE = """
+[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+public_url = "https://steppe-ledger.example/newsletter"
+from_email = "digest@steppe-ledger.example"
+
+[delivery]
+backend = "outbox"
+outbox_dir = "outbox"
+
+[[digests]]
+name = "weekly"
+title = "Weekly digest"
+tags = ["Kazakhstan"]
+
+[[digests]]
+name = "weekly-ru"
+title = "Еженедельный дайджест"
+language = "ru"
+tags = ["Kazakhstan"]
+"""
+
+
+def test_a_reader_page_and_its_mail_speak_the_digests_language(tmp_path):
+    """Over real HTTP: the unsubscribe page of a Russian digest, the signup's
+    confirmation mail and the confirmed page in Russian, from the ru catalogue;
+    the English digest's page and the signup form (the site's language) in English."""
+    import email
+    import email.header
+    import email.policy
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from newsletter.delivery.message import unsubscribe_url
+    from newsletter.tracking.app import create_app
+    from tests.fakes.event_webhook import LiveApp, sent_edition
+    from tests.fakes.mail import headers, links, outbox_mails, wait_for
+
+    (tmp_path / "newsletter.toml").write_text(READER_SITE, encoding="utf-8")
+    cfg = load_config(
+        tmp_path / "newsletter.toml",
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
+        database=f"sqlite:///{tmp_path / 'r.db'}",
+    )
+    store = open_store(cfg.database_url)
+    sent = sent_edition(store, ["aigerim@example.com"], digest="weekly-ru")
+    sid = sent.deliveries[0].subscriber_id
+    ru = i18n.translations("ru").gettext
+    try:
+        with LiveApp(create_app(cfg, store)) as srv:
+
+            def get(digest):
+                url = unsubscribe_url(cfg, sid, digest).removeprefix(cfg.site.public_url)
+                return httpx.get(srv.url(url)).text
+
+            page = get("weekly-ru")
+            assert '<html lang="ru"' in page
+            assert "<h1>Отписаться от «Еженедельный дайджест»?</h1>" in page
+            assert f"<title>{ru('Unsubscribe')} · The Steppe Ledger</title>" in page
+            for english in ("Unsubscribe from", "Newsletters", "Save my choices"):
+                assert english not in page, english
+            for msgid in ("Newsletters", "Save my choices", "Unsubscribe from everything"):
+                assert ru(msgid) != msgid and ru(msgid) in page, msgid
+            # the English digest's page, and the signup form, in the site's language
+            english = get("weekly")
+            assert '<html lang="en"' in english and "Unsubscribe from Weekly digest?" in english
+            form = httpx.get(srv.url("/subscribe")).text
+            assert '<html lang="en"' in form and "Email address" in form
+
+            # a signup for the Russian digest: the confirmation mail in Russian
+            r = httpx.post(
+                srv.url("/subscribe"),
+                content=urlencode([("email", "olmas@example.org"), ("digest", "weekly-ru")]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 202
+            box = cfg.resolve("outbox")
+            wait_for(lambda: len(outbox_mails(box)), 1)
+            (raw,) = outbox_mails(box)
+            subject = next(
+                line.split(b":", 1)[1].strip()
+                for line in headers(raw).replace(b"\r\n ", b" ").replace(b"\n ", b" ").splitlines()
+                if line.startswith(b"Subject:")
+            )
+            decoded = str(
+                email.header.make_header(email.header.decode_header(subject.decode("ascii")))
+            )
+            assert decoded == "Подтвердите подписку на The Steppe Ledger"
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            text = msg.get_body(("plain",)).get_content()
+            html = msg.get_body(("html",)).get_content()
+            assert (
+                "Кто-то, вероятно вы, хочет получать на этот адрес: Еженедельный дайджест." in text
+            )
+            assert '<html lang="ru"' in html and "Подтвердить подписку" in html
+            assert "Confirm my subscription" not in html and "Someone" not in text
+            (confirm,) = {u for u in links(raw) if "/subscribe/confirm/" in u}
+            done = httpx.post(srv.url(confirm.removeprefix(cfg.site.public_url)))
+            assert done.status_code == 200 and '<html lang="ru"' in done.text
+            assert "Спасибо! Вы подписаны: Еженедельный дайджест." in done.text
+            wait_for(lambda: len(outbox_mails(box)), 2)
+            welcome = email.message_from_bytes(outbox_mails(box)[1], policy=email.policy.default)
+            assert welcome["Subject"] == "Добро пожаловать в The Steppe Ledger"
+            assert "Подписка подтверждена. Вы получаете: Еженедельный дайджест." in (
+                welcome.get_body(("plain",)).get_content()
+            )
+    finally:
+        store.close()
+
+
+def test_the_signup_forms_errors_speak_the_sites_language(tmp_path):
+    """The form page's error in the site's language; the JSON API's stays English."""
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from newsletter.tracking.app import create_app
+    from tests.fakes.event_webhook import LiveApp
+
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'), encoding="utf-8")
+    cfg = load_config(
+        toml,
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
+        database=f"sqlite:///{tmp_path / 'f.db'}",
+    )
+    store = open_store(cfg.database_url)
+    try:
+        with LiveApp(create_app(cfg, store)) as srv:
+            r = httpx.post(
+                srv.url("/subscribe"),
+                content=urlencode([("email", ""), ("digest", "weekly")]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 422 and '<html lang="ru"' in r.text
+            assert (
+                '<p class="error" role="alert" id="error">введите адрес электронной почты</p>'
+                in r.text
+            )
+            r = httpx.post(
+                srv.url("/subscribe"),
+                content=urlencode([("email", "a@example.com"), ("digest", "monthly")]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert r.status_code == 422 and "нет рассылки с именем &#39;monthly&#39;" in r.text
+            j = httpx.post(srv.url("/subscribe"), json={"email": "", "digests": ["weekly"]})
+            assert j.json() == {"error": "enter your email address", "field": "email"}
+    finally:
+        store.close()

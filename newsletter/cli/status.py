@@ -89,5 +89,7 @@ def register(cli: click.Group) -> None:
     @pass_app
     def report(app: App, edition: int, out: str) -> None:
         """Write one HTML page about an edition: funnel, events over time, links, bounces."""
-        path = write_report(app.store, edition, out)
+        cfg = app.config
+        folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
+        path = write_report(app.store, edition, out, folder)
         click.echo(f"wrote {path}")

@@ -74,6 +74,11 @@ def format_date(value: datetime, fmt: str = "", *, language: str = "en") -> str:
     return value.strftime(fmt) if fmt else i18n.lang(language).day(value)
 
 
+def pct(value: float | None) -> str:
+    """A share as a percentage with one decimal ("12.5%"); "–" for none (the report)."""
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
 def oneline(value: object) -> str:
     """Whitespace, line breaks included, folded to single spaces (plaintext titles)."""
     return " ".join(str(value).split())
@@ -82,6 +87,12 @@ def oneline(value: object) -> str:
 @lru_cache(maxsize=16)
 def make_env(user_folder: str = "", language: str = "en") -> Environment:
     """One environment per template folder and language, built once and reused.
+
+    Everything a reader or an editor sees is rendered here: the digest, the
+    archive (``archive/``), the reader pages of ``newsletter serve``
+    (``pages/``), the confirmation and welcome emails (``mail/``) and the
+    report (``report/``), so a newsroom's ``[render] templates`` folder
+    re-brands all of them.
 
     ``_()``, ``gettext`` and ``ngettext`` are the language's catalogue
     (jinja2.ext.i18n, new style: ``_("Hi %(name)s,", name=…)``, values escaped
@@ -103,6 +114,7 @@ def make_env(user_folder: str = "", language: str = "en") -> Environment:
     env.filters["mjattr"] = mjattr
     env.filters["date"] = partial(format_date, language=language)
     env.filters["oneline"] = oneline
+    env.filters["pct"] = pct
     env.filters["teaser"] = teaser
     env.filters["topics"] = partial(topics, language=language)
     env.globals["language"] = language

@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -35,8 +33,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter import i18n
 from newsletter.config import Config
 from newsletter.errors import ConfigError, InputError, StoreError, WebhookError
+from newsletter.i18n import N_
+from newsletter.render.env import make_env
 from newsletter.store import Store
 from newsletter.tracking import signup
 from newsletter.tracking import unsubscribe as unsub
@@ -73,21 +74,22 @@ CHECK_INBOX = (
 )
 
 TITLES = {
-    "confirm": "Unsubscribe",
-    "preferences": "Your newsletters",
-    "left": "Unsubscribed",
-    "left_all": "Unsubscribed",
-    "unsubscribed": "Unsubscribed",
-    "rejoined": "Subscribed again",
-    "saved": "Preferences saved",
-    "subscribe": "Subscribe",
-    "check_inbox": "Check your inbox",
-    "confirm_signup": "Confirm your subscription",
-    "confirmed": "Subscribed",
-    "already": "Already confirmed",
-    "declined": "Not subscribed",
-    "expired": "Link expired",
+    "confirm": N_("Unsubscribe"),
+    "preferences": N_("Your newsletters"),
+    "left": N_("Unsubscribed"),
+    "left_all": N_("Unsubscribed"),
+    "unsubscribed": N_("Unsubscribed"),
+    "rejoined": N_("Subscribed again"),
+    "saved": N_("Preferences saved"),
+    "subscribe": N_("Subscribe"),
+    "check_inbox": N_("Check your inbox"),
+    "confirm_signup": N_("Confirm your subscription"),
+    "confirmed": N_("Subscribed"),
+    "already": N_("Already confirmed"),
+    "declined": N_("Not subscribed"),
+    "expired": N_("Link expired"),
 }
+INVALID_TITLE = N_("Invalid link")
 
 
 class BodyTimeout(WebhookError):
@@ -151,20 +153,18 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             "no SendGrid webhook verification key configured: every webhook request will be "
             "refused (set NEWSLETTER_SENDGRID_WEBHOOK_KEY)"
         )
-    templates = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
     wh = cfg.webhook
 
-    def page(mode: str, status: int = 200, **values: Any) -> HTMLResponse:
+    def page(mode: str, status: int = 200, language: str = "", **values: Any) -> HTMLResponse:
+        """pages/page.html.j2 through the one environment (render/env.py), in
+        ``language``: the digest's the page is about, else the site's."""
+        language = language or cfg.site.language
         defaults = {
-            "lang": cfg.site.language,
+            "lang": language,
             "direction": cfg.site.direction,
             "site": cfg.site.name,
             "mailto": cfg.site.unsubscribe_mailto,
-            "title": TITLES.get(mode, "Invalid link"),
+            "title": i18n.lang(language)(TITLES.get(mode, INVALID_TITLE)),
             "digest_title": "",
             "masked": "",
             "topics": [],
@@ -177,11 +177,23 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             "error": "",
             "form": {"email": "", "name": ""},
         }
-        html = templates.get_template("page.html.j2").render(**{**defaults, **values}, mode=mode)
+        env = make_env(signup.templates_folder(cfg), language)
+        html = env.get_template("pages/page.html.j2").render(**{**defaults, **values}, mode=mode)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def said(err: InputError) -> str:
+        """An error of the signup form in the form's language (the site's)."""
+        if isinstance(err, signup.FormError):
+            return i18n.lang(cfg.site.language)(err.msgid, **err.values)
+        return err.message
 
     def invalid_link() -> HTMLResponse:
         return page("invalid", 404)
+
+    def lang_of(reader: unsub.Reader) -> str:
+        if reader.digest is not None:
+            return reader.digest.language or cfg.site.language
+        return cfg.site.language
 
     async def sendgrid_webhook(request: Request) -> Response:
         try:
@@ -243,12 +255,16 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             return invalid_link()
         active = await run_in_threadpool(unsub.active_digests, cfg, store, reader)
         if reader.digest is None:
-            return page("preferences", **(await choices(reader)))
+            return page("preferences", language=lang_of(reader), **(await choices(reader)))
         if reader.digest.name not in active:
-            return page("unsubscribed", digest_title=reader.digest.title)
+            return page("unsubscribed", language=lang_of(reader), digest_title=reader.digest.title)
         others = digest_titles([d for d in active if d != reader.digest.name])
         return page(
-            "confirm", digest_title=reader.digest.title, others=others, **(await choices(reader))
+            "confirm",
+            language=lang_of(reader),
+            digest_title=reader.digest.title,
+            others=others,
+            **(await choices(reader)),
         )
 
     async def unsubscribe_post(request: Request) -> Response:
@@ -274,18 +290,24 @@ def create_app(cfg: Config, store: Store) -> Starlette:
                 form.get("digest", []),
                 form.get("tag", []),
             )
-            return page("saved", joined=digest_titles(saved.digests), chosen=saved.topics)
+            return page(
+                "saved",
+                language=lang_of(reader),
+                joined=digest_titles(saved.digests),
+                chosen=saved.topics,
+            )
         if action == "undo":
             joined = await run_in_threadpool(unsub.undo, cfg, store, reader, form.get("digest", []))
-            return page("rejoined", joined=digest_titles(joined))
+            return page("rejoined", language=lang_of(reader), joined=digest_titles(joined))
         if action == "everything" or reader.digest is None:
             left = await run_in_threadpool(unsub.leave_all, cfg, store, reader)
-            return page("left_all", undo=left)
+            return page("left_all", language=lang_of(reader), undo=left)
         # RFC 8058: any other POST to this URL is the one-click unsubscribe of its digest
         left = await run_in_threadpool(unsub.leave, cfg, store, reader, [reader.digest.name])
         active = await run_in_threadpool(unsub.active_digests, cfg, store, reader)
         return page(
             "left",
+            language=lang_of(reader),
             left=[reader.digest.title],
             undo=left,
             others=digest_titles(active),
@@ -348,15 +370,20 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         cors = cors_headers(request) if as_json else {}
 
         async def fail(
-            message: str, where: str | None, status: int, fields: dict[str, list[str]] | None = None
+            message: str,
+            where: str | None,
+            status: int,
+            fields: dict[str, list[str]] | None = None,
+            shown: str = "",
         ) -> Response:
             if as_json:
                 return JSONResponse(
                     {"error": message, "field": where}, status_code=status, headers=cors or {}
                 )
-            # the form again, with what was typed and the message above it
+            # the form again, with what was typed and the message (``shown``: in
+            # the page's language) above it
             choices = await run_in_threadpool(signup_choices, fields)
-            return page("subscribe", status, error=message, **choices)
+            return page("subscribe", status, error=shown or message, **choices)
 
         if as_json and cors is None:
             return JSONResponse({"error": "origin not allowed", "field": None}, status_code=403)
@@ -389,11 +416,12 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         except InputError as err:
             status = 400 if err.where == "body" else 422
             return await counted(
-                ip, as_json, cors, await fail(err.message, err.where, status, fields)
+                ip, as_json, cors, await fail(err.message, err.where, status, fields, said(err))
             )
         except (SQLAlchemyError, StoreError) as err:
             logger.error("signup: database failed: %s", err)
-            return await fail("please try again in a minute", None, 503)
+            again = N_("please try again in a minute")
+            return await fail(again, None, 503, shown=i18n.lang(cfg.site.language)(again))
         task = BackgroundTask(deliver) if deliver else None
         if as_json:
             return JSONResponse(
@@ -423,7 +451,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         if as_json:
             return JSONResponse({"error": err.message, "field": None}, 429, headers=headers)
         choices = await run_in_threadpool(signup_choices)
-        response = page("subscribe", 429, error=err.message, **choices)
+        response = page("subscribe", 429, error=said(err), **choices)
         response.headers["Retry-After"] = str(err.retry_after)
         return response
 
@@ -462,7 +490,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             return confirm_page_for(result.mode)
         if result.mode == "already":
             return page("already")
-        response = page("confirmed", joined=result.joined)
+        response = page("confirmed", language=result.language, joined=result.joined)
         response.background = BackgroundTask(deliver) if deliver else None
         return response
 

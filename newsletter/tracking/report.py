@@ -15,10 +15,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from newsletter.errors import InputError
+from newsletter.render.env import make_env
 from newsletter.store import Store
 from newsletter.tracking.status import edition_status
 
@@ -29,7 +29,6 @@ SERIES = {
     "clicked": "#e08a00",
     "bounced": "#d2453d",
 }
-_TEMPLATES = Path(__file__).parent / "templates"
 _EMAIL = re.compile(r"<?[\w.+'-]+@[\w-]+(\.[\w-]+)+>?")
 #: bucket widths to choose from, smallest first; the first giving <= 96 buckets wins
 _BUCKETS = (
@@ -149,18 +148,12 @@ def build_report(store: Store, edition_id: int) -> dict[str, Any]:
     }
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+def render_report(data: dict[str, Any], templates: str = "") -> str:
+    """The HTML page (report/report.html.j2 through the one environment, the
+    newsroom's ``templates`` folder first). Pure: data in, text out.
 
-
-def render_report(data: dict[str, Any]) -> str:
-    """The HTML page. Pure: data in, text out."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["pct"] = _pct
+    The report is for editors and stays in English (docs/templates.md)."""
+    env = make_env(templates, "en")
     s = data["status"]
     c = s["counts"]
     base = s["sent"] or 1
@@ -170,7 +163,7 @@ def render_report(data: dict[str, Any]) -> str:
         ("Opened", c["opened"]),
         ("Clicked", c["clicked"]),
     ]
-    return env.get_template("report.html.j2").render(
+    return env.get_template("report/report.html.j2").render(
         s=s,
         funnel=[
             {"label": label, "n": n, "share": n / base if s["sent"] else 0.0} for label, n in funnel
@@ -186,9 +179,10 @@ def render_report(data: dict[str, Any]) -> str:
     )
 
 
-def write_report(store: Store, edition_id: int, out: str | Path) -> Path:
-    """Build and write the report; returns the path written."""
-    html = render_report(build_report(store, edition_id))
+def write_report(store: Store, edition_id: int, out: str | Path, templates: str = "") -> Path:
+    """Build and write the report; returns the path written. ``templates``: the
+    newsroom's ``[render] templates`` folder ("" for the bundled templates only)."""
+    html = render_report(build_report(store, edition_id), templates)
     path = Path(out)
     try:
         path.write_text(html, encoding="utf-8")

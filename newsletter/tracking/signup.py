@@ -22,18 +22,17 @@ Against abuse:
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from newsletter import i18n
 from newsletter.audience.subscribers import normalize_email
 from newsletter.audience.tokens import (
     ExpiredLink,
@@ -46,7 +45,9 @@ from newsletter.delivery.backends import make_backend
 from newsletter.delivery.backends.base import OutgoingMessage
 from newsletter.delivery.message import list_id
 from newsletter.errors import DeliveryError, InputError
+from newsletter.i18n import N_
 from newsletter.models import Recipient, Rendered, slugify
+from newsletter.render.env import make_env
 from newsletter.store import Store
 from newsletter.store.schema import ALL_DIGESTS
 from newsletter.store.subscriptions import Limit, SignupRequest
@@ -60,11 +61,22 @@ HONEYPOT = "website"
 MAX_NAME = 200
 
 
-class RateLimited(InputError):
+class FormError(InputError):
+    """A signup form field is wrong. ``message`` is English (the JSON API's
+    answer and the logs); the form page shows ``msgid`` from the catalogue of
+    the page's language, with ``values`` filled in."""
+
+    def __init__(self, msgid: str, *, where: str | None = None, **values: object):
+        super().__init__(msgid.format(**values), where=where)
+        self.msgid = msgid
+        self.values = values
+
+
+class RateLimited(FormError):
     """Too many signups from one client or for one address (answered 429)."""
 
     def __init__(self, retry_after: int):
-        super().__init__("too many signups, try again later")
+        super().__init__(N_("too many signups, try again later"))
         self.retry_after = retry_after
 
 
@@ -121,35 +133,39 @@ def parse(cfg: Config, fields: Mapping[str, Sequence[str]]) -> SignupForm:
         return SignupForm(email="", bot=True)
     raw = one("email").strip()
     if not raw:
-        raise InputError("enter your email address", where="email")
+        raise FormError(N_("enter your email address"), where="email")
     if len(raw) > 320:
-        raise InputError("the email address is too long", where="email")
+        raise FormError(N_("the email address is too long"), where="email")
     try:
         email = normalize_email(raw)
     except InputError as err:
         reason = err.message.split(": ", 1)[-1]
-        raise InputError(f"not a valid email address: {reason}", where="email") from None
+        raise FormError(
+            N_("not a valid email address: {reason}"), where="email", reason=reason
+        ) from None
     name = " ".join(one("name").split())
     if len(name) > MAX_NAME:
-        raise InputError(f"the name is longer than {MAX_NAME} characters", where="name")
+        raise FormError(
+            N_("the name is longer than {limit} characters"), where="name", limit=MAX_NAME
+        )
     if any(ord(c) < 32 or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in name):
-        raise InputError("the name has control characters", where="name")
+        raise FormError(N_("the name has control characters"), where="name")
     offered = [d.name for d in offered_digests(cfg)]
     digests = list(dict.fromkeys(fields.get("digest") or []))
     if not digests and len(offered) == 1:
         digests = offered
     if not digests:
-        raise InputError("choose at least one newsletter", where="digests")
+        raise FormError(N_("choose at least one newsletter"), where="digests")
     for d in digests:
         if d not in offered:
-            raise InputError(f"no newsletter named {d[:60]!r}", where="digests")
+            raise FormError(N_("no newsletter named {name!r}"), where="digests", name=d[:60])
     chosen = fields.get("tag") or []
     known = topic_slugs(cfg)
     topics: list[str] = []
     for t in chosen:
         slug = slugify(t)
         if slug not in known:
-            raise InputError(f"no topic named {t[:60]!r}", where="topics")
+            raise FormError(N_("no topic named {name!r}"), where="topics", name=t[:60])
         if slug not in topics:
             topics.append(slug)
     return SignupForm(email=email, name=name, digests=digests, topics=topics)
@@ -188,43 +204,54 @@ def client_ip(cfg: Config, peer: str, forwarded_for: str) -> str:
 # --------------------------------------------------------------------------- mail
 
 
-def mail_templates(cfg: Config) -> jinja2.Environment:
-    """The user's templates folder (render.templates) first, the bundled ones after."""
-    folder = str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
-    return _mail_templates(folder)
+def templates_folder(cfg: Config) -> str:
+    """The newsroom's ``[render] templates`` folder, or "" (the bundled ones only)."""
+    return str(cfg.resolve(cfg.render.templates)) if cfg.render.templates else ""
 
 
-@functools.lru_cache(maxsize=8)
-def _mail_templates(folder: str) -> jinja2.Environment:
-    # one environment per folder: templates are compiled once (Jinja still notices
-    # an edited file by its modification time)
-    loaders: list[jinja2.BaseLoader] = []
-    if folder:
-        loaders.append(jinja2.FileSystemLoader(folder))
-    loaders.append(jinja2.FileSystemLoader(Path(__file__).parent / "templates"))
-    return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
-        undefined=jinja2.StrictUndefined,
-    )
+def language_of(cfg: Config, names: Sequence[str] = ()) -> str:
+    """The language of the first of ``names`` (digests, config order); else the site's."""
+    for d in cfg.digests:
+        if d.name in names:
+            return d.language or cfg.site.language
+    return cfg.site.language
+
+
+def mail_templates(cfg: Config, language: str = "") -> jinja2.Environment:
+    """The one environment (render/env.py): the newsroom's folder first, the bundled after."""
+    return make_env(templates_folder(cfg), language or cfg.site.language)
+
+
+def _mail_template(env: jinja2.Environment, kind: str, part: str) -> jinja2.Template:
+    # mail/<kind>.<part>.j2; a newsroom's <kind>.<part>.j2 at the folder's top (where
+    # it lived before the one environment) is still honoured
+    return env.select_template([f"{kind}.{part}.j2", f"mail/{kind}.{part}.j2"])
 
 
 def send_mail(
-    cfg: Config, to: str, name: str, kind: str, subject: str, values: dict[str, Any]
+    cfg: Config,
+    to: str,
+    name: str,
+    kind: str,
+    subject: str,
+    values: dict[str, Any],
+    language: str = "",
 ) -> None:
-    """One ``kind`` ("confirm" or "welcome") email through the configured backend."""
-    env = mail_templates(cfg)
+    """One ``kind`` ("confirm" or "welcome") email through the configured backend,
+    in ``language`` (default: the site's)."""
+    language = language or cfg.site.language
+    env = mail_templates(cfg, language)
     common = {
         "site": cfg.site.name,
-        "lang": cfg.site.language,
+        "lang": language,
         "direction": cfg.site.direction,
         "postal_address": cfg.site.postal_address,
         **values,
     }
     rendered = Rendered(
         subject=subject,
-        html=env.get_template(f"{kind}.html.j2").render(common),
-        text=env.get_template(f"{kind}.txt.j2").render(common),
+        html=_mail_template(env, kind, "html").render(common),
+        text=_mail_template(env, kind, "txt").render(common),
     )
     message = OutgoingMessage(
         rendered=rendered,
@@ -311,6 +338,7 @@ def request(
     token = make_confirm_token(secret, sid, issued)
     url = f"{cfg.site.public_url.rstrip('/')}/subscribe/confirm/{token}"
     digests = titles(cfg, pending)
+    language = language_of(cfg, pending)
     email, name = form.email, form.name
 
     def deliver() -> None:
@@ -320,8 +348,9 @@ def request(
                 email,
                 name,
                 "confirm",
-                f"Confirm your subscription to {cfg.site.name}",
+                i18n.lang(language)(N_("Confirm your subscription to {site}"), site=cfg.site.name),
                 {"confirm_url": url, "digests": digests, "hours": f"{cfg.signup.confirm_hours:g}"},
+                language,
             )
         except Exception as err:  # noqa: BLE001 - the reader already has the answer
             # a later signup may try again at once
@@ -350,6 +379,8 @@ class Confirmation:
     #: confirmed | already | expired | invalid
     mode: str
     joined: list[str] = field(default_factory=list)
+    #: the page's language: that of the first digest joined (else the site's)
+    language: str = ""
 
 
 def check_token(cfg: Config, token: str, *, now_ms: int | None = None) -> tuple[int, int] | str:
@@ -385,6 +416,7 @@ def confirm(
         return Confirmation("invalid"), None
     store.unforget(address_hash(cfg.secrets.secret_key, sub.email))
     names = titles(cfg, joined)
+    language = language_of(cfg, joined)
     logger.info("subscriber %s confirmed %s", sid, ", ".join(joined))
     prefs = preferences_url(cfg, sid)
 
@@ -395,10 +427,11 @@ def confirm(
                 sub.email,
                 sub.name,
                 "welcome",
-                f"Welcome to {cfg.site.name}",
+                i18n.lang(language)(N_("Welcome to {site}"), site=cfg.site.name),
                 {"digests": names, "preferences_url": prefs},
+                language,
             )
         except Exception as err:  # noqa: BLE001 - confirmed either way
             logger.error("signup: could not send the welcome email: %s", err)
 
-    return Confirmation("confirmed", names), deliver
+    return Confirmation("confirmed", names, language), deliver

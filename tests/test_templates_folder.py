@@ -1,0 +1,119 @@
+"""One Jinja environment (render/env.py) for everything a reader or an editor
+sees: a newsroom's `[render] templates` folder re-brands the reader pages of
+`newsletter serve` (over real HTTP), the report and the archive index."""
+
+import json
+
+import httpx
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.config import load_config
+from newsletter.delivery.message import unsubscribe_url
+from newsletter.store import open_store
+from newsletter.tracking.app import create_app
+from tests.fakes.event_webhook import LiveApp, sent_edition
+from tests.test_report import seeded
+
+KEY = "test-secret-key-0123456789"
+AT = "2026-11-30T07:05:00+05:00"
+
+SITE = """
+[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+public_url = "https://steppe-ledger.example/newsletter"
+
+[render]
+templates = "{templates}"
+
+[[digests]]
+name = "weekly"
+title = "Weekly digest"
+tags = ["Kazakhstan", "Energy"]
+"""
+
+#: a page that extends nothing: the bundled one is not used at all
+PAGE = """<!doctype html><html lang="{{ language }}"><body class="steppe-brand">
+<h1>{{ title }}</h1><p id="mode">{{ mode }} · {{ digest_title }}</p></body></html>
+"""
+
+
+def brand(folder):
+    (folder / "pages").mkdir(parents=True)
+    (folder / "pages" / "page.html.j2").write_text(PAGE, encoding="utf-8")
+    return folder
+
+
+def test_a_template_folder_rebrands_the_reader_pages(tmp_path):
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text(SITE.format(templates="my-templates"), encoding="utf-8")
+    brand(tmp_path / "my-templates")
+    cfg = load_config(
+        toml,
+        env={"NEWSLETTER_SECRET_KEY": KEY},
+        database=f"sqlite:///{tmp_path / 'p.db'}",
+    )
+    store = open_store(cfg.database_url)
+    sent = sent_edition(store, ["aigerim@example.com"])
+    (sid,) = [d.subscriber_id for d in sent.deliveries]
+    link = unsubscribe_url(cfg, sid, "weekly").removeprefix(cfg.site.public_url)
+    try:
+        with LiveApp(create_app(cfg, store)) as srv:
+            page = httpx.get(srv.url(link))
+            assert page.status_code == 200
+            assert '<body class="steppe-brand">' in page.text
+            assert '<p id="mode">confirm · Weekly digest</p>' in page.text
+            assert "<h1>Unsubscribe</h1>" in page.text
+            # every reader page goes through it: the invalid link's too
+            bad = httpx.get(srv.url("/unsubscribe/not-a-token"))
+            assert bad.status_code == 404 and '<p id="mode">invalid · </p>' in bad.text
+            # the one-click POST still works and answers with the newsroom's page
+            left = httpx.post(
+                srv.url(link),
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert left.status_code == 200 and '<p id="mode">left · </p>' in left.text
+    finally:
+        store.close()
+
+
+def test_a_template_folder_rebrands_the_report(project):
+    folder = project / "my-templates" / "report"
+    folder.mkdir(parents=True)
+    (folder / "report.html.j2").write_text(
+        "<p class=steppe-report>{{ s.sent }} sent, {{ s.rates.delivery | pct }} delivered</p>\n",
+        encoding="utf-8",
+    )
+    toml = project / "newsletter.toml"
+    toml.write_text(toml.read_text() + '\n[render]\ntemplates = "my-templates"\n', encoding="utf-8")
+    store = open_store(load_config(toml).database_url)
+    sent = seeded(store)
+    store.close()
+    r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "out.html"])
+    assert r.exit_code == 0, r.output
+    assert (project / "out.html").read_text() == (
+        "<p class=steppe-report>6 sent, 83.3% delivered</p>\n"
+    )
+
+
+def test_a_template_folder_rebrands_the_archive_index(project):
+    folder = project / "my-templates" / "archive"
+    folder.mkdir(parents=True)
+    (folder / "index.html.j2").write_text(
+        "<ul class=steppe-archive>{% for e in entries %}<li>{{ e.path }}</li>{% endfor %}</ul>\n",
+        encoding="utf-8",
+    )
+    toml = project / "newsletter.toml"
+    toml.write_text(
+        toml.read_text() + '\n[archive]\ndir = "public/archive"\n'
+        '\n[render]\ntemplates = "my-templates"\n',
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    report = json.loads(runner.invoke(cli, ["run", "--at", AT, "--json"]).output)
+    (d,) = report["digests"]
+    index = (project / "public" / "archive" / "index.html").read_text()
+    assert index == f"<ul class=steppe-archive><li>weekly/{d['edition_id']}.html</li></ul>\n"
