@@ -19,7 +19,7 @@ from newsletter.articles.sources import rss
 from newsletter.articles.sources.jsonfile import JsonSource
 from newsletter.cli import cli
 from newsletter.config import ArticlesConfig, Config, SourceConfig
-from tests.conftest import DATA, ROOT
+from tests.helpers import DATA, ROOT
 from tests.fakes.http import LoopbackServer, Reply
 
 FEEDS = DATA / "feeds"

@@ -28,7 +28,7 @@ from newsletter.editions.freeze import create_edition
 from newsletter.editions.plan import plan_edition
 from newsletter.store import open_store
 from newsletter.store.schema import events
-from tests.conftest import ROOT, SAMPLE_CONFIG
+from tests.helpers import ROOT, SAMPLE_CONFIG
 from tests.fakes.sendgrid import FakeSendGrid
 
 KEY = "SG.process-test-key"

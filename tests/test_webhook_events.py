@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from newsletter.config import default_config
 from newsletter.tracking import sendgrid
 from newsletter.tracking.webhook import ingest_sendgrid
-from tests.conftest import DATA
+from tests.helpers import DATA
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

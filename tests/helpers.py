@@ -1,0 +1,232 @@
+"""Helpers shared by the test modules: the one config builder, sample data, small builders.
+
+Test modules import from here (and fakes from tests/fakes/), never from each other.
+See tests/README.md for how the suite is laid out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tomllib
+import typing
+from dataclasses import is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.config import Config, default_config, load_config, to_toml
+from newsletter.editions.freeze import left_out_counts
+from newsletter.models import Rendered, Subscriber
+from newsletter.store import Store
+from newsletter.store.deliveries import AudienceRow
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+#: the secret key every test config signs tokens with
+SECRET = "test-secret-key-0123456789"
+#: env for a config that needs only the secret key (and nothing from os.environ)
+SECRET_ENV = {"NEWSLETTER_SECRET_KEY": SECRET}
+
+# --------------------------------------------------------------------------- configs
+
+#: the sample project of the ``project`` fixture (RSS feed, outbox, one weekly digest)
+SAMPLE_CONFIG = """
+database = "sqlite:///news.db"
+
+[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+postal_address = "1 Abai Avenue, Almaty"
+from_email = "digest@steppe-ledger.example"
+public_url = "https://steppe-ledger.example/newsletter"
+unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
+
+[[sources]]
+name = "sample"
+type = "rss"
+url = "feed.xml"
+
+[delivery]
+backend = "outbox"
+outbox_dir = "outbox"
+
+[[digests]]
+name = "weekly"
+title = "Weekly digest"
+tags = ["kazakhstan", "uzbekistan", "kyrgyzstan", "tajikistan", "turkmenistan"]
+schedule = "0 7 * * MON"
+timezone = "Asia/Almaty"
+min_articles = 1
+"""
+
+#: the delivery tests' site: no sources, no digests, outbox backend in batches of 1000
+DELIVERY_CONFIG = """
+[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+from_email = "digest@steppe-ledger.example"
+public_url = "https://steppe-ledger.example/newsletter"
+unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
+
+[delivery]
+backend = "outbox"
+batch_size = 1000
+outbox_dir = "outbox"
+"""
+
+
+def _merge(into: dict[str, Any], overrides: typing.Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _set(obj: Any, overrides: typing.Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and is_dataclass(getattr(obj, key, None)):
+            _set(getattr(obj, key), value)
+        else:
+            setattr(obj, key, value)
+
+
+def build_config(
+    folder: Path | None = None,
+    *,
+    toml: str | None = None,
+    toml_extra: str = "",
+    env: typing.Mapping[str, str] | None = None,
+    database: str | None = None,
+    **section_overrides: dict[str, Any],
+) -> Config:
+    """The one way a test gets a :class:`Config`.
+
+    With ``folder``: writes ``folder/newsletter.toml`` and loads it with
+    :func:`load_config`, as the CLI would. The file is ``toml`` (a whole file, e.g.
+    :data:`SAMPLE_CONFIG`) or, when ``toml`` is None, the file already there (or an
+    empty one), followed by ``toml_extra``. ``section_overrides`` (``delivery={"batch_size":
+    2}``, nested tables as nested dicts) are merged into the file before it is written,
+    so they are validated like any setting.
+
+    Without ``folder``: :func:`default_config`, the built-in defaults, with
+    ``section_overrides`` set on the loaded sections.
+
+    ``env`` is the environment the config sees (None: ``os.environ``, as the CLI);
+    ``database`` is ``--db``.
+    """
+    if folder is None:
+        if toml is not None or toml_extra:
+            raise TypeError("build_config: a TOML text needs a folder to be written to")
+        cfg = default_config(env=env, database=database)
+        _set(cfg, section_overrides)
+        return cfg
+    path = folder / "newsletter.toml"
+    if toml is None:
+        toml = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = toml + toml_extra
+    if section_overrides:
+        data = tomllib.loads(text)
+        _merge(data, section_overrides)
+        text = to_toml(data)
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, env=env, database=database)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+#: the delivery tests' clock
+NOW = datetime(2026, 11, 30, 2, 5, tzinfo=UTC)
+
+#: a rendered edition with every per-recipient placeholder
+RENDER = Rendered(
+    subject="Weekly digest for %%name%%",
+    html=(
+        "<p>Hello %%name%%</p><a href='%%unsubscribe_url%%'>Unsubscribe</a> "
+        "<a href='%%preferences_url%%'>Preferences</a>"
+    ),
+    text="Hello %%name%%\nUnsubscribe: %%unsubscribe_url%%\n",
+)
+
+
+def freeze_audience(store: Store, edition_id: int, variants: dict) -> int:
+    """Freeze an explicit audience: variant -> [(subscriber id, email)]."""
+    rows = [
+        AudienceRow(subscriber_id=sid, email=email, variant=variant)
+        for variant, subs in variants.items()
+        for sid, email in subs
+    ]
+    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
+
+
+def add_subscribers(store: Store, emails: list[str], **kw: Any) -> list[int]:
+    ids = []
+    with store.begin() as conn:
+        for i, email in enumerate(emails):
+            name = kw.get("names", {}).get(email, f"Reader {i}")
+            sub = Subscriber(email=email, name=name, status=kw.get("status", "active"))
+            ids.append(store.upsert_subscriber(sub, conn=conn)[0])
+    return ids
+
+
+def make_edition(store: Store, n: int = 0, *, emails: list[str] | None = None) -> int:
+    """An edition of digest "weekly" frozen for ``n`` new active subscribers."""
+    emails = emails or [f"reader{i}@example.com" for i in range(n)]
+    ids = add_subscribers(store, emails)
+    eid, _ = store.create_edition(
+        digest="weekly",
+        period=f"p{len(store.list_editions())}",
+        subject="s",
+        window_start=NOW,
+        window_end=NOW,
+    )
+    freeze_audience(store, eid, {"default": list(zip(ids, emails, strict=True))})
+    return eid
+
+
+def statuses(store: Store, eid: int) -> dict[str, int]:
+    """Deliveries of an edition by status, all variants together."""
+    out: dict[str, int] = {}
+    for counts in store.delivery_counts(eid).values():
+        for k, v in counts.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def dead_worker() -> str:
+    """A worker id (host:pid) of a process that has exited."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{socket.gethostname()}:{proc.stdout.strip()}"
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def require_chromium() -> None:
+    """Skip (fail in CI) unless Debian's chromium and Playwright are installed."""
+    from newsletter.preview.screenshot import CHROMIUM
+
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium, or `bash scripts/system-deps.sh`)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("Playwright (pip install -e '.[test]')")
+    if missing:
+        msg = "browser tests need " + " and ".join(missing)
+        if IN_CI:
+            pytest.fail(msg + "; in CI they must run")
+        pytest.skip(msg)
