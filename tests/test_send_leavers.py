@@ -28,12 +28,14 @@ from newsletter.tracking import unsubscribe as unsub
 from newsletter.tracking.app import create_app
 from newsletter.tracking.status import edition_status
 from tests.fakes.event_webhook import LiveApp
+from tests.fakes.recording import RecordingBackend
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.test_delivery import (
+from tests.helpers import (
+    DELIVERY_CONFIG,
     RENDER,
-    RecordingBackend,
+    SECRET_ENV,
+    build_config,
     freeze_audience,
-    make_config,
     make_edition,
     statuses,
 )
@@ -50,7 +52,7 @@ def subscriber_ids(store, eid):
 
 
 def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=2)
+    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 7)
     rows = store.list_deliveries(eid)
     # after the freeze: two unsubscribe, one bounces, one is suppressed, one
@@ -81,7 +83,7 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
 
 
 def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path, project):
-    cfg = make_config(tmp_path, batch_size=2)
+    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     first = make_edition(store, 4)
     send_edition(store, cfg, first, {"default": RENDER}, RecordingBackend(cfg))
     # the next edition of the same digest, to the same readers, is being sent
@@ -116,7 +118,7 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
 
 
 def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(store, tmp_path):
-    cfg = make_config(tmp_path)
+    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 1)
     batch = store.claim_batch(eid, backend="recording", limit=1)  # a sender is calling
     (d,) = batch.deliveries
