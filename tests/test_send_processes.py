@@ -28,8 +28,8 @@ from newsletter.editions.freeze import create_edition
 from newsletter.editions.plan import plan_edition
 from newsletter.store import open_store
 from newsletter.store.schema import events
-from tests.helpers import ROOT, SAMPLE_CONFIG
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.helpers import ROOT, SAMPLE_CONFIG
 
 KEY = "SG.process-test-key"
 AT = "2026-11-30T07:05:00+05:00"

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from newsletter.config import default_config
 from newsletter.tracking import sendgrid
 from newsletter.tracking.webhook import ingest_sendgrid
-from tests.helpers import DATA
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+from tests.helpers import DATA
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 EXAMPLES = json.loads((DATA / "sendgrid_event_examples.json").read_text())
