@@ -230,3 +230,31 @@ def require_chromium() -> None:
         if IN_CI:
             pytest.fail(msg + "; in CI they must run")
         pytest.skip(msg)
+
+
+# --------------------------------------------------------------------------- SendGrid
+
+#: the API key the fake SendGrid of the in-process tests accepts
+SENDGRID_KEY = "SG.test-key-abcdef"
+
+
+def sg_config(folder: Path, fake: Any, *, batch_size: int = 1000, **settings: Any) -> Config:
+    """The delivery config sending through ``fake`` (a FakeSendGrid) with these settings."""
+    # a generous timeout: a loaded CI machine must not turn a slow answer into an
+    # "unknown outcome"; the timeout tests set their own. One worker unless a test
+    # asks for more: with several, batch sizes depend on who claims first
+    settings = {"backoff": 0.01, "timeout": 10.0, "concurrency": 1, **settings}
+    return build_config(
+        folder,
+        toml=DELIVERY_CONFIG,
+        env={**SECRET_ENV, "SENDGRID_API_KEY": SENDGRID_KEY, "NEWSLETTER_SENDGRID_HOST": fake.url},
+        delivery={"backend": "sendgrid", "batch_size": batch_size, "sendgrid": settings},
+    )
+
+
+def send(store: Store, cfg: Config, eid: int, renders: dict | None = None) -> Any:
+    """Send edition ``eid`` with the backend ``cfg`` names (all variants rendered as RENDER)."""
+    from newsletter.delivery.backends import make_backend
+    from newsletter.delivery.send import send_edition
+
+    return send_edition(store, cfg, eid, renders or {"default": RENDER}, make_backend(cfg))
