@@ -7,6 +7,7 @@ See tests/README.md for how the suite is laid out.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from newsletter.cli import cli
 from newsletter.config import Config, default_config, load_config, to_toml
-from newsletter.editions.freeze import left_out_counts
+from newsletter.editions.freeze import create_edition, left_out_counts
+from newsletter.editions.plan import plan_edition
 from newsletter.models import Rendered, Subscriber
-from newsletter.store import Store
+from newsletter.store import Store, open_store
 from newsletter.store.deliveries import AudienceRow
 
 DATA = Path(__file__).parent / "data"
@@ -258,3 +262,65 @@ def send(store: Store, cfg: Config, eid: int, renders: dict | None = None) -> An
     from newsletter.delivery.send import send_edition
 
     return send_edition(store, cfg, eid, renders or {"default": RENDER}, make_backend(cfg))
+
+
+# --------------------------------------------------------------------------- send processes
+
+#: the run clock of the sample project's first weekly edition
+AT = "2026-11-30T07:05:00+05:00"
+
+
+def prepare(folder: Path, db_url: str, n: int, *, sendgrid: str = "") -> tuple[int, dict]:
+    """A project with ``n`` subscribers and a frozen edition; returns (edition, env)."""
+    toml = SAMPLE_CONFIG.replace('backend = "outbox"', 'backend = "sendgrid"\nbatch_size = 10')
+    toml += "\n[delivery.sendgrid]\nconcurrency = 1\ntimeout = 5\nbackoff = 0.01\n" + sendgrid
+    shutil.copy(ROOT / "newsletter" / "samples" / "feed.xml", folder / "feed.xml")
+    rows = ["email,name,tags,timezone,status"]
+    rows += [f"p{i}@example.com,Reader {i},,UTC,active" for i in range(n)]
+    (folder / "subs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "NEWSLETTER_CONFIG": str(folder / "newsletter.toml"),
+        "NEWSLETTER_DATABASE_URL": db_url,
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "SENDGRID_API_KEY": SENDGRID_KEY,
+    }
+    cfg = build_config(folder, toml=toml, env=env)
+    runner = CliRunner()
+    for args in (["init"], ["subscribers", "import", str(folder / "subs.csv")], ["ingest"]):
+        out = runner.invoke(cli, args, env=env)
+        assert out.exit_code == 0, out.output
+    store = open_store(db_url)
+    now = datetime.fromisoformat(AT)
+    plan = plan_edition(store, cfg, cfg.digest(), now)
+    eid, created = create_edition(store, cfg, plan, now)
+    assert created and store.delivery_counts(eid)["default"] == {"queued": n}
+    store.close()
+    return eid, env
+
+
+def sender(env: dict, host: str) -> subprocess.Popen:
+    """`newsletter send --at AT` as a process of its own, sending to SendGrid at ``host``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "--at", AT],
+        env={**env, "NEWSLETTER_SENDGRID_HOST": host},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def unfinished(project: Path) -> int:
+    """The sample project's first edition, frozen and never sent (its sender died)."""
+    alerts = '\n[alerts]\nemail_to = ["editors@steppe-ledger.example"]\nvia = "outbox"\n'
+    cfg = build_config(project, toml_extra=alerts)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    store = open_store(cfg.database_url)
+    plan = plan_edition(store, cfg, cfg.digest(), datetime.fromisoformat(AT))
+    eid, created = create_edition(store, cfg, plan, datetime.fromisoformat(AT))
+    assert created and store.get_edition(eid).status == "sending"
+    store.close()
+    return eid

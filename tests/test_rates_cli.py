@@ -14,6 +14,7 @@ from newsletter.cli import cli
 from newsletter.config import load_config
 from tests import test_rates_providers as fake_banks
 from tests.fakes.http import Reply
+from tests.helpers import build_config
 
 bank_server = fake_banks.bank_server
 banks = fake_banks.banks
@@ -200,7 +201,7 @@ def test_pair_settings_inherit_from_the_rates_table(project, banks):
     (project / "newsletter.toml").open("a").write(
         rates_section(banks, extra) + "[rates.pairs.KZT]\nsignificant_digits = 6\n"
     )
-    cfg = load_config(project / "newsletter.toml").rates
+    cfg = build_config(project).rates
     uzs, kzt = cfg.pair("UZS"), cfg.pair("KZT")
     assert (uzs.providers, uzs.significant_digits) == (["cbu", "nbk"], 5)
     assert (kzt.providers, kzt.significant_digits) == (["nbk", "cbu"], 6)
@@ -209,7 +210,7 @@ def test_pair_settings_inherit_from_the_rates_table(project, banks):
 
 def test_a_relative_snapshot_path_is_relative_to_the_config(project):
     (project / "newsletter.toml").open("a").write('[rates]\nsnapshot = "data/snap.json"\n')
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     assert cfg.rates.snapshot == str(project / "data" / "snap.json")
 
 

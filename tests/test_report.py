@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import default_config, load_config
+from newsletter.config import default_config
 from newsletter.tracking.report import (
     build_report,
     chart_svg,
@@ -17,6 +17,7 @@ from newsletter.tracking.report import (
 )
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+from tests.helpers import build_config
 
 T0 = 1796000000
 
@@ -119,7 +120,7 @@ def test_reasons_group_across_addresses():
 def test_the_cli_writes_the_page(project):
     from newsletter.store import open_store
 
-    store = open_store(load_config(project / "newsletter.toml").database_url)
+    store = open_store(build_config(project).database_url)
     sent = seeded(store)
     store.close()
     r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "out.html"])

@@ -35,7 +35,7 @@ from newsletter.store import open_store
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.test_send_processes import KEY, prepare, sender
+from tests.helpers import SENDGRID_KEY, prepare, sender
 
 N = 300
 
@@ -160,7 +160,7 @@ def test_chaos_then_resolve_resend_sends_everyone_exactly_once(engine, tmp_path,
     toml.write_text(toml.read_text().replace("timeout = 5", "timeout = 1"))
     rng = random.Random(1207)
     started = time.monotonic()
-    with FakeSendGrid(api_key=KEY, latency=0.1) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.1) as fake:
         # dropped connections after the request was read (taken, no answer), one
         # request in ten; one in twenty-five never taken and never answered
         fake.hang = 1.3

@@ -20,7 +20,6 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
 from newsletter.delivery.send import send_edition
 from newsletter.store import open_store
@@ -31,15 +30,19 @@ from tests.fakes.event_webhook import LiveApp
 from tests.fakes.recording import RecordingBackend
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.helpers import (
+    AT,
     DELIVERY_CONFIG,
     RENDER,
     SECRET_ENV,
+    SENDGRID_KEY,
     build_config,
     freeze_audience,
     make_edition,
+    prepare,
+    sender,
     statuses,
+    unfinished,
 )
-from tests.test_send_processes import KEY, prepare, sender
 
 ONE_CLICK = {
     "content": b"List-Unsubscribe=One-Click",
@@ -168,17 +171,17 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
         else request.getfixturevalue("pg_url")
     )
     eid, env = prepare(tmp_path, db_url, n)
-    toml = (tmp_path / "newsletter.toml").read_text()
-    toml = toml.replace("batch_size = 10", "batch_size = 50").replace(
-        "concurrency = 1", "concurrency = 2"
+    cfg = build_config(
+        tmp_path, env=env, delivery={"batch_size": 50, "sendgrid": {"concurrency": 2}}
     )
-    (tmp_path / "newsletter.toml").write_text(toml)
-    cfg = load_config(tmp_path / "newsletter.toml", env=env)
     store = open_store(db_url)
     rows = {d.subscriber_id: d for d in store.list_deliveries(eid)}
     answered: dict[str, float] = {}
     stop = threading.Event()
-    with FakeSendGrid(api_key=KEY, latency=0.15) as fake, LiveApp(create_app(cfg, store)) as srv:
+    with (
+        FakeSendGrid(api_key=SENDGRID_KEY, latency=0.15) as fake,
+        LiveApp(create_app(cfg, store)) as srv,
+    ):
 
         def readers_leave(seed):
             rng = random.Random(seed)
@@ -218,10 +221,8 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
 
 
 def test_send_says_how_many_left_before_their_turn(project):
-    from tests.test_send_resume import AT, unfinished
-
     eid = unfinished(project)
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     (first, *_) = store.list_deliveries(eid)
     assert store.suppress_subscriber(first.subscriber_id, "unsubscribed", "test")
