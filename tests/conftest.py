@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from newsletter.config import Config
 from newsletter.store import Store, open_store
+from tests.fakes.banks import Banks
 from tests.helpers import IN_CI, ROOT, SAMPLE_CONFIG, SECRET, build_config
 
 PG_URL = os.environ.get(
@@ -116,3 +117,17 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
     ``make_config(toml=SAMPLE_CONFIG, delivery={"batch_size": 2})``
     """
     return functools.partial(build_config, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def bank_server() -> Iterator[Banks]:
+    """The loopback central banks; one server for all rates tests (stopping one is slow)."""
+    with Banks() as b:
+        yield b
+
+
+@pytest.fixture
+def banks(bank_server: Banks) -> Banks:
+    """The bank server, reset to its recorded answers."""
+    bank_server.reset()
+    return bank_server

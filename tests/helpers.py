@@ -14,7 +14,7 @@ import sys
 import tomllib
 import typing
 from dataclasses import is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from newsletter.cli import cli
 from newsletter.config import Config, default_config, load_config, to_toml
 from newsletter.editions.freeze import create_edition, left_out_counts
 from newsletter.editions.plan import plan_edition
-from newsletter.models import Rendered, Subscriber
+from newsletter.models import Article, Rendered, Subscriber, Tag
 from newsletter.store import Store, open_store
 from newsletter.store.deliveries import AudienceRow
+from tests.fakes.banks import Banks
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -83,6 +84,38 @@ unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
 backend = "outbox"
 batch_size = 1000
 outbox_dir = "outbox"
+"""
+
+#: the signup tests' site: two digests, an outbox, signup limits and CORS
+SIGNUP_CONFIG = """
+[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+public_url = "https://steppe-ledger.example/newsletter"
+from_email = "digest@steppe-ledger.example"
+
+[delivery]
+backend = "outbox"
+outbox_dir = "outbox"
+
+[signup]
+per_ip = 50
+per_address = 5
+resend_minutes = 10
+cors_origins = ["https://steppe-ledger.example"]
+
+[webhook]
+trusted_proxies = []
+
+[[digests]]
+name = "weekly"
+title = "Weekly digest"
+tags = ["Kazakhstan", "Uzbekistan", "Energy"]
+
+[[digests]]
+name = "daily"
+title = "Daily briefing"
+tags = ["kazakhstan", "Energy"]
 """
 
 
@@ -324,3 +357,32 @@ def unfinished(project: Path) -> int:
     assert created and store.get_edition(eid).status == "sending"
     store.close()
     return eid
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def fetch(banks: Banks, name: str, day: date, **kw: object) -> Any:
+    """Provider ``name``'s quotes for ``day`` from the loopback central banks."""
+    from newsletter.rates.providers import PROVIDERS
+
+    return PROVIDERS[name](banks.config(**kw)).fetch(day)
+
+
+# --------------------------------------------------------------------------- articles
+
+#: the store tests' clock
+STORE_NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+def article(n: int, **kw: Any) -> Article:
+    """Story ``n`` tagged Kazakhstan and Energy, published ``n`` hours before STORE_NOW."""
+    base = dict(
+        uid=f"guid-{n}",
+        url=f"https://x.example/{n}/",
+        title=f"Story {n}",
+        published_at=STORE_NOW - timedelta(hours=n),
+        tags=[Tag.from_name("Kazakhstan"), Tag.from_name("Energy")],
+    )
+    base.update(kw)
+    return Article(**base)

@@ -8,7 +8,6 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsletter.cli import cli
-from newsletter.config import default_config
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from newsletter.tracking.webhook import ingest_sendgrid
@@ -39,7 +38,7 @@ def test_deliveries_events_held_batches_and_subscribers(store):
         sg_event("open", d[1], e),
         sg_event("bounce", d[2], e, reason="550 no such user"),
     ]
-    cfg = default_config(env={"NEWSLETTER_SECRET_KEY": KEY})
+    cfg = build_config(env={"NEWSLETTER_SECRET_KEY": KEY})
     ingest_sendgrid(store, cfg, body_of(events))
     with store.begin() as c:  # one batch whose outcome nobody knows
         c.execute(sa.text("UPDATE batches SET status = 'unknown'"))

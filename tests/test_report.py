@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import default_config
 from newsletter.tracking.report import (
     build_report,
     chart_svg,
@@ -46,7 +45,7 @@ def seeded(store):
         ),
         sg_event("deferred", d[3], e, response="421 <b>try</b> later", timestamp=T0 + 10),
     ]
-    ingest_sendgrid(store, default_config(env={}), body_of(events))
+    ingest_sendgrid(store, build_config(env={}), body_of(events))
     return sent
 
 

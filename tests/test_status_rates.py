@@ -6,7 +6,6 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import default_config
 from newsletter.tracking.status import COUNTS, edition_status, summarize
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
@@ -37,7 +36,7 @@ def scenario(store):
         sg_event("unsubscribe", d[8], e),
         # d[5], d[9]: accepted, nothing heard yet
     ]
-    ingest_sendgrid(store, default_config(env={}), body_of(events))
+    ingest_sendgrid(store, build_config(env={}), body_of(events))
     return sent
 
 

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from newsletter.config import default_config, load_config
+from newsletter.config import load_config
 from newsletter.errors import ConfigError, WebhookError
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
@@ -16,6 +16,7 @@ from newsletter.tracking.signature import (
     verify,
 )
 from tests.fakes.event_webhook import LiveApp, Signer, body_of, sent_edition, sg_event
+from tests.helpers import build_config
 
 BODY = b'[{"event":"delivered","email":"a@example.com","sg_event_id":"x1"}]'
 
@@ -232,7 +233,7 @@ def test_a_signed_body_that_is_not_an_event_array_is_a_400(live, signer, body):
 
 
 def test_without_a_configured_key_every_request_is_refused(tmp_path, signer):
-    cfg = default_config(
+    cfg = build_config(
         env={"NEWSLETTER_SECRET_KEY": "k" * 20}, database=f"sqlite:///{tmp_path / 'a.db'}"
     )
     store = open_store(cfg.database_url)
