@@ -166,14 +166,16 @@ def build_config(
         _set(cfg, section_overrides)
         return cfg
     path = folder / "newsletter.toml"
-    if toml is None:
-        toml = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = toml + toml_extra
-    if section_overrides:
-        data = tomllib.loads(text)
-        _merge(data, section_overrides)
-        text = to_toml(data)
-    path.write_text(text, encoding="utf-8")
+    if toml is not None or toml_extra or section_overrides or not path.exists():
+        # (a file left as it is is not written again: a sender may be reading it)
+        if toml is None:
+            toml = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = toml + toml_extra
+        if section_overrides:
+            data = tomllib.loads(text)
+            _merge(data, section_overrides)
+            text = to_toml(data)
+        path.write_text(text, encoding="utf-8")
     return load_config(path, env=env, database=database)
 
 

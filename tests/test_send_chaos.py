@@ -25,17 +25,17 @@ import random
 import signal
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.store import open_store
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.helpers import SENDGRID_KEY, prepare, sender
+from tests.helpers import SENDGRID_KEY, build_config, prepare, sender
 
 N = 300
 
@@ -95,7 +95,7 @@ def late_events(fake: FakeSendGrid, env: dict, rng: random.Random, *, share: flo
 
     Per request taken: at least one recipient, then each other with ``share``.
     """
-    cfg = load_config(env["NEWSLETTER_CONFIG"], env=env)
+    cfg = build_config(Path(env["NEWSLETTER_CONFIG"]).parent, env=env)
     store = open_store(env["NEWSLETTER_DATABASE_URL"])
     by_request: dict[int, list] = defaultdict(list)
     with fake.lock:

@@ -8,7 +8,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from newsletter.config import load_config
 from newsletter.delivery.message import list_id, unsubscribe_url
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
@@ -23,9 +22,9 @@ ONE_CLICK = {
 
 
 def make_site(db_url, tmp_path):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(
-        """
+    cfg = build_config(
+        tmp_path,
+        toml="""
 [site]
 name = "The Steppe Ledger"
 url = "https://steppe-ledger.example/"
@@ -42,9 +41,9 @@ name = "daily"
 title = "Daily briefing"
 tags = ["kazakhstan", "Energy", "Oil and Gas"]
 """,
-        encoding="utf-8",
+        env={"NEWSLETTER_SECRET_KEY": KEY},
+        database=db_url,
     )
-    cfg = load_config(toml, env={"NEWSLETTER_SECRET_KEY": KEY}, database=db_url)
     store = open_store(cfg.database_url)
     sent = sent_edition(store, ["aigerim@example.com", "olmas@example.org"])
     with LiveApp(create_app(cfg, store)) as srv:
