@@ -24,7 +24,6 @@ from tests.helpers import (
     RENDER,
     SECRET_ENV,
     add_subscribers,
-    build_config,
     dead_worker,
     freeze_audience,
     make_edition,
@@ -32,8 +31,10 @@ from tests.helpers import (
 )
 
 
-def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(
+    store, tmp_path, make_config
+):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     active = add_subscribers(store, [f"a{i}@example.com" for i in range(4)])
     add_subscribers(store, ["gone@example.com"], status="unsubscribed")
     add_subscribers(store, ["bounced@example.com", "spam@example.com"], status="suppressed")
@@ -62,9 +63,9 @@ def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(store, tm
     assert store.get_edition(eid).status == "partially_failed"
 
 
-def test_a_compiled_edition_is_frozen_by_the_send_itself(store, tmp_path):
+def test_a_compiled_edition_is_frozen_by_the_send_itself(store, make_config):
     """A crash between creating an edition and freezing it loses nobody."""
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     add_subscribers(store, ["a@example.com", "b@example.com"])
     add_subscribers(store, ["c@example.com"], status="unsubscribed")
     eid, _ = store.create_edition(
@@ -110,9 +111,9 @@ def test_a_compiled_edition_is_frozen_by_the_send_itself(store, tmp_path):
 # --------------------------------------------------------------------------- claiming
 
 
-def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
+def test_the_claim_is_committed_before_the_provider_is_called(db_url, make_config):
     store = open_store(db_url)
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 7)
     observer = open_store(db_url, migrate=False)  # another connection, as another process
     seen = []
@@ -144,9 +145,9 @@ def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
 
 
 def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
-    store, db_url, tmp_path, project
+    store, db_url, project, make_config
 ):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 4})
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 4})
     eid = make_edition(store, 6)
     batch = store.claim_batch(eid, backend="recording", limit=4, worker=dead_worker())
     backend = RecordingBackend(cfg)
@@ -185,8 +186,8 @@ def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
     assert store.get_edition(eid).status == "sent"
 
 
-def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
+def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 4)
     first = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     second = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
@@ -203,8 +204,8 @@ def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, tm
         resolve(store, "0" * 32, "resend")
 
 
-def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
+def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 5)
     store.claim_batch(eid, backend="outbox", limit=3, worker=dead_worker())
     report = send_edition(store, cfg, eid, {"default": RENDER}, OutboxBackend(cfg))
@@ -213,8 +214,8 @@ def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path)
     assert len(list((tmp_path / "outbox" / f"edition-{eid}").glob("*.eml"))) == 5
 
 
-def test_provider_events_prove_an_unknown_batch_was_accepted(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
+def test_provider_events_prove_an_unknown_batch_was_accepted(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 5)
     batch = store.claim_batch(eid, backend="recording", limit=3, worker=dead_worker())
     # the webhook stored a "processed" event for one of the batch's deliveries
@@ -246,8 +247,8 @@ def test_provider_events_prove_an_unknown_batch_was_accepted(store, tmp_path):
     assert store.get_edition(eid).status == "sent"
 
 
-def test_held_batches_are_looked_at_again_when_events_arrive_later(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
+def test_held_batches_are_looked_at_again_when_events_arrive_later(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 2)
     batch = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
@@ -274,9 +275,8 @@ def test_held_batches_are_looked_at_again_when_events_arrive_later(store, tmp_pa
     assert report.resolved == 2 and statuses(store, eid) == {"accepted": 1, "delivered": 1}
 
 
-def test_another_machines_batch_waits_for_its_lease(store, tmp_path):
-    cfg = build_config(
-        tmp_path,
+def test_another_machines_batch_waits_for_its_lease(store, make_config):
+    cfg = make_config(
         toml=DELIVERY_CONFIG,
         env=SECRET_ENV,
         delivery={"batch_size": 2, "lease_seconds": 600},
@@ -296,15 +296,15 @@ def test_another_machines_batch_waits_for_its_lease(store, tmp_path):
     assert statuses(store, eid) == {"unresolved": 2, "claimed": 2}
 
 
-def test_fast_unsubscribe_links_match_the_token_module(tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+def test_fast_unsubscribe_links_match_the_token_module(make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     links = UnsubscribeLinks(cfg, "weekly")
     for sid in (0, 1, 7, 12345, 10**9):
         assert links(sid) == unsubscribe_url(cfg, sid, "weekly")
 
 
-def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
+def test_status_json_lists_unresolved_batches(store, db_url, project, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 2)
     batch = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
@@ -314,10 +314,10 @@ def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
     assert [b["id"] for b in data["unresolved_batches"]] == [batch.id]
 
 
-def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_path):
+def test_events_that_arrive_before_the_provider_answers_still_count(store, make_config):
     from newsletter.store.events import TrackedEvent
 
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 3)
 
     def webhook_first(recipients):
@@ -343,9 +343,9 @@ def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_p
     assert statuses(store, eid) == {"delivered": 1, "accepted": 2}
 
 
-def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, tmp_path):
+def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, make_config):
     # `run --at` a month back must not make this worker's live batches look stale
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 2)
     stamps = []
 

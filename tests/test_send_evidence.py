@@ -188,12 +188,12 @@ def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path,
     assert statuses(store, eid) == {"accepted": 2, "unresolved": 4}
 
 
-def test_concurrent_events_for_one_held_batch_take_turns(store, tmp_path):
+def test_concurrent_events_for_one_held_batch_take_turns(store, make_config):
     """Two webhook requests at once, each with an event for another delivery of one
     held batch: both commit (no deadlock), the batch is settled once."""
     import threading
 
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 40})
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 40})
     eid = make_edition(store, 8 * 40)
     batches = [
         store.claim_batch(eid, backend="recording", limit=40, worker=dead_worker())

@@ -54,8 +54,8 @@ def subscriber_ids(store, eid):
     return {d.subscriber_id: d for d in store.list_deliveries(eid)}
 
 
-def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
+def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 7)
     rows = store.list_deliveries(eid)
     # after the freeze: two unsubscribe, one bounces, one is suppressed, one
@@ -85,8 +85,8 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     assert len(backend.sent) == 2
 
 
-def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path, project):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
+def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, project, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     first = make_edition(store, 4)
     send_edition(store, cfg, first, {"default": RENDER}, RecordingBackend(cfg))
     # the next edition of the same digest, to the same readers, is being sent
@@ -120,8 +120,8 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
     assert "  left                 1" in out.output
 
 
-def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(store, tmp_path):
-    cfg = build_config(tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV)
+def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 1)
     batch = store.claim_batch(eid, backend="recording", limit=1)  # a sender is calling
     (d,) = batch.deliveries
@@ -163,7 +163,9 @@ def send_until_stopped(store, cfg, eid, backend):
 @pytest.mark.parametrize(
     "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp_path, request):
+def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(
+    engine, tmp_path, request, make_config
+):
     n = 3000
     db_url = (
         f"sqlite:///{tmp_path / 'news.db'}"

@@ -287,14 +287,13 @@ def test_a_request_cut_off_while_it_is_written_is_retried(sqlite_store, sg, tmp_
     assert sg.delivered() == {f"reader{i}@example.com": 1 for i in range(3)}
 
 
-def test_an_unreachable_host_is_retried_then_the_batch_is_queued_again(sqlite_store, tmp_path):
+def test_an_unreachable_host_is_retried_then_the_batch_is_queued_again(sqlite_store, make_config):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = build_config(
-        tmp_path,
+    cfg = make_config(
         toml=DELIVERY_CONFIG,
         env={
             **SECRET_ENV,
