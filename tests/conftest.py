@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from newsletter.config import Config
 from newsletter.store import Store, open_store
 from tests.fakes.banks import Banks
-from tests.helpers import IN_CI, ROOT, SAMPLE_CONFIG, SECRET, build_config
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.helpers import IN_CI, ROOT, SAMPLE_CONFIG, SECRET, SENDGRID_KEY, build_config
 
 PG_URL = os.environ.get(
     "NEWSLETTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -131,3 +132,10 @@ def banks(bank_server: Banks) -> Banks:
     """The bank server, reset to its recorded answers."""
     bank_server.reset()
     return bank_server
+
+
+@pytest.fixture
+def sg() -> Iterator[FakeSendGrid]:
+    """A fake SendGrid on loopback that takes SENDGRID_KEY (see ``sg_config``)."""
+    with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
+        yield fake

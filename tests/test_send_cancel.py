@@ -23,7 +23,6 @@ from newsletter.models import Recipient
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.helpers import (
     RENDER,
-    SENDGRID_KEY,
     dead_worker,
     make_edition,
     send,
@@ -32,12 +31,6 @@ from tests.helpers import (
 )
 
 SCHEDULED = {"schedule_delay": 120, "cancel_margin": 30}
-
-
-@pytest.fixture
-def sg():
-    with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
-        yield fake
 
 
 def batch_requests(fake: FakeSendGrid) -> int:

@@ -36,12 +36,6 @@ from tests.helpers import (
 UNIT_ENV = {"SENDGRID_API_KEY": SENDGRID_KEY, "NEWSLETTER_SECRET_KEY": SECRET}
 
 
-@pytest.fixture
-def sg():
-    with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
-        yield fake
-
-
 # --------------------------------------------------------------------------- the request
 
 
