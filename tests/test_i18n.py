@@ -16,6 +16,7 @@ from newsletter import i18n
 from newsletter.config import ConfigError, load_config
 from newsletter.render.compile import render
 from newsletter.store import open_store
+from tests.helpers import build_config
 from tests.render_data import load_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,9 +145,10 @@ def test_the_edition_date_is_written_in_the_digests_language(project):
 
     from newsletter.editions.plan import plan_edition
 
-    toml = project / "newsletter.toml"
-    toml.write_text(toml.read_text().replace("[[digests]]\n", '[[digests]]\nlanguage = "ru"\n', 1))
-    cfg = load_config(toml)
+    toml = (project / "newsletter.toml").read_text()
+    cfg = build_config(
+        project, toml=toml.replace("[[digests]]\n", '[[digests]]\nlanguage = "ru"\n', 1)
+    )
     store = open_store(cfg.database_url)
     try:
         plan = plan_edition(

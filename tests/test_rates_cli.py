@@ -59,11 +59,9 @@ def test_rates_prints_the_header_as_the_plaintext_edition_does(configured):
 
 
 def test_rates_in_the_banks_convention(project, banks):
-    with (project / "newsletter.toml").open("a", encoding="utf-8") as f:
-        f.write(rates_section(banks))
-    toml = (project / "newsletter.toml").read_text(encoding="utf-8")
+    toml = (project / "newsletter.toml").read_text(encoding="utf-8") + rates_section(banks)
     toml = toml.replace("[[digests]]\n", '[[digests]]\nrates_convention = "bank"\n', 1)
-    (project / "newsletter.toml").write_text(toml, encoding="utf-8")
+    build_config(project, toml=toml)
     result = invoke("rates", "--date", "2026-04-02")
     assert result.exit_code == 0, result.output
     # the label names the figure; the change is still the currency's against the
@@ -215,7 +213,7 @@ def test_the_starter_config_asks_each_central_bank_for_its_own_currency(tmp_path
     assert cfg.pair("UZS").providers[0] == "cbu"
     # TMT is pegged: the official peg first, a market cross only after it
     assert cfg.pair("TMT").providers[0] == "peg"
-    assert load_config(tmp_path / "newsletter.toml").digest().rates_convention == "ticker"
+    assert build_config(tmp_path).digest().rates_convention == "ticker"
     # no pair repeats its own list: every one follows [rates] providers
     assert cfg.pairs == {}
     assert all(sorted(cfg.pair(c).providers) == sorted(cfg.providers) for c in cfg.currencies)
