@@ -388,3 +388,41 @@ def article(n: int, **kw: Any) -> Article:
     )
     base.update(kw)
     return Article(**base)
+
+
+# --------------------------------------------------------------------------- report
+
+#: the report tests' first event time (Unix seconds)
+T0 = 1796000000
+
+
+def seeded(store: Store) -> Any:
+    """A sent edition of six with a webhook's worth of events (the report tests' data)."""
+    from newsletter.tracking.webhook import ingest_sendgrid
+    from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+
+    emails = [f"r{i}@example.com" for i in range(6)]
+    sent = sent_edition(store, emails)
+    d, e = sent.deliveries, sent.edition_id
+    events = []
+    for i in range(5):
+        events.append(sg_event("delivered", d[i], e, timestamp=T0 + i * 60))
+    events += [
+        sg_event("open", d[0], e, timestamp=T0 + 3600),
+        sg_event("open", d[1], e, timestamp=T0 + 7200),
+        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3700),
+        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3800),
+        sg_event("click", d[1], e, url="https://news.example/top", timestamp=T0 + 7300),
+        sg_event("click", d[1], e, url="https://news.example/second", timestamp=T0 + 7400),
+        sg_event("click", d[2], e, url="javascript:alert(1)", timestamp=T0 + 7500),
+        sg_event(
+            "bounce",
+            d[5],
+            e,
+            reason="550 5.1.1 <r5@example.com>: Recipient address rejected",
+            timestamp=T0 + 30,
+        ),
+        sg_event("deferred", d[3], e, response="421 <b>try</b> later", timestamp=T0 + 10),
+    ]
+    ingest_sendgrid(store, build_config(env={}), body_of(events))
+    return sent

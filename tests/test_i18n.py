@@ -253,9 +253,9 @@ def test_a_reader_page_and_its_mail_speak_the_digests_language(tmp_path):
     from tests.fakes.event_webhook import LiveApp, sent_edition
     from tests.fakes.mail import headers, links, outbox_mails, wait_for
 
-    (tmp_path / "newsletter.toml").write_text(READER_SITE, encoding="utf-8")
-    cfg = load_config(
-        tmp_path / "newsletter.toml",
+    cfg = build_config(
+        tmp_path,
+        toml=READER_SITE,
         env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
         database=f"sqlite:///{tmp_path / 'r.db'}",
     )
@@ -334,10 +334,9 @@ def test_the_signup_forms_errors_speak_the_sites_language(tmp_path):
     from newsletter.tracking.app import create_app
     from tests.fakes.event_webhook import LiveApp
 
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'), encoding="utf-8")
-    cfg = load_config(
-        toml,
+    cfg = build_config(
+        tmp_path,
+        toml=READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'),
         env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
         database=f"sqlite:///{tmp_path / 'f.db'}",
     )
