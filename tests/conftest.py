@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from newsletter.config import Config, load_config
+from newsletter.config import Config
 from newsletter.store import Store, open_store
+from tests.fakes.banks import Banks
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.helpers import IN_CI, ROOT, SAMPLE_CONFIG, SECRET, SENDGRID_KEY, build_config
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).parent.parent
 PG_URL = os.environ.get(
     "NEWSLETTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-IN_CI = os.environ.get("CI") == "true"
 
 _pg_ok: bool | None = None
 
@@ -89,36 +90,6 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-SAMPLE_CONFIG = """
-database = "sqlite:///news.db"
-
-[site]
-name = "The Steppe Ledger"
-url = "https://steppe-ledger.example/"
-postal_address = "1 Abai Avenue, Almaty"
-from_email = "digest@steppe-ledger.example"
-public_url = "https://steppe-ledger.example/newsletter"
-unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
-
-[[sources]]
-name = "sample"
-type = "rss"
-url = "feed.xml"
-
-[delivery]
-backend = "outbox"
-outbox_dir = "outbox"
-
-[[digests]]
-name = "weekly"
-title = "Weekly digest"
-tags = ["kazakhstan", "uzbekistan", "kyrgyzstan", "tajikistan", "turkmenistan"]
-schedule = "0 7 * * MON"
-timezone = "Asia/Almaty"
-min_articles = 1
-"""
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with newsletter.toml, the sample feed and subscribers; cwd set to it."""
@@ -126,7 +97,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "newsletter" / "samples" / "feed.xml", tmp_path / "feed.xml")
     shutil.copy(ROOT / "subscribers" / "sample.csv", tmp_path / "subscribers.csv")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key-0123456789")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
     for var in ("NEWSLETTER_CONFIG", "NEWSLETTER_DATABASE_URL", "SENDGRID_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     # as `newsletter init` would: the CLI never creates a database on its own
@@ -136,4 +107,35 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def config(project: Path) -> Config:
-    return load_config(project / "newsletter.toml")
+    """The sample project's config, as the CLI run in it would load it."""
+    return build_config(project)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """:func:`tests.helpers.build_config` bound to ``tmp_path``.
+
+    ``make_config(toml=SAMPLE_CONFIG, delivery={"batch_size": 2})``
+    """
+    return functools.partial(build_config, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def bank_server() -> Iterator[Banks]:
+    """The loopback central banks; one server for all rates tests (stopping one is slow)."""
+    with Banks() as b:
+        yield b
+
+
+@pytest.fixture
+def banks(bank_server: Banks) -> Banks:
+    """The bank server, reset to its recorded answers."""
+    bank_server.reset()
+    return bank_server
+
+
+@pytest.fixture
+def sg() -> Iterator[FakeSendGrid]:
+    """A fake SendGrid on loopback that takes SENDGRID_KEY (see ``sg_config``)."""
+    with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
+        yield fake

@@ -5,7 +5,7 @@ import struct
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from tests.test_browser_render import require_chromium
+from tests.helpers import require_chromium
 
 AT = "2026-11-30T07:05:00+05:00"
 

@@ -5,33 +5,15 @@ CI=true (scripts/system-deps.sh, run by `make test`, installs it). Elsewhere
 they are skipped with a message saying how to install it.
 """
 
-import os
-from pathlib import Path
-
 import pytest
 
-from newsletter.preview.screenshot import CHROMIUM, browser, open_page
+from newsletter.preview.screenshot import browser, open_page
 from newsletter.render.compile import render_html
+from tests.helpers import require_chromium
 from tests.render_data import load_content
 
 pytestmark = pytest.mark.browser
-IN_CI = os.environ.get("CI") == "true"
 ENGINES = ["premailer", "css-inline"]
-
-
-def require_chromium():
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium, or `bash scripts/system-deps.sh`)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("Playwright (pip install -e '.[test]')")
-    if missing:
-        msg = "browser tests need " + " and ".join(missing)
-        if IN_CI:
-            pytest.fail(msg + "; in CI they must run")
-        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp
 from tests.fakes.mail import SmtpServer, links, outbox_mails, wait_for
-from tests.test_browser_render import require_chromium
-from tests.test_signup import make_cfg
+from tests.helpers import SECRET_ENV, SIGNUP_CONFIG, build_config, require_chromium
 
 ARGS = [
     "--headless",
@@ -86,7 +85,9 @@ def walk(cfg, store, srv, mails):
 @pytest.mark.browser
 def test_a_reader_signs_up_and_leaves_in_chromium_through_the_outbox(tmp_path):
     require_chromium()
-    cfg = make_cfg(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")
+    cfg = build_config(
+        tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=f"sqlite:///{tmp_path / 'b.db'}"
+    )
     store = open_store(cfg.database_url)
     with LiveApp(create_app(cfg, store)) as srv:
         walk(cfg, store, srv, lambda: outbox_mails(cfg.resolve("outbox")))
@@ -97,8 +98,14 @@ def test_a_reader_signs_up_and_leaves_in_chromium_through_the_outbox(tmp_path):
 def test_a_reader_signs_up_in_chromium_with_mail_over_smtp(tmp_path, db_url):
     require_chromium()
     with SmtpServer() as smtp:
-        extra = f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nstarttls = false'
-        cfg = make_cfg(tmp_path, db_url, backend="smtp", smtp=extra)
+        smtp_settings = {"host": "127.0.0.1", "port": smtp.port, "starttls": False}
+        cfg = build_config(
+            tmp_path,
+            toml=SIGNUP_CONFIG,
+            env=SECRET_ENV,
+            database=db_url,
+            delivery={"backend": "smtp", "smtp": smtp_settings},
+        )
         store = open_store(cfg.database_url)
         with LiveApp(create_app(cfg, store)) as srv:
             walk(cfg, store, srv, lambda: [raw for _, raw in smtp.box.messages])

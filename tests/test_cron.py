@@ -28,7 +28,7 @@ from croniter import croniter
 from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.store import open_store
-from tests.conftest import SAMPLE_CONFIG
+from tests.helpers import SAMPLE_CONFIG
 
 ROOT = Path(__file__).parent.parent
 CRON = ROOT / "cron"

@@ -3,148 +3,38 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import Config, load_config
-from newsletter.delivery.backends.base import Backend, BatchResult
 from newsletter.delivery.backends.outbox import OutboxBackend
 from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
 from newsletter.delivery.recovery import resolve
 from newsletter.delivery.send import send_edition
-from newsletter.editions.freeze import left_out_counts
 from newsletter.errors import InputError
-from newsletter.models import Rendered, Subscriber
-from newsletter.store import Store, open_store
-from newsletter.store.deliveries import AudienceRow
+from newsletter.store import open_store
 from newsletter.store.schema import events
-
-SECRET = "test-secret-key-0123456789"
-NOW = datetime(2026, 11, 30, 2, 5, tzinfo=UTC)
-
-RENDER = Rendered(
-    subject="Weekly digest for %%name%%",
-    html=(
-        "<p>Hello %%name%%</p><a href='%%unsubscribe_url%%'>Unsubscribe</a> "
-        "<a href='%%preferences_url%%'>Preferences</a>"
-    ),
-    text="Hello %%name%%\nUnsubscribe: %%unsubscribe_url%%\n",
+from tests.fakes.recording import RecordingBackend
+from tests.helpers import (
+    DELIVERY_CONFIG,
+    NOW,
+    RENDER,
+    SECRET_ENV,
+    add_subscribers,
+    dead_worker,
+    freeze_audience,
+    make_edition,
+    statuses,
 )
 
-CONFIG = """
-[site]
-name = "The Steppe Ledger"
-url = "https://steppe-ledger.example/"
-from_email = "digest@steppe-ledger.example"
-public_url = "https://steppe-ledger.example/newsletter"
-unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
 
-[delivery]
-backend = "{backend}"
-batch_size = {batch_size}
-outbox_dir = "outbox"
-{extra}
-"""
-
-
-def freeze_audience(store, edition_id, variants) -> int:
-    """Freeze an explicit audience: variant -> [(subscriber id, email)]."""
-    rows = [
-        AudienceRow(subscriber_id=sid, email=email, variant=variant)
-        for variant, subs in variants.items()
-        for sid, email in subs
-    ]
-    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
-
-
-def make_config(
-    folder: Path,
-    *,
-    backend: str = "outbox",
-    batch_size: int = 1000,
-    extra: str = "",
-    env: dict[str, str] | None = None,
-) -> Config:
-    path = folder / "newsletter.toml"
-    path.write_text(
-        CONFIG.format(backend=backend, batch_size=batch_size, extra=extra), encoding="utf-8"
-    )
-    return load_config(path, env={"NEWSLETTER_SECRET_KEY": SECRET, **(env or {})})
-
-
-def add_subscribers(store: Store, emails: list[str], **kw) -> list[int]:
-    ids = []
-    with store.begin() as conn:
-        for i, email in enumerate(emails):
-            name = kw.get("names", {}).get(email, f"Reader {i}")
-            sub = Subscriber(email=email, name=name, status=kw.get("status", "active"))
-            ids.append(store.upsert_subscriber(sub, conn=conn)[0])
-    return ids
-
-
-def make_edition(store: Store, n: int = 0, *, emails: list[str] | None = None) -> int:
-    """An edition of digest "weekly" frozen for ``n`` new active subscribers."""
-    emails = emails or [f"reader{i}@example.com" for i in range(n)]
-    ids = add_subscribers(store, emails)
-    eid, _ = store.create_edition(
-        digest="weekly",
-        period=f"p{len(store.list_editions())}",
-        subject="s",
-        window_start=NOW,
-        window_end=NOW,
-    )
-    freeze_audience(store, eid, {"default": list(zip(ids, emails, strict=True))})
-    return eid
-
-
-def statuses(store: Store, eid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for counts in store.delivery_counts(eid).values():
-        for k, v in counts.items():
-            out[k] = out.get(k, 0) + v
-    return out
-
-
-class RecordingBackend(Backend):
-    """A real backend that keeps what it was given (non-idempotent, like SendGrid)."""
-
-    name = "recording"
-
-    def __init__(self, cfg: Config, *, check=None):
-        super().__init__(cfg)
-        self.sent: list[int] = []
-        self.check = check
-
-    def send_batch(self, message, recipients, *, provider_batch_id=""):
-        if self.check:
-            self.check(recipients)
-        self.sent += [r.delivery_id for r in recipients]
-        return BatchResult(message_id=f"rec-{len(self.sent)}")
-
-
-def dead_worker() -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return f"{socket.gethostname()}:{proc.stdout.strip()}"
-
-
-# --------------------------------------------------------------------------- freezing
-
-
-def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(store, tmp_path):
-    cfg = make_config(tmp_path)
+def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(
+    store, tmp_path, make_config
+):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     active = add_subscribers(store, [f"a{i}@example.com" for i in range(4)])
     add_subscribers(store, ["gone@example.com"], status="unsubscribed")
     add_subscribers(store, ["bounced@example.com", "spam@example.com"], status="suppressed")
@@ -173,9 +63,9 @@ def test_freeze_leaves_out_unsubscribed_and_suppressed_and_counts_them(store, tm
     assert store.get_edition(eid).status == "partially_failed"
 
 
-def test_a_compiled_edition_is_frozen_by_the_send_itself(store, tmp_path):
+def test_a_compiled_edition_is_frozen_by_the_send_itself(store, make_config):
     """A crash between creating an edition and freezing it loses nobody."""
-    cfg = make_config(tmp_path)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     add_subscribers(store, ["a@example.com", "b@example.com"])
     add_subscribers(store, ["c@example.com"], status="unsubscribed")
     eid, _ = store.create_edition(
@@ -221,9 +111,9 @@ def test_a_compiled_edition_is_frozen_by_the_send_itself(store, tmp_path):
 # --------------------------------------------------------------------------- claiming
 
 
-def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
+def test_the_claim_is_committed_before_the_provider_is_called(db_url, make_config):
     store = open_store(db_url)
-    cfg = make_config(tmp_path, batch_size=3)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 7)
     observer = open_store(db_url, migrate=False)  # another connection, as another process
     seen = []
@@ -255,9 +145,9 @@ def test_the_claim_is_committed_before_the_provider_is_called(db_url, tmp_path):
 
 
 def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
-    store, db_url, tmp_path, project
+    store, db_url, project, make_config
 ):
-    cfg = make_config(tmp_path, batch_size=4)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 4})
     eid = make_edition(store, 6)
     batch = store.claim_batch(eid, backend="recording", limit=4, worker=dead_worker())
     backend = RecordingBackend(cfg)
@@ -296,8 +186,8 @@ def test_a_dead_workers_batch_is_held_not_resent_and_the_operator_decides(
     assert store.get_edition(eid).status == "sent"
 
 
-def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=2)
+def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 4)
     first = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     second = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
@@ -314,8 +204,8 @@ def test_resolving_a_held_batch_as_sent_or_failed_finishes_the_edition(store, tm
         resolve(store, "0" * 32, "resend")
 
 
-def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=3)
+def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 5)
     store.claim_batch(eid, backend="outbox", limit=3, worker=dead_worker())
     report = send_edition(store, cfg, eid, {"default": RENDER}, OutboxBackend(cfg))
@@ -324,8 +214,8 @@ def test_an_idempotent_backend_sends_a_dead_workers_batch_again(store, tmp_path)
     assert len(list((tmp_path / "outbox" / f"edition-{eid}").glob("*.eml"))) == 5
 
 
-def test_provider_events_prove_an_unknown_batch_was_accepted(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=3)
+def test_provider_events_prove_an_unknown_batch_was_accepted(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 3})
     eid = make_edition(store, 5)
     batch = store.claim_batch(eid, backend="recording", limit=3, worker=dead_worker())
     # the webhook stored a "processed" event for one of the batch's deliveries
@@ -357,8 +247,8 @@ def test_provider_events_prove_an_unknown_batch_was_accepted(store, tmp_path):
     assert store.get_edition(eid).status == "sent"
 
 
-def test_held_batches_are_looked_at_again_when_events_arrive_later(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=2)
+def test_held_batches_are_looked_at_again_when_events_arrive_later(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 2)
     batch = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
@@ -385,8 +275,12 @@ def test_held_batches_are_looked_at_again_when_events_arrive_later(store, tmp_pa
     assert report.resolved == 2 and statuses(store, eid) == {"accepted": 1, "delivered": 1}
 
 
-def test_another_machines_batch_waits_for_its_lease(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=2, extra="lease_seconds = 600")
+def test_another_machines_batch_waits_for_its_lease(store, make_config):
+    cfg = make_config(
+        toml=DELIVERY_CONFIG,
+        env=SECRET_ENV,
+        delivery={"batch_size": 2, "lease_seconds": 600},
+    )
     eid = make_edition(store, 4)
     old = store.claim_batch(
         eid,
@@ -402,15 +296,15 @@ def test_another_machines_batch_waits_for_its_lease(store, tmp_path):
     assert statuses(store, eid) == {"unresolved": 2, "claimed": 2}
 
 
-def test_fast_unsubscribe_links_match_the_token_module(tmp_path):
-    cfg = make_config(tmp_path)
+def test_fast_unsubscribe_links_match_the_token_module(make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     links = UnsubscribeLinks(cfg, "weekly")
     for sid in (0, 1, 7, 12345, 10**9):
         assert links(sid) == unsubscribe_url(cfg, sid, "weekly")
 
 
-def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
-    cfg = make_config(tmp_path, batch_size=2)
+def test_status_json_lists_unresolved_batches(store, db_url, project, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 2)
     batch = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker())
     send_edition(store, cfg, eid, {"default": RENDER}, RecordingBackend(cfg))
@@ -420,10 +314,10 @@ def test_status_json_lists_unresolved_batches(store, db_url, tmp_path, project):
     assert [b["id"] for b in data["unresolved_batches"]] == [batch.id]
 
 
-def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_path):
+def test_events_that_arrive_before_the_provider_answers_still_count(store, make_config):
     from newsletter.store.events import TrackedEvent
 
-    cfg = make_config(tmp_path)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 3)
 
     def webhook_first(recipients):
@@ -449,9 +343,9 @@ def test_events_that_arrive_before_the_provider_answers_still_count(store, tmp_p
     assert statuses(store, eid) == {"delivered": 1, "accepted": 2}
 
 
-def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, tmp_path):
+def test_a_run_clock_in_the_past_still_stamps_claims_with_real_time(store, make_config):
     # `run --at` a month back must not make this worker's live batches look stale
-    cfg = make_config(tmp_path)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 2)
     stamps = []
 

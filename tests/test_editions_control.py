@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.delivery.recovery import finalize
 from newsletter.editions.freeze import create_edition
 from newsletter.editions.plan import plan_edition
@@ -17,6 +16,7 @@ from newsletter.errors import InputError
 from newsletter.jobs.editions import control
 from newsletter.store import open_store
 from tests.fakes.event_webhook import sent_edition
+from tests.helpers import build_config
 
 AT = "2026-11-30T07:05+05:00"
 
@@ -30,7 +30,7 @@ def frozen(project):
     """The period's edition frozen (every delivery queued), nothing sent yet."""
     assert invoke("subscribers", "import", "subscribers.csv").exit_code == 0
     assert invoke("ingest").exit_code == 0
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     now = datetime.fromisoformat(AT)
     eid, created = create_edition(store, cfg, plan_edition(store, cfg, cfg.digest(), now), now)

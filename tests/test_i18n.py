@@ -16,6 +16,7 @@ from newsletter import i18n
 from newsletter.config import ConfigError, load_config
 from newsletter.render.compile import render
 from newsletter.store import open_store
+from tests.helpers import build_config
 from tests.render_data import load_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,9 +145,10 @@ def test_the_edition_date_is_written_in_the_digests_language(project):
 
     from newsletter.editions.plan import plan_edition
 
-    toml = project / "newsletter.toml"
-    toml.write_text(toml.read_text().replace("[[digests]]\n", '[[digests]]\nlanguage = "ru"\n', 1))
-    cfg = load_config(toml)
+    toml = (project / "newsletter.toml").read_text()
+    cfg = build_config(
+        project, toml=toml.replace("[[digests]]\n", '[[digests]]\nlanguage = "ru"\n', 1)
+    )
     store = open_store(cfg.database_url)
     try:
         plan = plan_edition(
@@ -251,9 +253,9 @@ def test_a_reader_page_and_its_mail_speak_the_digests_language(tmp_path):
     from tests.fakes.event_webhook import LiveApp, sent_edition
     from tests.fakes.mail import headers, links, outbox_mails, wait_for
 
-    (tmp_path / "newsletter.toml").write_text(READER_SITE, encoding="utf-8")
-    cfg = load_config(
-        tmp_path / "newsletter.toml",
+    cfg = build_config(
+        tmp_path,
+        toml=READER_SITE,
         env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
         database=f"sqlite:///{tmp_path / 'r.db'}",
     )
@@ -332,10 +334,9 @@ def test_the_signup_forms_errors_speak_the_sites_language(tmp_path):
     from newsletter.tracking.app import create_app
     from tests.fakes.event_webhook import LiveApp
 
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'), encoding="utf-8")
-    cfg = load_config(
-        toml,
+    cfg = build_config(
+        tmp_path,
+        toml=READER_SITE.replace("[site]\n", '[site]\nlanguage = "ru"\n'),
         env={"NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789"},
         database=f"sqlite:///{tmp_path / 'f.db'}",
     )

@@ -8,8 +8,8 @@ import json
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.store import open_store
+from tests.helpers import build_config
 
 ALERTS = '\n[alerts]\nemail_to = ["editors@steppe-ledger.example"]\nvia = "outbox"\n'
 
@@ -52,7 +52,7 @@ def test_no_edition_for_two_periods_alerts_once_per_period_and_exits_1(project):
     assert CliRunner().invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
     code, d = run("2026-11-30T08:10+05:00")
     assert (code, d["status"], d["idle_periods"], d["stalled"]) == (0, "sent", 0, False)
-    store = open_store(load_config(project / "newsletter.toml").database_url)
+    store = open_store(build_config(project).database_url)
     try:
         last = store.digest_run("weekly")
         assert (last.status, last.idle_periods, last.exit_code) == ("sent", 0, 0)

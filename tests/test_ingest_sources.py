@@ -19,8 +19,8 @@ from newsletter.articles.sources import rss
 from newsletter.articles.sources.jsonfile import JsonSource
 from newsletter.cli import cli
 from newsletter.config import ArticlesConfig, Config, SourceConfig
-from tests.conftest import DATA, ROOT
 from tests.fakes.http import LoopbackServer, Reply
+from tests.helpers import DATA, ROOT
 
 FEEDS = DATA / "feeds"
 WP_SAMPLE = DATA / "wp-rest" / "demo.wp-api.org_posts_embed_sample.json"

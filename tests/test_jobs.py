@@ -18,14 +18,12 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.jobs.outcomes import DigestOutcome, RunReport
 from newsletter.jobs.run import run as run_job
 from newsletter.jobs.run import run_digest
 from newsletter.models import Article, Subscriber, Tag
 from newsletter.store import open_store
-
-ROOT = Path(__file__).parent.parent
+from tests.helpers import ROOT, build_config
 
 # Monday 2026-11-30 07:00 in Almaty is 02:00 UTC and 03:00 in Berlin: both digests fire
 MONDAY = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
@@ -65,20 +63,18 @@ schedule = "0 3 * * *"
 timezone = "Europe/Berlin"
 template = "brief"
 catch_up_hours = 2
-{extra}
 """
 
 
-def write_config(folder: Path, db_url: str, extra: str = "") -> Path:
+def job_config(folder: Path, db_url: str, extra: str = ""):
+    """CONFIG in ``folder`` (``extra`` TOML after it), with the daily digest's own template."""
     templates = folder / "templates"
     templates.mkdir(exist_ok=True)
     # the daily digest has a template of its own: the bundled one with a marker
     shutil.copy(ROOT / "templates" / "digest.mjml.j2", templates / "brief.mjml.j2")
     text = (ROOT / "templates" / "digest.txt.j2").read_text(encoding="utf-8")
     (templates / "brief.txt.j2").write_text("DAILY BRIEF TEMPLATE\n" + text, encoding="utf-8")
-    path = folder / "newsletter.toml"
-    path.write_text(CONFIG.format(db=db_url, extra=extra), encoding="utf-8")
-    return path
+    return build_config(folder, toml=CONFIG.format(db=db_url), toml_extra=extra)
 
 
 def story(n: int, published: datetime, *tags: str) -> Article:
@@ -97,8 +93,7 @@ def setup(db_url, tmp_path, monkeypatch):
     """A config with two digests, three subscribers and stories for both digests."""
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key-0123456789")
     monkeypatch.chdir(tmp_path)
-    path = write_config(tmp_path, db_url)
-    cfg = load_config(path)
+    cfg = job_config(tmp_path, db_url)
     store = open_store(cfg.database_url)
     for i, tz in enumerate(["Asia/Almaty", "Europe/Berlin", ""]):
         store.upsert_subscriber(Subscriber(email=f"reader{i}@example.com", timezone=tz))
@@ -295,7 +290,7 @@ timezone = "Asia/Almaty"
 local_time = true
 catch_up_hours = 24
 """
-    cfg = load_config(write_config(tmp_path, db_url, extra))
+    cfg = job_config(tmp_path, db_url, extra)
     store = open_store(cfg.database_url)
     zones = {
         "tokyo@example.com": "Asia/Tokyo",
@@ -350,7 +345,7 @@ schedule = "0 7 * * *"
 timezone = "UTC"
 local_time = true
 """
-    cfg = load_config(write_config(tmp_path, db_url, extra))
+    cfg = job_config(tmp_path, db_url, extra)
     store = open_store(cfg.database_url)
     store.upsert_subscriber(Subscriber(email="east@example.com", timezone="Pacific/Kiritimati"))
     store.upsert_subscriber(Subscriber(email="west@example.com", timezone="Pacific/Pago_Pago"))
@@ -487,10 +482,10 @@ host = "127.0.0.1"
 port = {port}
 starttls = false
 """
-    path = write_config(tmp_path, db_url, "")
-    path.write_text(path.read_text().replace("[delivery]", extra + "\n[delivery]", 1))
+    job_config(tmp_path, db_url)
+    toml = CONFIG.format(db=db_url).replace("[delivery]", extra + "\n[delivery]", 1)
     (tmp_path / "templates" / "brief.txt.j2").unlink()
-    cfg = load_config(path)
+    cfg = build_config(tmp_path, toml=toml)
     store = open_store(cfg.database_url)
     store.upsert_subscriber(Subscriber(email="reader@example.com"))
     store.upsert_articles([story(2, MONDAY - timedelta(hours=3), "Economy")])

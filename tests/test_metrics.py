@@ -8,11 +8,11 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsletter.cli import cli
-from newsletter.config import default_config, load_config
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import LiveApp, body_of, sent_edition, sg_event
+from tests.helpers import build_config
 
 KEY = "test-secret-key-0123456789"
 
@@ -38,7 +38,7 @@ def test_deliveries_events_held_batches_and_subscribers(store):
         sg_event("open", d[1], e),
         sg_event("bounce", d[2], e, reason="550 no such user"),
     ]
-    cfg = default_config(env={"NEWSLETTER_SECRET_KEY": KEY})
+    cfg = build_config(env={"NEWSLETTER_SECRET_KEY": KEY})
     ingest_sendgrid(store, cfg, body_of(events))
     with store.begin() as c:  # one batch whose outcome nobody knows
         c.execute(sa.text("UPDATE batches SET status = 'unknown'"))
@@ -56,7 +56,7 @@ def test_deliveries_events_held_batches_and_subscribers(store):
 def test_last_run_time_exit_code_and_outcome_per_digest(project):
     runner = CliRunner()
     assert runner.invoke(cli, ["run", "--at", "2026-11-30T07:05+05:00"]).exit_code == 0
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     try:
         m = scrape(cfg, store)

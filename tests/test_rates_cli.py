@@ -11,12 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
-from tests import test_rates_providers as fake_banks
 from tests.fakes.http import Reply
-
-bank_server = fake_banks.bank_server
-banks = fake_banks.banks
+from tests.helpers import build_config
 
 
 def rates_section(banks, extra: str = "", tmt: str = "peg") -> str:
@@ -36,8 +32,7 @@ providers = ["{tmt}"]
 
 @pytest.fixture
 def configured(project, banks):
-    with (project / "newsletter.toml").open("a", encoding="utf-8") as f:
-        f.write(rates_section(banks))
+    build_config(project, toml_extra=rates_section(banks))
     return banks
 
 
@@ -64,11 +59,9 @@ def test_rates_prints_the_header_as_the_plaintext_edition_does(configured):
 
 
 def test_rates_in_the_banks_convention(project, banks):
-    with (project / "newsletter.toml").open("a", encoding="utf-8") as f:
-        f.write(rates_section(banks))
-    toml = (project / "newsletter.toml").read_text(encoding="utf-8")
+    toml = (project / "newsletter.toml").read_text(encoding="utf-8") + rates_section(banks)
     toml = toml.replace("[[digests]]\n", '[[digests]]\nrates_convention = "bank"\n', 1)
-    (project / "newsletter.toml").write_text(toml, encoding="utf-8")
+    build_config(project, toml=toml)
     result = invoke("rates", "--date", "2026-04-02")
     assert result.exit_code == 0, result.output
     # the label names the figure; the change is still the currency's against the
@@ -109,7 +102,7 @@ def test_rates_json(configured):
 
 
 def test_rates_when_everything_is_down_and_nothing_stored(project, banks):
-    (project / "newsletter.toml").open("a").write(rates_section(banks, tmt="nbk"))
+    build_config(project, toml_extra=rates_section(banks, tmt="nbk"))
     for name in ("nbk", "cbu"):
         banks.fail[name] = Reply(503)
     result = invoke("rates", "--date", "2026-04-02")
@@ -137,8 +130,7 @@ def test_rates_shows_stale_stored_figures_with_their_date(configured):
 
 
 def test_an_edition_goes_out_without_the_header_when_all_providers_are_down(project, banks, caplog):
-    with (project / "newsletter.toml").open("a", encoding="utf-8") as f:
-        f.write(rates_section(banks, tmt="nbk"))
+    build_config(project, toml_extra=rates_section(banks, tmt="nbk"))
     for name in ("nbk", "cbu"):
         banks.fail[name] = Reply(200, b"<html>garbage</html>")
     assert invoke("subscribers", "add", "reader@example.com").exit_code == 0
@@ -197,10 +189,8 @@ def test_bad_pair_settings_name_the_key(project, banks, pair, key, message):
 
 def test_pair_settings_inherit_from_the_rates_table(project, banks):
     extra = "significant_digits = 5"
-    (project / "newsletter.toml").open("a").write(
-        rates_section(banks, extra) + "[rates.pairs.KZT]\nsignificant_digits = 6\n"
-    )
-    cfg = load_config(project / "newsletter.toml").rates
+    kzt_digits = "[rates.pairs.KZT]\nsignificant_digits = 6\n"
+    cfg = build_config(project, toml_extra=rates_section(banks, extra) + kzt_digits).rates
     uzs, kzt = cfg.pair("UZS"), cfg.pair("KZT")
     assert (uzs.providers, uzs.significant_digits) == (["cbu", "nbk"], 5)
     assert (kzt.providers, kzt.significant_digits) == (["nbk", "cbu"], 6)
@@ -208,8 +198,7 @@ def test_pair_settings_inherit_from_the_rates_table(project, banks):
 
 
 def test_a_relative_snapshot_path_is_relative_to_the_config(project):
-    (project / "newsletter.toml").open("a").write('[rates]\nsnapshot = "data/snap.json"\n')
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project, toml_extra='[rates]\nsnapshot = "data/snap.json"\n')
     assert cfg.rates.snapshot == str(project / "data" / "snap.json")
 
 
@@ -217,14 +206,14 @@ def test_the_starter_config_asks_each_central_bank_for_its_own_currency(tmp_path
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
     assert invoke("init").exit_code == 0
-    cfg = load_config(tmp_path / "newsletter.toml").rates
+    cfg = build_config(tmp_path).rates
     assert cfg.pair("KGS").providers[0] == "nbkr"
     assert cfg.pair("KZT").providers[0] == "nbk"
     assert cfg.pair("TJS").providers[0] == "nbt"
     assert cfg.pair("UZS").providers[0] == "cbu"
     # TMT is pegged: the official peg first, a market cross only after it
     assert cfg.pair("TMT").providers[0] == "peg"
-    assert load_config(tmp_path / "newsletter.toml").digest().rates_convention == "ticker"
+    assert build_config(tmp_path).digest().rates_convention == "ticker"
     # no pair repeats its own list: every one follows [rates] providers
     assert cfg.pairs == {}
     assert all(sorted(cfg.pair(c).providers) == sorted(cfg.providers) for c in cfg.currencies)
@@ -237,19 +226,17 @@ def test_rates_providers_reach_every_pair_of_the_starter_config(tmp_path, monkey
     path = tmp_path / "newsletter.toml"
     text = path.read_text()
     line = next(x for x in text.splitlines() if x.startswith("providers = "))
-    path.write_text(text.replace(line, 'providers = ["snapshot"]'))
-    cfg = load_config(path).rates
+    cfg = build_config(tmp_path, toml=text.replace(line, 'providers = ["snapshot"]')).rates
     assert {c: cfg.pair(c).providers for c in cfg.currencies} == {
         c: ["snapshot"] for c in ["KGS", "KZT", "TJS", "UZS", "TMT"]
     }
     # a pair that sets its own list keeps it; the others still follow [rates]
-    path.write_text(path.read_text() + '\n[rates.pairs.TMT]\nproviders = ["peg"]\n')
-    cfg = load_config(path).rates
+    cfg = build_config(tmp_path, toml_extra='\n[rates.pairs.TMT]\nproviders = ["peg"]\n').rates
     assert cfg.pair("TMT").providers == ["peg"] and cfg.pair("KZT").providers == ["snapshot"]
     # issuer_first = false: the list as written
     text = path.read_text().replace('providers = ["snapshot"]', 'providers = ["nbk", "cbu"]')
-    path.write_text(text.replace("issuer_first = true", "issuer_first = false"))
-    assert load_config(path).rates.pair("UZS").providers == ["nbk", "cbu"]
+    text = text.replace("issuer_first = true", "issuer_first = false")
+    assert build_config(tmp_path, toml=text).rates.pair("UZS").providers == ["nbk", "cbu"]
 
 
 def test_docs_rates_md_shows_the_real_output(project):

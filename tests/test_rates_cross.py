@@ -12,12 +12,7 @@ import pytest
 
 from newsletter.rates.cross import cross_rates, precision, published_change
 from newsletter.rates.providers.base import Quote, Quotes
-from tests import test_rates_providers as fake_banks
-from tests.test_rates_providers import fetch
-
-# the loopback central banks, shared with the provider tests
-bank_server = fake_banks.bank_server
-banks = fake_banks.banks
+from tests.helpers import fetch
 
 QUOTE = "USD"
 ALL = ["KGS", "KZT", "TJS", "UZS", "TMT"]

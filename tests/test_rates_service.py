@@ -1,7 +1,7 @@
 """The rates header: providers pair by pair, fallback, history, staleness.
 
 Every provider is the real module talking HTTP to the loopback central banks of
-test_rates_providers; the store is SQLite and PostgreSQL.
+tests/fakes/banks.py; the store is SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from newsletter.models import Rate
 from newsletter.rates import format as fmt
 from newsletter.rates.service import build_header, header_from_json, header_to_json
 from newsletter.render.text import rates_table
-from tests import test_rates_providers as fake_banks
+from tests.fakes import banks as fake_banks
 from tests.fakes.http import Reply
-
-bank_server = fake_banks.bank_server
-banks = fake_banks.banks
 
 APR1, APR2 = date(2026, 4, 1), date(2026, 4, 2)
 LABELS = {

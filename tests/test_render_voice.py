@@ -20,9 +20,8 @@ from newsletter.render.compile import render, render_html, render_text
 from newsletter.render.note import note_html, note_text
 from newsletter.render.personalize import FIRST_NAME, first_name
 from newsletter.render.voice import teaser, topics
+from tests.helpers import build_config, make_edition, sg_config
 from tests.render_data import load_content
-from tests.test_delivery import make_edition
-from tests.test_send_sendgrid import sg, sg_config  # noqa: F401  (fixture)
 
 
 def doc_of(html: str):
@@ -277,7 +276,6 @@ def test_site_config_defaults_have_no_logo():
 
 def test_the_note_is_frozen_with_the_edition(project):
     """Sent as written when the edition was compiled; a later edit changes nothing sent."""
-    from newsletter.config import load_config
     from newsletter.editions.frozen import render_frozen
     from newsletter.store import open_store
 
@@ -291,7 +289,7 @@ def test_the_note_is_frozen_with_the_edition(project):
     assert b"Hello from the newsroom." in eml  # the text part, as it went out
     assert b"<strong>newsroom</strong>" in eml
     (project / "notes" / "weekly" / "2026-11-30.md").write_text("Changed.\n", encoding="utf-8")
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     try:
         (rendered,) = list(render_frozen(store, cfg, 1).values())[:1]

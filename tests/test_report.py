@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import default_config, load_config
 from newsletter.tracking.report import (
     build_report,
     chart_svg,
@@ -15,38 +14,7 @@ from newsletter.tracking.report import (
     render_report,
     timeline,
 )
-from newsletter.tracking.webhook import ingest_sendgrid
-from tests.fakes.event_webhook import body_of, sent_edition, sg_event
-
-T0 = 1796000000
-
-
-def seeded(store):
-    emails = [f"r{i}@example.com" for i in range(6)]
-    sent = sent_edition(store, emails)
-    d, e = sent.deliveries, sent.edition_id
-    events = []
-    for i in range(5):
-        events.append(sg_event("delivered", d[i], e, timestamp=T0 + i * 60))
-    events += [
-        sg_event("open", d[0], e, timestamp=T0 + 3600),
-        sg_event("open", d[1], e, timestamp=T0 + 7200),
-        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3700),
-        sg_event("click", d[0], e, url="https://news.example/top", timestamp=T0 + 3800),
-        sg_event("click", d[1], e, url="https://news.example/top", timestamp=T0 + 7300),
-        sg_event("click", d[1], e, url="https://news.example/second", timestamp=T0 + 7400),
-        sg_event("click", d[2], e, url="javascript:alert(1)", timestamp=T0 + 7500),
-        sg_event(
-            "bounce",
-            d[5],
-            e,
-            reason="550 5.1.1 <r5@example.com>: Recipient address rejected",
-            timestamp=T0 + 30,
-        ),
-        sg_event("deferred", d[3], e, response="421 <b>try</b> later", timestamp=T0 + 10),
-    ]
-    ingest_sendgrid(store, default_config(env={}), body_of(events))
-    return sent
+from tests.helpers import build_config, seeded
 
 
 class Collect(HTMLParser):
@@ -119,7 +87,7 @@ def test_reasons_group_across_addresses():
 def test_the_cli_writes_the_page(project):
     from newsletter.store import open_store
 
-    store = open_store(load_config(project / "newsletter.toml").database_url)
+    store = open_store(build_config(project).database_url)
     sent = seeded(store)
     store.close()
     r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "out.html"])

@@ -10,6 +10,7 @@ from newsletter.config import Config, DigestConfig
 from newsletter.editions.plan import plan_edition, selection
 from newsletter.editions.variants import variant_key
 from newsletter.models import Article, Subscriber, Tag
+from tests.helpers import build_config
 
 # before any real clock reading, so "ingested now" is never inside a test's window
 NOW = datetime(2026, 11, 23, 7, tzinfo=UTC)
@@ -245,10 +246,9 @@ def test_cli_articles_digest_shows_the_next_editions_selection(project):
     assert data["window_start"] == "2026-11-23T02:05:00+00:00"
     assert all("kazakhstan" in a["tags"] for a in data["articles"])
     # the same as the preview/send path: plan_edition for one kazakhstan subscriber
-    from newsletter.config import load_config
     from newsletter.store import open_store
 
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     plan = plan_edition(
         store,

@@ -21,16 +21,16 @@ from newsletter.delivery.recovery import AWAITING_PROVIDER_BATCH
 from newsletter.errors import TransientError
 from newsletter.models import Recipient
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.test_delivery import RENDER, dead_worker, make_edition, statuses
-from tests.test_send_sendgrid import KEY, send, sg_config
+from tests.helpers import (
+    RENDER,
+    dead_worker,
+    make_edition,
+    send,
+    sg_config,
+    statuses,
+)
 
 SCHEDULED = {"schedule_delay": 120, "cancel_margin": 30}
-
-
-@pytest.fixture
-def sg():
-    with FakeSendGrid(api_key=KEY) as fake:
-        yield fake
 
 
 def batch_requests(fake: FakeSendGrid) -> int:

@@ -25,17 +25,17 @@ import random
 import signal
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.store import open_store
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.test_send_processes import KEY, prepare, sender
+from tests.helpers import SENDGRID_KEY, build_config, prepare, sender
 
 N = 300
 
@@ -95,7 +95,7 @@ def late_events(fake: FakeSendGrid, env: dict, rng: random.Random, *, share: flo
 
     Per request taken: at least one recipient, then each other with ``share``.
     """
-    cfg = load_config(env["NEWSLETTER_CONFIG"], env=env)
+    cfg = build_config(Path(env["NEWSLETTER_CONFIG"]).parent, env=env)
     store = open_store(env["NEWSLETTER_DATABASE_URL"])
     by_request: dict[int, list] = defaultdict(list)
     with fake.lock:
@@ -160,7 +160,7 @@ def test_chaos_then_resolve_resend_sends_everyone_exactly_once(engine, tmp_path,
     toml.write_text(toml.read_text().replace("timeout = 5", "timeout = 1"))
     rng = random.Random(1207)
     started = time.monotonic()
-    with FakeSendGrid(api_key=KEY, latency=0.1) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.1) as fake:
         # dropped connections after the request was read (taken, no answer), one
         # request in ten; one in twenty-five never taken and never answered
         fake.hang = 1.3

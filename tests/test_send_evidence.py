@@ -20,11 +20,13 @@ from newsletter.store.deliveries import OWN_EVENTS
 from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import events
 from newsletter.tracking.unsubscribe import PROVIDER as OUR_PROVIDER
-from tests.test_delivery import (
+from tests.fakes.recording import RecordingBackend
+from tests.helpers import (
+    DELIVERY_CONFIG,
     RENDER,
-    RecordingBackend,
+    SECRET_ENV,
+    build_config,
     dead_worker,
-    make_config,
     make_edition,
     statuses,
 )
@@ -34,7 +36,9 @@ NOW = datetime(2026, 11, 30, 2, 5, tzinfo=UTC)
 
 def held_batch(store, tmp_path, n=6, size=4):
     """An edition whose first ``size`` deliveries are held after their worker died."""
-    cfg = make_config(tmp_path, batch_size=size)
+    cfg = build_config(
+        tmp_path, toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": size}
+    )
     eid = make_edition(store, n)
     batch = store.claim_batch(eid, backend="recording", limit=size, worker=dead_worker())
     backend = RecordingBackend(cfg)
@@ -184,12 +188,12 @@ def test_resolve_of_an_unknown_batch_is_one_line_exit_2(store, db_url, tmp_path,
     assert statuses(store, eid) == {"accepted": 2, "unresolved": 4}
 
 
-def test_concurrent_events_for_one_held_batch_take_turns(store, tmp_path):
+def test_concurrent_events_for_one_held_batch_take_turns(store, make_config):
     """Two webhook requests at once, each with an event for another delivery of one
     held batch: both commit (no deadlock), the batch is settled once."""
     import threading
 
-    cfg = make_config(tmp_path, batch_size=40)
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 40})
     eid = make_edition(store, 8 * 40)
     batches = [
         store.claim_batch(eid, backend="recording", limit=40, worker=dead_worker())

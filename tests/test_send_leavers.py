@@ -20,7 +20,6 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
 from newsletter.delivery.send import send_edition
 from newsletter.store import open_store
@@ -28,16 +27,22 @@ from newsletter.tracking import unsubscribe as unsub
 from newsletter.tracking.app import create_app
 from newsletter.tracking.status import edition_status
 from tests.fakes.event_webhook import LiveApp
+from tests.fakes.recording import RecordingBackend
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.test_delivery import (
+from tests.helpers import (
+    AT,
+    DELIVERY_CONFIG,
     RENDER,
-    RecordingBackend,
+    SECRET_ENV,
+    SENDGRID_KEY,
+    build_config,
     freeze_audience,
-    make_config,
     make_edition,
+    prepare,
+    sender,
     statuses,
+    unfinished,
 )
-from tests.test_send_processes import KEY, prepare, sender
 
 ONE_CLICK = {
     "content": b"List-Unsubscribe=One-Click",
@@ -49,8 +54,8 @@ def subscriber_ids(store, eid):
     return {d.subscriber_id: d for d in store.list_deliveries(eid)}
 
 
-def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
-    cfg = make_config(tmp_path, batch_size=2)
+def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     eid = make_edition(store, 7)
     rows = store.list_deliveries(eid)
     # after the freeze: two unsubscribe, one bounces, one is suppressed, one
@@ -80,8 +85,8 @@ def test_a_claim_skips_subscribers_who_left_since_the_freeze(store, tmp_path):
     assert len(backend.sent) == 2
 
 
-def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_path, project):
-    cfg = make_config(tmp_path, batch_size=2)
+def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, project, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 2})
     first = make_edition(store, 4)
     send_edition(store, cfg, first, {"default": RENDER}, RecordingBackend(cfg))
     # the next edition of the same digest, to the same readers, is being sent
@@ -115,8 +120,8 @@ def test_an_unsubscribe_during_a_send_counts_in_that_edition(store, db_url, tmp_
     assert "  left                 1" in out.output
 
 
-def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(store, tmp_path):
-    cfg = make_config(tmp_path)
+def test_an_unsubscribe_answers_only_after_the_readers_message_in_flight_is_out(store, make_config):
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV)
     eid = make_edition(store, 1)
     batch = store.claim_batch(eid, backend="recording", limit=1)  # a sender is calling
     (d,) = batch.deliveries
@@ -158,7 +163,9 @@ def send_until_stopped(store, cfg, eid, backend):
 @pytest.mark.parametrize(
     "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp_path, request):
+def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(
+    engine, tmp_path, request, make_config
+):
     n = 3000
     db_url = (
         f"sqlite:///{tmp_path / 'news.db'}"
@@ -166,17 +173,17 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
         else request.getfixturevalue("pg_url")
     )
     eid, env = prepare(tmp_path, db_url, n)
-    toml = (tmp_path / "newsletter.toml").read_text()
-    toml = toml.replace("batch_size = 10", "batch_size = 50").replace(
-        "concurrency = 1", "concurrency = 2"
+    cfg = build_config(
+        tmp_path, env=env, delivery={"batch_size": 50, "sendgrid": {"concurrency": 2}}
     )
-    (tmp_path / "newsletter.toml").write_text(toml)
-    cfg = load_config(tmp_path / "newsletter.toml", env=env)
     store = open_store(db_url)
     rows = {d.subscriber_id: d for d in store.list_deliveries(eid)}
     answered: dict[str, float] = {}
     stop = threading.Event()
-    with FakeSendGrid(api_key=KEY, latency=0.15) as fake, LiveApp(create_app(cfg, store)) as srv:
+    with (
+        FakeSendGrid(api_key=SENDGRID_KEY, latency=0.15) as fake,
+        LiveApp(create_app(cfg, store)) as srv,
+    ):
 
         def readers_leave(seed):
             rng = random.Random(seed)
@@ -216,10 +223,8 @@ def test_nobody_is_mailed_after_their_one_click_unsubscribe_answered(engine, tmp
 
 
 def test_send_says_how_many_left_before_their_turn(project):
-    from tests.test_send_resume import AT, unfinished
-
     eid = unfinished(project)
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     (first, *_) = store.list_deliveries(eid)
     assert store.suppress_subscriber(first.subscriber_id, "unsubscribed", "test")

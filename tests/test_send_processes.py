@@ -8,75 +8,21 @@ fake server or listed as unresolved.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
-from newsletter.editions.freeze import create_edition
-from newsletter.editions.plan import plan_edition
 from newsletter.store import open_store
 from newsletter.store.schema import events
-from tests.conftest import ROOT, SAMPLE_CONFIG
 from tests.fakes.sendgrid import FakeSendGrid
-
-KEY = "SG.process-test-key"
-AT = "2026-11-30T07:05:00+05:00"
-SECRET = "test-secret-key-0123456789"
-
-
-def prepare(folder: Path, db_url: str, n: int, *, sendgrid: str = "") -> tuple[int, dict]:
-    """A project with ``n`` subscribers and a frozen edition; returns (edition, env)."""
-    import shutil
-
-    toml = SAMPLE_CONFIG.replace('backend = "outbox"', 'backend = "sendgrid"\nbatch_size = 10')
-    toml += "\n[delivery.sendgrid]\nconcurrency = 1\ntimeout = 5\nbackoff = 0.01\n" + sendgrid
-    (folder / "newsletter.toml").write_text(toml, encoding="utf-8")
-    shutil.copy(ROOT / "newsletter" / "samples" / "feed.xml", folder / "feed.xml")
-    rows = ["email,name,tags,timezone,status"]
-    rows += [f"p{i}@example.com,Reader {i},,UTC,active" for i in range(n)]
-    (folder / "subs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    env = {
-        **os.environ,
-        "NEWSLETTER_CONFIG": str(folder / "newsletter.toml"),
-        "NEWSLETTER_DATABASE_URL": db_url,
-        "NEWSLETTER_SECRET_KEY": SECRET,
-        "SENDGRID_API_KEY": KEY,
-    }
-    runner = CliRunner()
-    for args in (["init"], ["subscribers", "import", str(folder / "subs.csv")], ["ingest"]):
-        out = runner.invoke(cli, args, env=env)
-        assert out.exit_code == 0, out.output
-    cfg = load_config(folder / "newsletter.toml", env=env)
-    store = open_store(db_url)
-    now = datetime.fromisoformat(AT)
-    plan = plan_edition(store, cfg, cfg.digest(), now)
-    eid, created = create_edition(store, cfg, plan, now)
-    assert created and store.delivery_counts(eid)["default"] == {"queued": n}
-    store.close()
-    return eid, env
-
-
-def sender(env: dict, host: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "send", "--at", AT],
-        env={**env, "NEWSLETTER_SENDGRID_HOST": host},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from tests.helpers import AT, SENDGRID_KEY, prepare, sender
 
 
 @pytest.mark.parametrize(
@@ -89,7 +35,7 @@ def test_two_senders_share_one_edition_and_never_send_a_delivery_twice(engine, t
         else request.getfixturevalue("pg_url")
     )
     eid, env = prepare(tmp_path, db_url, 200)
-    with FakeSendGrid(api_key=KEY, latency=0.12) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.12) as fake:
         procs = [sender(env, fake.url) for _ in range(2)]
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
@@ -164,7 +110,7 @@ def test_killed_senders_lose_nobody_and_send_nobody_twice(tmp_path):
     """Plain sends: unknown batches are held; webhook events then settle them."""
     db_url = f"sqlite:///{tmp_path / 'news.db'}"
     eid, env = prepare(tmp_path, db_url, 250)
-    with FakeSendGrid(api_key=KEY, latency=0.03) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.03) as fake:
         kills = kill_loop(fake, env, rounds=12, deadline=time.monotonic() + 32)
         assert kills >= 5
         finish(env, fake.url)
@@ -215,7 +161,7 @@ def test_killed_scheduled_senders_cancel_and_resend_unknown_batches(tmp_path):
     # answers take 0.2 s, longer than the kill loop's 0-50 ms wait after a request
     # arrives: a targeted kill lands before the answer even on a loaded machine, so
     # some batch is always left unknown and has to be cancelled
-    with FakeSendGrid(api_key=KEY, latency=0.2) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.2) as fake:
         kills = kill_loop(fake, env, rounds=12, deadline=time.monotonic() + 32)
         assert kills >= 5
         finish(env, fake.url)

@@ -18,33 +18,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
-from newsletter.editions.freeze import create_edition
-from newsletter.editions.plan import plan_edition
 from newsletter.jobs.run import max_resume_age
 from newsletter.store import open_store
+from tests.helpers import build_config, unfinished
 
-AT = "2026-11-30T07:05:00+05:00"
 NEXT_WEEK = "2026-12-07T07:05:00+05:00"
-
-
-def unfinished(project) -> int:
-    """The first period's edition, frozen and never sent (its sender died)."""
-    toml = project / "newsletter.toml"
-    toml.write_text(
-        toml.read_text()
-        + '\n[alerts]\nemail_to = ["editors@steppe-ledger.example"]\nvia = "outbox"\n'
-    )
-    runner = CliRunner()
-    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
-    assert runner.invoke(cli, ["ingest"]).exit_code == 0
-    cfg = load_config(toml)
-    store = open_store(cfg.database_url)
-    plan = plan_edition(store, cfg, cfg.digest(), datetime.fromisoformat(AT))
-    eid, created = create_edition(store, cfg, plan, datetime.fromisoformat(AT))
-    assert created and store.get_edition(eid).status == "sending"
-    store.close()
-    return eid
 
 
 def sent_files(project, eid) -> int:
@@ -52,7 +30,7 @@ def sent_files(project, eid) -> int:
 
 
 def age_by(project, eid, days) -> None:
-    store = open_store(load_config(project / "newsletter.toml").database_url)
+    store = open_store(build_config(project).database_url)
     with store.begin() as conn:
         conn.execute(
             sa.text("update editions set created_at = :t where id = :i"),
@@ -77,7 +55,7 @@ def test_the_next_period_first_finishes_the_unfinished_edition(project, command)
     assert first["send"]["accepted"] == 22
     assert current["period"] == "2026-12-07T07:00+05:00"
     assert sent_files(project, eid) == 22
-    store = open_store(load_config(project / "newsletter.toml").database_url)
+    store = open_store(build_config(project).database_url)
     assert store.get_edition(eid).status == "sent"
     store.close()
 
@@ -116,7 +94,7 @@ def test_an_edition_older_than_the_limit_is_reported_and_alerted_not_sent(projec
 
 def test_the_age_limit_is_one_period_by_default_and_configurable(project):
     eid = unfinished(project)
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     edition = store.get_edition(eid)
     store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,38 +15,25 @@ from newsletter.delivery.backends.sendgrid import REGION_HOSTS, SendGridBackend
 from newsletter.delivery.message import outgoing
 from newsletter.delivery.mime import list_unsubscribe
 from newsletter.delivery.pacing import Pacer, backoff_delay
-from newsletter.delivery.send import send_edition
 from newsletter.errors import AuthError, ConfigError, PermanentDeliveryError, TransientError
 from newsletter.models import Recipient, Rendered
 from tests.fakes.sendgrid import FakeSendGrid, SchemaError, make_validator
-from tests.test_delivery import RENDER, SECRET, make_config, make_edition, statuses
+from tests.helpers import (
+    DELIVERY_CONFIG,
+    RENDER,
+    SECRET,
+    SECRET_ENV,
+    SENDGRID_KEY,
+    build_config,
+    dead_worker,
+    make_edition,
+    send,
+    sg_config,
+    statuses,
+)
 
-KEY = "SG.test-key-abcdef"
-
-
-@pytest.fixture
-def sg():
-    with FakeSendGrid(api_key=KEY) as fake:
-        yield fake
-
-
-def sg_config(folder: Path, fake: FakeSendGrid, *, batch_size: int = 1000, **settings):
-    # a generous timeout: a loaded CI machine must not turn a slow answer into an
-    # "unknown outcome"; the timeout tests set their own. One worker unless a test
-    # asks for more: with several, batch sizes depend on who claims first
-    settings = {"backoff": 0.01, "timeout": 10.0, "concurrency": 1, **settings}
-    lines = ["[delivery.sendgrid]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    return make_config(
-        folder,
-        backend="sendgrid",
-        batch_size=batch_size,
-        extra="\n".join(lines),
-        env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SENDGRID_HOST": fake.url},
-    )
-
-
-def send(store, cfg, eid, renders=None):
-    return send_edition(store, cfg, eid, renders or {"default": RENDER}, make_backend(cfg))
+#: the environment of a config with no file that sends through SendGrid
+UNIT_ENV = {"SENDGRID_API_KEY": SENDGRID_KEY, "NEWSLETTER_SECRET_KEY": SECRET}
 
 
 # --------------------------------------------------------------------------- the request
@@ -130,35 +116,25 @@ def test_html_and_text_get_their_own_escaping_of_a_name(sqlite_store, sg, tmp_pa
 
 
 def test_list_unsubscribe_matches_the_mime_builder():
-    cfg = make_config_for_unit()
+    cfg = build_config(env=UNIT_ENV)
     msg = outgoing(cfg, "weekly", 9, RENDER)
     rec = Recipient(1, "a@example.com", "A", "https://x.example/u/tok", "default")
     body = SendGridBackend(cfg).build_body(msg, [rec])
     assert body["personalizations"][0]["headers"]["List-Unsubscribe"] == list_unsubscribe(msg, rec)
 
 
-def make_config_for_unit(**kw):
-    from newsletter.config import default_config
-
-    return default_config(
-        env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET_KEY": SECRET, **kw},
-    )
-
-
 def test_region_and_host_override():
-    cfg = make_config_for_unit()
+    cfg = build_config(env=UNIT_ENV)
     assert SendGridBackend(cfg).host == "https://api.sendgrid.com"
     cfg.delivery.sendgrid.region = "eu"
     assert SendGridBackend(cfg).host == REGION_HOSTS["eu"] == "https://api.eu.sendgrid.com"
-    cfg = make_config_for_unit(NEWSLETTER_SENDGRID_HOST="http://127.0.0.1:9/")
+    cfg = build_config(env={**UNIT_ENV, "NEWSLETTER_SENDGRID_HOST": "http://127.0.0.1:9/"})
     cfg.delivery.sendgrid.region = "eu"
     assert SendGridBackend(cfg).host == "http://127.0.0.1:9"
 
 
 def test_a_missing_api_key_is_a_config_error():
-    from newsletter.config import default_config
-
-    cfg = default_config(env={"NEWSLETTER_SECRET_KEY": SECRET})
+    cfg = build_config(env=SECRET_ENV)
     with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
         SendGridBackend(cfg)
 
@@ -233,7 +209,7 @@ def test_401_stops_the_whole_send_and_marks_nothing_sent(store, sg, tmp_path):
             cfg,
             eid,
         )
-    assert KEY not in str(err.value)
+    assert SENDGRID_KEY not in str(err.value)
     assert statuses(store, eid) == {"queued": 30}
     assert store.get_edition(eid).status == "sending"
 
@@ -305,17 +281,20 @@ def test_a_request_cut_off_while_it_is_written_is_retried(sqlite_store, sg, tmp_
     assert sg.delivered() == {f"reader{i}@example.com": 1 for i in range(3)}
 
 
-def test_an_unreachable_host_is_retried_then_the_batch_is_queued_again(sqlite_store, tmp_path):
+def test_an_unreachable_host_is_retried_then_the_batch_is_queued_again(sqlite_store, make_config):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = make_config(
-        tmp_path,
-        backend="sendgrid",
-        extra="[delivery.sendgrid]\nbackoff = 0.01\nmax_retries = 2",
-        env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{port}"},
+        toml=DELIVERY_CONFIG,
+        env={
+            **SECRET_ENV,
+            "SENDGRID_API_KEY": SENDGRID_KEY,
+            "NEWSLETTER_SENDGRID_HOST": f"http://127.0.0.1:{port}",
+        },
+        delivery={"backend": "sendgrid", "sendgrid": {"backoff": 0.01, "max_retries": 2}},
     )
     eid = make_edition(sqlite_store, 2)
     with pytest.raises(TransientError, match="cannot reach SendGrid.*gave up after 3 attempts"):
@@ -380,8 +359,6 @@ def test_scheduled_batches_with_unknown_outcome_are_cancelled_and_sent_again(sto
 
 
 def test_a_dead_workers_scheduled_batch_is_cancelled_on_the_next_run(sqlite_store, sg, tmp_path):
-    from tests.test_delivery import dead_worker
-
     store = sqlite_store
     cfg = sg_config(tmp_path, sg, batch_size=2, schedule_delay=120, cancel_margin=30)
     eid = make_edition(store, 4)
@@ -408,8 +385,6 @@ def test_a_dead_workers_scheduled_batch_is_cancelled_on_the_next_run(sqlite_stor
 
 def test_past_the_cancel_deadline_a_scheduled_batch_is_held(sqlite_store, sg, tmp_path):
     from datetime import UTC, datetime, timedelta
-
-    from tests.test_delivery import dead_worker
 
     store = sqlite_store
     cfg = sg_config(tmp_path, sg, batch_size=2, schedule_delay=120, cancel_margin=30)
@@ -443,7 +418,7 @@ def test_send_rate_is_honoured_across_workers(sqlite_store, sg, tmp_path):
 
 
 def test_concurrency_puts_several_requests_in_flight(sqlite_store, tmp_path):
-    with FakeSendGrid(api_key=KEY, latency=0.3) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.3) as fake:
         cfg = sg_config(tmp_path, fake, concurrency=4, batch_size=50)
         eid = make_edition(sqlite_store, 400)
         t0 = time.monotonic()
@@ -475,7 +450,7 @@ def test_pacer_books_messages_against_the_rate():
 # --------------------------------------------------------------------------- the fake
 
 
-def raw_post(fake, body, key=KEY):
+def raw_post(fake, body, key=SENDGRID_KEY):
     req = urllib.request.Request(
         fake.url + "/v3/mail/send",
         data=json.dumps(body).encode(),

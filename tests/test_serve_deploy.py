@@ -16,11 +16,11 @@ import yaml
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.store import Store
 from newsletter.store.db import make_engine
 from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp
+from tests.helpers import build_config
 
 CRON = Path(__file__).parent.parent / "cron"
 UNIT = CRON / "newsletter-serve.service"
@@ -39,9 +39,9 @@ def cli_accepts(args: list[str]) -> None:
 
 
 def config(tmp_path: Path):  # noqa: ANN201
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text('[site]\nname = "Test"\n', encoding="utf-8")
-    return load_config(toml, env={"NEWSLETTER_SECRET_KEY": "k" * 20})
+    return build_config(
+        tmp_path, toml='[site]\nname = "Test"\n', env={"NEWSLETTER_SECRET_KEY": "k" * 20}
+    )
 
 
 def test_systemd_analyze_verify_accepts_the_serve_unit(tmp_path):

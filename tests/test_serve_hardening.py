@@ -11,7 +11,7 @@ import pytest
 
 from newsletter.store import open_store
 from tests.fakes.serve import ServeProcess
-from tests.test_signup import KEY, make_cfg
+from tests.helpers import SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config
 
 LIMITS = """
 header_timeout = 1
@@ -25,11 +25,11 @@ max_connections = 8
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("harden")
     db = f"sqlite:///{tmp / 'h.db'}"
-    make_cfg(tmp, db)
+    limited = SIGNUP_CONFIG.replace("[webhook]\n", "[webhook]\n" + LIMITS)
+    build_config(tmp, toml=limited, env=SECRET_ENV, database=db)
     toml = tmp / "newsletter.toml"
-    toml.write_text(toml.read_text().replace("[webhook]\n", "[webhook]\n" + LIMITS))
     open_store(db).close()  # as `newsletter init` would: serve creates no database
-    with ServeProcess(toml, db, KEY) as srv:
+    with ServeProcess(toml, db, SECRET) as srv:
         yield srv
 
 

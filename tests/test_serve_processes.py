@@ -4,14 +4,15 @@ import httpx
 
 from newsletter.store import open_store
 from tests.fakes.serve import ServeProcess
-from tests.test_signup import KEY, make_cfg
+from tests.helpers import SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config
 
 
 def test_two_serve_processes_share_the_rate_limits(tmp_path, db_url):
-    cfg = make_cfg(tmp_path, db_url, per_ip=3, per_address=2)
+    limits = {"per_ip": 3, "per_address": 2}
+    cfg = build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=db_url, signup=limits)
     toml = tmp_path / "newsletter.toml"
     open_store(db_url).close()  # migrate once, before both start
-    with ServeProcess(toml, db_url, KEY) as one, ServeProcess(toml, db_url, KEY) as two:
+    with ServeProcess(toml, db_url, SECRET) as one, ServeProcess(toml, db_url, SECRET) as two:
 
         def post(srv, email):
             return httpx.post(

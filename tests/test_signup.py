@@ -11,65 +11,15 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter.audience.tokens import make_confirm_token
-from newsletter.config import load_config
 from newsletter.models import Subscriber
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from newsletter.tracking.signup import client_ip
 from tests.fakes.event_webhook import LiveApp
 from tests.fakes.mail import SmtpServer, headers, links, outbox_mails, wait_for
+from tests.helpers import SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config
 
-KEY = "test-secret-key-0123456789"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-SITE = """
-[site]
-name = "The Steppe Ledger"
-url = "https://steppe-ledger.example/"
-public_url = "https://steppe-ledger.example/newsletter"
-from_email = "digest@steppe-ledger.example"
-
-[delivery]
-backend = "{backend}"
-outbox_dir = "outbox"
-{smtp}
-
-[signup]
-per_ip = {per_ip}
-per_address = {per_address}
-resend_minutes = 10
-cors_origins = ["https://steppe-ledger.example"]
-
-[webhook]
-trusted_proxies = {trusted}
-
-[[digests]]
-name = "weekly"
-title = "Weekly digest"
-tags = ["Kazakhstan", "Uzbekistan", "Energy"]
-
-[[digests]]
-name = "daily"
-title = "Daily briefing"
-tags = ["kazakhstan", "Energy"]
-"""
-
-
-def make_cfg(
-    tmp_path, db_url, *, backend="outbox", smtp="", per_ip=50, per_address=5, trusted="[]"
-):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(
-        SITE.format(
-            backend=backend,
-            smtp=smtp,
-            per_ip=per_ip,
-            per_address=per_address,
-            trusted=trusted,
-        ),
-        encoding="utf-8",
-    )
-    return load_config(toml, env={"NEWSLETTER_SECRET_KEY": KEY}, database=db_url)
 
 
 class Site:
@@ -99,7 +49,7 @@ def dict_list(pairs):
 
 
 def make_site(tmp_path, db_url, **kw):
-    cfg = make_cfg(tmp_path, db_url, **kw)
+    cfg = build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=db_url, **kw)
     store = open_store(cfg.database_url)
     with LiveApp(create_app(cfg, store)) as srv:
         yield Site(cfg, store, srv)
@@ -113,7 +63,9 @@ def site(tmp_path, db_url):
 
 @pytest.fixture
 def lite(tmp_path):
-    yield from make_site(tmp_path, f"sqlite:///{tmp_path / 'lite.db'}", per_ip=4, per_address=3)
+    yield from make_site(
+        tmp_path, f"sqlite:///{tmp_path / 'lite.db'}", signup={"per_ip": 4, "per_address": 3}
+    )
 
 
 def count(store, table):
@@ -165,11 +117,9 @@ def test_subscribe_confirm_welcome_through_the_outbox(site):
 
 def test_the_confirmation_goes_through_smtp(tmp_path):
     with SmtpServer() as smtp:
-        extra = (
-            f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\nstarttls = false\n'
-            "timeout = 5.0"
-        )
-        gen = make_site(tmp_path, f"sqlite:///{tmp_path / 's.db'}", backend="smtp", smtp=extra)
+        smtp_settings = {"host": "127.0.0.1", "port": smtp.port, "starttls": False, "timeout": 5.0}
+        delivery = {"backend": "smtp", "smtp": smtp_settings}
+        gen = make_site(tmp_path, f"sqlite:///{tmp_path / 's.db'}", delivery=delivery)
         site = next(gen)
         try:
             assert site.subscribe("olmas@example.org").status_code == 202
@@ -189,7 +139,7 @@ def test_expired_forged_and_altered_links_confirm_nothing(lite):
     lite.subscribe("a@example.com")
     wait_for(lambda: len(lite.mails()), 1)
     sid = lite.store.get_subscriber("a@example.com").id
-    old = make_confirm_token(KEY, sid, int((time.time() - 49 * 3600) * 1000))
+    old = make_confirm_token(SECRET, sid, int((time.time() - 49 * 3600) * 1000))
     for method in ("GET", "POST"):
         r = httpx.request(method, lite.url(f"/subscribe/confirm/{old}"))
         assert r.status_code == 410 and "This link has expired" in r.text
@@ -200,7 +150,7 @@ def test_expired_forged_and_altered_links_confirm_nothing(lite):
     # an unsubscribe token is no confirmation token
     from newsletter.audience.tokens import make_token
 
-    other_kind = make_token(KEY, sid, "weekly.steppe-ledger.example")
+    other_kind = make_token(SECRET, sid, "weekly.steppe-ledger.example")
     for bad in (forged, altered, other_kind, "garbage"):
         r = httpx.post(lite.url(f"/subscribe/confirm/{bad}"))
         assert r.status_code == 404
@@ -328,19 +278,27 @@ def test_json_signup_with_cors_for_the_allowed_site_only(lite):
 
 
 def test_forwarded_headers_count_only_from_trusted_proxies(tmp_path):
-    cfg = make_cfg(tmp_path, "sqlite://", trusted='["127.0.0.1", "10.0.0.0/8"]')
+    trusting = {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]}
+    cfg = build_config(
+        tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database="sqlite://", webhook=trusting
+    )
     assert client_ip(cfg, "127.0.0.1", "203.0.113.7") == "203.0.113.7"
     # a client's own X-Forwarded-For entries are read past: the nearest untrusted hop
     assert client_ip(cfg, "127.0.0.1", "1.2.3.4, 203.0.113.7, 10.1.1.1") == "203.0.113.7"
     assert client_ip(cfg, "198.51.100.1", "203.0.113.7") == "198.51.100.1"
     assert client_ip(cfg, "127.0.0.1", "") == "127.0.0.1"
     assert client_ip(cfg, "127.0.0.1", "garbage") == "127.0.0.1"
-    untrusting = make_cfg(tmp_path, "sqlite://")
+    untrusting = build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database="sqlite://")
     assert client_ip(untrusting, "127.0.0.1", "203.0.113.7") == "127.0.0.1"
 
 
 def test_behind_a_trusted_proxy_each_client_has_its_own_limit(tmp_path):
-    gen = make_site(tmp_path, f"sqlite:///{tmp_path / 'p.db'}", per_ip=2, trusted='["127.0.0.1"]')
+    gen = make_site(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'p.db'}",
+        signup={"per_ip": 2},
+        webhook={"trusted_proxies": ["127.0.0.1"]},
+    )
     site = next(gen)
     try:
 

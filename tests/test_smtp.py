@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 import email.policy
 import ipaddress
-import socket
 import ssl
 from pathlib import Path
 
@@ -22,7 +20,8 @@ from cryptography.x509.oid import NameOID
 from newsletter.delivery.backends import make_backend
 from newsletter.delivery.send import send_edition
 from newsletter.errors import AuthError, PermanentDeliveryError, TransientError
-from tests.test_delivery import RENDER, make_config, make_edition, statuses
+from tests.fakes.mail import FaultyMailbox, free_port
+from tests.helpers import DELIVERY_CONFIG, RENDER, SECRET_ENV, build_config, make_edition, statuses
 
 USER, PASSWORD = "mailer", "s3cret-smtp-password"
 
@@ -58,45 +57,6 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class Mailbox:
-    """aiosmtpd handler: keeps what it accepts; refuses, defers or stalls chosen addresses."""
-
-    def __init__(self):
-        self.messages: list[dict] = []
-        self.refuse: set[str] = set()
-        self.defer: set[str] = set()
-        self.stall: set[str] = set()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return "550 5.1.1 No such user here"
-        if address in self.defer:
-            return "451 4.7.1 Greylisted, try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if set(envelope.rcpt_tos) & self.stall:
-            await asyncio.sleep(1.0)  # longer than the client's timeout
-        self.messages.append(
-            {
-                "from": envelope.mail_from,
-                "to": list(envelope.rcpt_tos),
-                "content": envelope.content,
-                "peer": session.peer,
-                "tls": session.ssl is not None,
-                "auth": session.authenticated,
-            }
-        )
-        return "250 2.0.0 Ok: queued"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtpd(tmp_path):
     cert, key = self_signed(tmp_path)
@@ -111,7 +71,7 @@ def smtpd(tmp_path):
         )
         return AuthResult(success=ok, handled=False)
 
-    box = Mailbox()
+    box = FaultyMailbox()
     port = free_port()
     controller = Controller(
         box,
@@ -138,15 +98,11 @@ def smtp_config(folder, box, *, password=PASSWORD, batch_size=2, **extra):
         "timeout": 5.0,
         **extra,
     }
-    lines = ["[delivery.smtp]"] + [
-        f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
-        for k, v in settings.items()
-    ]
-    return make_config(
+    return build_config(
         folder,
-        backend="smtp",
-        extra="\n".join(lines),
-        env={"NEWSLETTER_SMTP_PASSWORD": password},
+        toml=DELIVERY_CONFIG,
+        env={**SECRET_ENV, "NEWSLETTER_SMTP_PASSWORD": password},
+        delivery={"backend": "smtp", "smtp": settings},
     )
 
 
@@ -218,15 +174,19 @@ def test_no_answer_to_data_is_an_unknown_outcome(sqlite_store, smtpd, tmp_path):
 
 
 def test_a_server_without_starttls_is_refused(sqlite_store, tmp_path):
-    box = Mailbox()
+    box = FaultyMailbox()
     port = free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        cfg = make_config(
+        cfg = build_config(
             tmp_path,
-            backend="smtp",
-            extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\ntimeout = 5.0',
+            toml=DELIVERY_CONFIG,
+            env=SECRET_ENV,
+            delivery={
+                "backend": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": port, "timeout": 5.0},
+            },
         )
         eid = make_edition(sqlite_store, 1)
         with pytest.raises(PermanentDeliveryError, match="offers no STARTTLS"):

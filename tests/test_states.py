@@ -29,6 +29,7 @@ from newsletter.states import (
 from newsletter.store.deliveries import AudienceRow
 from newsletter.store.schema import batches, deliveries, editions
 from tests.fakes.event_webhook import body_of, sent_edition
+from tests.helpers import build_config
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 DOCS = Path(__file__).parent.parent / "docs"
@@ -214,10 +215,9 @@ def test_once_the_provider_took_a_delivery_it_only_moves_up_the_rank():
 
 def test_webhook_refusals_are_counted_and_logged_not_raised(store, caplog):
     caplog.set_level(logging.INFO)
-    from newsletter.config import default_config
     from newsletter.tracking.webhook import ingest_sendgrid
 
-    cfg = default_config(env={})
+    cfg = build_config(env={})
     sent = sent_edition(store, ["a@example.com"])
     d = sent.deliveries[0]
     common = dict(

@@ -28,6 +28,7 @@ from newsletter.store.schema import (
     subscriptions,
 )
 from tests.fakes.event_webhook import body_of, sent_edition
+from tests.helpers import build_config
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
@@ -44,14 +45,13 @@ COLUMNS = [
 
 def one_of_each(store):
     """A sent edition with a batch, deliveries, a subscriber and an event."""
-    from newsletter.config import default_config
     from newsletter.tracking.webhook import ingest_sendgrid
 
     sent = sent_edition(store, ["a@example.com", "b@example.com"])
     d = sent.deliveries[0]
     ingest_sendgrid(
         store,
-        default_config(env={}),
+        build_config(env={}),
         body_of(
             [
                 {

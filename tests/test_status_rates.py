@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import default_config, load_config
 from newsletter.tracking.status import COUNTS, edition_status, summarize
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+from tests.helpers import build_config
 
 EMAILS = [f"r{i}@example.com" for i in range(10)]
 
@@ -36,7 +36,7 @@ def scenario(store):
         sg_event("unsubscribe", d[8], e),
         # d[5], d[9]: accepted, nothing heard yet
     ]
-    ingest_sendgrid(store, default_config(env={}), body_of(events))
+    ingest_sendgrid(store, build_config(env={}), body_of(events))
     return sent
 
 
@@ -70,7 +70,7 @@ def test_rates_are_none_when_nothing_was_sent():
 def test_the_cli_prints_counts_and_rates_and_json(project):
     from newsletter.store import open_store
 
-    cfg = load_config(project / "newsletter.toml")
+    cfg = build_config(project)
     store = open_store(cfg.database_url)
     sent = scenario(store)
     store.close()

@@ -5,23 +5,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from newsletter.models import Article, Subscriber, Tag
+from newsletter.models import Subscriber, Tag
 from newsletter.store import open_store
 from newsletter.store.deliveries import AudienceRow
+from tests.helpers import article
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
-
-
-def article(n: int, **kw) -> Article:
-    base = dict(
-        uid=f"guid-{n}",
-        url=f"https://x.example/{n}/",
-        title=f"Story {n}",
-        published_at=NOW - timedelta(hours=n),
-        tags=[Tag.from_name("Kazakhstan"), Tag.from_name("Energy")],
-    )
-    base.update(kw)
-    return Article(**base)
 
 
 def test_migrations_reach_head_and_rerun_is_a_no_op(db_url):

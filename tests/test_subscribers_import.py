@@ -22,7 +22,7 @@ def write(tmp_path, text, name="subs.csv", encoding="utf-8"):
 
 
 def test_the_sample_file_imports_cleanly(store):
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     report = import_csv(store, ROOT / "subscribers" / "sample.csv")
     assert report.errors == [] and report.inserted == 24

@@ -10,6 +10,7 @@ from newsletter.models import Subscriber
 from newsletter.store import Store
 from newsletter.store.db import _alembic_config, make_engine
 from newsletter.store.subscriptions import SignupRequest
+from tests.helpers import article, build_config
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
@@ -143,23 +144,19 @@ def test_rate_limit_windows_are_shared_and_reopen(store):
 
 
 def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):
-    from newsletter.config import load_config
     from newsletter.editions.freeze import freeze_audience
 
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(
-        '[[digests]]\nname = "weekly"\ntags = ["Energy"]\n\n'
+    cfg = build_config(
+        tmp_path,
+        toml='[[digests]]\nname = "weekly"\ntags = ["Energy"]\n\n'
         '[[digests]]\nname = "daily"\ntags = ["Energy", "Kazakhstan"]\n',
-        encoding="utf-8",
+        env={},
     )
-    cfg = load_config(toml, env={})
     (a, _), (b, _) = store.upsert_subscribers(
         [Subscriber(email="a@example.com"), Subscriber(email="b@example.com")]
     )
     store.leave(a, ["weekly"])
     store.set_topics(b, ["daily"], ["kazakhstan"])
-    from tests.test_store import article
-
     store.upsert_articles([article(1)])
     (art,) = [x.id for x in store.find_articles()]
     frozen = {}

@@ -8,12 +8,11 @@ import httpx
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from newsletter.config import load_config
 from newsletter.delivery.message import unsubscribe_url
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp, sent_edition
-from tests.test_report import seeded
+from tests.helpers import build_config, seeded
 
 KEY = "test-secret-key-0123456789"
 AT = "2026-11-30T07:05:00+05:00"
@@ -46,11 +45,10 @@ def brand(folder):
 
 
 def test_a_template_folder_rebrands_the_reader_pages(tmp_path):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(SITE.format(templates="my-templates"), encoding="utf-8")
     brand(tmp_path / "my-templates")
-    cfg = load_config(
-        toml,
+    cfg = build_config(
+        tmp_path,
+        toml=SITE.format(templates="my-templates"),
         env={"NEWSLETTER_SECRET_KEY": KEY},
         database=f"sqlite:///{tmp_path / 'p.db'}",
     )
@@ -86,9 +84,8 @@ def test_a_template_folder_rebrands_the_report(project):
         "<p class=steppe-report>{{ s.sent }} sent, {{ s.rates.delivery | pct }} delivered</p>\n",
         encoding="utf-8",
     )
-    toml = project / "newsletter.toml"
-    toml.write_text(toml.read_text() + '\n[render]\ntemplates = "my-templates"\n', encoding="utf-8")
-    store = open_store(load_config(toml).database_url)
+    cfg = build_config(project, toml_extra='\n[render]\ntemplates = "my-templates"\n')
+    store = open_store(cfg.database_url)
     sent = seeded(store)
     store.close()
     r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "out.html"])

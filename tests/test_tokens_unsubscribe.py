@@ -8,11 +8,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from newsletter.config import default_config, load_config
 from newsletter.delivery.message import list_id, unsubscribe_url
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp, sent_edition
+from tests.helpers import build_config
 
 KEY = "test-secret-key-0123456789"
 ONE_CLICK = {
@@ -22,9 +22,9 @@ ONE_CLICK = {
 
 
 def make_site(db_url, tmp_path):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(
-        """
+    cfg = build_config(
+        tmp_path,
+        toml="""
 [site]
 name = "The Steppe Ledger"
 url = "https://steppe-ledger.example/"
@@ -41,9 +41,9 @@ name = "daily"
 title = "Daily briefing"
 tags = ["kazakhstan", "Energy", "Oil and Gas"]
 """,
-        encoding="utf-8",
+        env={"NEWSLETTER_SECRET_KEY": KEY},
+        database=db_url,
     )
-    cfg = load_config(toml, env={"NEWSLETTER_SECRET_KEY": KEY}, database=db_url)
     store = open_store(cfg.database_url)
     sent = sent_edition(store, ["aigerim@example.com", "olmas@example.org"])
     with LiveApp(create_app(cfg, store)) as srv:
@@ -217,7 +217,7 @@ def unsub_token(cfg, subscriber_id):
 def test_forged_links_get_the_same_404_whether_or_not_the_subscriber_exists(lite_site):
     cfg, store, sent, srv, link = lite_site
     real = sent.deliveries[0].subscriber_id
-    other_cfg = default_config(env={"NEWSLETTER_SECRET_KEY": "a-different-secret-key-xyz"})
+    other_cfg = build_config(env={"NEWSLETTER_SECRET_KEY": "a-different-secret-key-xyz"})
     other_cfg.site = cfg.site
     forged_existing = unsubscribe_url(other_cfg, real, "weekly").rsplit("/", 1)[1]
     forged_missing = unsubscribe_url(other_cfg, 99999, "weekly").rsplit("/", 1)[1]
@@ -268,7 +268,7 @@ def test_the_confirmation_form_is_too_large_to_abuse(lite_site):
 def test_serve_refuses_to_start_without_the_secret_key(tmp_path):
     from newsletter.errors import ConfigError
 
-    cfg = default_config(env={}, database=f"sqlite:///{tmp_path / 'x.db'}")
+    cfg = build_config(env={}, database=f"sqlite:///{tmp_path / 'x.db'}")
     store = open_store(cfg.database_url)
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY"):
         create_app(cfg, store)
@@ -280,7 +280,7 @@ def test_a_reader_changes_topics_then_unsubscribes_in_a_real_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert shutil.which("chromium") or shutil.os.path.exists("/usr/bin/chromium")
-    cfg = default_config(
+    cfg = build_config(
         env={"NEWSLETTER_SECRET_KEY": KEY},
         database=f"sqlite:///{tmp_path / 'b.db'}",
     )

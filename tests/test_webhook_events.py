@@ -6,11 +6,10 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from newsletter.config import default_config
 from newsletter.tracking import sendgrid
 from newsletter.tracking.webhook import ingest_sendgrid
-from tests.conftest import DATA
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
+from tests.helpers import DATA, build_config
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 EXAMPLES = json.loads((DATA / "sendgrid_event_examples.json").read_text())
@@ -18,7 +17,7 @@ EXAMPLES = json.loads((DATA / "sendgrid_event_examples.json").read_text())
 
 @pytest.fixture
 def cfg():
-    return default_config(env={})
+    return build_config(env={})
 
 
 def post(store, cfg, events):
@@ -319,8 +318,7 @@ def editions_with_event(store, cfg, emails, n, kind, **extra):
 
 
 def test_soft_bounces_suppress_after_the_configured_number_in_a_row(store):
-    cfg = default_config(env={})
-    cfg.webhook.soft_bounce_limit = 3
+    cfg = build_config(env={}, webhook={"soft_bounce_limit": 3})
     editions_with_event(store, cfg, ["a@example.com"], 2, "deferred", response="421 later")
     assert subscriber(store, "a@example.com") == ("active", "", 2)
     editions_with_event(store, cfg, ["a@example.com"], 1, "bounce", type="blocked", reason="x")
@@ -330,8 +328,7 @@ def test_soft_bounces_suppress_after_the_configured_number_in_a_row(store):
 
 
 def test_a_delivery_breaks_the_soft_bounce_streak(store):
-    cfg = default_config(env={})
-    cfg.webhook.soft_bounce_limit = 3
+    cfg = build_config(env={}, webhook={"soft_bounce_limit": 3})
     editions_with_event(store, cfg, ["a@example.com"], 2, "deferred")
     editions_with_event(store, cfg, ["a@example.com"], 1, "delivered")
     assert subscriber(store, "a@example.com") == ("active", "", 0)
@@ -340,8 +337,7 @@ def test_a_delivery_breaks_the_soft_bounce_streak(store):
 
 
 def test_repeated_deferrals_of_one_message_count_once(store):
-    cfg = default_config(env={})
-    cfg.webhook.soft_bounce_limit = 2
+    cfg = build_config(env={}, webhook={"soft_bounce_limit": 2})
     (sent,) = editions_with_event(store, cfg, ["a@example.com"], 1, "deferred", attempt="1")
     d = sent.deliveries[0]
     post(store, cfg, [sg_event("deferred", d, attempt=str(i)) for i in range(2, 6)])
@@ -349,8 +345,7 @@ def test_repeated_deferrals_of_one_message_count_once(store):
 
 
 def test_a_late_delivered_event_lifts_a_soft_bounce_suppression(store):
-    cfg = default_config(env={})
-    cfg.webhook.soft_bounce_limit = 2
+    cfg = build_config(env={}, webhook={"soft_bounce_limit": 2})
     sents = editions_with_event(store, cfg, ["a@example.com"], 2, "deferred")
     assert subscriber(store, "a@example.com")[0] == "suppressed"
     post(store, cfg, [sg_event("delivered", sents[-1].deliveries[0])])
@@ -358,7 +353,6 @@ def test_a_late_delivered_event_lifts_a_soft_bounce_suppression(store):
 
 
 def test_a_soft_bounce_limit_of_zero_counts_but_never_suppresses(store):
-    cfg = default_config(env={})
-    cfg.webhook.soft_bounce_limit = 0
+    cfg = build_config(env={}, webhook={"soft_bounce_limit": 0})
     editions_with_event(store, cfg, ["a@example.com"], 3, "deferred")
     assert subscriber(store, "a@example.com") == ("active", "", 3)

@@ -7,11 +7,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from newsletter.config import default_config
 from newsletter.states import RANK, advance, fold, soft_bounce_streak
 from newsletter.tracking.sendgrid import TYPES
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition
+from tests.helpers import build_config
 
 #: SendGrid events with the extra fields that change their meaning
 KINDS = {
@@ -94,10 +94,8 @@ def replay(store, cfg, email, events, cuts):
 
 @pytest.fixture
 def cfg():
-    cfg = default_config(env={})
     # one delivery per subscriber: with a limit of 1 soft suppression is in play too
-    cfg.webhook.soft_bounce_limit = 1
-    return cfg
+    return build_config(env={}, webhook={"soft_bounce_limit": 1})
 
 
 @settings(

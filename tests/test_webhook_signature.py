@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from newsletter.config import default_config, load_config
+from newsletter.config import load_config
 from newsletter.errors import ConfigError, WebhookError
 from newsletter.store import open_store
 from newsletter.tracking.app import create_app
@@ -16,6 +16,7 @@ from newsletter.tracking.signature import (
     verify,
 )
 from tests.fakes.event_webhook import LiveApp, Signer, body_of, sent_edition, sg_event
+from tests.helpers import build_config
 
 BODY = b'[{"event":"delivered","email":"a@example.com","sg_event_id":"x1"}]'
 
@@ -132,11 +133,8 @@ def live(tmp_path, signer):
             "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789",
             "NEWSLETTER_SENDGRID_WEBHOOK_KEY": signer.public_b64,
         }
-        toml = tmp_path / "newsletter.toml"
-        toml.write_text(
-            "[webhook]\n" + "".join(f"{k} = {v}\n" for k, v in webhook.items()), encoding="utf-8"
-        )
-        cfg = load_config(toml, env=env, database=f"sqlite:///{tmp_path / 'wh.db'}")
+        toml = "[webhook]\n" + "".join(f"{k} = {v}\n" for k, v in webhook.items())
+        cfg = build_config(tmp_path, toml=toml, env=env, database=f"sqlite:///{tmp_path / 'wh.db'}")
         store = open_store(cfg.database_url)
         return store, LiveApp(create_app(cfg, store))
 
@@ -232,7 +230,7 @@ def test_a_signed_body_that_is_not_an_event_array_is_a_400(live, signer, body):
 
 
 def test_without_a_configured_key_every_request_is_refused(tmp_path, signer):
-    cfg = default_config(
+    cfg = build_config(
         env={"NEWSLETTER_SECRET_KEY": "k" * 20}, database=f"sqlite:///{tmp_path / 'a.db'}"
     )
     store = open_store(cfg.database_url)
@@ -245,18 +243,18 @@ def test_without_a_configured_key_every_request_is_refused(tmp_path, signer):
 
 
 def test_a_key_in_the_config_file_is_used_and_a_bad_one_stops_the_app(tmp_path, signer):
-    toml = tmp_path / "newsletter.toml"
-    toml.write_text(f'[delivery.sendgrid]\nwebhook_public_key = "{signer.public_b64}"\n')
     env = {"NEWSLETTER_SECRET_KEY": "k" * 20}
-    cfg = load_config(toml, env=env, database=f"sqlite:///{tmp_path / 'a.db'}")
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    key = f'[delivery.sendgrid]\nwebhook_public_key = "{signer.public_b64}"\n'
+    cfg = build_config(tmp_path, toml=key, env=env, database=db)
     store = open_store(cfg.database_url)
     sent = sent_edition(store, ["reader@example.com"])
     body = body_of([sg_event("delivered", sent.deliveries[0], sent.edition_id)])
     with LiveApp(create_app(cfg, store)) as srv:
         r = httpx.post(srv.url("/webhooks/sendgrid"), content=body, headers=signer.headers(body))
     assert r.status_code == 200 and r.json()["stored"] == 1
-    toml.write_text('[delivery.sendgrid]\nwebhook_public_key = "bm90IGEga2V5"\n')
-    cfg = load_config(toml, env=env, database=f"sqlite:///{tmp_path / 'a.db'}")
+    bad = '[delivery.sendgrid]\nwebhook_public_key = "bm90IGEga2V5"\n'
+    cfg = build_config(tmp_path, toml=bad, env=env, database=db)
     with pytest.raises(ConfigError, match="webhook_public_key: not a valid public key"):
         create_app(cfg, store)
     store.close()

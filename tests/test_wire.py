@@ -17,16 +17,22 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from newsletter.audience.subscribers import to_subscriber
-from newsletter.config import load_config
 from newsletter.delivery.backends import make_backend
 from newsletter.delivery.send import send_edition
 from newsletter.models import Rendered
 from newsletter.render.compile import render
 from newsletter.render.personalize import first_name, personalize
 from newsletter.store import Store
+from tests.fakes.mail import FaultyMailbox, free_port
+from tests.helpers import (
+    DELIVERY_CONFIG,
+    NOW,
+    SECRET_ENV,
+    add_subscribers,
+    build_config,
+    freeze_audience,
+)
 from tests.render_data import russian_content
-from tests.test_delivery import CONFIG, NOW, SECRET, add_subscribers, freeze_audience
-from tests.test_smtp import Mailbox, free_port
 
 LONG_PUBLIC = "https://steppe-ledger.example/newsletter" + "/subscriptions-and-preferences" * 3
 
@@ -66,13 +72,12 @@ ENGLISH = Rendered(
 )
 
 
-def config(folder: Path, *, backend: str = "outbox", extra: str = "", env=None):
-    text = CONFIG.format(backend=backend, batch_size=1000, extra=extra).replace(
+def config(folder: Path, **overrides):
+    """The delivery config with a long public URL (long unsubscribe links)."""
+    toml = DELIVERY_CONFIG.replace(
         'public_url = "https://steppe-ledger.example/newsletter"', f'public_url = "{LONG_PUBLIC}"'
     )
-    path = folder / "newsletter.toml"
-    path.write_text(text, encoding="utf-8")
-    return load_config(path, env={"NEWSLETTER_SECRET_KEY": SECRET, **(env or {})})
+    return build_config(folder, toml=toml, env=SECRET_ENV, **overrides)
 
 
 _periods = itertools.count(1)
@@ -244,8 +249,8 @@ def plain_smtpd():
     """A real aiosmtpd server; ``eightbit=False`` makes one that does not announce 8BITMIME."""
     started = []
 
-    def start(*, eightbit: bool) -> Mailbox:
-        box = Mailbox()
+    def start(*, eightbit: bool) -> FaultyMailbox:
+        box = FaultyMailbox()
         box.port = free_port()
         controller = Controller(box, hostname="127.0.0.1", port=box.port, decode_data=not eightbit)
         controller.start()
@@ -257,24 +262,22 @@ def plain_smtpd():
         c.stop()
 
 
-def smtp_cfg(folder: Path, box: Mailbox):
+def smtp_cfg(folder: Path, box: FaultyMailbox):
     folder.mkdir(exist_ok=True)
+    smtp = {"host": "127.0.0.1", "port": box.port, "starttls": False}
     return config(
-        folder,
-        backend="smtp",
-        extra=f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {box.port}\nstarttls = false\n'
-        "batch_size = 5\ntimeout = 5.0",
+        folder, delivery={"backend": "smtp", "smtp": {**smtp, "batch_size": 5, "timeout": 5.0}}
     )
 
 
-def received(box: Mailbox) -> list[bytes]:
+def received(box: FaultyMailbox) -> list[bytes]:
     return [m["raw"] for m in box.messages]
 
 
 @pytest.fixture(autouse=True)
 def _keep_raw_data(monkeypatch):
     """Keep the DATA exactly as the server received it (``original_content``)."""
-    original = Mailbox.handle_DATA
+    original = FaultyMailbox.handle_DATA
 
     async def handle_DATA(self, server, session, envelope):
         answer = await original(self, server, session, envelope)
@@ -282,7 +285,7 @@ def _keep_raw_data(monkeypatch):
         self.messages[-1]["mail_options"] = list(envelope.mail_options)
         return answer
 
-    monkeypatch.setattr(Mailbox, "handle_DATA", handle_DATA)
+    monkeypatch.setattr(FaultyMailbox, "handle_DATA", handle_DATA)
 
 
 def test_smtp_headers_are_right_in_the_raw_data(sqlite_store, tmp_path, plain_smtpd):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import quopri
 import re
 import socket
@@ -68,3 +69,39 @@ class SmtpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+class FaultyMailbox:
+    """aiosmtpd handler for the delivery tests.
+
+    Keeps what it accepts; refuses, defers or stalls chosen addresses.
+    """
+
+    def __init__(self):
+        self.messages: list[dict] = []
+        self.refuse: set[str] = set()
+        self.defer: set[str] = set()
+        self.stall: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        if address in self.defer:
+            return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if set(envelope.rcpt_tos) & self.stall:
+            await asyncio.sleep(1.0)  # longer than the client's timeout
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "content": envelope.content,
+                "peer": session.peer,
+                "tls": session.ssl is not None,
+                "auth": session.authenticated,
+            }
+        )
+        return "250 2.0.0 Ok: queued"
