@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 
 import click
 
-from newsletter import notes
 from newsletter.cli.common import App, pass_app
 from newsletter.config import DigestConfig
+from newsletter.editions import notes
 from newsletter.errors import InputError
 from newsletter.schedule import next_runs, zone
 

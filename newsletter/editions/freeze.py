@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 
 from newsletter import schedule
 from newsletter.config import Config, DigestConfig
+from newsletter.editions.notes import note_for_period
 from newsletter.editions.plan import EditionPlan
 from newsletter.editions.variants import variant_key
 from newsletter.errors import NotFoundError
-from newsletter.notes import note_for_period
 from newsletter.rates.service import build_header, header_to_json
 from newsletter.schedule import Period
 from newsletter.states import EditionStatus

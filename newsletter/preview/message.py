@@ -14,11 +14,11 @@ from newsletter.config import Config, DigestConfig
 from newsletter.delivery.message import outgoing, unsubscribe_url
 from newsletter.delivery.mime import build_message
 from newsletter.editions.frozen import archive_link, content_for, render_content, tag_names
+from newsletter.editions.notes import note_for_period
 from newsletter.editions.plan import EditionPlan, plan_edition
 from newsletter.editions.variants import variant_key, variant_tags
 from newsletter.errors import InputError, NotFoundError
 from newsletter.models import RatesHeader, Recipient, Rendered, Subscriber
-from newsletter.notes import note_for_period
 from newsletter.rates.service import build_header
 from newsletter.store import Store
 

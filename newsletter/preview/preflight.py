@@ -9,9 +9,9 @@ from newsletter import i18n
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.mime import html_wire_sizes
 from newsletter.editions.frozen import content_for, render_content, tag_names
+from newsletter.editions.notes import note_for_period
 from newsletter.editions.plan import plan_edition
 from newsletter.errors import RenderError
-from newsletter.notes import note_for_period
 from newsletter.preview.message import build_preview, preview_archive_link
 from newsletter.rates.service import build_header
 from newsletter.render.check import CheckReport, check_message
