@@ -102,10 +102,18 @@ def measured(out: str, argv: list[str]) -> None:
             encoding="utf-8",
         )
 
-    atexit.register(report)
     sys.argv = ["newsletter", *argv]
     from newsletter.cli import main
 
+    profile = os.environ.get("SCALE_PROFILE")
+    if profile and argv[0] == "send":
+        # SCALE_PROFILE=FILE: cProfile of the send command, written to FILE (pstats)
+        import cProfile
+
+        prof = cProfile.Profile()
+        atexit.register(lambda: prof.dump_stats(profile))
+        prof.enable()
+    atexit.register(report)
     main()
 
 

@@ -134,6 +134,23 @@ def _neutral(name: str) -> str:
     return neutral_name(name)
 
 
+def _quoted(values: list[str]) -> list[str]:
+    """Each value as a JSON string literal; one C call for the usual batch that needs
+    no escaping at all."""
+    joined = "".join(values)
+    if len(_quote(joined)) == len(joined) + 2:
+        return [f'"{v}"' for v in values]
+    return [_quote(v) for v in values]
+
+
+def _quoted_inner(values: list[str]) -> list[str]:
+    """Each value JSON-escaped, without the quotes."""
+    joined = "".join(values)
+    if len(_quote(joined)) == len(joined) + 2:
+        return values
+    return [_quote(v)[1:-1] for v in values]
+
+
 def _mailto_part(message: OutgoingMessage) -> str:
     """What list_unsubscribe puts after the https URL: the mailto, if any."""
     if not message.unsubscribe_mailto:
@@ -150,6 +167,13 @@ class _Plan:
     names: list[str]
     #: substitution tag -> each recipient's value, in the order the body lists them
     subs: dict[str, list[str]]
+
+
+def _escaped(values: list[str]) -> list[str]:
+    """_escape of each value; the same list when none needs it (the usual batch)."""
+    if not _HTML_SPECIAL.search("".join(values)):
+        return values
+    return [_escape(v) for v in values]
 
 
 def _text_tag(tag: str) -> str:
@@ -204,6 +228,8 @@ class SendGridBackend(Backend):
         self.concurrency = self.settings.concurrency
         self.pacer = Pacer(self.settings.rate)
         self._local = threading.local()
+        #: content value -> its JSON string literal (see _shared_json)
+        self._encoded: dict[str, str] = {}
         #: replaced in tests to record waits
         self.sleep: Callable[[float], None] = time.sleep
 
@@ -355,13 +381,15 @@ class SendGridBackend(Backend):
                 subject = subject.replace(tag, same)
         in_html = [t for t in PLACEHOLDERS if t in page]
         in_text = [t for t in PLACEHOLDERS if t in text or t in subject]
-        escaped = {t: [_escape(v) for v in values[t]] for t in in_html}
+        escaped = {t: _escaped(values[t]) for t in in_html}
         # SendGrid puts one value in both parts; where HTML escaping changes a value
         # (a name with "&"), the text part gets a tag of its own for this request
         split = [
             t
             for t in in_text
-            if t in in_html and any(e != v for e, v in zip(escaped[t], values[t], strict=True))
+            if t in in_html
+            and escaped[t] is not values[t]
+            and any(e != v for e, v in zip(escaped[t], values[t], strict=True))
         ]
         for t in split:
             text = text.replace(t, _text_tag(t))
@@ -474,33 +502,71 @@ class SendGridBackend(Backend):
             )
             return json.dumps(body).encode()
         plan = self._plan(message, recipients)
-        q = _quote
-        edition = q(str(message.edition_id))
-        mailto = _mailto_part(message)
-        tags = [(q(t) + ": ", v) for t, v in plan.subs.items()]
-        parts = []
-        for i, rec in enumerate(recipients):
-            name = plan.names[i]
-            url = rec.unsubscribe_url
-            unsub = f"<{url if _HEADER_SAFE(url) else header_url(url)}>{mailto}"
-            to = (
-                f'{{"email": {q(rec.email)}, "name": {q(name)}}}'
-                if name
-                else (f'{{"email": {q(rec.email)}}}')
+        mailto = _quote(_mailto_part(message))[1:-1]
+        urls = [r.unsubscribe_url for r in recipients]
+        if not _HEADER_SAFE("".join(urls)):
+            urls = [u if _HEADER_SAFE(u) else header_url(u) for u in urls]
+        to = [
+            f'{{"email": {e}, "name": {n}}}' if name else f'{{"email": {e}}}'
+            for e, n, name in zip(
+                _quoted([r.email for r in recipients]),
+                _quoted(plan.names),
+                plan.names,
+                strict=True,
             )
-            subs = (
-                ', "substitutions": {' + ", ".join([k + q(v[i]) for k, v in tags]) + "}"
-                if tags
-                else ""
-            )
-            parts.append(
-                f'{{"to": [{to}], "custom_args": {{"newsletter_delivery_id": '
-                f'"{int(rec.delivery_id)}", "newsletter_edition_id": {edition}}}, '
-                f'"headers": {{"List-Unsubscribe": {q(unsub)}}}{subs}}}'
-            )
-        rest = json.dumps(self._shared(message, recipients, plan, provider_batch_id, send_at))
-        head = '{"personalizations": [' + ", ".join(parts) + "]"
-        return (head + (", " + rest[1:] if len(rest) > 2 else "}")).encode()
+        ]
+        ids = [str(r.delivery_id) for r in recipients]
+        edition = _quote(str(message.edition_id))
+        args = [
+            f'"custom_args": {{"newsletter_delivery_id": {i}, "newsletter_edition_id": {edition}}}'
+            for i in _quoted(ids)
+        ]
+        heads = [f'"headers": {{"List-Unsubscribe": "<{u}>{mailto}"}}' for u in _quoted_inner(urls)]
+        if plan.subs:
+            cols = []
+            for tag, values in plan.subs.items():
+                key = _quote(tag) + ": "
+                cols.append([key + v for v in _quoted(values)])
+            subs = [
+                ', "substitutions": {' + ", ".join(row) + "}" for row in zip(*cols, strict=True)
+            ]
+        else:
+            subs = [""] * len(recipients)
+        parts = [
+            f'{{"to": [{t}], {a}, {h}{s}}}'
+            for t, a, h, s in zip(to, args, heads, subs, strict=True)
+        ]
+        rest = self._shared_json(
+            self._shared(message, recipients, plan, provider_batch_id, send_at)
+        )
+        return ('{"personalizations": [' + ", ".join(parts) + "], " + rest[1:]).encode()
+
+    def _shared_json(self, shared: dict[str, Any]) -> str:
+        """json.dumps of the shared keys; the content (~100 KB of HTML) is encoded once
+        per variant, not once per request. Keys before and after it are dumped as
+        they are, so the bytes are json.dumps's."""
+        keys = list(shared)
+        at = keys.index("content")
+        before = json.dumps({k: shared[k] for k in keys[:at]})
+        after = json.dumps({k: shared[k] for k in keys[at + 1 :]})
+        cache = self._encoded
+        items = []
+        for c in shared["content"]:
+            value = c["value"]
+            encoded = cache.get(value)
+            if encoded is None:
+                if len(cache) > 32:
+                    cache.clear()
+                encoded = cache[value] = _quote(value)
+            items.append(f'{{"type": {_quote(c["type"])}, "value": {encoded}}}')
+        return (
+            before[:-1]
+            + (", " if at else "")
+            + '"content": ['
+            + ", ".join(items)
+            + "]"
+            + (", " + after[1:] if len(after) > 2 else "}")
+        )
 
     # ------------------------------------------------------------------ the contract
 
