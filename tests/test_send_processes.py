@@ -51,6 +51,57 @@ def test_two_senders_share_one_edition_and_never_send_a_delivery_twice(engine, t
     store.close()
 
 
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_send_workers_share_one_edition_and_never_send_anyone_twice(engine, tmp_path, request):
+    """`newsletter send --workers 3`: three processes, every subscriber exactly once."""
+    db_url = (
+        f"sqlite:///{tmp_path / 'news.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    n = 300
+    eid, env = prepare(tmp_path, db_url, n)
+    with FakeSendGrid(api_key=KEY, latency=0.1) as fake:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "send", "--at", AT, "--workers", "3", "--json"],
+            env={**env, "NEWSLETTER_SENDGRID_HOST": fake.url},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert fake.delivered() == Counter({f"p{i}@example.com": 1 for i in range(n)})
+        ids = [int(t.delivery_id) for t in fake.accepted]
+        assert len(ids) == len(set(ids)) == n
+    import json
+
+    sent = json.loads(proc.stdout)["digests"][-1]["send"]
+    # the report adds up what every process did
+    assert (sent["accepted"], sent["batches"], sent["failed"]) == (n, n // 10, 0)
+    store = open_store(db_url)
+    assert store.delivery_counts(eid) == {"default": {"accepted": n}}
+    workers = {b["worker"] for b in store.list_batches(eid)}
+    assert len(workers) == 3, f"each of the 3 processes should have sent a part: {workers}"
+    assert store.get_edition(eid).status == "sent"
+    store.close()
+
+
+def test_send_workers_and_delivery_processes_are_checked(tmp_path):
+    path = tmp_path / "newsletter.toml"
+    path.write_text(SAMPLE_CONFIG, encoding="utf-8")
+    env = {"NEWSLETTER_CONFIG": str(path), "NEWSLETTER_SECRET_KEY": SECRET}
+    out = CliRunner().invoke(cli, ["send", "--workers", "0"], env=env)
+    assert out.exit_code == 2 and "--workers" in out.output
+    path.write_text(
+        SAMPLE_CONFIG.replace("[delivery]", "[delivery]\nprocesses = 0"), encoding="utf-8"
+    )
+    out = CliRunner().invoke(cli, ["send", "--workers", "2"], env=env)
+    assert out.exit_code != 0 and "delivery.processes" in out.output
+
+
 def kill_loop(fake: FakeSendGrid, env: dict, rounds: int, deadline: float) -> int:
     """Start a sender, let it reach a random point, SIGKILL it; repeat. Returns the kills.
 

@@ -140,8 +140,9 @@ def test_the_plain_body_has_what_each_recipient_needs() -> None:
     assert ps[8]["to"][0]["name"] == "spaced out"  # neutral_name
     assert ps[9]["to"][0]["name"] == "= ?utf-8?q?evil?="
     assert ps[11]["to"][0]["name"] == "bidi evil"
-    assert ps[7]["headers"]["List-Unsubscribe"].startswith("<https://") and "%20" in (
-        ps[7]["headers"]["List-Unsubscribe"]
+    assert (
+        ps[7]["headers"]["List-Unsubscribe"].startswith("<https://")
+        and "%20" in (ps[7]["headers"]["List-Unsubscribe"])
     )
     # the unsubscribe link in the body is a valid token of this list
     token = recs[0].unsubscribe_url.rsplit("/", 1)[1]
