@@ -7,6 +7,7 @@ parsed, and byte for byte (the order of a dict is defined).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -95,13 +96,16 @@ CASES = {
     ],
     ids=["plain", "sandbox-asm-pool", "provider-batch"],
 )
-@pytest.mark.parametrize("test", [False, True])
-def test_encoded_body_is_the_json_dumps_body(case: str, settings: dict, test: bool) -> None:
+@pytest.mark.parametrize("kind", ["list", "test", "transactional"])
+def test_encoded_body_is_the_json_dumps_body(case: str, settings: dict, kind: str) -> None:
     cfg = config(**settings)
-    cfg.site.reply_to = "desk@steppe-ledger.example" if test else ""
+    cfg.site.reply_to = "desk@steppe-ledger.example" if kind == "test" else ""
     backend = SendGridBackend(cfg)
-    msg = outgoing(cfg, "weekly", 77, Rendered(**CASES[case]), test=test)
+    msg = outgoing(cfg, "weekly", 77, Rendered(**CASES[case]), test=kind == "test")
     recs = recipients(cfg)
+    if kind == "transactional":
+        msg = dataclasses.replace(msg, transactional=True)
+        recs = recs[:1]
     batch = "batch-123" if settings.get("schedule_delay") else ""
     fast = backend.encode_body(msg, recs, provider_batch_id=batch, send_at=1_796_000_000)
     plain = backend.build_body(msg, recs, provider_batch_id=batch, send_at=1_796_000_000)
