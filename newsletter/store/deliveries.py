@@ -145,7 +145,7 @@ def write_event_statuses(
 _NewRow = tuple[int, str, str, str, str, datetime | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AudienceRow:
     subscriber_id: int
     email: str
