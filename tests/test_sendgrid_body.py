@@ -83,6 +83,12 @@ CASES = {
     "no placeholders": dict(subject="Plain", html="<p>hi</p>", text="hi"),
     "text only name": dict(subject="S", html="<p>hi</p>", text="Hi %%name%%"),
     "empty parts": dict(subject="S", html="", text=""),
+    "greeting with a fallback": dict(
+        subject="For %%first_name%%",
+        html="<p>Hi %%first_name%% (%%name%%),</p><a href='%%unsubscribe_url%%'>x</a>",
+        text="Hi %%first_name%%, %%unsubscribe_url%%",
+        fallbacks={"%%first_name%%": "there & co", "%%name%%": "reader"},
+    ),
 }
 
 
@@ -172,3 +178,28 @@ def test_one_signer_makes_make_token_tokens() -> None:
     signer = TokenSigner(SECRET, "weekly.example")
     for sid in (1, 99, 10**9):
         assert read_token(SECRET, signer.token(sid)) == (sid, "weekly.example")
+
+
+def test_substitutions_are_the_values_each_recipient_would_get_by_mail() -> None:
+    """The same values mime.recipient_values gives the outbox and SMTP: first names,
+    fallbacks for empty ones, HTML-escaped in the HTML's tags."""
+    import html
+
+    from newsletter.delivery.mime import recipient_values
+
+    cfg = config()
+    backend = SendGridBackend(cfg)
+    rendered = Rendered(**CASES["greeting with a fallback"])
+    msg = outgoing(cfg, "weekly", 77, rendered)
+    recs = recipients(cfg)
+    body = json.loads(backend.encode_body(msg, recs))
+    for p, rec in zip(body["personalizations"], recs, strict=True):
+        want = recipient_values(rec, rendered.fallbacks)
+        subs = p["substitutions"]
+        for tag in ("%%first_name%%", "%%name%%", "%%unsubscribe_url%%"):
+            assert subs[tag] == html.escape(want[tag], quote=True)
+            # the text part's own tag where escaping changed the value
+            text_tag = tag[:-2] + "_text%%"
+            if text_tag in subs:
+                assert subs[text_tag] == want[tag]
+    assert body["personalizations"][1]["substitutions"]["%%first_name%%"] == "there &amp; co"
