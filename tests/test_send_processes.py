@@ -8,8 +8,11 @@ fake server or listed as unresolved.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -22,7 +25,7 @@ from newsletter.cli import cli
 from newsletter.store import open_store
 from newsletter.store.schema import events
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.helpers import AT, SENDGRID_KEY, prepare, sender
+from tests.helpers import AT, ROOT, SAMPLE_CONFIG, SECRET, SENDGRID_KEY, prepare, sender
 
 
 @pytest.mark.parametrize(
@@ -64,7 +67,7 @@ def test_send_workers_share_one_edition_and_never_send_anyone_twice(engine, tmp_
     n = 300
     eid, env = prepare(tmp_path, db_url, n)
     # slow enough answers that the helpers (spawned: a second or two to start) find work
-    with FakeSendGrid(api_key=KEY, latency=0.3) as fake:
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.3) as fake:
         proc = subprocess.run(
             [sys.executable, "-m", "newsletter", "send", "--at", AT, "--workers", "3", "--json"],
             env={**env, "NEWSLETTER_SENDGRID_HOST": fake.url},
@@ -77,7 +80,6 @@ def test_send_workers_share_one_edition_and_never_send_anyone_twice(engine, tmp_
         assert fake.delivered() == Counter({f"p{i}@example.com": 1 for i in range(n)})
         ids = [int(t.delivery_id) for t in fake.accepted]
         assert len(ids) == len(set(ids)) == n
-    import json
 
     sent = json.loads(proc.stdout)["digests"][-1]["send"]
     # the report adds up what every process did
