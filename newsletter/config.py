@@ -235,6 +235,9 @@ class DeliveryConfig:
     #: seconds after which a batch claimed by a worker that cannot be checked (another
     #: machine, or a reused pid) counts as abandoned and is resolved by the next run
     lease_seconds: int = 900
+    #: sending processes on this machine, sharing the edition through the store's
+    #: claims (`newsletter send --workers N` overrides it for one run)
+    processes: int = 1
     sendgrid: SendGridConfig = field(default_factory=SendGridConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
@@ -608,6 +611,8 @@ def _validate(cfg: Config) -> None:
         fail("delivery.batch_size", "must be between 1 and 1000 (SendGrid's limit)")
     if cfg.delivery.lease_seconds < 60:
         fail("delivery.lease_seconds", "must be at least 60")
+    if not 1 <= cfg.delivery.processes <= 64:
+        fail("delivery.processes", "must be between 1 and 64")
     _validate_sendgrid(cfg.delivery.sendgrid, fail)
     _validate_smtp(cfg.delivery.smtp, fail)
     if cfg.render.inliner not in ("premailer", "css-inline"):

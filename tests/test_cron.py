@@ -259,6 +259,38 @@ def test_kubernetes_manifest(tmp_path):
     assert cfg.resolve(cfg.delivery.outbox_dir).is_relative_to(mounts["work"])
 
 
+def test_kubernetes_send_job_shares_one_edition_between_pods():
+    """cron/kubernetes/send-job.yaml: N pods of `newsletter send` on the digest, with the
+    ConfigMap and Secret of newsletter.yaml mounted as the CronJob mounts them."""
+    (job,) = [
+        d
+        for d in yaml.safe_load_all((CRON / "kubernetes" / "send-job.yaml").read_text("utf-8"))
+        if d
+    ]
+    main = {
+        d["kind"]: d
+        for d in yaml.safe_load_all((CRON / "kubernetes" / "newsletter.yaml").read_text("utf-8"))
+        if d
+    }
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    spec = job["spec"]
+    assert spec["parallelism"] >= 2 and spec["completions"] == spec["parallelism"]
+    assert spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert accepts(args) == "send"
+    digest = args[args.index("--digest") + 1]
+    cfg_pod = main["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["volumes"] == cfg_pod["volumes"]
+    assert container["volumeMounts"] == cfg_pod["containers"][0]["volumeMounts"]
+    assert container["envFrom"] == cfg_pod["containers"][0]["envFrom"]
+    assert container["image"] == cfg_pod["containers"][0]["image"]
+    toml = main["ConfigMap"]["data"]["newsletter.toml"]
+    assert f'name = "{digest}"' in toml
+
+
 def test_dockerfile_builds_from_the_repository_and_runs_the_job():
     lines = [
         line.strip()

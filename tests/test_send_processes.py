@@ -8,8 +8,11 @@ fake server or listed as unresolved.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -22,7 +25,7 @@ from newsletter.cli import cli
 from newsletter.store import open_store
 from newsletter.store.schema import events
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.helpers import AT, SENDGRID_KEY, prepare, sender
+from tests.helpers import AT, ROOT, SAMPLE_CONFIG, SECRET, SENDGRID_KEY, prepare, sender
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,58 @@ def test_two_senders_share_one_edition_and_never_send_a_delivery_twice(engine, t
     assert len(workers) == 2, "both processes should have sent part of the edition"
     assert store.get_edition(eid).status == "sent"
     store.close()
+
+
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_send_workers_share_one_edition_and_never_send_anyone_twice(engine, tmp_path, request):
+    """`newsletter send --workers 3`: three processes, every subscriber exactly once."""
+    db_url = (
+        f"sqlite:///{tmp_path / 'news.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    n = 300
+    eid, env = prepare(tmp_path, db_url, n)
+    # slow enough answers that the helpers (spawned: a second or two to start) find work
+    with FakeSendGrid(api_key=SENDGRID_KEY, latency=0.3) as fake:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "send", "--at", AT, "--workers", "3", "--json"],
+            env={**env, "NEWSLETTER_SENDGRID_HOST": fake.url},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert fake.delivered() == Counter({f"p{i}@example.com": 1 for i in range(n)})
+        ids = [int(t.delivery_id) for t in fake.accepted]
+        assert len(ids) == len(set(ids)) == n
+
+    sent = json.loads(proc.stdout)["digests"][-1]["send"]
+    # the report adds up what every process did
+    assert (sent["accepted"], sent["batches"], sent["failed"]) == (n, n // 10, 0)
+    store = open_store(db_url)
+    assert store.delivery_counts(eid) == {"default": {"accepted": n}}
+    workers = {b.worker for b in store.list_batches(eid)}
+    # more than one process sent (on a loaded machine a late helper may find nothing left)
+    assert 2 <= len(workers) <= 3, f"the processes should have shared the send: {workers}"
+    assert store.get_edition(eid).status == "sent"
+    store.close()
+
+
+def test_send_workers_and_delivery_processes_are_checked(tmp_path):
+    path = tmp_path / "newsletter.toml"
+    path.write_text(SAMPLE_CONFIG, encoding="utf-8")
+    env = {"NEWSLETTER_CONFIG": str(path), "NEWSLETTER_SECRET_KEY": SECRET}
+    out = CliRunner().invoke(cli, ["send", "--workers", "0"], env=env)
+    assert out.exit_code == 2 and "--workers" in out.output
+    path.write_text(
+        SAMPLE_CONFIG.replace("[delivery]", "[delivery]\nprocesses = 0"), encoding="utf-8"
+    )
+    out = CliRunner().invoke(cli, ["send", "--workers", "2"], env=env)
+    assert out.exit_code != 0 and "delivery.processes" in out.output
 
 
 def kill_loop(fake: FakeSendGrid, env: dict, rounds: int, deadline: float) -> int:

@@ -305,6 +305,11 @@ def _span(start: int, end: int) -> str:
     return str(start) if end <= start else f"{start}-{end}"
 
 
+#: an import that adds or changes at least this many rows refreshes the database's
+#: statistics (PostgreSQL; see Store.refresh_statistics)
+STATISTICS_AFTER = 1000
+
+
 def import_csv(
     store: Store,
     path: str | Path,
@@ -341,6 +346,9 @@ def import_csv(
             pending[sub.email] = sub
             erased.lines[sub.email] = line
         _flush(store, erased.drop(pending, report), report, resubscribe)
+    if report.inserted + report.updated >= STATISTICS_AFTER:
+        # the audience queries of the next send are planned from these
+        store.refresh_statistics("subscribers", "subscriptions", "subscriber_tags")
     logger.info(
         "%s: %d added, %d updated, %d unchanged, %d rejected",
         where,

@@ -99,6 +99,12 @@ def register(cli: click.Group) -> None:
         help="Send even if the preflight (`newsletter check`) finds errors; the reason is "
         "recorded on the edition.",
     )
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, 64),
+        help="Sending processes on this machine, sharing the edition "
+        "(default: delivery.processes, 1).",
+    )
     @json_option
     @pass_app
     def send(
@@ -110,6 +116,7 @@ def register(cli: click.Group) -> None:
         test_to: tuple[str, ...],
         resume_id: int | None,
         skip_check: str | None,
+        workers: int | None,
         as_json: bool,
     ) -> None:
         """Compile and send the current edition of a digest now (or resume it).
@@ -161,6 +168,8 @@ def register(cli: click.Group) -> None:
                     f"; edition {done.edition_id} is {done.edition_status}"
                 )
             return
+        if workers is not None:
+            app.config.delivery.processes = workers
         now = parse_when(at)
         reason = skip_reason(skip_check)
         output = BatchOutput()

@@ -61,7 +61,7 @@ _QP_LITERAL = bytes(b for b in range(256) if 32 <= b < 127 and b != ord("=")) + 
 #: a display name written as is: atoms separated by single spaces
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 #: what a URL in angle brackets keeps as is; the rest is percent-encoded
-_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '<>"\\^`{|}')
+URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '<>"\\^`{|}')
 _ADDR_BAD = re.compile(r"[\s<>()\[\],;:\"\\]|[\x00-\x1f\x7f]")
 
 
@@ -172,7 +172,7 @@ def fold(name: str, value: str) -> str:
 
 def header_url(url: str) -> str:
     """A URL that may stand in angle brackets: no space, no control character."""
-    return quote(url.strip(), safe=_URL_SAFE)
+    return quote(url.strip(), safe=URL_SAFE)
 
 
 def list_unsubscribe(message: OutgoingMessage, recipient: Recipient) -> str:

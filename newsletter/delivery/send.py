@@ -362,6 +362,88 @@ def _prepare_and_run(
     return run
 
 
+def _helper(
+    cfg: Config,
+    edition_id: int,
+    digest: str,
+    renders: dict[str, Rendered],
+    now: datetime | None,
+) -> tuple[dict, tuple[str, str] | None]:
+    """One more sending process (``delivery.processes``): the same loop, its own store
+    connection, backend and worker id. Returns its tallies and its error, if any."""
+    from newsletter.delivery.backends import make_backend
+    from newsletter.store import open_store
+
+    store = open_store(cfg.database_url)
+    report = SendReport(edition_id=edition_id)
+    try:
+        backend = make_backend(cfg)
+        try:
+            with store.sending():
+                run = _prepare_and_run(
+                    store, cfg, edition_id, digest, renders, backend, report, None, now
+                )
+        finally:
+            backend.close()
+        err = run.errors[0] if run.errors else None
+    except BaseException as caught:  # noqa: BLE001 - reported to the parent
+        err = caught
+    finally:
+        store.close()
+    kind = None
+    if err is not None:
+        kind = (type(err).__name__, getattr(err, "message", None) or str(err))
+    return report.as_dict(), kind
+
+
+def _start_helpers(
+    cfg: Config,
+    edition_id: int,
+    digest: str,
+    renders: dict[str, Rendered],
+    now: datetime | None,
+) -> list[Any]:
+    """Start ``delivery.processes - 1`` helper processes on the edition (spawned, so
+    nothing of this process's threads or connections is inherited)."""
+    extra = cfg.delivery.processes - 1
+    if extra < 1:
+        return []
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(extra, mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(_helper, cfg, edition_id, digest, renders, now) for _ in range(extra)]
+    pool.shutdown(wait=False)
+    return futures
+
+
+def _join_helpers(helpers: list[Any], report: SendReport) -> list[BaseException]:
+    """Wait for the helpers; add their tallies to ``report``; return their errors."""
+    errors: list[BaseException] = []
+    for future in helpers:
+        try:
+            tallies, err = future.result()
+        except Exception as crashed:  # noqa: BLE001 - a helper that died (killed, OOM)
+            errors.append(DeliveryError(f"a sending process died: {crashed!r}"))
+            continue
+        for key in ("batches", "accepted", "failed", "requeued", "cancelled", "resolved"):
+            setattr(report, key, getattr(report, key) + tallies[key])
+        report.errors += tallies["errors"]
+        if err is not None:
+            errors.append(_rebuilt(*err))
+    return errors
+
+
+def _rebuilt(kind: str, message: str) -> BaseException:
+    """A helper's error in this process, with its class when it is one of ours."""
+    import newsletter.errors as known
+
+    cls = getattr(known, kind, None)
+    if isinstance(cls, type) and issubclass(cls, NewsletterError):
+        return cls(message)
+    return DeliveryError(f"a sending process failed: {kind}: {message}")
+
+
 def send_edition(
     store: Store,
     cfg: Config,
@@ -375,6 +457,9 @@ def send_edition(
     """Send every queued delivery of an edition, batch by batch, with the backend's workers.
 
     Deliveries whose ``release_at`` (local-time sends) is after ``now`` wait.
+    With ``delivery.processes`` N > 1, N - 1 more processes (each with the backend's
+    ``concurrency`` threads and a backend made from ``cfg``) send the same edition:
+    the store's claims give each batch to one of them only.
     Raises the first :class:`AuthError`, :class:`TransientError` or
     :class:`PermanentDeliveryError` a worker met, after every worker has stopped;
     what was sent until then is recorded, and a rerun resumes.
@@ -389,6 +474,8 @@ def send_edition(
     audience = store.edition_details(edition_id).info.get("audience") or {}
     report.left_out = dict(audience.get("left_out") or {})
     report.duplicates = int(audience.get("duplicates") or 0)
+    helpers = _start_helpers(cfg, edition_id, info.digest, renders, now)
+    helper_errors: list[BaseException] = []
     try:
         with store.sending():
             run = _prepare_and_run(
@@ -396,6 +483,8 @@ def send_edition(
             )
     finally:
         backend.close()
+        # finalize (below) counts what every process did: wait for the helpers first
+        helper_errors = _join_helpers(helpers, report)
     if store.event_type_counts(edition_id):
         # webhook events that came in while their delivery was still claimed (the
         # provider reported before it answered us) changed nothing then; now they do
@@ -405,8 +494,9 @@ def send_edition(
     report.left = totals.get("left", 0)
     report.pending = totals.get("queued", 0) + totals.get("claimed", 0)
     report.seconds = round(time.monotonic() - started, 3)
-    if run.errors:
-        first = run.errors[0]
+    errors = run.errors + helper_errors
+    if errors:
+        first = errors[0]
         if isinstance(first, NewsletterError):
             logger.error("send of edition %s stopped: %s", edition_id, first)
         raise first

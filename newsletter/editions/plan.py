@@ -8,6 +8,7 @@ articles; nothing is written until the plan is frozen (``editions.freeze``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -188,7 +189,7 @@ def plan_edition(
     digest: DigestConfig,
     now: datetime,
     *,
-    audience: list[Subscriber] | None = None,
+    audience: Iterable[Subscriber] | None = None,
 ) -> EditionPlan:
     """Work out variants and their articles for the period containing ``now``.
 
@@ -209,7 +210,8 @@ def plan_edition(
         window_end=now,
     )
     if audience is None:
-        audience = list(store.iter_audience(digest.name))
+        # streamed, page by page: only the count per variant is kept (constant memory)
+        audience = store.iter_audience(digest.name)
     counts: dict[str, int] = {}
     for sub in audience:
         key = variant_key(sub.tags)
