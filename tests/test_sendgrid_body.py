@@ -13,15 +13,14 @@ import json
 import pytest
 
 from newsletter.audience.tokens import TokenSigner, read_token
-from newsletter.config import default_config
 from newsletter.delivery.backends.sendgrid import SendGridBackend
 from newsletter.delivery.message import UnsubscribeLinks, list_id, outgoing, unsubscribe_url
 from newsletter.delivery.mime import list_unsubscribe
 from newsletter.models import Recipient, Rendered
 from tests.fakes.sendgrid import FakeSendGrid, make_validator
+from tests.helpers import SECRET, build_config
+from tests.helpers import SENDGRID_KEY as KEY
 
-KEY = "SG.test-key-abcdef"
-SECRET = "a-test-secret-key-0123456789abcdef"
 VALIDATE = make_validator("fast")
 
 NAMES = [
@@ -51,11 +50,11 @@ TEXT = "Hello %%name%%,\n\nUnsubscribe: %%unsubscribe_url%%\nPrefs: %%preference
 
 
 def config(**settings: object):
-    cfg = default_config(env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET_KEY": SECRET})
-    cfg.site.unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
-    for k, v in settings.items():
-        setattr(cfg.delivery.sendgrid, k, v)
-    return cfg
+    return build_config(
+        env={"SENDGRID_API_KEY": KEY, "NEWSLETTER_SECRET_KEY": SECRET},
+        site={"unsubscribe_mailto": "unsubscribe@steppe-ledger.example"},
+        delivery={"sendgrid": settings},
+    )
 
 
 def recipients(cfg, names=NAMES, n=60) -> list[Recipient]:
