@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import contextlib
 import hashlib
 import hmac
 import http.client
@@ -41,7 +40,6 @@ import os
 import platform
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port, scratch_database, start_fake, vm_hwm_kb  # noqa: E402
+
 API_KEY = "SG.benchmark-key"
 SECRET = "benchmark-secret-key-0123456789"
 AT = "2026-11-30T07:05:00+05:00"
@@ -82,14 +84,6 @@ EVENT_MIX = [("delivered", 0.55), ("open", 0.3), ("click", 0.1), ("bounce", 0.05
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def vm_hwm_kb(pid: str = "self") -> int:
-    """Peak RSS of a process (VmHWM). Not ru_maxrss: Linux carries that across exec."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def measured(out: str, argv: list[str]) -> None:
@@ -159,44 +153,6 @@ def run_stage(tmp: Path, env: dict, args: list[str], *, ok=(0,)) -> dict:
         raise SystemExit(f"{' '.join(args[:2])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     m = json.loads(out.read_text())
     return {**m, "wall": wall, "peak_mb": m["peak_kb"] / 1024, "out": proc.stdout}
-
-
-@contextlib.contextmanager
-def scratch_database(url: str, folder: Path):
-    """A fresh SQLite file, or a throwaway schema in the PostgreSQL database at ``url``."""
-    if not url:
-        yield f"sqlite:///{folder / 'bench.db'}"
-        return
-    import sqlalchemy as sa
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_fake() -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.sendgrid", "--validator", "fast", "--api-key", API_KEY],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, int(proc.stdout.readline().split()[1])
 
 
 def fake_stats(port: int) -> dict:
@@ -529,7 +485,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.subscribers
     events = args.events if args.events is not None else 3 * n
-    fake, sg_port = start_fake()
+    fake, sg_port = start_fake(API_KEY)
     results: dict = {
         "subscribers": n,
         "engine": "postgresql" if args.db else "sqlite",

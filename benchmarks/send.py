@@ -15,7 +15,6 @@ fake server took. Targets (issue 6): >= 20,000 recipients/s, < 200 MB peak.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -24,47 +23,16 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import scratch_database, start_fake, vm_hwm_kb  # noqa: E402
+
 API_KEY = "SG.benchmark-key"
 VARIANTS = ("kazakhstan", "kazakhstan+uzbekistan", "default")
-
-
-@contextlib.contextmanager
-def scratch_database(url: str, folder: Path):
-    """A fresh SQLite file, or a throwaway schema in the PostgreSQL database at ``url``."""
-    if not url:
-        yield f"sqlite:///{folder / 'bench.db'}"
-        return
-    import sqlalchemy as sa
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def start_fake() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.sendgrid", "--validator", "fast", "--api-key", API_KEY],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().split()
-    return proc, f"http://127.0.0.1:{line[1]}"
 
 
 def write_config(folder: Path, db: str, host: str, concurrency: int) -> Path:
@@ -120,7 +88,7 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
     from newsletter.config import load_config
     from newsletter.store import open_store
     from newsletter.store.deliveries import AudienceRow
-    from newsletter.store.schema import subscriber_tags, subscribers
+    from newsletter.store.schema import subscriber_tags, subscribers, subscriptions
 
     cfg = load_config(cfg_path)
     store = open_store(cfg.database_url)
@@ -149,6 +117,21 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
             if v != "default":
                 tags += [{"subscriber_id": i, "tag_slug": t} for t in v.split("+")]
         conn.execute(sa.insert(subscriber_tags), tags)
+        # every subscriber on every digest ("*"), as an import or the migration makes them
+        conn.execute(
+            sa.insert(subscriptions),
+            [
+                {
+                    "subscriber_id": i,
+                    "digest": "*",
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                    "consent_source": "import",
+                }
+                for i in range(1, n + 1 + n // 49)
+            ],
+        )
     eid, _ = store.create_edition(
         digest="weekly",
         period="bench",
@@ -175,14 +158,6 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
     return eid, took
 
 
-def peak_rss_kb() -> int:
-    """This process's peak RSS. Not ru_maxrss: Linux carries that across exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def child(cfg_path: str, edition_id: int) -> None:
     """The measured part: send_edition in a process of its own."""
     from newsletter.config import load_config
@@ -197,7 +172,7 @@ def child(cfg_path: str, edition_id: int) -> None:
     for v in VARIANTS:
         html, text = page(v)
         renders[v] = Rendered(subject="The Steppe Ledger: weekly digest", html=html, text=text)
-    base = peak_rss_kb()
+    base = vm_hwm_kb()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     if os.environ.get("BENCH_PROFILE"):
@@ -213,7 +188,7 @@ def child(cfg_path: str, edition_id: int) -> None:
     took = time.perf_counter() - t
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    peak = peak_rss_kb()
+    peak = vm_hwm_kb()
     print(
         json.dumps(
             {
@@ -246,7 +221,8 @@ def main() -> None:
     os.environ["SENDGRID_API_KEY"] = API_KEY
     os.environ.setdefault("NEWSLETTER_SECRET_KEY", "benchmark-secret-key-0123456789")
     os.environ.pop("NEWSLETTER_SENDGRID_HOST", None)
-    fake, host = start_fake()
+    fake, port = start_fake(API_KEY)
+    host = f"http://127.0.0.1:{port}"
     try:
         with tempfile.TemporaryDirectory() as tmp, scratch_database(args.db, Path(tmp)) as db:
             cfg_path = write_config(Path(tmp), db, host, args.concurrency)

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.send import scratch_database  # noqa: E402
+from benchmarks.common import scratch_database  # noqa: E402
 
 API_KEY = "SG.benchmark-key"
 SECRET = "benchmark-secret-key-0123456789"
@@ -68,7 +68,7 @@ def setup(cfg_path: Path, n: int) -> int:
     from newsletter.config import load_config
     from newsletter.store import open_store
     from newsletter.store.deliveries import AudienceRow
-    from newsletter.store.schema import subscribers
+    from newsletter.store.schema import subscribers, subscriptions
 
     cfg = load_config(cfg_path)
     store = open_store(cfg.database_url)
@@ -87,6 +87,21 @@ def setup(cfg_path: Path, n: int) -> int:
                     "soft_bounces": 0,
                     "created_at": now,
                     "updated_at": now,
+                }
+                for i in range(1, n + 1)
+            ],
+        )
+        # every reader on every digest ("*"), as an import makes them
+        conn.execute(
+            sa.insert(subscriptions),
+            [
+                {
+                    "subscriber_id": i,
+                    "digest": "*",
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                    "consent_source": "import",
                 }
                 for i in range(1, n + 1)
             ],

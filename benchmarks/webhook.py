@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,10 @@ from newsletter.store import open_store
 from newsletter.store.deliveries import AudienceRow
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port  # noqa: E402
+
 MIX = [
     ("processed", 0.25),
     ("delivered", 0.35),
@@ -44,12 +47,6 @@ MIX = [
     ("unsubscribe", 0.01),
     ("spamreport", 0.01),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(url: str, recipients: int) -> tuple[int, list[tuple[int, str]]]:

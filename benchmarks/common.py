@@ -1,0 +1,65 @@
+"""What several benchmarks share: a scratch database, a free port, the fake
+SendGrid in a process of its own, and a process's peak memory.
+
+The benchmarks import nothing from tests/ but the loopback fakes, so they never
+depend on pytest or the suite's fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, folder: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a throwaway schema in the PostgreSQL database at ``url``."""
+    if not url:
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    import sqlalchemy as sa
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_fake(api_key: str) -> tuple[subprocess.Popen, int]:
+    """The loopback SendGrid fake in its own process; returns it and its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.sendgrid", "--validator", "fast", "--api-key", api_key],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline().split()[1])
+
+
+def vm_hwm_kb(pid: str = "self") -> int:
+    """Peak RSS of a process (VmHWM). Not ru_maxrss: Linux carries that across exec."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
