@@ -82,11 +82,15 @@ def test_send_workers_share_one_edition_and_never_send_anyone_twice(engine, tmp_
         assert len(ids) == len(set(ids)) == n
 
     sent = json.loads(proc.stdout)["digests"][-1]["send"]
-    # the report adds up what every process did
-    assert (sent["accepted"], sent["batches"], sent["failed"]) == (n, n // 10, 0)
     store = open_store(db_url)
+    batches = store.list_batches(eid)
+    # the report adds up what every process did; on PostgreSQL a claim skips rows
+    # another process holds locked, so a batch may be short and there may be more
+    assert (sent["accepted"], sent["batches"], sent["failed"]) == (n, len(batches), 0)
+    assert len(batches) >= n // 10
+    assert sum(b.size for b in batches) == n and max(b.size for b in batches) <= 10
     assert store.delivery_counts(eid) == {"default": {"accepted": n}}
-    workers = {b.worker for b in store.list_batches(eid)}
+    workers = {b.worker for b in batches}
     # more than one process sent (on a loaded machine a late helper may find nothing left)
     assert 2 <= len(workers) <= 3, f"the processes should have shared the send: {workers}"
     assert store.get_edition(eid).status == "sent"
