@@ -230,6 +230,16 @@ class Batch:
     claimed_at: datetime | None = None
 
 
+#: the reader's name, returned with each claimed delivery
+_NAME = (
+    select(subscribers.c.name)
+    .where(subscribers.c.id == deliveries.c.subscriber_id)
+    .correlate(deliveries)
+    .scalar_subquery()
+    .label("name")
+)
+
+
 class DeliveryQueries(StoreBase):
     @contextmanager
     def sending(self) -> Iterator[None]:
@@ -434,12 +444,16 @@ class DeliveryQueries(StoreBase):
                 pick = pick.order_by(deliveries.c.id).limit(limit)
             else:
                 pick = pick.limit(limit).with_for_update(skip_locked=True)
+            # one statement claims the rows and returns them (with the reader's
+            # name), and one takes the leavers back out: no SELECT of the batch
+            claim = (
+                update(deliveries)
+                .where(deliveries.c.id.in_(pick.scalar_subquery()))
+                .values(status=D.CLAIMED, batch_id=batch_id, updated_at=now)
+                .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, _NAME)
+            )
             while True:
-                claimed = conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(pick.scalar_subquery()))
-                    .values(status=D.CLAIMED, batch_id=batch_id, updated_at=now)
-                ).rowcount
+                claimed = conn.execute(claim).all()
                 if not claimed:
                     # another worker took the last ones between the two statements
                     conn.execute(delete(batches).where(batches.c.id == batch_id))
@@ -447,19 +461,10 @@ class DeliveryQueries(StoreBase):
                 # whoever left since the freeze is not mailed: decided now, at claim
                 # time, in the claim's transaction, so an unsubscribe committed
                 # before it is always seen
-                if claimed > self._skip_leavers(conn, batch_id, now):
+                gone = self._skip_leavers(conn, batch_id, now)
+                rows = sorted((r for r in claimed if r[0] not in gone), key=lambda r: r[0])
+                if rows:
                     break
-            rows = conn.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.subscriber_id,
-                    deliveries.c.email,
-                    subscribers.c.name,
-                )
-                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .where(deliveries.c.batch_id == batch_id)
-                .order_by(deliveries.c.id)
-            ).all()
             conn.execute(update(batches).where(batches.c.id == batch_id).values(size=len(rows)))
         return Batch(
             id=batch_id,
@@ -472,17 +477,19 @@ class DeliveryQueries(StoreBase):
         )
 
     @staticmethod
-    def _skip_leavers(conn: Connection, batch_id: str, now: datetime) -> int:
-        """Claimed deliveries of subscribers who left become ``left``. Returns how many.
+    def _skip_leavers(conn: Connection, batch_id: str, now: datetime) -> set[int]:
+        """Claimed deliveries of subscribers who left become ``left``. Returns their ids.
 
         Left: the address is no longer active, or its subscription to the edition's
         digest is not (its own row, else the ``*`` row for every digest). ``error``
         keeps why: the subscriber's status then (``removed`` when it is gone), or
         ``left the digest``.
         """
-        return conn.execute(
-            _leavers_update(), {"leavers_batch": batch_id, "leavers_now": now}
-        ).rowcount
+        return set(
+            conn.execute(
+                _leavers_update(), {"leavers_batch": batch_id, "leavers_now": now}
+            ).scalars()
+        )
 
     def finish_batch(
         self,
@@ -959,6 +966,7 @@ def _leavers_update() -> Update:
             error=case((active, "left the digest"), else_=func.coalesce(status_now, "removed")),
             updated_at=bindparam("leavers_now", type_=deliveries.c.updated_at.type),
         )
+        .returning(deliveries.c.id)
     )
 
 
