@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     Row,
+    Select,
     Update,
     and_,
     bindparam,
@@ -400,26 +401,16 @@ class DeliveryQueries(StoreBase):
         Returns None when nothing is left to claim.
         """
         now = now or utcnow()
-        release = release_before or now
-        ready = and_(
-            deliveries.c.edition_id == edition_id,
-            can_move(deliveries, DELIVERY, D.CLAIMED),
-            or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= release),
-            # a paused or cancelled edition starts no new batch (store/control.py)
-            ~exists().where((editions.c.id == edition_id) & editions.c.status.in_(NOT_SENDING)),
-        )
+        first, claim = _claim_statements(self.dialect != "postgresql")
+        params: dict[str, Any] = {
+            "c_edition": edition_id,
+            "c_release": release_before or now,
+            "c_limit": limit,
+            "c_now": now,
+        }
         with self.begin() as conn:
-            # SQLite walks the (edition_id, status) index in rowid order, so ORDER BY id
-            # is free there and keeps batches in id order; PostgreSQL would sort every
-            # queued row for each claim, and any queued rows will do
-            ordered = self.dialect != "postgresql"
             if variant is None:
-                first = select(deliveries.c.variant).where(ready).limit(1)
-                if ordered:
-                    first = first.order_by(deliveries.c.id)
-                else:
-                    first = first.with_for_update(skip_locked=True)
-                variant = conn.execute(first).scalar_one_or_none()
+                variant = conn.execute(first, params).scalar_one_or_none()
                 if variant is None:
                     return None
             batch_id = uuid.uuid4().hex
@@ -439,21 +430,9 @@ class DeliveryQueries(StoreBase):
                     error="",
                 )
             )
-            pick = select(deliveries.c.id).where(ready & (deliveries.c.variant == variant))
-            if ordered:
-                pick = pick.order_by(deliveries.c.id).limit(limit)
-            else:
-                pick = pick.limit(limit).with_for_update(skip_locked=True)
-            # one statement claims the rows and returns them (with the reader's
-            # name), and one takes the leavers back out: no SELECT of the batch
-            claim = (
-                update(deliveries)
-                .where(deliveries.c.id.in_(pick.scalar_subquery()))
-                .values(status=D.CLAIMED, batch_id=batch_id, updated_at=now)
-                .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, _NAME)
-            )
+            params |= {"c_variant": variant, "c_batch": batch_id}
             while True:
-                claimed = conn.execute(claim).all()
+                claimed = conn.execute(claim, params).all()
                 if not claimed:
                     # another worker took the last ones between the two statements
                     conn.execute(delete(batches).where(batches.c.id == batch_id))
@@ -913,6 +892,49 @@ class DeliveryQueries(StoreBase):
                 DeliveryRecord(**{**r._mapping, "status": DeliveryStatus(r.status)})
                 for r in conn.execute(q)
             ]
+
+
+@functools.cache
+def _claim_statements(ordered: bool) -> tuple[Select[Any], Update]:
+    """The claim's two statements, built once per process (building them per claim
+    cost more CPU than the claim's own rows): the first ready delivery's variant,
+    and the UPDATE that claims up to ``c_limit`` ready deliveries of ``c_variant``
+    for batch ``c_batch`` and returns them with the reader's name.
+
+    Ready: queued (the states' table allows the claim), released by the run's clock
+    ``c_release`` (local-time sends), and its edition neither paused nor cancelled
+    (store/control.py). ``ordered`` (SQLite): SQLite walks the (edition_id, status)
+    index in rowid order, so ORDER BY id is free there and keeps batches in id
+    order; PostgreSQL would sort every queued row for each claim, and any queued
+    rows will do, so there the rows are locked with FOR UPDATE SKIP LOCKED instead.
+    """
+    edition = bindparam("c_edition", type_=Integer)
+    release = bindparam("c_release", type_=deliveries.c.release_at.type)
+    ready = and_(
+        deliveries.c.edition_id == edition,
+        can_move(deliveries, DELIVERY, D.CLAIMED),
+        or_(deliveries.c.release_at.is_(None), deliveries.c.release_at <= release),
+        ~exists().where((editions.c.id == edition) & editions.c.status.in_(NOT_SENDING)),
+    )
+    first = select(deliveries.c.variant).where(ready).limit(1)
+    pick = select(deliveries.c.id).where(ready & (deliveries.c.variant == bindparam("c_variant")))
+    if ordered:
+        first = first.order_by(deliveries.c.id)
+        pick = pick.order_by(deliveries.c.id).limit(bindparam("c_limit", type_=Integer))
+    else:
+        first = first.with_for_update(skip_locked=True)
+        pick = pick.limit(bindparam("c_limit", type_=Integer)).with_for_update(skip_locked=True)
+    claim = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(pick.scalar_subquery()))
+        .values(
+            status=D.CLAIMED,
+            batch_id=bindparam("c_batch"),
+            updated_at=bindparam("c_now", type_=deliveries.c.updated_at.type),
+        )
+        .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email, _NAME)
+    )
+    return first, claim
 
 
 @functools.cache
