@@ -478,3 +478,59 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
     assert again["tags"] == ["energy", "water"]
     assert again["subscriber"]["updated_at"] > sub["created_at"]
     assert import_csv(store, g).unchanged == 1
+
+
+# ------------------------------------- reading in a child process (big files)
+
+
+def test_a_file_read_apart_gives_the_same_report_and_rows(store, tmp_path):
+    from newsletter.store import open_store
+
+    rows = "".join(f"r{i}@example.com,R {i},energy,Asia/Almaty,\n" for i in range(2500))
+    tail = HOSTILE[len(HEADER) :]  # its last row runs to the end of the file
+    f = write(tmp_path, HEADER + rows + "R7@Example.com,Again,,,\n" + "bad,,,,\n" + tail)
+    apart = import_csv(store, f, read_apart=True, chunk=1000)
+    here_store = open_store(f"sqlite:///{tmp_path / 'here.db'}")
+    here = import_csv(here_store, f, read_apart=False, chunk=1000)
+    assert apart.as_dict() == here.as_dict()
+    assert apart.inserted == 2504 and apart.updated == 1 and apart.rejected == 13
+    assert apart.errors[0].startswith("line 2503: invalid email 'bad'")
+    assert apart.errors[-1].startswith("line 2521-2522: invalid email")
+
+    def stored(s):
+        return [(x.email, x.name, x.tags, x.timezone, x.status) for x in s.iter_subscribers()]
+
+    assert stored(store) == stored(here_store)
+    assert store.get_subscriber("r7@example.com").name == "Again"
+
+
+def test_a_bad_header_read_apart_names_the_file(sqlite_store, tmp_path):
+    f = write(tmp_path, "email,phone\nx@example.com,1\n")
+    with pytest.raises(InputError, match="unknown columns 'phone'") as err:
+        import_csv(sqlite_store, f, read_apart=True)
+    assert err.value.where == str(f)
+
+
+def test_an_interrupted_import_read_apart_stops_its_reader(sqlite_store, tmp_path, monkeypatch):
+    import multiprocessing
+
+    rows = "".join(f"user{i}@example.com,User {i},,,\n" for i in range(20_000))
+    f = write(tmp_path, HEADER + rows)
+    real = sqlite_store.upsert_subscribers
+    calls = {"n": 0}
+
+    def crash_on_third_chunk(subs, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("power cut")
+        return real(subs, **kw)
+
+    monkeypatch.setattr(sqlite_store, "upsert_subscribers", crash_on_third_chunk)
+    with pytest.raises(RuntimeError):
+        import_csv(sqlite_store, f, chunk=1000, read_apart=True)
+    # the reader was still writing rows when the import stopped: it ended all the same
+    assert multiprocessing.active_children() == []
+    assert len(list(sqlite_store.iter_subscribers())) == 2000
+    monkeypatch.setattr(sqlite_store, "upsert_subscribers", real)
+    report = import_csv(sqlite_store, f, chunk=1000, read_apart=True)
+    assert (report.inserted, report.unchanged) == (18_000, 2000)

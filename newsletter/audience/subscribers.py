@@ -10,16 +10,21 @@ by running it again, and the rows it had written are not lost.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import logging
+import multiprocessing
+import os
 import re
+import signal
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -381,18 +386,25 @@ def import_csv(
     check_deliverability: bool = False,
     chunk: int = 5000,
     secret: str = "",
+    read_apart: bool | None = None,
 ) -> ImportReport:
     """Import a CSV file in chunks, streaming: memory stays flat for any size.
 
     Rows for addresses erased on request are reported and skipped; recognising
     them takes NEWSLETTER_SECRET_KEY (``secret``) once any address was erased.
+
+    ``read_apart``: read and check the rows in a child process while this one
+    writes (by default for files of READ_APART_BYTES and more, where ``fork``
+    exists). The rows, the report and what is stored are the same either way.
     """
     where = str(path)
     report = ImportReport()
     erased = ErasedAddresses(store, secret)
-    fh, fmt = open_csv(path, where)
-    with fh:
-        chunks = _chunks(read_rows(fh, where, fmt), report, erased, chunk, check_deliverability)
+    if read_apart is None:
+        read_apart = _can_fork() and _size(path) >= READ_APART_BYTES
+    parsed = _parsed_apart(path, where, check_deliverability) if read_apart else None
+    with contextlib.closing(parsed or _parsed(path, where, check_deliverability)) as rows:
+        chunks = _chunks(rows, report, erased, chunk)
         # one connection for the whole file, a transaction per chunk
         for outcomes in store.upsert_batches(chunks, resubscribe=resubscribe):
             for _id, what in outcomes:
@@ -441,23 +453,112 @@ class ErasedAddresses:
         return {e: s for e, s in pending.items() if e not in gone}
 
 
+#: a file at least this big is read and checked in a process of its own (a second
+#: core), while this one writes: the two halves of an import take about as long
+READ_APART_BYTES = 1_000_000
+#: checked rows per message from the reading process
+_READ_BATCH = 1000
+
+#: (line, the subscriber or what is wrong with the row)
+Parsed = tuple[str, "Subscriber | str"]
+Rows = Generator[Parsed, None, None]
+
+
+def _parsed(path: str | Path, where: str, check_deliverability: bool) -> Rows:
+    """Each data row of the file, checked, in order."""
+    fh, fmt = open_csv(path, where)
+    with fh:
+        for line, row in read_rows(fh, where, fmt):
+            if isinstance(row, str):
+                yield line, row
+                continue
+            try:
+                yield line, to_subscriber(row, check_deliverability=check_deliverability)
+            except InputError as err:
+                yield line, err.message
+
+
+def _size(path: str | Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # open_csv reports it
+
+
+def _can_fork() -> bool:
+    # fork, not spawn: a new interpreter would first spend a second importing
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _read_apart(out: Connection, path: str, where: str, check_deliverability: bool) -> None:
+    """The child process: :func:`_parsed` in batches down the pipe, then None."""
+    # Ctrl-C is the parent's to handle; it closes the pipe, which ends this process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        batch: list[tuple[str, Any]] = []
+        for line, item in _parsed(path, where, check_deliverability):
+            if isinstance(item, str):
+                batch.append((line, item))
+            else:
+                fields = (item.email, item.name, item.tags, item.timezone, item.status)
+                batch.append((line, fields))
+            if len(batch) >= _READ_BATCH:
+                out.send(batch)
+                batch = []
+        out.send(batch)
+        out.send(None)
+    except InputError as err:
+        # sent as its fields: an exception with keyword arguments does not unpickle
+        out.send({"message": err.message, "where": err.where, "hint": err.hint})
+    except BrokenPipeError:
+        pass  # the parent stopped reading (an error, or the import was interrupted)
+    finally:
+        out.close()
+
+
+def _parsed_apart(path: str | Path, where: str, check_deliverability: bool) -> Rows:
+    """What :func:`_parsed` yields, read and checked by a child process."""
+    ctx = multiprocessing.get_context("fork")
+    rows, out = ctx.Pipe(duplex=False)
+    child = ctx.Process(
+        target=_read_apart,
+        args=(out, str(path), where, check_deliverability),
+        name="newsletter-import-reader",
+        daemon=True,
+    )
+    child.start()
+    out.close()
+    try:
+        while True:
+            try:
+                batch = rows.recv()
+            except EOFError:
+                raise InputError(
+                    f"the process reading the file stopped (exit code {child.exitcode})",
+                    where=where,
+                ) from None
+            if batch is None:
+                return
+            if isinstance(batch, dict):
+                raise InputError(**batch)
+            for line, item in batch:
+                yield line, item if isinstance(item, str) else Subscriber(*item)
+    finally:
+        rows.close()  # a child still writing gets a broken pipe and ends
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
 def _chunks(
-    rows: Iterable[tuple[str, dict[str, str] | str]],
-    report: ImportReport,
-    erased: ErasedAddresses,
-    size: int,
-    check_deliverability: bool,
+    rows: Iterable[Parsed], report: ImportReport, erased: ErasedAddresses, size: int
 ) -> Iterator[list[Subscriber]]:
     """The valid rows, ``size`` distinct addresses at a time; bad rows go to ``report``."""
     pending: dict[str, Subscriber] = {}
-    for line, row in rows:
-        if isinstance(row, str):
-            report.reject(line, row)
-            continue
-        try:
-            sub = to_subscriber(row, check_deliverability=check_deliverability)
-        except InputError as err:
-            report.reject(line, err.message)
+    for line, sub in rows:
+        if isinstance(sub, str):
+            report.reject(line, sub)
             continue
         if sub.email in pending or len(pending) >= size:
             # a later row for the same address updates it, as a re-import would

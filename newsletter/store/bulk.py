@@ -89,7 +89,19 @@ def _status(s: Subscriber) -> str:
     return str(s.status)
 
 
+def _item(i: int) -> str:
+    # json_extract, not ->> (SQLite 3.38): the JSON functions are older than that
+    return f"json_extract(value, '$[{i}]')"
+
+
+def _items(n: int) -> str:
+    return ", ".join(_item(i) for i in range(n))
+
+
 class SqliteRows(SubscriberRows):
+    """Rows go in as one JSON array per table and chunk, through ``json_each``:
+    half the time of an executemany, which binds every value of every row."""
+
     def _among(self, sql: str, values: Iterable[Any]) -> Sequence[Any]:
         # "IN (SELECT value FROM json_each(?))": one parameter for any number of values
         return self.conn.exec_driver_sql(sql, (json.dumps(list(values)),)).all()
@@ -116,20 +128,30 @@ class SqliteRows(SubscriberRows):
     def insert(self, subs: Sequence[Subscriber]) -> dict[str, int]:
         if not subs:
             return {}
-        now = self.now
-        last = "SELECT coalesce(max(id), 0) FROM subscribers"
-        before = self.conn.exec_driver_sql(last).scalar_one()
+        before = self.conn.exec_driver_sql(
+            "SELECT coalesce(max(id), 0) FROM subscribers"
+        ).scalar_one()
         self.conn.exec_driver_sql(
             "INSERT INTO subscribers (email, name, timezone, status, status_reason, "
-            "soft_bounces, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-            [(s.email, s.name, s.timezone, _status(s), _reason(s), now, now) for s in subs],
+            "soft_bounces, created_at, updated_at) "
+            f"SELECT {_items(5)}, 0, ?, ? FROM json_each(?)",
+            (
+                self.now,
+                self.now,
+                json.dumps([(s.email, s.name, s.timezone, _status(s), _reason(s)) for s in subs]),
+            ),
         )
-        if self.conn.exec_driver_sql(last).scalar_one() - before == len(subs):
-            # The transaction holds the write lock (BEGIN IMMEDIATE), and SQLite gives
-            # a new row the largest id + 1 (a random free one only once the largest
-            # possible id is taken, and then the count above does not add up): the
-            # rows got the ids after ``before``, in the order they were inserted.
-            return {s.email: before + i for i, s in enumerate(subs, 1)}
+        # The transaction holds the write lock (BEGIN IMMEDIATE) and SQLite gives a new
+        # row the largest id + 1, so the new rows are the ones after ``before`` (unless
+        # the largest possible id was reached, when it picks free ones at random: then
+        # they are looked up by address)
+        ids: dict[str, int] = dict(
+            self.conn.exec_driver_sql(
+                "SELECT email, id FROM subscribers WHERE id > ?", (before,)
+            ).all()
+        )
+        if len(ids) == len(subs):
+            return ids
         return dict(
             self._among(
                 "SELECT email, id FROM subscribers WHERE email IN (SELECT value FROM json_each(?))",
@@ -140,12 +162,12 @@ class SqliteRows(SubscriberRows):
     def subscribe(self, rows: Sequence[tuple[int, str]], consent_source: str) -> None:
         if not rows:
             return
-        now = self.now
         self.conn.exec_driver_sql(
             "INSERT INTO subscriptions (subscriber_id, digest, status, topics, created_at, "
             "updated_at, confirmed_at, consent_source, consent_at, consent_ip, consent_text) "
-            f"VALUES (?, '{ALL_DIGESTS}', ?, 'null', ?, ?, ?, ?, ?, '', '')",
-            [(sid, status, now, now, now, consent_source, now) for sid, status in rows],
+            f"SELECT {_item(0)}, '{ALL_DIGESTS}', {_item(1)}, 'null', ?1, ?1, ?1, ?2, ?1, '', '' "
+            "FROM json_each(?3)",
+            (self.now, consent_source, json.dumps(rows)),
         )
 
     def update(self, rows: Sequence[StoredSubscriber]) -> None:
@@ -172,7 +194,9 @@ class SqliteRows(SubscriberRows):
     def tag(self, rows: Sequence[tuple[int, str]]) -> None:
         if rows:
             self.conn.exec_driver_sql(
-                "INSERT INTO subscriber_tags (subscriber_id, tag_slug) VALUES (?, ?)", list(rows)
+                "INSERT INTO subscriber_tags (subscriber_id, tag_slug) "
+                f"SELECT {_items(2)} FROM json_each(?)",
+                (json.dumps(rows),),
             )
 
 
