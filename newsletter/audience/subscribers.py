@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.audience.tokens import address_hash
+from newsletter.audience.tokens import address_hash, address_hasher
 from newsletter.errors import ConfigError, InputError, NotFoundError
 from newsletter.models import Subscriber, slugify
 from newsletter.states import SubscriberStatus
@@ -441,7 +441,8 @@ class ErasedAddresses:
             # in while the file is read): no row to recognise, no hash to compute
             self.lines.clear()
             return pending
-        hashes = {address_hash(self.secret, e): e for e in pending}
+        hashed = address_hasher(self.secret)
+        hashes = {hashed(e): e for e in pending}
         gone = {hashes[h] for h in self.store.forgotten_among(hashes)}
         for email in sorted(gone, key=lambda e: self.lines.get(e, "")):
             report.forgotten += 1
