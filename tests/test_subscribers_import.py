@@ -445,13 +445,15 @@ def test_names_tags_and_zones_take_the_same_checks_every_time(sqlite_store, tmp_
 def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
     f = write(
         tmp_path,
-        HEADER + "ana@example.com,Ana,energy,Asia/Almaty,\nbo@example.com,Bo,,,unsubscribed\n",
+        HEADER
+        + 'ana@example.com,"Ana \\N \t""K"" 😀",energy,Asia/Almaty,\n'  # COPY's escapes
+        + "bo@example.com,Bo,,,unsubscribed\n",
     )
     assert import_csv(store, f).inserted == 2
     ana, bo = (store.person(e) for e in ("ana@example.com", "bo@example.com"))
     sub = ana["subscriber"]
     assert (sub["name"], sub["timezone"], sub["status"], sub["status_reason"]) == (
-        "Ana",
+        'Ana \\N "K" 😀',
         "Asia/Almaty",
         "active",
         "",
