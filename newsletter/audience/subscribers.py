@@ -2,8 +2,9 @@
 
 CSV columns: email, name, tags, timezone, status (see subscribers/README.md).
 Bad rows are reported with their line numbers and skipped; good rows are
-imported. The file is read as a stream and written a chunk (1,000 rows) per
-transaction, so memory stays flat for any size. An import is resumable rather
+imported. The file is read as a stream and written a chunk (5,000 rows) per
+transaction, so memory stays flat for any size; a big file is read and checked
+in a child process while this one writes (``read_apart``). An import is resumable rather
 than atomic: re-importing only updates, so an interrupted import is finished
 by running it again, and the rows it had written are not lost.
 """
