@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import unicodedata
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -394,9 +395,9 @@ def import_csv(
     Rows for addresses erased on request are reported and skipped; recognising
     them takes NEWSLETTER_SECRET_KEY (``secret``) once any address was erased.
 
-    ``read_apart``: read and check the rows in a child process while this one
-    writes (by default for files of READ_APART_BYTES and more, where ``fork``
-    exists). The rows, the report and what is stored are the same either way.
+    ``read_apart``: read and check the rows in a forked child process while this
+    one writes (by default for files of READ_APART_BYTES and more, on Linux). The
+    rows, the report and what is stored are the same either way.
     """
     where = str(path)
     report = ImportReport()
@@ -488,8 +489,9 @@ def _size(path: str | Path) -> int:
 
 
 def _can_fork() -> bool:
-    # fork, not spawn: a new interpreter would first spend a second importing
-    return "fork" in multiprocessing.get_all_start_methods()
+    # fork, not spawn: a new interpreter would first spend a second importing. Linux
+    # only: macOS offers fork, but its system libraries are not safe across it
+    return sys.platform.startswith("linux")
 
 
 def _read_apart(out: Connection, path: str, where: str, check_deliverability: bool) -> None:
