@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/import.py [--rows 1000000] [--db postgresql+psycopg://…]
 
-Writes CSV files (1 row in 200 is bad, a few addresses repeat in other case),
+Writes CSV files (1 row in 200 is bad, 1 in 1000 has an address in mixed case),
 imports each with `newsletter subscribers import` in a child process into a
 fresh database (a SQLite file, or a throwaway schema of the PostgreSQL
 database at --db), and reports the time, the child's CPU time and its peak

@@ -88,6 +88,8 @@ def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
     the length (checked here the same way), so the answer and the normalized
     form are the same; a rejection always comes from the validator itself.
     That is most of an import's time otherwise (the domain's IDNA checks).
+    (The cache assumes email-validator's module-wide defaults, such as
+    ``TEST_ENVIRONMENT``, stay as they are; nothing in this project sets them.)
     """
     text = address.strip()
     plain = None if check_deliverability else _PLAIN_ADDRESS.fullmatch(text)
