@@ -11,17 +11,11 @@ from sqlalchemy import Connection, Row, delete, func, insert, select, update
 from newsletter.models import Subscriber
 from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus
 from newsletter.store.base import StoreBase, update_by_id, utcnow
-from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
+from newsletter.store.bulk import StoredSubscriber, subscriber_rows
+from newsletter.store.schema import subscriber_tags, subscribers
 
 #: statuses that receive editions
 SENDABLE = (SubscriberStatus.ACTIVE,)
-
-_CHUNK = 500
-
-
-def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 def write_subscriber_changes(
@@ -50,6 +44,29 @@ class AudienceQueries(StoreBase):
         )
         return sid, what
 
+    def upsert_batches(
+        self,
+        batches: Iterable[Sequence[Subscriber]],
+        *,
+        resubscribe: bool = False,
+        consent_source: str = "import",
+    ) -> Iterator[list[tuple[int, str]]]:
+        """:meth:`upsert_subscribers` for each batch, as ``batches`` yields them.
+
+        One connection serves them all, a transaction per batch, committed before
+        its outcomes are yielded: when the caller stops (a crash, an error in the
+        file), every batch before is kept, and none is held open while the next
+        is read. (Opening a SQLite connection per batch and checkpointing it when
+        it closed cost an import about a tenth of its time.)
+        """
+        with self.engine.connect() as conn:
+            for batch in batches:
+                with conn.begin():
+                    outcomes = self.upsert_subscribers(
+                        batch, resubscribe=resubscribe, consent_source=consent_source, conn=conn
+                    )
+                yield outcomes
+
     def upsert_subscribers(
         self,
         subs: Sequence[Subscriber],
@@ -73,108 +90,50 @@ class AudienceQueries(StoreBase):
                 )
         if len({s.email for s in subs}) != len(subs):
             raise ValueError("upsert_subscribers needs distinct addresses")
-        now = utcnow()
-        emails = [s.email for s in subs]
-        existing: dict[str, Any] = {}
-        for part in _chunks(emails):
-            for r in conn.execute(select(subscribers).where(subscribers.c.email.in_(part))):
-                existing[r.email] = r
-        have_tags: dict[int, list[str]] = {r.id: [] for r in existing.values()}
-        for part in _chunks(sorted(have_tags)):
-            for sid, slug in conn.execute(
-                select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_slug).where(
-                    subscriber_tags.c.subscriber_id.in_(part)
-                )
-            ):
-                have_tags[sid].append(slug)
-
+        rows = subscriber_rows(conn, utcnow())
+        existing = rows.existing([s.email for s in subs])
+        have_tags = rows.tags([r.id for r in existing.values()])
         fresh = [s for s in subs if s.email not in existing]
-        if fresh:
-            conn.execute(
-                insert(subscribers),
-                [
-                    {
-                        "email": s.email,
-                        "name": s.name,
-                        "timezone": s.timezone,
-                        "status": s.status,
-                        "status_reason": "" if s.status == SubscriberStatus.ACTIVE else "imported",
-                        "soft_bounces": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for s in fresh
-                ],
-            )
-        ids: dict[str, int] = {e: r.id for e, r in existing.items()}
-        for part in _chunks([s.email for s in fresh]):
-            ids.update(
-                conn.execute(
-                    select(subscribers.c.email, subscribers.c.id).where(
-                        subscribers.c.email.in_(part)
-                    )
-                ).all()
-            )
-        if fresh:
-            conn.execute(
-                insert(subscriptions),
-                [
-                    {
-                        "subscriber_id": ids[s.email],
-                        "digest": ALL_DIGESTS,
-                        "status": "active" if s.status != "unsubscribed" else "unsubscribed",
-                        "topics": None,
-                        "created_at": now,
-                        "updated_at": now,
-                        "confirmed_at": now,
-                        "consent_source": consent_source,
-                        "consent_at": now,
-                        "consent_ip": "",
-                        "consent_text": "",
-                    }
-                    for s in fresh
-                ],
-            )
+        ids = rows.insert(fresh)
+        rows.subscribe(
+            [
+                (ids[s.email], "unsubscribed" if s.status == "unsubscribed" else "active")
+                for s in fresh
+            ],
+            consent_source,
+        )
         outcomes: list[tuple[int, str]] = []
-        updates: list[dict[str, Any]] = []
+        updates: list[StoredSubscriber] = []
         retag: dict[int, list[str]] = {}
         for s in subs:
-            sid = ids[s.email]
             wanted_tags = sorted(set(s.tags))
             row = existing.get(s.email)
             if row is None:
+                sid = ids[s.email]
                 if wanted_tags:
                     retag[sid] = wanted_tags
                 outcomes.append((sid, "inserted"))
                 continue
-            values = {
-                "name": row.name,
-                "timezone": row.timezone,
-                "status": row.status,
-                "status_reason": row.status_reason,
-                "soft_bounces": row.soft_bounces,
-            }
-            values["name"], values["timezone"] = s.name, s.timezone
+            sid = row.id
+            values = row._replace(name=s.name, timezone=s.timezone)
             if s.status == SubscriberStatus.ACTIVE and row.status != SubscriberStatus.ACTIVE:
                 if resubscribe:
-                    values.update(status=SubscriberStatus.ACTIVE, status_reason="", soft_bounces=0)
+                    values = values._replace(
+                        status=SubscriberStatus.ACTIVE, status_reason="", soft_bounces=0
+                    )
                 # else: stays suppressed / unsubscribed
             elif s.status != row.status:
-                values.update(status=s.status, status_reason="imported")
-            changed = any(values[k] != getattr(row, k) for k in values)
+                values = values._replace(status=s.status, status_reason="imported")
+            changed = values != row
             if changed:
-                updates.append({"id": sid, **values})
+                updates.append(values)
             if sorted(have_tags[sid]) != wanted_tags:
                 retag[sid] = wanted_tags
                 changed = True
             outcomes.append((sid, "updated" if changed else "unchanged"))
-        update_by_id(conn, subscribers, updates, updated_at=now)
-        stale = [sid for sid in retag if sid in have_tags and have_tags[sid]]
-        for part in _chunks(stale):
-            conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id.in_(part)))
-        tag_rows = [{"subscriber_id": sid, "tag_slug": t} for sid, ts in retag.items() for t in ts]
-        if tag_rows:
-            conn.execute(insert(subscriber_tags), tag_rows)
+        rows.update(updates)
+        rows.untag([sid for sid in retag if have_tags.get(sid)])
+        rows.tag([(sid, t) for sid, ts in retag.items() for t in ts])
         return outcomes
 
     def get_subscriber(
