@@ -1,8 +1,10 @@
-"""Events per second through the real webhook: `newsletter serve` (uvicorn) + SQLite.
+"""Events per second through the real webhook: `newsletter serve` (uvicorn).
 
     .venv/bin/python benchmarks/webhook.py [--events 100000] [--batch 1000] [--clients 1]
+        [--db postgresql+psycopg://postgres@127.0.0.1:5432/test] [--profile out.prof]
 
-Seeds a SQLite database with one sent edition, starts `newsletter serve` as a
+Seeds a database (a fresh SQLite file, or a throwaway schema in the PostgreSQL
+database given with --db) with one sent edition, starts `newsletter serve` as a
 separate process with a freshly generated signing key, then posts signed
 batches of SendGrid events (a realistic mix, each matched to a delivery) over
 HTTP and reports events/s. Signing happens before the clock starts: the
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +38,7 @@ from newsletter.store.deliveries import AudienceRow
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port  # noqa: E402
+from benchmarks.common import free_port, scratch_database  # noqa: E402
 
 MIX = [
     ("processed", 0.25),
@@ -112,11 +115,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--recipients", type=int, default=20_000)
+    ap.add_argument("--db", default="", help="a PostgreSQL URL (default: a SQLite file)")
+    ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="nl-webhook-bench-"))
-    db = tmp / "bench.db"
-    url = f"sqlite:///{db}"
+    with scratch_database(args.db, tmp) as url:
+        run(args, tmp, url)
+
+
+def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
     t = time.perf_counter()
     eid, deliveries = seed(url, args.recipients)
     print(f"seeded {len(deliveries)} accepted deliveries in {time.perf_counter() - t:.1f} s")
@@ -137,8 +145,12 @@ def main() -> None:
         "NEWSLETTER_SENDGRID_WEBHOOK_KEY": pub,
         "NEWSLETTER_CONFIG": str(tmp / "newsletter.toml"),
     }
+    profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve"], env=env, cwd=tmp, stderr=subprocess.PIPE
+        [sys.executable, *profile, "-m", "newsletter", "serve"],
+        env=env,
+        cwd=tmp,
+        stderr=(tmp / "serve.log").open("wb"),  # a pipe nobody reads could fill up
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -149,7 +161,7 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         else:
-            raise SystemExit("server did not start: " + server.stderr.read().decode())
+            raise SystemExit("server did not start: " + (tmp / "serve.log").read_text())
         batches = make_batches(eid, deliveries, args.events, args.batch, key)
         requests = [(body, signed(key, body), n) for body, n in batches]
 
@@ -176,9 +188,13 @@ def main() -> None:
         elapsed = time.perf_counter() - t
         print(f"replayed {dup} duplicate events: {dup / elapsed:,.0f} events/s")
     finally:
-        server.terminate()
-        server.wait(10)
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, SQLite WAL synchronous=FULL")
+        server.send_signal(signal.SIGINT)  # a clean exit, so cProfile writes its stats
+        server.wait(30)
+    engine = "PostgreSQL" if url.startswith("postgresql") else "SQLite WAL synchronous=FULL"
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, {engine}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":
