@@ -1,7 +1,7 @@
 """Events per second through the real webhook: `newsletter serve` (uvicorn).
 
     .venv/bin/python benchmarks/webhook.py [--events 100000] [--batch 1000] [--clients 1]
-        [--db postgresql+psycopg://postgres@127.0.0.1:5432/test] [--profile out.prof]
+        [--db postgresql+psycopg://postgres@127.0.0.1:5432/test] [--py-spy stacks.txt]
 
 Seeds a database (a fresh SQLite file, or a throwaway schema in the PostgreSQL
 database given with --db) with one sent edition, starts `newsletter serve` as a
@@ -116,7 +116,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--recipients", type=int, default=20_000)
     ap.add_argument("--db", default="", help="a PostgreSQL URL (default: a SQLite file)")
-    ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    ap.add_argument(
+        "--py-spy",
+        help="sample the server with py-spy (if installed) while events are posted; "
+        "collapsed stacks to this file",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="nl-webhook-bench-"))
@@ -145,9 +149,8 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
         "NEWSLETTER_SENDGRID_WEBHOOK_KEY": pub,
         "NEWSLETTER_CONFIG": str(tmp / "newsletter.toml"),
     }
-    profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
     server = subprocess.Popen(
-        [sys.executable, *profile, "-m", "newsletter", "serve"],
+        [sys.executable, "-m", "newsletter", "serve"],
         env=env,
         cwd=tmp,
         stderr=(tmp / "serve.log").open("wb"),  # a pipe nobody reads could fill up
@@ -172,10 +175,23 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
                     r.raise_for_status()
 
         parts = [requests[i :: args.clients] for i in range(args.clients)]
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    *("record", "--format", "raw", "--rate", "200", "--nonblocking"),
+                    *("-p", str(server.pid), "-o", str(Path(args.py_spy).resolve())),
+                ]
+            )
+            time.sleep(1)
         t = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(post_all, parts))
         elapsed = time.perf_counter() - t
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # stops sampling and writes the file
+            spy.wait(60)
         total = sum(n for _, _, n in requests)
         print(
             f"{total} events in {len(requests)} signed requests of {args.batch}, "
@@ -188,7 +204,7 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
         elapsed = time.perf_counter() - t
         print(f"replayed {dup} duplicate events: {dup / elapsed:,.0f} events/s")
     finally:
-        server.send_signal(signal.SIGINT)  # a clean exit, so cProfile writes its stats
+        server.terminate()
         server.wait(30)
     engine = "PostgreSQL" if url.startswith("postgresql") else "SQLite WAL synchronous=FULL"
     print(

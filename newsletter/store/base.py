@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Connection,
     Engine,
+    Integer,
+    String,
     Table,
     any_,
     bindparam,
@@ -98,12 +102,55 @@ def update_by_id(conn: Connection, table: Table, rows: list[dict[str, Any]], **s
     if not rows:
         return
     columns = [c for c in rows[0] if c != "id"]
+    if conn.dialect.name == "postgresql" and _update_by_id_pg(conn, table, columns, rows, same):
+        return
     stmt = (
         update(table)
         .where(table.c.id == bindparam("b_id"))
         .values({**{c: bindparam(f"b_{c}") for c in columns}, **same})
     )
     conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in rows])
+
+
+#: column types update_by_id sends inside one JSON parameter on PostgreSQL -> the type
+#: its text is cast to (text, not varchar(n): an explicit cast would truncate silently
+#: where the column refuses a value too long)
+_PG_JSON_TYPES: dict[type, str] = {String: "text", Integer: "integer", Boolean: "boolean"}
+
+
+def _update_by_id_pg(
+    conn: Connection,
+    table: Table,
+    columns: list[str],
+    rows: list[dict[str, Any]],
+    same: dict[str, Any],
+) -> bool:
+    """update_by_id as one statement, the rows one JSON parameter (an executemany is a
+    statement per row to send, parse and plan). False (nothing done) for a column or
+    value it does not handle."""
+    casts = {}
+    for c in ["id", *columns]:
+        cast = next(
+            (t for base, t in _PG_JSON_TYPES.items() if isinstance(table.c[c].type, base)), None
+        )
+        if cast is None:
+            return False
+        casts[c] = cast
+    if not all(isinstance(v, str | int | None) for r in rows for v in r.values()):
+        return False
+    sets = [f"{c} = (v.r->>'{c}')::{casts[c]}" for c in columns]
+    params: dict[str, Any] = {"rows": json.dumps(rows)}
+    for c, value in same.items():
+        sets.append(f"{c} = %(same_{c})s")
+        process = table.c[c].type.bind_processor(conn.dialect)
+        params[f"same_{c}"] = process(value) if process else value
+    conn.exec_driver_sql(
+        f"UPDATE {table.name} SET {', '.join(sets)} "
+        "FROM json_array_elements(%(rows)s::json) AS v(r) "
+        f"WHERE {table.name}.id = (v.r->>'id')::integer",
+        params,
+    )
+    return True
 
 
 def can_move(
