@@ -109,6 +109,12 @@ def signed(key, body: bytes) -> dict[str, str]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
@@ -168,11 +174,14 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
         batches = make_batches(eid, deliveries, args.events, args.batch, key)
         requests = [(body, signed(key, body), n) for body, n in batches]
 
+        answers: list[dict[str, int]] = []
+
         def post_all(part):
             with httpx.Client(timeout=60) as http:
                 for body, headers, _ in part:
                     r = http.post(base + "/webhooks/sendgrid", content=body, headers=headers)
                     r.raise_for_status()
+                    answers.append(r.json())
 
         parts = [requests[i :: args.clients] for i in range(args.clients)]
         spy = None
@@ -185,10 +194,12 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
                 ]
             )
             time.sleep(1)
+        cpu = cpu_seconds(server.pid)
         t = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(post_all, parts))
         elapsed = time.perf_counter() - t
+        cpu = cpu_seconds(server.pid) - cpu
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # stops sampling and writes the file
             spy.wait(60)
@@ -197,6 +208,13 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
             f"{total} events in {len(requests)} signed requests of {args.batch}, "
             f"{args.clients} client(s): {elapsed:.2f} s, {total / elapsed:,.0f} events/s"
         )
+        print(
+            f"server CPU {cpu:.2f} s, {cpu / total * 1e6:.0f} µs per event "
+            "(the database's not included)"
+        )
+        counts = {k: sum(a[k] for a in answers) for k in answers[0]}
+        print("answers added up:", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        answers.clear()
         # the same requests again: every event is a duplicate
         t = time.perf_counter()
         post_all(requests[: max(1, len(requests) // 5)])

@@ -7,7 +7,9 @@ runs in one transaction per webhook request:
 2. the rest are matched to deliveries through the ids in our custom args,
    checked against the delivery's address and edition; events that match
    nothing are kept with no delivery and counted;
-3. the events are inserted;
+3. the events are inserted (on PostgreSQL steps 1-3 run the other way round:
+   match and lock first, then one INSERT … ON CONFLICT DO NOTHING RETURNING
+   stores the batch and says which events were new);
 4. each touched delivery's status moves by precedence only (never backwards,
    see :mod:`newsletter.states`), opened/clicked flags are set; events that
    point backwards are counted (``refused``) and logged, never raised;
