@@ -349,7 +349,7 @@ class EventQueries(StoreBase):
             q = select(*_DELIVERY_COLS).where(among).order_by(deliveries.c.id)
             if lock:
                 q = q.with_for_update(of=deliveries)
-            for r in conn.execute(q):
+            for r in conn.execute(q).all():
                 by_id[r.id] = _Delivery(*r[:7])
         # events without our custom args: the provider's message id and the address
         by_message: dict[tuple[str, str], _Delivery] = {}
@@ -438,7 +438,7 @@ class EventQueries(StoreBase):
             (subscribers.c.email, sorted(set(emails))),
         ):
             for among in in_parts(self.dialect, column, values):
-                for r in conn.execute(select(*cols).where(among)):
+                for r in conn.execute(select(*cols).where(among)).all():
                     found[r.id] = r
         return list(found.values())
 
@@ -571,7 +571,7 @@ class EventQueries(StoreBase):
                 .where(among)
                 .order_by(deliveries.c.id.desc())
             )
-            for sid, status, opened, clicked in conn.execute(q):
+            for sid, status, opened, clicked in conn.execute(q).all():
                 history[sid].append(DeliveryStatus.DELIVERED if opened or clicked else status)
         changes = []
         for r in subs:
