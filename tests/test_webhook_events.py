@@ -1,11 +1,14 @@
 """Events: stored once, matched to deliveries, statuses by precedence, suppressions."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
+from newsletter.store.schema import events
 from newsletter.tracking import sendgrid
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
@@ -144,6 +147,42 @@ def test_events_are_matched_through_the_custom_args_and_raw_is_kept(store, cfg):
     raw = rows[1].raw if isinstance(rows[1].raw, dict) else json.loads(rows[1].raw)
     assert raw["reason"] == "550 5.1.1 no such user"
     assert rows[1].reason == "550 5.1.1 no such user"
+
+
+def test_text_and_raw_are_stored_as_sent(store, cfg):
+    # on PostgreSQL a batch travels to the INSERT as one JSON document: quotes,
+    # backslashes, non-ASCII and JSON-looking text must come out as they went in
+    sent = sent_edition(store, ["a@example.com"])
+    odd = 'said "no" \\ C:\\x {"a": 1} — ünïcødé ✓ \'quoted\''
+    ev = sg_event("bounce", sent.deliveries[0], sent.edition_id, reason=odd, nested={"k": [odd]})
+    assert post(store, cfg, [ev]).stored == 1
+    with store.engine.connect() as c:
+        row = c.execute(sa.select(events.c.reason, events.c.raw, events.c.occurred_at)).one()
+    assert row.reason == odd
+    assert row.raw == ev
+    assert row.occurred_at == datetime.fromtimestamp(ev["timestamp"], UTC)
+
+
+def test_concurrent_identical_requests_store_and_count_each_event_once(store, cfg):
+    # SendGrid retries a request it thinks failed while the first is still running:
+    # the two requests' answers add up to each event stored once (on PostgreSQL the
+    # INSERT … ON CONFLICT DO NOTHING RETURNING says which request stored it)
+    sent = sent_edition(store, [f"r{i}@example.com" for i in range(40)])
+    batch = [sg_event("delivered", d, sent.edition_id) for d in sent.deliveries]
+    batch += [sg_event("open", d, sent.edition_id) for d in sent.deliveries]
+    start = threading.Barrier(2)
+
+    def request():
+        start.wait()
+        return post(store, cfg, batch)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: request(), range(2)))
+    assert sorted(r.stored for r in results) == [0, len(batch)]
+    assert sum(r.duplicates for r in results) == len(batch)
+    assert sum(r.deliveries_changed for r in results) == len(sent.deliveries)
+    assert store.event_type_counts(sent.edition_id) == {"delivered": 40, "opened": 40}
+    assert {delivery(store, d.delivery_id) for d in sent.deliveries} == {("delivered", True, False)}
 
 
 def test_events_for_unknown_messages_are_kept_and_counted(store, cfg):

@@ -17,6 +17,7 @@ deliveries through :func:`write_event_statuses`, by precedence.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,6 +58,7 @@ from newsletter.states import (
 from newsletter.store.base import (
     StoreBase,
     can_move,
+    in_parts,
     move_row,
     sqlite_executemany,
     utcnow,
@@ -114,7 +116,21 @@ def write_event_statuses(
                 for r in rows
             ],
         )
-    else:
+    elif dialect == "postgresql":
+        # one statement whatever the number of rows, the rows one JSON parameter
+        # (an executemany is a statement per row to send, parse and plan)
+        done = int(
+            conn.exec_driver_sql(
+                _PG_EVENT_STATUSES,
+                {
+                    "rows": json.dumps(
+                        [[r["id"], r["from"], r["status"], r["opened"], r["clicked"]] for r in rows]
+                    ),
+                    "now": now,
+                },
+            ).rowcount
+        )
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         stmt = (
             update(deliveries)
             .where(
@@ -140,6 +156,16 @@ def write_event_statuses(
         ]
         done = int(conn.execute(stmt, params).rowcount)
     return refused + len(rows) - done
+
+
+#: write_event_statuses on PostgreSQL: compare-and-set on the status each row was read in
+_PG_EVENT_STATUSES = """
+UPDATE deliveries
+SET status = v.r->>2, opened = (v.r->>3)::boolean, clicked = (v.r->>4)::boolean,
+    updated_at = %(now)s
+FROM json_array_elements(%(rows)s::json) AS v(r)
+WHERE deliveries.id = (v.r->>0)::integer AND deliveries.status = v.r->>1
+"""
 
 
 #: (subscriber_id, email, variant, status, error, release_at) of a delivery to write
@@ -1001,11 +1027,10 @@ def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
     the same order everywhere, makes them take turns instead.
     """
     ids = sorted({i for i in delivery_ids if i is not None})
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
+    for among in in_parts(conn.dialect.name, deliveries.c.id, ids):
         held = (
             select(deliveries.c.batch_id)
-            .where(deliveries.c.id.in_(part) & deliveries.c.batch_id.is_not(None))
+            .where(among & deliveries.c.batch_id.is_not(None))
             .scalar_subquery()
         )
         conn.execute(
@@ -1035,8 +1060,7 @@ def settle_held_batches(
         return 0
     held: dict[str, tuple[int, str, str]] = {}
     ids = sorted(by_delivery)
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
+    for among in in_parts(conn.dialect.name, deliveries.c.id, ids):
         q = (
             select(
                 deliveries.c.id,
@@ -1045,7 +1069,7 @@ def settle_held_batches(
                 batches.c.message_id,
             )
             .join(batches, batches.c.id == deliveries.c.batch_id)
-            .where(deliveries.c.id.in_(part) & (batches.c.status == B.UNKNOWN))
+            .where(among & (batches.c.status == B.UNKNOWN))
         )
         for did, bid, eid, bmid in conn.execute(q):
             provider, mid = by_delivery[did]
