@@ -163,6 +163,22 @@ def test_text_and_raw_are_stored_as_sent(store, cfg):
     assert row.occurred_at == datetime.fromtimestamp(ev["timestamp"], UTC)
 
 
+def test_a_nul_character_in_an_event_is_replaced_not_fatal_to_the_batch(store, cfg):
+    # PostgreSQL's text and JSON refuse U+0000; an event carrying one must not fail
+    # its batch (SendGrid would retry the batch for a day, and the rest with it)
+    sent = sent_edition(store, ["a@example.com", "b@example.com"])
+    a, b = sent.deliveries
+    odd = sg_event("bounce", a, sent.edition_id, reason="550 bad\u0000byte", **{"x\u0000": 1})
+    result = post(store, cfg, [odd, sg_event("delivered", b, sent.edition_id)])
+    assert result.stored == 2
+    assert delivery(store, a.delivery_id).status == "bounced"
+    assert delivery(store, b.delivery_id).status == "delivered"
+    with store.engine.connect() as c:
+        row = c.execute(sa.select(events.c.reason, events.c.raw).order_by(events.c.id)).first()
+    assert row.reason == "550 bad\ufffdbyte"
+    assert row.raw["x\ufffd"] == 1 and row.raw["reason"] == "550 bad\ufffdbyte"
+
+
 def test_concurrent_identical_requests_store_and_count_each_event_once(store, cfg):
     # SendGrid retries a request it thinks failed while the first is still running:
     # the two requests' answers add up to each event stored once (on PostgreSQL the

@@ -132,6 +132,17 @@ def normalize(raw: dict[str, Any], received_at: datetime) -> TrackedEvent:
     return ev
 
 
+def _without_nul(value: Any) -> Any:
+    """``value`` (parsed JSON) with every U+0000 in its strings and keys made U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
 def parse_batch(body: bytes, received_at: datetime) -> tuple[list[TrackedEvent], int]:
     """The events of one webhook request and how many items were not events.
 
@@ -143,6 +154,10 @@ def parse_batch(body: bytes, received_at: datetime) -> tuple[list[TrackedEvent],
         raise InputError(f"the body is not JSON: {err}") from None
     if not isinstance(data, list):
         raise InputError("the body is not a JSON array of events")
+    if b"\\u0000" in body:
+        # PostgreSQL's text and JSON refuse U+0000, and one refused event would fail
+        # its whole batch (SendGrid retries it for a day): stored as U+FFFD instead
+        data = _without_nul(data)
     events: list[TrackedEvent] = []
     invalid = 0
     for item in data:
