@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Column,
     ColumnElement,
     Connection,
     Engine,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 
 from newsletter.errors import NotFoundError, TransitionError
 from newsletter.states import Machine
@@ -142,7 +144,7 @@ def _update_by_id_pg(
     params: dict[str, Any] = {"rows": json.dumps(rows)}
     for c, value in same.items():
         sets.append(f"{c} = %(same_{c})s")
-        process = table.c[c].type.bind_processor(conn.dialect)
+        process = bind_processor(table.c[c], conn.dialect)
         params[f"same_{c}"] = process(value) if process else value
     conn.exec_driver_sql(
         f"UPDATE {table.name} SET {', '.join(sets)} "
@@ -204,6 +206,16 @@ def move_row(
     raise TransitionError(what, current, target)
 
 
+def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of ``column`` before the driver sees it.
+
+    The type's dialect form: a TypeDecorator's own ``bind_processor`` applies only
+    its ``process_bind_param``, so on SQLite a datetime would reach sqlite3 as an
+    object and be stored in sqlite3's format, not SQLAlchemy's.
+    """
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
 def sqlite_executemany(conn: Connection, table: Table, sql: str, rows: list[dict[str, Any]]) -> int:
     """executemany straight to the driver, values converted by the columns' own types.
 
@@ -214,7 +226,7 @@ def sqlite_executemany(conn: Connection, table: Table, sql: str, rows: list[dict
     (for UPDATE … WHERE id = ?; a tuple for several). Returns the rows changed.
     """
     cols = [c for c in rows[0] if c != "{where}"]
-    procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
+    procs = [bind_processor(table.c[c], conn.dialect) for c in cols]
     where = "{where}" in rows[0]
     params = []
     for row in rows:

@@ -26,6 +26,7 @@ from sqlalchemy import Column, Connection
 
 from newsletter.errors import StoreError
 from newsletter.models import Subscriber
+from newsletter.store.base import bind_processor
 from newsletter.store.schema import ALL_DIGESTS, subscribers
 
 
@@ -45,7 +46,7 @@ _COMPARED = "id, name, timezone, status, status_reason, soft_bounces"
 
 def _bind(conn: Connection, column: Column[Any], value: Any) -> Any:
     """``value`` as SQLAlchemy would send it to the driver for ``column``."""
-    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    process = bind_processor(column, conn.dialect)
     return process(value) if process else value
 
 

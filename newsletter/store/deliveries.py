@@ -57,6 +57,7 @@ from newsletter.states import (
 )
 from newsletter.store.base import (
     StoreBase,
+    bind_processor,
     can_move,
     in_parts,
     move_row,
@@ -362,8 +363,8 @@ class DeliveryQueries(StoreBase):
         if not rows:
             return
         dialect = conn.dialect
-        stamp = deliveries.c.updated_at.type.bind_processor(dialect)
-        flag = deliveries.c.opened.type.bind_processor(dialect)
+        stamp = bind_processor(deliveries.c.updated_at, dialect)
+        flag = bind_processor(deliveries.c.opened, dialect)
         at = stamp(now) if stamp else now
         no = flag(False) if flag else False
         cols = (
