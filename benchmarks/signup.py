@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,7 +167,9 @@ def main() -> None:
         mails = len(list(box.glob("*.eml")))
         cpu = server_cpu(proc.pid)
     finally:
-        proc.terminate()
+        # uvicorn re-raises SIGTERM after its shutdown, which kills the process
+        # before cProfile writes; SIGINT ends as KeyboardInterrupt, which it survives
+        proc.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
         proc.wait(30)
         if drop:
             drop()
