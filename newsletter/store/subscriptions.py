@@ -13,13 +13,16 @@ mail).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
 
 from newsletter.models import Subscriber, Subscription
 from newsletter.store.base import utcnow
@@ -63,6 +66,29 @@ class Limit:
     key: str
     limit: int
     window: float
+
+
+@functools.cache
+def new_subscriber_statement(dialect: str) -> Insert:
+    """INSERT a pending subscriber unless the address is known, RETURNING its id
+    (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    now = bindparam("now", type_=subscribers.c.created_at.type)
+    return (
+        module.insert(subscribers)
+        .values(
+            email=bindparam("email"),
+            name=bindparam("name"),
+            timezone="",
+            status="pending",
+            status_reason="signed up, not confirmed",
+            soft_bounces=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[subscribers.c.email])
+        .returning(subscribers.c.id)
+    )
 
 
 def _row_to_subscription(r: Any) -> Subscription:
@@ -272,26 +298,14 @@ class SubscriptionQueries(RateLimitQueries):
             with self.begin() as c:
                 return self.request_signup(req, conn=c)
         now = utcnow()
-        row = conn.execute(
-            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
-        ).first()
         digests = list(dict.fromkeys(req.digests))
-        if row is None:
-            # a new address: two statements, nothing to compare with
-            sid = conn.execute(
-                insert(subscribers)
-                .values(
-                    email=req.email,
-                    name=req.name,
-                    timezone="",
-                    status="pending",
-                    status_reason="signed up, not confirmed",
-                    soft_bounces=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(subscribers.c.id)
-            ).scalar_one()
+        # a new address (the usual signup): inserted by the one statement that also
+        # finds out it is new; the row of a known one is read after
+        sid = conn.execute(
+            new_subscriber_statement(self.dialect),
+            {"email": req.email, "name": req.name, "now": now},
+        ).scalar()
+        if sid is not None:
             conn.execute(
                 insert(subscriptions),
                 [
@@ -311,6 +325,13 @@ class SubscriptionQueries(RateLimitQueries):
                 ],
             )
             return SignupOutcome(sid, pending=digests)
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
+        ).first()
+        if row is None:
+            # deleted between the two statements ("No thanks" on PostgreSQL):
+            # record_signup's second try inserts it
+            raise IntegrityError("request_signup", None, Exception("subscriber gone"))
         sid, status = row.id, row.status
         if status in BLOCKED:
             return SignupOutcome(sid, quiet_reason=f"address is {status}")
@@ -363,8 +384,9 @@ class SubscriptionQueries(RateLimitQueries):
                             outcome.quiet_reason = "a confirmation went out recently"
                     return outcome
             except IntegrityError:
-                # the same new address signed up by two requests at once: the
-                # loser finds the winner's row on its second try
+                # the address's row went away between the insert that found it
+                # known and the read of it (or another constraint tripped over a
+                # concurrent request): the second try starts afresh
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
