@@ -20,11 +20,13 @@ for a body that is not an event array, and 503 when the database failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -155,11 +157,8 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         )
     wh = cfg.webhook
 
-    def page(mode: str, status: int = 200, language: str = "", **values: Any) -> HTMLResponse:
-        """pages/page.html.j2 through the one environment (render/env.py), in
-        ``language``: the digest's the page is about, else the site's."""
-        language = language or cfg.site.language
-        defaults = {
+    def page_defaults(mode: str, language: str) -> dict[str, Any]:
+        return {
             "lang": language,
             "direction": cfg.site.direction,
             "site": cfg.site.name,
@@ -177,9 +176,30 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             "error": "",
             "form": {"email": "", "name": ""},
         }
-        env = make_env(signup.templates_folder(cfg), language)
-        html = env.get_template("pages/page.html.j2").render(**{**defaults, **values}, mode=mode)
+
+    def page(mode: str, status: int = 200, language: str = "", **values: Any) -> HTMLResponse:
+        """pages/page.html.j2 through the one environment (render/env.py), in
+        ``language``: the digest's the page is about, else the site's."""
+        language = language or cfg.site.language
+        if values:
+            defaults = page_defaults(mode, language)
+            html = page_template(language).render(**{**defaults, **values}, mode=mode)
+        else:
+            html = fixed_page(mode, language)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    # The templates are read once per process (a changed template takes a restart
+    # of serve): Jinja's own check stats every file of the loader's path on every
+    # render, and a page that takes no values (the signup's "check your inbox")
+    # is rendered once per language.
+    @functools.cache
+    def page_template(language: str) -> jinja2.Template:
+        env = make_env(signup.templates_folder(cfg), language)
+        return env.get_template("pages/page.html.j2")
+
+    @functools.lru_cache(maxsize=256)
+    def fixed_page(mode: str, language: str) -> str:
+        return page_template(language).render(**page_defaults(mode, language), mode=mode)
 
     def said(err: InputError) -> str:
         """An error of the signup form in the form's language (the site's)."""
