@@ -59,6 +59,10 @@ class SignupOutcome:
     confirm_due: bool = False
 
 
+class _Limited(Exception):
+    """Over a rate limit: rolls back the signup's transaction."""
+
+
 @dataclass(frozen=True)
 class Limit:
     """At most ``limit`` hits on ``key`` per ``window`` seconds."""
@@ -367,13 +371,18 @@ class SubscriptionQueries(RateLimitQueries):
         self, req: SignupRequest, *, limits: Sequence[Limit], resend: Limit | None
     ) -> SignupOutcome:
         """Count a signup against ``limits`` and record it, in one transaction; a
-        confirmation is due when digests are pending and ``resend`` allows one."""
+        confirmation is due when digests are pending and ``resend`` allows one.
+
+        Every attempt counts against every limit. Over any of them, nothing but
+        the hits is stored: the transaction that wrote the signup is rolled back
+        and the hits are counted again on their own. The limits are counted last,
+        in the order given, just before the commit: PostgreSQL holds a counter's
+        row lock until then, and every signup through one client address (a
+        proxy, a NAT) updates that one row, so the most shared counter goes last.
+        """
         for attempt in (1, 2):
             try:
                 with self.begin() as conn:
-                    for lim in limits:
-                        if self.hit(lim.key, lim.window, conn=conn) > lim.limit:
-                            return SignupOutcome(None, limited=True, quiet_reason="rate limited")
                     outcome = self.request_signup(req, conn=conn)
                     if outcome.pending:
                         outcome.confirm_due = (
@@ -382,7 +391,13 @@ class SubscriptionQueries(RateLimitQueries):
                         )
                         if not outcome.confirm_due:
                             outcome.quiet_reason = "a confirmation went out recently"
+                    if self._over(conn, limits):
+                        raise _Limited
                     return outcome
+            except _Limited:
+                with self.begin() as conn:
+                    self._over(conn, limits)
+                return SignupOutcome(None, limited=True, quiet_reason="rate limited")
             except IntegrityError:
                 # the address's row went away between the insert that found it
                 # known and the read of it (or another constraint tripped over a
@@ -390,6 +405,11 @@ class SubscriptionQueries(RateLimitQueries):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _over(self, conn: Connection, limits: Sequence[Limit]) -> bool:
+        """Count a hit on each of ``limits``; True when any is over."""
+        counts = [self.hit(lim.key, lim.window, conn=conn) for lim in limits]
+        return any(n > lim.limit for n, lim in zip(counts, limits, strict=True))
 
     def decline_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;

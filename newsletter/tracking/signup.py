@@ -375,9 +375,10 @@ def request(
             consent_text=cfg.signup.consent_text,
             source="form",
         ),
+        # the client's counter last: it is the one many signups share
         limits=[
-            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
             Limit(f"signup-address:{hashed}", cfg.signup.per_address, window),
+            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
         ],
         # at most one confirmation per address per resend interval
         resend=Limit(resend_key, 1, cfg.signup.resend_minutes * 60)
