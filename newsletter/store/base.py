@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from newsletter.errors import NotFoundError, TransitionError
@@ -42,6 +43,11 @@ def queue_sqlite_writers(engine: Engine) -> None:
     """Let the threads' write transactions on ``engine`` wait for each other in
     the process (see StoreBase.begin)."""
     _sqlite_writers[engine] = threading.RLock()
+
+
+def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ON CONFLICT, in ``dialect``'s own SQL."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def utcnow() -> datetime:

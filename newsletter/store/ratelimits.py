@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, delete
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import ReturningInsert
 
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import StoreBase, dialect_insert, utcnow
 from newsletter.store.schema import rate_limits
 
 
 @functools.cache
-def hit_statement(dialect: str) -> Insert:
+def hit_statement(dialect: str) -> ReturningInsert[Any]:
     """The one statement of :meth:`RateLimitQueries.hit`, built once per dialect
     (building it took more time than running it on SQLite): parameters ``key``,
     ``now`` and ``closes``."""
-    module = postgresql if dialect == "postgresql" else sqlite
-    now, closes = bindparam("now", type_=rate_limits.c.expires_at.type), bindparam("closes")
-    stmt = module.insert(rate_limits).values(key=bindparam("key"), count=1, expires_at=closes)
+    now = bindparam("now", type_=rate_limits.c.expires_at.type)
+    closes = bindparam("closes", type_=rate_limits.c.expires_at.type)
+    stmt = dialect_insert(dialect, rate_limits).values(
+        key=bindparam("key"), count=1, expires_at=closes
+    )
     expired = rate_limits.c.expires_at <= now
     return stmt.on_conflict_do_update(
         index_elements=[rate_limits.c.key],

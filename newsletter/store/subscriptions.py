@@ -20,12 +20,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber, Subscription
-from newsletter.store.base import utcnow
+from newsletter.store.base import dialect_insert, utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
@@ -73,13 +72,12 @@ class Limit:
 
 
 @functools.cache
-def new_subscriber_statement(dialect: str) -> Insert:
+def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
     """INSERT a pending subscriber unless the address is known, RETURNING its id
     (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
-    module = postgresql if dialect == "postgresql" else sqlite
     now = bindparam("now", type_=subscribers.c.created_at.type)
     return (
-        module.insert(subscribers)
+        dialect_insert(dialect, subscribers)
         .values(
             email=bindparam("email"),
             name=bindparam("name"),
