@@ -1,4 +1,10 @@
-"""Two `newsletter serve` processes on one database share the signup rate limits."""
+"""Two `newsletter serve` processes on one database share the signup rate limits;
+`serve --workers N` runs N of them on one port."""
+
+import os
+import signal
+import time
+from pathlib import Path
 
 import httpx
 
@@ -29,3 +35,50 @@ def test_two_serve_processes_share_the_rate_limits(tmp_path, db_url):
     assert store.get_subscriber("a@example.com").status == "pending"
     store.close()
     assert cfg.signup.per_ip == 3
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_serve_workers_answer_on_one_port_and_stop_together(tmp_path, db_url):
+    limits = {"per_ip": 5, "per_address": 2}
+    build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=db_url, signup=limits)
+    open_store(db_url).close()
+    with ServeProcess(tmp_path / "newsletter.toml", db_url, SECRET, args=("--workers", "3")) as srv:
+        workers = children(srv.proc.pid)
+        assert len(workers) == 3
+
+        def post(email):
+            # a new connection each time: any of the workers may answer
+            return httpx.post(
+                srv.url("/subscribe"), data={"email": email, "digest": "weekly"}, timeout=10
+            ).status_code
+
+        # the limits hold across the workers: five per client, two per address
+        codes = [post(f"r{i}@example.com") for i in range(4)] + [post("r0@example.com")]
+        assert codes == [202] * 5
+        assert post("r5@example.com") == 429
+        srv.proc.terminate()
+        assert srv.proc.wait(20) == 0
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    store = open_store(db_url)
+    assert store.get_subscriber("r5@example.com") is None
+    assert store.get_subscriber("r3@example.com").status == "pending"
+    store.close()
+
+
+def test_a_worker_that_dies_stops_serve(tmp_path, db_url):
+    build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=db_url)
+    open_store(db_url).close()
+    with ServeProcess(tmp_path / "newsletter.toml", db_url, SECRET, args=("--workers", "2")) as srv:
+        first, second = children(srv.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        assert srv.proc.wait(20) == 1
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{second}").exists()

@@ -68,10 +68,9 @@ def test_migration_0006_rewrites_sqlite3s_form_and_keeps_the_instants(tmp_path):
     a, b = (d.delivery_id for d in sent.deliveries)
     # as the bulk paths wrote them before: sqlite3's form, microseconds left out at zero
     with sqlite3.connect(path) as conn:
-        conn.execute("update deliveries set updated_at = ? where id = ?",
-                     ("2026-11-30 02:00:00+00:00", a))  # fmt: skip
-        conn.execute("update deliveries set updated_at = ?, release_at = ? where id = ?",
-                     ("2026-11-30 02:00:00.250000+00:00", "2026-11-30 01:00:00+00:00", b))  # fmt: skip
+        old = "update deliveries set updated_at = ?, release_at = ? where id = ?"
+        conn.execute(old, ("2026-11-30 02:00:00+00:00", None, a))
+        conn.execute(old, ("2026-11-30 02:00:00.250000+00:00", "2026-11-30 01:00:00+00:00", b))
     store.migrate()
     assert store.revision() >= "0006"
     assert raw_texts(path, "select updated_at, release_at from deliveries order by id") == [

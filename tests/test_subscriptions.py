@@ -143,6 +143,30 @@ def test_rate_limit_windows_are_shared_and_reopen(store):
     assert store.hit("ip:1", 60) == 1
 
 
+def test_a_signup_over_a_limit_keeps_only_its_hits(store):
+    """The limits are counted after the signup's writes (the shared client counter
+    last); over one, those writes are rolled back and only the hits stay."""
+    from newsletter.store.subscriptions import Limit
+
+    def signup(email: str):
+        return store.record_signup(
+            SignupRequest(email=email, digests=["weekly"], topics=[]),
+            limits=[Limit(f"address:{email}", 5, 60), Limit("ip:1", 2, 60)],
+            resend=Limit(f"resend:{email}", 1, 60),
+        )
+
+    first, second = signup("a@example.com"), signup("b@example.com")
+    assert first.confirm_due and second.confirm_due and not second.limited
+    third = signup("c@example.com")
+    assert third.limited and not third.confirm_due and third.subscriber_id is None
+    assert store.get_subscriber("c@example.com") is None
+    # the attempt counted against both, once; the resend claim was rolled back
+    assert store.hit("ip:1", 60) == 4
+    assert store.hit("address:c@example.com", 60) == 2
+    assert store.hit("resend:c@example.com", 60) == 1
+    assert store.hit("resend:a@example.com", 60) == 2
+
+
 def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):
     from newsletter.editions.freeze import freeze_audience
 

@@ -114,3 +114,29 @@ def test_a_template_folder_rebrands_the_archive_index(project):
     (d,) = report["digests"]
     index = (project / "public" / "archive" / "index.html").read_text()
     assert index == f"<ul class=steppe-archive><li>weekly/{d['edition_id']}.html</li></ul>\n"
+
+
+def test_the_confirmation_link_is_written_in_right_whatever_the_template_does(tmp_path):
+    """The confirmation is rendered once with a stand-in for its link; a template
+    that only prints the link gets it written in (escaped in HTML), one that does
+    more with it (a filter, a slice) is rendered in full: both equal a full render."""
+    from newsletter.tracking.signup import render_mail
+
+    (tmp_path / "tpl" / "mail").mkdir(parents=True)
+    mail = tmp_path / "tpl" / "mail"
+    (mail / "confirm.html.j2").write_text('<a href="{{ confirm_url }}">{{ site }}</a>\n')
+    (mail / "confirm.txt.j2").write_text("{{ confirm_url }}\n")
+    (mail / "welcome.html.j2").write_text("<p>{{ confirm_url | upper }}</p>\n")
+    (mail / "welcome.txt.j2").write_text("{{ confirm_url[:30] }}|{{ confirm_url | length }}\n")
+    cfg = build_config(tmp_path, toml=SITE.format(templates=tmp_path / "tpl"), env={})
+    for link in ("https://x.example/a?b=1&c=<d>'e\"", "https://x.example/other/x.y"):
+        for kind in ("confirm", "welcome"):
+            values = {"confirm_url": link, "digests": ["Weekly digest"], "hours": "48"}
+            once = render_mail(cfg, kind, dict(values), "en", link_key="confirm_url")
+            full = render_mail(cfg, kind, dict(values), "en")
+            assert once == full
+    html, text = render_mail(
+        cfg, "confirm", {"confirm_url": "https://x.example/?a=1&b=2"}, "en", "confirm_url"
+    )
+    assert html == '<a href="https://x.example/?a=1&amp;b=2">The Steppe Ledger</a>\n'
+    assert text == "https://x.example/?a=1&b=2\n"

@@ -396,3 +396,45 @@ def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, 
     assert header_dict(raw)["To"] == "Ann <ok@example.com>"
     rows = {r.email: r for r in sqlite_store.list_deliveries(eid)}
     assert rows["bad>\r\nBcc: v@evil.example"].status == "failed"
+
+
+# ----------------------------------------------------------------- the body writer
+
+BODY_SAMPLES = [
+    "",
+    "Hello\nworld",
+    "Hello\r\nworld\r\n\r\n",
+    "trailing spaces   \nand\ttabs\t\nlast line without newline",
+    "a lone\rcarriage return and = signs ==\n",
+    "Новости Центральной Азии = тенге\n" * 30,
+    "<p>" + "long line with an URL https://example.com/?a=1&b=2 " * 40 + "</p>\n",
+    "emoji 👍🏽 and NBSP\u00a0and line separator\u2028here\n",
+    "x" * 1200 + "\n" + "y" * 77 + "\n",
+    ".\nFrom the start of a line\n--===============0==\n",
+]
+
+
+@pytest.mark.parametrize("cte", ["7bit", "8bit", "quoted-printable", "base64"])
+@pytest.mark.parametrize("sample", range(len(BODY_SAMPLES)))
+def test_the_body_is_what_the_email_package_writes(cte, sample):
+    """The multipart/alternative written by hand equals, byte for byte, what
+    EmailMessage.set_content + BytesGenerator write (the boundary aside)."""
+    from email.message import EmailMessage
+
+    from newsletter.delivery.mime import alternative_body
+
+    text = BODY_SAMPLES[sample]
+    if cte == "7bit" and not text.isascii():
+        text = text.encode("ascii", "replace").decode()
+    html = "<p>" + text + "</p>"
+    policy = email.policy.SMTP.clone(max_line_length=76)
+    ours = alternative_body(text, html, (cte, cte))
+    body = EmailMessage(policy=policy)
+    body.set_content(text, subtype="plain", cte=cte)
+    body.add_alternative(html, subtype="html", cte=cte)
+    for part in body.iter_parts():
+        del part["MIME-Version"]
+    theirs = body.as_bytes(policy=policy)
+    boundary = re.compile(rb"={15}\d{19}==(?:\.\d+)?")
+    assert len(boundary.findall(ours)) == 4
+    assert boundary.sub(b"B", ours) == boundary.sub(b"B", theirs)

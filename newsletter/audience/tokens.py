@@ -9,6 +9,7 @@ without the key; a forged or altered token fails the constant-time check.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from binascii import b2a_base64
@@ -102,6 +103,7 @@ class ExpiredLink(InputError):
     """A genuine confirmation link whose time is up."""
 
 
+@functools.lru_cache(maxsize=32)
 def _derived(secret: str, purpose: str) -> bytes:
     # a key per purpose: an unsubscribe token can never pass as a confirmation
     return hmac.new(_key(secret), f"newsletter:{purpose}".encode(), hashlib.sha256).digest()

@@ -13,8 +13,16 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--host", help="Address to bind (default: webhook.host, 127.0.0.1).")
     @click.option("--port", type=int, help="Port (default: webhook.port, 8025).")
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Processes answering on the one port (they share the rate limits "
+        "through the database).",
+    )
     @pass_app
-    def serve(app: App, host: str | None, port: int | None) -> None:
+    def serve(app: App, host: str | None, port: int | None, workers: int) -> None:
         """Receive SendGrid's signed event webhook; serve the signup and unsubscribe pages.
 
         POST /webhooks/sendgrid, GET and POST /subscribe (signup with double opt-in),
@@ -28,5 +36,6 @@ def register(cli: click.Group) -> None:
             store,
             host=host,
             port=port,
+            workers=workers,
             announce=lambda url: click.echo(f"listening on {url} (Ctrl+C to stop)", err=True),
         )

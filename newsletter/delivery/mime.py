@@ -23,9 +23,12 @@ whether 8bit may be used depends on the server (8BITMIME).
 from __future__ import annotations
 
 import base64
+import binascii
 import email.policy
 import functools
+import random
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email import base64mime, quoprimime
@@ -53,7 +56,7 @@ HARD_LINE = 998
 #: share the line with the longest header name we encode ("Reply-To: ")
 _EW_MAX = 66
 #: the body parts: RFC 2045 caps quoted-printable and base64 lines at 76
-_BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
+_BODY_LINE = 76
 #: characters a Q-encoded word may carry as themselves in a phrase (RFC 2047 5(3))
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 #: octets quoted-printable writes as themselves (line ends kept as they are)
@@ -262,6 +265,7 @@ def transfer_encoding(content: str, *, eight_bit: bool) -> str:
 _TOKEN = re.compile(
     r"""(<!--.*?-->)|<(/?)([A-Za-z][\w:-]*)((?:[^<>"']|"[^"]*"|'[^']*')*)>|([^<]+)|<""", re.S
 )
+_NEWLINE = re.compile("\n")
 _QUOTED_OR_SPACE = re.compile(r""""[^"]*"|'[^']*'| """)
 #: elements whose text keeps its line breaks (or is not HTML)
 _RAW = frozenset({"pre", "textarea", "script", "style", "plaintext", "xmp", "listing"})
@@ -294,7 +298,12 @@ def short_lines(html: str, limit: int = SHORT_LINE) -> str:
     without such a space stays long and the part is quoted-printable or
     base64. Cached: a variant's HTML is the same for every recipient.
     """
-    if all(len(line) <= limit // 4 for line in html.splitlines()):
+    lines = html.split("\n")
+    # nothing to break: every line short by its characters (4 octets at most
+    # each), or, counted exactly, by its octets
+    if all(len(line) <= limit // 4 for line in lines) or all(
+        _octets(line) <= limit for line in lines
+    ):
         return html
     spaces: list[int] = []
     raw: str | None = None
@@ -322,7 +331,7 @@ def short_lines(html: str, limit: int = SHORT_LINE) -> str:
                 i = text.find(" ", i + 1)
     out = list(html)
     line_start, previous = 0, -1
-    newlines = [i for i, ch in enumerate(html) if ch == "\n"]
+    newlines = [m.start() for m in _NEWLINE.finditer(html)]
     nl = 0
     for pos in spaces:
         while nl < len(newlines) and newlines[nl] < pos:
@@ -371,15 +380,64 @@ def render_message(
         transfer_encoding(text, eight_bit=eight_bit),
         transfer_encoding(html, eight_bit=eight_bit),
     )
-    body = EmailMessage(policy=_BODY_POLICY)
-    body.set_content(text, subtype="plain", cte=ctes[0])
-    body.add_alternative(html, subtype="html", cte=ctes[1])
-    for part in body.iter_parts():
-        del part["MIME-Version"]  # set_content adds it; it belongs to the top only
     headers = headers_of(message, recipient)
     head = "".join(fold(k, v) + "\r\n" for k, v in headers)
-    data = head.encode() + body.as_bytes(policy=_BODY_POLICY)
+    data = head.encode() + alternative_body(text, html, ctes)
     return WireMessage(data=data, message_id=dict(headers)["Message-ID"], encodings=ctes)
+
+
+def _part_body(content: str, cte: str) -> bytes:
+    """A text part's body in ``cte``, CR LF line ends: what the email package's
+    ``set_content`` + ``BytesGenerator`` write (``_encode_text``), without its
+    per-message policy and header machinery (two thirds of a confirmation
+    email's cost). tests/test_wire.py compares the two byte for byte."""
+    lines = content.encode().splitlines()
+    if cte in ("7bit", "8bit"):
+        return b"\r\n".join(lines) + b"\r\n"
+    if cte == "quoted-printable":
+        normal = (b"\n".join(lines) + b"\n").decode("latin-1")
+        return quoprimime.body_encode(normal, _BODY_LINE).replace("\n", "\r\n").encode("ascii")
+    if cte == "base64":
+        data = b"\r\n".join(lines) + b"\r\n"
+        step = _BODY_LINE // 4 * 3
+        return b"".join(
+            binascii.b2a_base64(data[i : i + step]).replace(b"\n", b"\r\n")
+            for i in range(0, len(data), step)
+        )
+    raise ValueError(f"unknown transfer encoding {cte!r}")
+
+
+def alternative_body(text: str, html: str, ctes: tuple[str, str]) -> bytes:
+    """MIME-Version and the multipart/alternative of ``text`` and ``html``, as the
+    email package would write them (its boundary format included)."""
+    parts = [
+        (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+        ).encode("ascii")
+        + _part_body(content, cte)
+        for subtype, content, cte in (("plain", text, ctes[0]), ("html", html, ctes[1]))
+    ]
+    while True:
+        boundary = f"{'=' * 15}{random.randrange(sys.maxsize):019d}==".encode("ascii")
+        if not any(b"--" + boundary in p for p in parts):
+            break
+    dash = b"--" + boundary
+    return (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="'
+        + boundary
+        + b'"\r\n\r\n'
+        + dash
+        + b"\r\n"
+        + parts[0]
+        + b"\r\n"
+        + dash
+        + b"\r\n"
+        + parts[1]
+        + b"\r\n"
+        + dash
+        + b"--\r\n"
+    )
 
 
 def build_message(message: OutgoingMessage, recipient: Recipient) -> EmailMessage:

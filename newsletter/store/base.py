@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
@@ -31,6 +34,22 @@ from newsletter.states import Machine
 
 #: execution option of the connections Store.connect() hands out: they only read
 READ_ONLY = "newsletter_read_only"
+
+
+#: the SQLite engines (pooled: shared by threads) whose write transactions queue
+#: on a lock of the process (StoreBase.begin)
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+def queue_sqlite_writers(engine: Engine) -> None:
+    """Let the threads' write transactions on ``engine`` wait for each other in
+    the process (see StoreBase.begin)."""
+    _sqlite_writers[engine] = threading.RLock()
+
+
+def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ON CONFLICT, in ``dialect``'s own SQL."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def utcnow() -> datetime:
@@ -47,7 +66,16 @@ class StoreBase:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """One transaction: committed on success, rolled back on any error."""
-        with self.engine.begin() as conn:
+        writer = _sqlite_writers.get(self.engine) if self.dialect == "sqlite" else None
+        if writer is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        # SQLite has one writer at a time. The threads of one process (serve's)
+        # queue here for it rather than in SQLite's busy handler, which sleeps
+        # for up to 100 ms between tries however soon the lock is free; other
+        # processes still wait in the busy handler
+        with writer, self.engine.begin() as conn:
             yield conn
 
     @contextmanager

@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 from newsletter.errors import ConfigError, StoreError
 from newsletter.store.articles import ArticleQueries
 from newsletter.store.audience import AudienceQueries
-from newsletter.store.base import READ_ONLY
+from newsletter.store.base import READ_ONLY, queue_sqlite_writers
 from newsletter.store.control import ControlQueries
 from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
@@ -90,6 +90,7 @@ def make_engine(url: str, *, pooled: bool = False) -> Engine:
                     max_overflow=32,
                     connect_args={"check_same_thread": False},
                 )
+                queue_sqlite_writers(engine)
             else:
                 engine = create_engine(url, poolclass=NullPool)
             event.listen(engine, "connect", _sqlite_connect)

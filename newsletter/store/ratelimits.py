@@ -8,13 +8,35 @@ never both see the last free slot.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, case, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, case, delete
+from sqlalchemy.sql.dml import ReturningInsert
 
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import StoreBase, dialect_insert, utcnow
 from newsletter.store.schema import rate_limits
+
+
+@functools.cache
+def hit_statement(dialect: str) -> ReturningInsert[Any]:
+    """The one statement of :meth:`RateLimitQueries.hit`, built once per dialect
+    (building it took more time than running it on SQLite): parameters ``key``,
+    ``now`` and ``closes``."""
+    now = bindparam("now", type_=rate_limits.c.expires_at.type)
+    closes = bindparam("closes", type_=rate_limits.c.expires_at.type)
+    stmt = dialect_insert(dialect, rate_limits).values(
+        key=bindparam("key"), count=1, expires_at=closes
+    )
+    expired = rate_limits.c.expires_at <= now
+    return stmt.on_conflict_do_update(
+        index_elements=[rate_limits.c.key],
+        set_={
+            "count": case((expired, 1), else_=rate_limits.c.count + 1),
+            "expires_at": case((expired, stmt.excluded.expires_at), else_=rate_limits.c.expires_at),
+        },
+    ).returning(rate_limits.c.count)
 
 
 class RateLimitQueries(StoreBase):
@@ -25,21 +47,12 @@ class RateLimitQueries(StoreBase):
         inside that transaction.
         """
         now = utcnow()
-        closes = now + timedelta(seconds=window)
-        dialect = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(rate_limits).values(key=key[:200], count=1, expires_at=closes)
-        expired = rate_limits.c.expires_at <= now
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[rate_limits.c.key],
-            set_={
-                "count": case((expired, 1), else_=rate_limits.c.count + 1),
-                "expires_at": case((expired, closes), else_=rate_limits.c.expires_at),
-            },
-        ).returning(rate_limits.c.count)
+        params = {"key": key[:200], "now": now, "closes": now + timedelta(seconds=window)}
+        stmt = hit_statement(self.dialect)
         if conn is not None:
-            return int(conn.execute(stmt).scalar_one())
+            return int(conn.execute(stmt, params).scalar_one())
         with self.begin() as c:
-            return int(c.execute(stmt).scalar_one())
+            return int(c.execute(stmt, params).scalar_one())
 
     def release(self, key: str) -> None:
         """Forget ``key``'s hits (a confirmation that could not be sent)."""

@@ -13,16 +13,18 @@ mail).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber, Subscription
-from newsletter.store.base import utcnow
+from newsletter.store.base import dialect_insert, utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
@@ -56,6 +58,10 @@ class SignupOutcome:
     confirm_due: bool = False
 
 
+class _Limited(Exception):
+    """Over a rate limit: rolls back the signup's transaction."""
+
+
 @dataclass(frozen=True)
 class Limit:
     """At most ``limit`` hits on ``key`` per ``window`` seconds."""
@@ -63,6 +69,28 @@ class Limit:
     key: str
     limit: int
     window: float
+
+
+@functools.cache
+def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
+    """INSERT a pending subscriber unless the address is known, RETURNING its id
+    (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
+    now = bindparam("now", type_=subscribers.c.created_at.type)
+    return (
+        dialect_insert(dialect, subscribers)
+        .values(
+            email=bindparam("email"),
+            name=bindparam("name"),
+            timezone="",
+            status="pending",
+            status_reason="signed up, not confirmed",
+            soft_bounces=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[subscribers.c.email])
+        .returning(subscribers.c.id)
+    )
 
 
 def _row_to_subscription(r: Any) -> Subscription:
@@ -272,26 +300,14 @@ class SubscriptionQueries(RateLimitQueries):
             with self.begin() as c:
                 return self.request_signup(req, conn=c)
         now = utcnow()
-        row = conn.execute(
-            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
-        ).first()
         digests = list(dict.fromkeys(req.digests))
-        if row is None:
-            # a new address: two statements, nothing to compare with
-            sid = conn.execute(
-                insert(subscribers)
-                .values(
-                    email=req.email,
-                    name=req.name,
-                    timezone="",
-                    status="pending",
-                    status_reason="signed up, not confirmed",
-                    soft_bounces=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(subscribers.c.id)
-            ).scalar_one()
+        # a new address (the usual signup): inserted by the one statement that also
+        # finds out it is new; the row of a known one is read after
+        sid = conn.execute(
+            new_subscriber_statement(self.dialect),
+            {"email": req.email, "name": req.name, "now": now},
+        ).scalar()
+        if sid is not None:
             conn.execute(
                 insert(subscriptions),
                 [
@@ -311,6 +327,13 @@ class SubscriptionQueries(RateLimitQueries):
                 ],
             )
             return SignupOutcome(sid, pending=digests)
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == req.email)
+        ).first()
+        if row is None:
+            # deleted between the two statements ("No thanks" on PostgreSQL):
+            # record_signup's second try inserts it
+            raise IntegrityError("request_signup", None, Exception("subscriber gone"))
         sid, status = row.id, row.status
         if status in BLOCKED:
             return SignupOutcome(sid, quiet_reason=f"address is {status}")
@@ -346,13 +369,18 @@ class SubscriptionQueries(RateLimitQueries):
         self, req: SignupRequest, *, limits: Sequence[Limit], resend: Limit | None
     ) -> SignupOutcome:
         """Count a signup against ``limits`` and record it, in one transaction; a
-        confirmation is due when digests are pending and ``resend`` allows one."""
+        confirmation is due when digests are pending and ``resend`` allows one.
+
+        Every attempt counts against every limit. Over any of them, nothing but
+        the hits is stored: the transaction that wrote the signup is rolled back
+        and the hits are counted again on their own. The limits are counted last,
+        in the order given, just before the commit: PostgreSQL holds a counter's
+        row lock until then, and every signup through one client address (a
+        proxy, a NAT) updates that one row, so the most shared counter goes last.
+        """
         for attempt in (1, 2):
             try:
                 with self.begin() as conn:
-                    for lim in limits:
-                        if self.hit(lim.key, lim.window, conn=conn) > lim.limit:
-                            return SignupOutcome(None, limited=True, quiet_reason="rate limited")
                     outcome = self.request_signup(req, conn=conn)
                     if outcome.pending:
                         outcome.confirm_due = (
@@ -361,13 +389,25 @@ class SubscriptionQueries(RateLimitQueries):
                         )
                         if not outcome.confirm_due:
                             outcome.quiet_reason = "a confirmation went out recently"
+                    if self._over(conn, limits):
+                        raise _Limited
                     return outcome
+            except _Limited:
+                with self.begin() as conn:
+                    self._over(conn, limits)
+                return SignupOutcome(None, limited=True, quiet_reason="rate limited")
             except IntegrityError:
-                # the same new address signed up by two requests at once: the
-                # loser finds the winner's row on its second try
+                # the address's row went away between the insert that found it
+                # known and the read of it (or another constraint tripped over a
+                # concurrent request): the second try starts afresh
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _over(self, conn: Connection, limits: Sequence[Limit]) -> bool:
+        """Count a hit on each of ``limits``; True when any is over."""
+        counts = [self.hit(lim.key, lim.window, conn=conn) for lim in limits]
+        return any(n > lim.limit for n, lim in zip(counts, limits, strict=True))
 
     def decline_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;

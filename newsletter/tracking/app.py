@@ -20,11 +20,17 @@ for a body that is not an event array, and 503 when the database failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import os
+import signal
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
+import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -155,11 +161,8 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         )
     wh = cfg.webhook
 
-    def page(mode: str, status: int = 200, language: str = "", **values: Any) -> HTMLResponse:
-        """pages/page.html.j2 through the one environment (render/env.py), in
-        ``language``: the digest's the page is about, else the site's."""
-        language = language or cfg.site.language
-        defaults = {
+    def page_defaults(mode: str, language: str) -> dict[str, Any]:
+        return {
             "lang": language,
             "direction": cfg.site.direction,
             "site": cfg.site.name,
@@ -177,9 +180,30 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             "error": "",
             "form": {"email": "", "name": ""},
         }
-        env = make_env(signup.templates_folder(cfg), language)
-        html = env.get_template("pages/page.html.j2").render(**{**defaults, **values}, mode=mode)
+
+    def page(mode: str, status: int = 200, language: str = "", **values: Any) -> HTMLResponse:
+        """pages/page.html.j2 through the one environment (render/env.py), in
+        ``language``: the digest's the page is about, else the site's."""
+        language = language or cfg.site.language
+        if values:
+            defaults = page_defaults(mode, language)
+            html = page_template(language).render(**{**defaults, **values}, mode=mode)
+        else:
+            html = fixed_page(mode, language)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    # The templates are read once per process (a changed template takes a restart
+    # of serve): Jinja's own check stats every file of the loader's path on every
+    # render, and a page that takes no values (the signup's "check your inbox")
+    # is rendered once per language.
+    @functools.cache
+    def page_template(language: str) -> jinja2.Template:
+        env = make_env(signup.templates_folder(cfg), language)
+        return env.get_template("pages/page.html.j2")
+
+    @functools.lru_cache(maxsize=256)
+    def fixed_page(mode: str, language: str) -> str:
+        return page_template(language).render(**page_defaults(mode, language), mode=mode)
 
     def said(err: InputError) -> str:
         """An error of the signup form in the form's language (the site's)."""
@@ -530,13 +554,81 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     announce: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> None:
-    """Run the app under uvicorn until interrupted. Binds 127.0.0.1 unless told otherwise."""
+    """Run the app under uvicorn until interrupted. Binds 127.0.0.1 unless told otherwise.
+
+    ``workers`` > 1: that many processes answer on the one socket (forked after
+    it is bound, each with its own database connections). They share nothing
+    but the database, where the signup limits are kept, so they count the same
+    hits; one that dies stops the others, for the service manager to restart."""
     import uvicorn
 
-    app = create_app(cfg, store)
     host = host or cfg.webhook.host
     port = cfg.webhook.port if port is None else port
+    if workers <= 1:
+        app = create_app(cfg, store)
+        if announce:
+            announce(f"http://{host}:{port}")
+        uvicorn.run(app, host=host, port=port, **uvicorn_settings(cfg))
+        return
+    if not hasattr(os, "fork"):
+        raise ConfigError("serve --workers needs a system with fork()", where="--workers")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
     if announce:
-        announce(f"http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, **uvicorn_settings(cfg))
+        announce(f"http://{host}:{port} ({workers} processes)")
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            _worker(cfg, store, sock)
+        children.append(pid)
+    sock.close()
+    _supervise(children)
+
+
+def _worker(cfg: Config, store: Store, sock: socket.socket) -> NoReturn:
+    """One forked ``serve`` process: its own connections, uvicorn on the shared socket."""
+    import uvicorn
+
+    code = 1
+    try:
+        # the parent's pooled connections are not this process's to use or close
+        store.engine.dispose(close=False)
+        server = uvicorn.Server(uvicorn.Config(create_app(cfg, store), **uvicorn_settings(cfg)))
+        server.run(sockets=[sock])
+        code = 0
+    except BaseException:  # noqa: BLE001 - a forked child must never return into the parent's code
+        logger.exception("serve: a worker process failed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the worker processes; SIGTERM and SIGINT go on to them, and when one
+    ends, the others are stopped. Raises SystemExit(1) if one ended by itself."""
+    running = set(children)
+    stopping = False
+
+    def stop(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    while running:
+        pid, _status = os.wait()
+        running.discard(pid)
+        if not stopping:
+            logger.error("serve: worker process %d ended; stopping the others", pid)
+            failed = True
+            stop(signal.SIGTERM)
+    if failed:
+        raise SystemExit(1)

@@ -22,6 +22,7 @@ Against abuse:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from newsletter import i18n
 from newsletter.audience.subscribers import normalize_email
@@ -228,6 +230,72 @@ def _mail_template(env: jinja2.Environment, kind: str, part: str) -> jinja2.Temp
     return env.select_template([f"{kind}.{part}.j2", f"mail/{kind}.{part}.j2"])
 
 
+#: stands for the signup's own link while a mail is rendered for the cache
+_LINK = "link-0f3c9a7e5b2d4c1e"
+#: a link with every character autoescape changes, to prove the substitution right
+_PROBE = "https://probe.invalid/?a='1'&b=\"<2>\""
+
+
+@functools.lru_cache(maxsize=64)
+def _mail_templates(folder: str, language: str, kind: str) -> tuple[jinja2.Template, ...]:
+    # read once per process, as serve's pages are (tracking/app.py)
+    env = make_env(folder, language)
+    return _mail_template(env, kind, "html"), _mail_template(env, kind, "txt")
+
+
+def _render(templates: tuple[jinja2.Template, ...], values: Mapping[str, Any]) -> tuple[str, str]:
+    return templates[0].render(values), templates[1].render(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _rendered_once(
+    folder: str, language: str, kind: str, link_key: str, frozen: tuple[tuple[str, Any], ...]
+) -> tuple[str, str] | None:
+    """The mail rendered with a stand-in for its link, or None when the templates do
+    more with the link than write it (then each mail is rendered in full)."""
+    templates = _mail_templates(folder, language, kind)
+    values = dict(frozen)
+    html, text = _render(templates, {**values, link_key: _LINK})
+    if _with_link((html, text), _PROBE) != _render(templates, {**values, link_key: _PROBE}):
+        return None
+    return html, text
+
+
+def _with_link(rendered: tuple[str, str], link: str) -> tuple[str, str]:
+    html, text = rendered
+    return html.replace(_LINK, str(markupsafe.escape(link))), text.replace(_LINK, link)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def render_mail(
+    cfg: Config, kind: str, values: dict[str, Any], language: str = "", link_key: str = ""
+) -> tuple[str, str]:
+    """(html, text) of a ``kind`` email. With ``link_key``, the templates are rendered
+    once per process for all other values, and only that value (the signup's link)
+    is written in per mail."""
+    language = language or cfg.site.language
+    common = {
+        "site": cfg.site.name,
+        "lang": language,
+        "direction": cfg.site.direction,
+        "postal_address": cfg.site.postal_address,
+        **values,
+    }
+    folder = templates_folder(cfg)
+    if link_key:
+        frozen = tuple(sorted((k, _freeze(v)) for k, v in common.items() if k != link_key))
+        try:
+            once = _rendered_once(folder, language, kind, link_key, frozen)
+        except TypeError:  # a value that cannot be a cache key
+            once = None
+        if once is not None:
+            return _with_link(once, str(common[link_key]))
+    return _render(_mail_templates(folder, language, kind), common)
+
+
 def send_mail(
     cfg: Config,
     to: str,
@@ -236,25 +304,13 @@ def send_mail(
     subject: str,
     values: dict[str, Any],
     language: str = "",
+    link_key: str = "",
 ) -> None:
     """One ``kind`` ("confirm" or "welcome") email through the configured backend,
-    in ``language`` (default: the site's)."""
-    language = language or cfg.site.language
-    env = mail_templates(cfg, language)
-    common = {
-        "site": cfg.site.name,
-        "lang": language,
-        "direction": cfg.site.direction,
-        "postal_address": cfg.site.postal_address,
-        **values,
-    }
-    rendered = Rendered(
-        subject=subject,
-        html=_mail_template(env, kind, "html").render(common),
-        text=_mail_template(env, kind, "txt").render(common),
-    )
+    in ``language`` (default: the site's); ``link_key``: see :func:`render_mail`."""
+    html, text = render_mail(cfg, kind, values, language, link_key)
     message = OutgoingMessage(
-        rendered=rendered,
+        rendered=Rendered(subject=subject, html=html, text=text),
         from_email=cfg.site.from_email,
         from_name=cfg.site.from_name or cfg.site.name,
         reply_to=cfg.site.reply_to,
@@ -319,9 +375,10 @@ def request(
             consent_text=cfg.signup.consent_text,
             source="form",
         ),
+        # the client's counter last: it is the one many signups share
         limits=[
-            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
             Limit(f"signup-address:{hashed}", cfg.signup.per_address, window),
+            Limit(f"signup-ip:{ip}", cfg.signup.per_ip, window),
         ],
         # at most one confirmation per address per resend interval
         resend=Limit(resend_key, 1, cfg.signup.resend_minutes * 60)
@@ -351,6 +408,7 @@ def request(
                 i18n.lang(language)(N_("Confirm your subscription to {site}"), site=cfg.site.name),
                 {"confirm_url": url, "digests": digests, "hours": f"{cfg.signup.confirm_hours:g}"},
                 language,
+                link_key="confirm_url",
             )
         except Exception as err:  # noqa: BLE001 - the reader already has the answer
             # a later signup may try again at once

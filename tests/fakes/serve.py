@@ -16,8 +16,17 @@ ROOT = Path(__file__).parent.parent.parent
 
 
 class ServeProcess:
-    def __init__(self, config: Path, db_url: str, secret: str, *, port: int | None = None):
+    def __init__(
+        self,
+        config: Path,
+        db_url: str,
+        secret: str,
+        *,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+    ):
         self.port = port or free_port()
+        self.args = args
         self.env = {
             **os.environ,
             "NEWSLETTER_CONFIG": str(config),
@@ -31,7 +40,7 @@ class ServeProcess:
 
     def __enter__(self) -> ServeProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "newsletter", "serve", "--port", str(self.port), *self.args],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ parts where no line is over 998 octets (``delivery/mime.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -29,8 +30,9 @@ class OutboxBackend(Backend):
     name = "outbox"
     idempotent = True
 
-    @property
+    @functools.cached_property
     def folder(self) -> Path:
+        # resolved once per backend (a realpath is a syscall per path component)
         return self.cfg.resolve(self.cfg.delivery.outbox_dir)
 
     def edition_folder(self, edition_id: int, *, test: bool = False) -> Path:
