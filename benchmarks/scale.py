@@ -189,7 +189,9 @@ def write_csv(path: Path, n: int) -> None:
             fh.write(f"reader{i}@example.com,{name},{tags},{ZONES[i % len(ZONES)]},{status}\n")
 
 
-def write_config(folder: Path, db: str, sg_port: int, web_port: int, concurrency: int) -> Path:
+def write_config(
+    folder: Path, db: str, sg_port: int, web_port: int, concurrency: int, local_time: bool = False
+) -> Path:
     path = folder / "newsletter.toml"
     path.write_text(
         f"""
@@ -223,6 +225,7 @@ schedule = "0 7 * * MON"
 timezone = "Asia/Almaty"
 min_articles = 1
 max_articles = 30
+local_time = {"true" if local_time else "false"}
 """,
         encoding="utf-8",
     )
@@ -501,6 +504,9 @@ def main() -> None:
         default=",".join(STAGES),
         help=f"comma-separated, of {','.join(STAGES)} (freeze = compile + freeze)",
     )
+    ap.add_argument(
+        "--local-time", action="store_true", help="the digest releases at each reader's 07:00"
+    )
     ap.add_argument("--workdir", help="keep the folder and database here, and reuse them")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
@@ -575,7 +581,7 @@ def run_stages(args, tmp, db, n, events, sg_port, wanted, results, line) -> None
     ports = tmp / "ports.json"
     web_port = free_port()
     ports.write_text(json.dumps({"web": web_port}))
-    cfg = write_config(tmp, db, sg_port, web_port, args.concurrency)
+    cfg = write_config(tmp, db, sg_port, web_port, args.concurrency, args.local_time)
     env = {
         **os.environ,
         "NEWSLETTER_CONFIG": str(cfg),

@@ -79,7 +79,7 @@ variant_map = Table(
     "freeze_variant_map",
     _temporary,
     # "t" + the subscription's topics as stored (JSON), or "s" + the subscriber's
-    # own tag slugs as a JSON array (see _topic_key)
+    # own tag slugs as a JSON array (see Audience.keyed)
     Column("topics", Text, primary_key=True),
     # NULL: not one of the edition's variants; such subscribers get nothing
     Column("variant", String(500)),
@@ -261,17 +261,15 @@ class FreezeQueries(StoreBase):
             )
         release: ColumnElement[Any] = literal(None, TZ)
         if release_of is not None:
+            # every zone of the subscribers (the same snapshot): none is missing
             zone_map.create(conn)
             zones = conn.execute(select(subscribers.c.timezone).distinct()).scalars().all()
             if zones:
                 conn.execute(
                     insert(zone_map), [{"timezone": z, "release_at": release_of(z)} for z in zones]
                 )
-            release = (
-                select(zone_map.c.release_at)
-                .where(zone_map.c.timezone == subscribers.c.timezone)
-                .scalar_subquery()
-            )
+            source = source.outerjoin(zone_map, zone_map.c.timezone == subscribers.c.timezone)
+            release = zone_map.c.release_at
         dups = self._digest_duplicates(conn, edition_id, source, and_(*chosen), mark)
         status: ColumnElement[Any] = literal(str(D.QUEUED))
         error: ColumnElement[Any] = literal("")
