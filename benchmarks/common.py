@@ -39,6 +39,29 @@ def scratch_database(url: str, folder: Path) -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def kept_database(url: str, folder: Path) -> Iterator[str]:
+    """Like :func:`scratch_database`, but kept for a later run: the SQLite file in
+    ``folder``, or a PostgreSQL schema whose name is written to ``folder/pg-schema``."""
+    if not url:
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    import sqlalchemy as sa
+
+    name = folder / "pg-schema"
+    if name.exists():
+        schema = name.read_text().strip()
+    else:
+        schema = f"bench_kept_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(url)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        admin.dispose()
+        name.write_text(schema)
+    sep = "&" if "?" in url else "?"
+    yield f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

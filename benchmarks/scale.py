@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py [--subscribers 100000] [--db URL] [--events N]
                                          [--concurrency 4] [--workers 1] [--skip-webhook]
+                                         [--stages import,freeze,send,webhook] [--workdir DIR]
 
 Stages, each in a process of its own so its peak RSS (VmHWM) is its own:
 
@@ -23,6 +24,12 @@ Stages, each in a process of its own so its peak RSS (VmHWM) is its own:
    (``--events``, default 3 per subscriber).
 
 Untimed set-up: `newsletter init`, `newsletter ingest` of the bundled sample feed.
+``--stages`` runs only some stages (``freeze`` is compile + freeze; ``send`` includes
+the bare loop). ``--workdir DIR`` keeps the folder and its database (for PostgreSQL a
+schema whose name is kept in the folder): a later run with the same folder and
+``--subscribers`` skips set-up and import, and drops the editions of earlier runs
+(their deliveries, batches and events) before it compiles, so 1,000,000 subscribers
+are imported once for many freezes.
 Prints one line per stage (wall time, rate, peak RSS) and the ratio send / bare loop;
 ``--json FILE`` also writes them.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -52,7 +60,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, scratch_database, start_fake, vm_hwm_kb  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    kept_database,
+    scratch_database,
+    start_fake,
+    vm_hwm_kb,
+)
 
 API_KEY = "SG.benchmark-key"
 SECRET = "benchmark-secret-key-0123456789"
@@ -80,6 +94,7 @@ ZONES = [
     "America/Los_Angeles", "America/Toronto", "America/Sao_Paulo", "America/Mexico_City",
     "Africa/Cairo", "Africa/Lagos", "Africa/Johannesburg",
 ]  # fmt: skip
+STAGES = ("import", "freeze", "send", "webhook")
 EVENT_MIX = [("delivered", 0.55), ("open", 0.3), ("click", 0.1), ("bounce", 0.05)]
 
 
@@ -174,7 +189,9 @@ def write_csv(path: Path, n: int) -> None:
             fh.write(f"reader{i}@example.com,{name},{tags},{ZONES[i % len(ZONES)]},{status}\n")
 
 
-def write_config(folder: Path, db: str, sg_port: int, web_port: int, concurrency: int) -> Path:
+def write_config(
+    folder: Path, db: str, sg_port: int, web_port: int, concurrency: int, local_time: bool = False
+) -> Path:
     path = folder / "newsletter.toml"
     path.write_text(
         f"""
@@ -208,6 +225,7 @@ schedule = "0 7 * * MON"
 timezone = "Asia/Almaty"
 min_articles = 1
 max_articles = 30
+local_time = {"true" if local_time else "false"}
 """,
         encoding="utf-8",
     )
@@ -481,8 +499,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1, help="newsletter send --workers N")
     ap.add_argument("--skip-webhook", action="store_true")
+    ap.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated, of {','.join(STAGES)} (freeze = compile + freeze)",
+    )
+    ap.add_argument(
+        "--local-time", action="store_true", help="the digest releases at each reader's 07:00"
+    )
+    ap.add_argument("--workdir", help="keep the folder and database here, and reuse them")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    stages_wanted = set(args.stages.split(","))
+    if stages_wanted - set(STAGES):
+        ap.error(f"unknown stages: {', '.join(sorted(stages_wanted - set(STAGES)))}")
     n = args.subscribers
     events = args.events if args.events is not None else 3 * n
     fake, sg_port = start_fake(API_KEY)
@@ -504,101 +534,143 @@ def main() -> None:
             flush=True,
         )
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        folder: contextlib.AbstractContextManager[str] = contextlib.nullcontext(
+            str(Path(args.workdir).resolve())
+        )
+    else:
+        folder = tempfile.TemporaryDirectory(prefix="nl-scale-")
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="nl-scale-") as tmp_,
-            scratch_database(args.db, Path(tmp_)) as db,
-        ):
+        with folder as tmp_:
             tmp = Path(tmp_)
-            web_port = free_port()
-            (tmp / "ports.json").write_text(json.dumps({"web": web_port}))
-            cfg = write_config(tmp, db, sg_port, web_port, args.concurrency)
-            env = {
-                **os.environ,
-                "NEWSLETTER_CONFIG": str(cfg),
-                "NEWSLETTER_SECRET_KEY": SECRET,
-                "SENDGRID_API_KEY": API_KEY,
-                "PYTHONPATH": str(ROOT),
-            }
-            for k in ("NEWSLETTER_DATABASE_URL", "NEWSLETTER_SENDGRID_HOST"):
-                env.pop(k, None)
-            for setup in (["init"], ["ingest"]):
-                subprocess.run(
-                    [sys.executable, "-m", "newsletter", *setup],
-                    env=env, cwd=tmp, check=True, capture_output=True,
-                )  # fmt: skip
-            csv = tmp / "subscribers.csv"
-            write_csv(csv, n)
-            print(
-                f"{results['engine']}, {n:,} subscribers, {results['machine']}, "
-                f"load average {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
-            s = run_stage(tmp, env, ["subscribers", "import", str(csv)])
-            line("import", s["wall"], n, "rows", s["peak_mb"], f"CPU {s['cpu']:.1f} s")
-
-            out = tmp / "compile.json"
-            subprocess.run(
-                [sys.executable, __file__, "--compile", str(out)], env=env, cwd=tmp, check=True
-            )
-            c = json.loads(out.read_text())
-            line("compile", c["compile"], n, "subscribers", c["compile_peak_kb"] / 1024,
-                 f"{c['variants']} variants")  # fmt: skip
-            line("freeze", c["freeze"], c["frozen"], "deliveries", c["peak_kb"] / 1024,
-                 f"CPU {c['freeze_cpu']:.1f} s")  # fmt: skip
-
-            before = fake_stats(sg_port)
-            cmd = ["send", "--at", AT, "--json"]
-            if args.workers > 1:
-                cmd += ["--workers", str(args.workers)]
-            s = run_stage(tmp, env, cmd)
-            after = fake_stats(sg_port)
-            taken = after["accepted"] - before["accepted"]
-            reqs = after["requests"] - before["requests"]
-            line("send", s["wall"], taken, "recipients", s["peak_mb"],
-                 f"CPU {s['cpu']:.1f} s ({s['cpu'] / max(taken, 1) * 1e6:.1f} µs/recipient "
-                 f"incl. start-up), {reqs} requests, {after['distinct']:,} distinct")  # fmt: skip
-            send_rate = taken / s["wall"]
-            inner = json.loads(s["out"])["digests"][-1]["send"]["seconds"]
-            print(
-                f"         send_edition alone: {inner:.2f} s, {taken / inner:,.0f} recipients/s; "
-                f"its CPU in this process {s['send_cpu']:.2f} s "
-                f"({s['send_cpu'] / max(taken, 1) * 1e6:.1f} µs/recipient), "
-                f"helper processes {s['children_cpu']:.2f} s"
-            )
-            stages["send"].update(
-                cpu=round(s["cpu"], 2),
-                requests=reqs,
-                send_edition=inner,
-                send_edition_cpu=round(s["send_cpu"], 2),
-                helper_cpu=round(s["children_cpu"], 2),
-            )
-
-            per = 1000
-            nreq = (taken + per - 1) // per
-            last = taken - per * (nreq - 1)
-            b = subprocess.run(
-                [sys.executable, __file__, "--bare", str(sg_port), str(nreq), str(per),
-                 str(last), str(args.concurrency)],
-                env=env, cwd=tmp, check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            bare = json.loads(b.stdout.strip().splitlines()[-1])
-            line("bare", bare["seconds"], bare["recipients"], "recipients", 0,
-                 f"CPU {bare['cpu']:.1f} s")  # fmt: skip
-            ratio = send_rate / (bare["recipients"] / bare["seconds"])
-            results["ratio"] = round(ratio, 3)
-            print(f"send / bare loop: {ratio:.2f}", flush=True)
-
-            if not args.skip_webhook and events:
-                w = webhook_stage(tmp, env, db, c["edition"], events, args.clients)
-                line("webhook", w["wall"], w["events"], "events", w["peak_mb"],
-                     f"{args.clients} clients, client CPU {w['client_cpu']:.1f} s")  # fmt: skip
+            keep = kept_database if args.workdir else scratch_database
+            with keep(args.db, tmp) as db:
+                run_stages(args, tmp, db, n, events, sg_port, stages_wanted, results, line)
     finally:
         fake.terminate()
         fake.wait()
     results["load_average_end"] = round(os.getloadavg()[0], 2)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+def reset_editions(db: str) -> None:
+    """Drop the editions of earlier runs on a kept database (its subscribers stay)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                sa.text("TRUNCATE events, deliveries, batches, edition_articles, editions")
+            )
+        else:
+            for table in ("events", "deliveries", "batches", "edition_articles", "editions"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+    engine.dispose()
+
+
+def run_stages(args, tmp, db, n, events, sg_port, wanted, results, line) -> None:  # noqa: ANN001, PLR0913
+    """Set-up (or reuse), then the stages in ``wanted``, each line printed as it ends."""
+    stages = results["stages"]
+    ready = tmp / f"imported-{n}"
+    ports = tmp / "ports.json"
+    web_port = free_port()
+    ports.write_text(json.dumps({"web": web_port}))
+    cfg = write_config(tmp, db, sg_port, web_port, args.concurrency, args.local_time)
+    env = {
+        **os.environ,
+        "NEWSLETTER_CONFIG": str(cfg),
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "SENDGRID_API_KEY": API_KEY,
+        "PYTHONPATH": str(ROOT),
+    }
+    for k in ("NEWSLETTER_DATABASE_URL", "NEWSLETTER_SENDGRID_HOST"):
+        env.pop(k, None)
+    print(
+        f"{results['engine']}, {n:,} subscribers, {results['machine']}, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    if ready.exists():
+        print(f"reusing the database in {tmp} (imported before)", flush=True)
+        reset_editions(db)
+    else:
+        for setup in (["init"], ["ingest"]):
+            subprocess.run(
+                [sys.executable, "-m", "newsletter", *setup],
+                env=env, cwd=tmp, check=True, capture_output=True,
+            )  # fmt: skip
+        csv = tmp / "subscribers.csv"
+        write_csv(csv, n)
+        s = run_stage(tmp, env, ["subscribers", "import", str(csv)])
+        line("import", s["wall"], n, "rows", s["peak_mb"], f"CPU {s['cpu']:.1f} s")
+        csv.unlink()
+        if args.workdir:
+            ready.touch()
+    if "freeze" not in wanted:
+        return
+
+    out = tmp / "compile.json"
+    subprocess.run([sys.executable, __file__, "--compile", str(out)], env=env, cwd=tmp, check=True)
+    c = json.loads(out.read_text())
+    line("compile", c["compile"], n, "subscribers", c["compile_peak_kb"] / 1024,
+         f"{c['variants']} variants, CPU {c['compile_cpu']:.1f} s")  # fmt: skip
+    line("freeze", c["freeze"], c["frozen"], "deliveries", c["peak_kb"] / 1024,
+         f"CPU {c['freeze_cpu']:.1f} s, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if "send" not in wanted:
+        return
+
+    before = fake_stats(sg_port)
+    cmd = ["send", "--at", AT, "--json"]
+    if args.workers > 1:
+        cmd += ["--workers", str(args.workers)]
+    s = run_stage(tmp, env, cmd)
+    after = fake_stats(sg_port)
+    taken = after["accepted"] - before["accepted"]
+    reqs = after["requests"] - before["requests"]
+    line("send", s["wall"], taken, "recipients", s["peak_mb"],
+         f"CPU {s['cpu']:.1f} s ({s['cpu'] / max(taken, 1) * 1e6:.1f} µs/recipient "
+         f"incl. start-up), {reqs} requests, {after['distinct']:,} distinct")  # fmt: skip
+    send_rate = taken / s["wall"]
+    inner = json.loads(s["out"])["digests"][-1]["send"]["seconds"]
+    print(
+        f"         send_edition alone: {inner:.2f} s, {taken / inner:,.0f} recipients/s; "
+        f"its CPU in this process {s['send_cpu']:.2f} s "
+        f"({s['send_cpu'] / max(taken, 1) * 1e6:.1f} µs/recipient), "
+        f"helper processes {s['children_cpu']:.2f} s"
+    )
+    stages["send"].update(
+        cpu=round(s["cpu"], 2),
+        requests=reqs,
+        send_edition=inner,
+        send_edition_cpu=round(s["send_cpu"], 2),
+        helper_cpu=round(s["children_cpu"], 2),
+    )
+
+    per = 1000
+    nreq = (taken + per - 1) // per
+    last = taken - per * (nreq - 1)
+    b = subprocess.run(
+        [sys.executable, __file__, "--bare", str(sg_port), str(nreq), str(per),
+         str(last), str(args.concurrency)],
+        env=env, cwd=tmp, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    bare = json.loads(b.stdout.strip().splitlines()[-1])
+    line("bare", bare["seconds"], bare["recipients"], "recipients", 0,
+         f"CPU {bare['cpu']:.1f} s")  # fmt: skip
+    ratio = send_rate / (bare["recipients"] / bare["seconds"])
+    results["ratio"] = round(ratio, 3)
+    print(f"send / bare loop: {ratio:.2f}", flush=True)
+
+    if "webhook" in wanted and not args.skip_webhook and events:
+        w = webhook_stage(tmp, env, db, c["edition"], events, args.clients)
+        line("webhook", w["wall"], w["events"], "events", w["peak_mb"],
+             f"{args.clients} clients, client CPU {w['client_cpu']:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Freezing an edition: its articles, rates header and audience, written before any send.
 
 There is one way to freeze an audience, :func:`freeze_audience`: from the
-digest's subscribers as they are now (``Store.iter_audience``), each with the
-variant of that subscription's topics and, for a local-time digest, the
-instant their own clock reaches the period's fire time.
+digest's subscribers as they are now (the store's ``Audience``, the same
+definition ``Store.iter_audience`` reads), each with the variant of that
+subscription's topics and, for a local-time digest, the instant their own
+clock reaches the period's fire time. The rows are copied inside the database
+(``Store.freeze_digest_audience``): this module only says which variant a topic
+set gets and when a time zone is released.
 It is idempotent, so a run that died while freezing finishes the job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,11 +23,9 @@ from newsletter.editions.plan import EditionPlan
 from newsletter.editions.variants import variant_key
 from newsletter.errors import NotFoundError
 from newsletter.rates.service import build_header, header_to_json
-from newsletter.schedule import Period
 from newsletter.states import EditionStatus
 from newsletter.store import Store
 from newsletter.store.audience import SENDABLE
-from newsletter.store.deliveries import AudienceRow
 
 
 def digest_zones(store: Store, digest: DigestConfig) -> list[ZoneInfo]:
@@ -88,38 +88,40 @@ def create_edition(
     return edition_id, created
 
 
-def _audience(
-    store: Store, digest: DigestConfig, variants: set[str], period: Period | None
-) -> Iterator[AudienceRow]:
-    home = schedule.zone(digest.timezone)
-    # who gets this digest: active addresses with an active subscription to it,
-    # each with that subscription's topics
-    for sub in store.iter_audience(digest.name):
-        key = variant_key(sub.tags)
-        if key not in variants or sub.id is None:
-            continue
-        release = (
-            period.release_at(schedule.subscriber_zone(sub.timezone, home))
-            if period is not None
-            else None
-        )
-        yield AudienceRow(subscriber_id=sub.id, email=sub.email, variant=key, release_at=release)
-
-
 def freeze_audience(store: Store, cfg: Config, edition_id: int) -> int:
     """Write the edition's queued deliveries from the subscribers as they are now.
 
-    Idempotent: subscribers already frozen are kept as they are. With
-    ``local_time`` each delivery gets ``release_at``, the period's wall-clock
-    fire time in the subscriber's zone (the digest's when they have none). The
-    store marks the edition sending in the same transaction. Returns how many
-    deliveries were added.
+    Idempotent: subscribers already frozen are kept as they are. Each gets the
+    variant of their topics (one of the edition's; a subscriber whose topics
+    have no variant in it gets nothing). With ``local_time`` each delivery gets
+    ``release_at``, the period's wall-clock fire time in the subscriber's zone
+    (the digest's when they have none, or an unknown one). The store copies the
+    audience inside the database, asking for the variant once per distinct topic
+    set and for the release once per zone, and marks the edition sending in the
+    same transaction. Returns how many deliveries were queued.
     """
     info = store.get_edition(edition_id)
     if info is None:
         raise NotFoundError(f"no edition {edition_id}")
     digest = cfg.digest(info.digest)
     variants = set(store.edition_details(edition_id).variants)
-    period = schedule.period_from_key(digest, info.period) if digest.local_time else None
-    rows = _audience(store, digest, variants, period)
-    return store.freeze_audience(edition_id, rows, left_out=left_out_counts(store))
+    home = schedule.zone(digest.timezone)
+
+    def variant_of(tags: list[str]) -> str | None:
+        key = variant_key(tags)
+        return key if key in variants else None
+
+    release_of = None
+    if digest.local_time:
+        period = schedule.period_from_key(digest, info.period)
+
+        def release_of(name: str) -> datetime:
+            return period.release_at(schedule.subscriber_zone(name, home))
+
+    return store.freeze_digest_audience(
+        edition_id,
+        digest.name,
+        variant_of=variant_of,
+        release_of=release_of,
+        left_out=left_out_counts(store),
+    )

@@ -209,13 +209,17 @@ def plan_edition(
         window_start=since,
         window_end=now,
     )
-    if audience is None:
-        # streamed, page by page: only the count per variant is kept (constant memory)
-        audience = store.iter_audience(digest.name)
     counts: dict[str, int] = {}
-    for sub in audience:
-        key = variant_key(sub.tags)
-        counts[key] = counts.get(key, 0) + 1
+    if audience is None:
+        # counted in the database, per distinct topic set (the freeze's keys):
+        # constant memory, and no subscriber passes through Python
+        for tags, n in store.audience_topic_counts(digest.name):
+            key = variant_key(tags)
+            counts[key] = counts.get(key, 0) + n
+    else:
+        for sub in audience:
+            key = variant_key(sub.tags)
+            counts[key] = counts.get(key, 0) + 1
     if not counts:
         counts[DEFAULT_VARIANT] = 0
     for key in sorted(counts):

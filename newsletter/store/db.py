@@ -24,6 +24,7 @@ from newsletter.store.control import ControlQueries
 from newsletter.store.deliveries import DeliveryQueries
 from newsletter.store.editions import EditionQueries
 from newsletter.store.events import EventQueries
+from newsletter.store.freeze import FreezeQueries
 from newsletter.store.locks import LockQueries
 from newsletter.store.privacy import PrivacyQueries
 from newsletter.store.rates import RateQueries
@@ -109,6 +110,7 @@ class Store(
     AudienceQueries,
     EditionQueries,
     DeliveryQueries,
+    FreezeQueries,
     EventQueries,
     LockQueries,
     RunQueries,

@@ -57,14 +57,13 @@ from newsletter.states import (
 )
 from newsletter.store.base import (
     StoreBase,
-    bind_processor,
     can_move,
     in_parts,
     move_row,
     sqlite_executemany,
     utcnow,
 )
-from newsletter.store.editions import finish_if_sending, mark_frozen
+from newsletter.store.editions import finish_if_sending
 from newsletter.store.schema import (
     ALL_DIGESTS,
     batches,
@@ -169,12 +168,10 @@ WHERE deliveries.id = (v.r->>0)::integer AND deliveries.status = v.r->>1
 """
 
 
-#: (subscriber_id, email, variant, status, error, release_at) of a delivery to write
-_NewRow = tuple[int, str, str, str, str, datetime | None]
-
-
 @dataclass(frozen=True, slots=True)
 class AudienceRow:
+    """One recipient of an explicit audience (``Store.freeze_audience``, store/freeze.py)."""
+
     subscriber_id: int
     email: str
     variant: str
@@ -284,124 +281,6 @@ class DeliveryQueries(StoreBase):
             return
         with self.engine.connect():
             yield
-
-    def freeze_audience(
-        self,
-        edition_id: int,
-        rows: Iterable[AudienceRow],
-        *,
-        left_out: dict[str, int] | None = None,
-        chunk: int = 5000,
-    ) -> int:
-        """Write one queued delivery per recipient, in one transaction. Returns how many.
-
-        Rows already there are kept as they are, so a second call adds nothing.
-        An address that differs from one already frozen only by case is written
-        ``failed`` as a duplicate: it is sent once, never twice. The edition
-        becomes ``sending`` in the same transaction, and its info records the
-        audience: queued, duplicates and ``left_out`` (subscribers not sent to,
-        by status).
-        """
-        now = utcnow()
-        added = duplicates = 0
-        # read the rows first: they may come from a query, and on SQLite every
-        # transaction takes the write lock, so none may be opened inside this one
-        rows = list(rows)
-        with self.begin() as conn:
-            lock = select(editions.c.info).where(editions.c.id == edition_id)
-            if self.dialect == "postgresql":
-                # two senders freezing the same edition take turns here
-                lock = lock.with_for_update()
-            info = conn.execute(lock).scalar_one()
-            have: set[int] = set()
-            seen: dict[str, int] = {}
-            for sid, mail in conn.execute(
-                select(deliveries.c.subscriber_id, deliveries.c.email).where(
-                    deliveries.c.edition_id == edition_id
-                )
-            ):
-                have.add(sid)
-                seen.setdefault(mail.strip().casefold(), sid)
-            new: list[_NewRow] = []
-            for r in rows:
-                if r.subscriber_id in have:
-                    continue
-                have.add(r.subscriber_id)
-                first = seen.setdefault(r.email.strip().casefold(), r.subscriber_id)
-                if first != r.subscriber_id:
-                    status = D.FAILED
-                    error = (
-                        f"duplicate address: subscriber {first} has the same address "
-                        "(ignoring case); sent once, not twice"
-                    )
-                    duplicates += 1
-                else:
-                    status, error = D.QUEUED, ""
-                    added += 1
-                new.append((r.subscriber_id, r.email, r.variant, status, error, r.release_at))
-            self._insert_deliveries(conn, edition_id, new, now, chunk=chunk)
-            info = dict(info or {})
-            audience = dict(info.get("audience") or {})
-            audience["queued"] = int(audience.get("queued", 0)) + added
-            audience["duplicates"] = int(audience.get("duplicates", 0)) + duplicates
-            if left_out is not None:
-                audience["left_out"] = dict(left_out)
-            info["audience"] = audience
-            mark_frozen(conn, edition_id, info)
-        return added
-
-    def _insert_deliveries(
-        self, conn: Connection, edition_id: int, rows: list[_NewRow], now: datetime, *, chunk: int
-    ) -> None:
-        """Bulk insert (subscriber_id, email, variant, status, error, release_at) rows.
-
-        Straight to the driver's executemany: SQLAlchemy's per-row parameter
-        processing costs more than the inserts themselves at 100,000 rows. Values
-        go through the columns' own bind processors, so they are stored exactly
-        as SQLAlchemy would store them.
-        """
-        if not rows:
-            return
-        dialect = conn.dialect
-        stamp = bind_processor(deliveries.c.updated_at, dialect)
-        flag = bind_processor(deliveries.c.opened, dialect)
-        at = stamp(now) if stamp else now
-        no = flag(False) if flag else False
-        cols = (
-            "edition_id, subscriber_id, email, variant, status, error, message_id, "
-            "opened, clicked, release_at, updated_at"
-        )
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        sql = f"INSERT INTO deliveries ({cols}) VALUES ({', '.join([mark] * 11)})"
-        params = [
-            (
-                edition_id,
-                sid,
-                email,
-                variant,
-                status,
-                error,
-                "",
-                no,
-                no,
-                stamp(release) if (stamp and release is not None) else release,
-                at,
-            )
-            for sid, email, variant, status, error, release in rows
-        ]
-        raw: Any = conn.connection.driver_connection
-        if (
-            dialect.name == "postgresql"
-            and hasattr(raw, "cursor")
-            and hasattr(raw.cursor(), "copy")
-        ):
-            # psycopg 3: COPY is an order of magnitude faster than INSERTs
-            with raw.cursor() as cur, cur.copy(f"COPY deliveries ({cols}) FROM STDIN") as copy:
-                for row in params:
-                    copy.write_row(row)
-            return
-        for start in range(0, len(params), chunk):
-            conn.exec_driver_sql(sql, params[start : start + chunk])
 
     def claim_batch(
         self,

@@ -14,12 +14,30 @@ mail).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -115,6 +133,98 @@ def effective(subs: Sequence[Subscription], digest: str) -> Subscription | None:
     return own or next((s for s in subs if s.digest == ALL_DIGESTS), None)
 
 
+class Audience:
+    """Who gets a digest, as SQL: the one definition the compile, the freeze and
+    ``iter_audience`` share.
+
+    ``source`` is subscribers joined to their own subscription to the digest
+    (``own``) and to their "*" one (``every``); ``members`` keeps the active
+    subscribers whose effective subscription (their own, else "*") is active;
+    ``topics`` is that subscription's topics (JSON; SQL NULL or JSON null: the
+    subscriber's own tags).
+    """
+
+    def __init__(self, digest: str) -> None:
+        self.own = own = subscriptions.alias("own")
+        self.every = every = subscriptions.alias("every")
+        self.source = subscribers.outerjoin(
+            own, and_(own.c.subscriber_id == subscribers.c.id, own.c.digest == digest)
+        ).outerjoin(
+            every, and_(every.c.subscriber_id == subscribers.c.id, every.c.digest == ALL_DIGESTS)
+        )
+        self.members = and_(
+            subscribers.c.status == "active",
+            or_(own.c.status == "active", and_(own.c.id.is_(None), every.c.status == "active")),
+        )
+        self.topics = case((own.c.id.is_not(None), own.c.topics), else_=every.c.topics)
+
+    def keyed(self, dialect: str) -> tuple[Any, ColumnElement[str]]:
+        """``source`` (joined to what the key needs) and each member's topic-set key:
+        "t" + the subscription's topics as stored, or, where it has none (SQL NULL
+        or JSON null), "s" + the subscriber's own tag slugs as a JSON array in slug
+        order (``tag_sets``). :func:`tags_of_key` reads a key back."""
+        raw = func.coalesce(cast(self.topics, Text), "null")
+        source: Any = self.source
+        tags: ColumnElement[Any]
+        if dialect == "postgresql":
+            # one pass over subscriber_tags, joined (a correlated aggregate per
+            # subscriber was evaluated twice per row by a hash join on the key)
+            own_tags = tag_sets(dialect).subquery("own_tags")
+            source = source.outerjoin(own_tags, own_tags.c.subscriber_id == subscribers.c.id)
+            tags = func.coalesce(own_tags.c.tags, "[]")
+        else:
+            # SQLite: one index lookup per subscriber, in slug order
+            ordered = (
+                select(subscriber_tags.c.tag_slug)
+                .where(subscriber_tags.c.subscriber_id == subscribers.c.id)
+                .order_by(subscriber_tags.c.tag_slug)
+                .correlate(subscribers)
+                .subquery("slugs")
+            )
+            tags = select(func.json_group_array(ordered.c.tag_slug)).scalar_subquery()
+        return source, case((raw == "null", literal("s") + tags), else_=literal("t") + raw)
+
+
+def tag_sets(dialect: str) -> Select[Any]:
+    """(subscriber_id, tags): each subscriber's tag slugs as a JSON array, in slug order
+    (subscribers without tags have no row)."""
+    if dialect == "postgresql":
+        slug = subscriber_tags.c.tag_slug
+        agg = cast(func.json_agg(aggregate_order_by(slug, slug)), Text)
+        return select(subscriber_tags.c.subscriber_id, agg.label("tags")).group_by(
+            subscriber_tags.c.subscriber_id
+        )
+    ordered = (
+        select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_slug)
+        .order_by(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_slug)
+        .subquery("ordered")
+    )
+    return select(
+        ordered.c.subscriber_id, func.json_group_array(ordered.c.tag_slug).label("tags")
+    ).group_by(ordered.c.subscriber_id)
+
+
+def tags_of_key(key: str) -> list[str]:
+    """The tags (sorted) of a topic-set key of :meth:`Audience.keyed`."""
+    return sorted(json.loads(key[1:]) or [])
+
+
+def topic_sets(conn: Connection, digest: str, dialect: str) -> list[tuple[str, list[str]]]:
+    """Every topic-set key a member of ``digest``'s audience can have, with its tags:
+    read from the tables alone (cheap scans, no join), a superset of the audience's."""
+    keys = {"s[]"}
+    for raw in conn.execute(
+        select(cast(subscriptions.c.topics, Text))
+        .where(subscriptions.c.digest.in_([digest, ALL_DIGESTS]))
+        .distinct()
+    ).scalars():
+        if raw is not None and raw != "null":
+            keys.add("t" + raw)
+    sets = tag_sets(dialect).subquery("sets")
+    keys.update("s" + t for t in conn.execute(select(sets.c.tags).distinct()).scalars())
+    return [(k, tags_of_key(k)) for k in sorted(keys)]
+
+
 class SubscriptionQueries(RateLimitQueries):
     # ------------------------------------------------------------------ reading
 
@@ -131,11 +241,24 @@ class SubscriptionQueries(RateLimitQueries):
         ).all()
         return [_row_to_subscription(r) for r in rows]
 
+    def audience_topic_counts(self, digest: str) -> list[tuple[list[str], int]]:
+        """How many of ``digest``'s audience have each topic set: (tags, count),
+        counted in the database (what the compile needs, at any audience size)."""
+        who = Audience(digest)
+        source, key = who.keyed(self.dialect)
+        with self.connect() as conn:
+            rows = conn.execute(
+                select(key.label("topic_key"), func.count())
+                .select_from(source)
+                .where(who.members)
+                .group_by("topic_key")
+            ).all()
+        return [(tags_of_key(k), int(n)) for k, n in rows]
+
     def iter_audience(self, digest: str, *, page: int = 1000) -> Iterator[Subscriber]:
         """Who gets ``digest`` now, by id, a page at a time; ``tags`` are the topics
         of that subscription (or the subscriber's own tags where it has none)."""
-        own = subscriptions.alias("own")
-        every = subscriptions.alias("every")
+        who = Audience(digest)
         last = 0
         while True:
             q = (
@@ -147,28 +270,12 @@ class SubscriptionQueries(RateLimitQueries):
                     subscribers.c.name,
                     subscribers.c.timezone,
                     subscribers.c.status,
-                    own.c.id.label("own_id"),
-                    own.c.topics.label("own_topics"),
-                    every.c.topics.label("every_topics"),
+                    who.own.c.id.label("own_id"),
+                    who.own.c.topics.label("own_topics"),
+                    who.every.c.topics.label("every_topics"),
                 )
-                .select_from(
-                    subscribers.outerjoin(
-                        own, and_(own.c.subscriber_id == subscribers.c.id, own.c.digest == digest)
-                    ).outerjoin(
-                        every,
-                        and_(
-                            every.c.subscriber_id == subscribers.c.id,
-                            every.c.digest == ALL_DIGESTS,
-                        ),
-                    )
-                )
-                .where(subscribers.c.status == "active")
-                .where(
-                    or_(
-                        own.c.status == "active",
-                        and_(own.c.id.is_(None), every.c.status == "active"),
-                    )
-                )
+                .select_from(who.source)
+                .where(who.members)
                 .where(subscribers.c.id > last)
                 .order_by(subscribers.c.id)
                 .limit(page)
