@@ -82,3 +82,35 @@ def test_a_worker_that_dies_stops_serve(tmp_path, db_url):
         while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not Path(f"/proc/{second}").exists()
+
+
+def test_the_workers_socket_answers_without_nagles_delay():
+    """asyncio turns Nagle's algorithm off only on sockets that say they are TCP:
+    the connections the workers accept on the shared socket must have TCP_NODELAY,
+    or each answer waits ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from newsletter.tracking.app import listening_socket
+
+    async def accepted_nodelay() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):  # noqa: ANN001, ANN202
+                s = transport.get_extra_info("socket")
+                got.set_result(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(got, 5)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0
