@@ -23,6 +23,7 @@ from newsletter.editions.freeze import freeze_audience
 from newsletter.editions.variants import variant_key
 from newsletter.errors import StoreError
 from newsletter.models import Subscriber
+from newsletter.store import open_store
 from newsletter.store.deliveries import AudienceRow
 from newsletter.store.schema import deliveries, subscribers
 from tests.helpers import article, build_config
@@ -266,3 +267,29 @@ def test_two_freezes_at_once_write_each_delivery_once(store, setup):
     rows = frozen(store, eid)
     assert len(rows) == len({r[0] for r in rows}) == n
     assert store.edition_details(eid).info["audience"]["queued"] == n
+
+
+@pytest.mark.postgres
+def test_a_large_freeze_refreshes_the_deliveries_statistics(pg_url, tmp_path):
+    """Until autovacuum gets to it, PostgreSQL plans a freshly filled deliveries
+    table as the empty table it was: the claims and the webhook's lookups that
+    follow a freeze are planned for the table as it is, once it is analyzed."""
+    store = open_store(pg_url)
+    cfg = build_config(tmp_path, toml=CONFIG, env={})
+    store.upsert_articles([article(1)])
+    (art,) = [a.id for a in store.find_articles()]
+
+    def reltuples() -> float:
+        with store.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass")
+            ).scalar_one()
+
+    n = store_freeze.STATISTICS_AFTER + 150
+    store.upsert_subscribers([Subscriber(email=f"r{i}@example.com") for i in range(n)])
+    assert reltuples() in (-1, 0)  # never analyzed (PostgreSQL 14+: -1)
+    eid = edition(store, PERIOD, art)
+    assert freeze_audience(store, cfg, eid) == n
+    # ANALYZE read the small table whole: the row count, exactly
+    assert reltuples() == n
+    store.close()

@@ -104,6 +104,11 @@ duplicate_map = Table(
 )
 
 
+#: a freeze that writes at least this many deliveries refreshes PostgreSQL's
+#: statistics of the table (``StoreBase.refresh_statistics``)
+STATISTICS_AFTER = 1000
+
+
 def address_key(email: str) -> str:
     """Two addresses with the same key are one mailbox, sent to once."""
     return email.strip().casefold()
@@ -210,9 +215,14 @@ class FreezeQueries(StoreBase):
         for attempt in range(1, _RETRIES + 1):
             try:
                 with self._snapshot() as conn:
-                    return self._freeze_digest(
+                    added = self._freeze_digest(
                         conn, edition_id, digest, variant_of, release_of, left_out
                     )
+                if added >= STATISTICS_AFTER:
+                    # the claims, the webhook's lookups and the status counts that
+                    # follow are planned for the table as it now is
+                    self.refresh_statistics("deliveries")
+                return added
             except DBAPIError as err:
                 if getattr(err.orig, "sqlstate", None) != "40001" or attempt == _RETRIES:
                     raise
