@@ -520,15 +520,7 @@ class SubscriptionQueries(RateLimitQueries):
         """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;
         an address that was only pending is deleted with them. Returns the digests."""
         with self.begin() as conn:
-            due = [
-                d
-                for (d,) in conn.execute(
-                    select(subscriptions.c.digest)
-                    .where(subscriptions.c.subscriber_id == subscriber_id)
-                    .where(subscriptions.c.status == "pending")
-                    .where(subscriptions.c.consent_at <= requested_until)
-                )
-            ]
+            due = _pending_asked(conn, subscriber_id, requested_until)
             if not due:
                 return []
             conn.execute(
@@ -558,15 +550,7 @@ class SubscriptionQueries(RateLimitQueries):
             ).first()
             if row is None or row.status in BLOCKED:
                 return []
-            due = [
-                r.digest
-                for r in conn.execute(
-                    select(subscriptions.c.digest)
-                    .where(subscriptions.c.subscriber_id == subscriber_id)
-                    .where(subscriptions.c.status == "pending")
-                    .where(subscriptions.c.consent_at <= requested_until)
-                )
-            ]
+            due = _pending_asked(conn, subscriber_id, requested_until)
             if not due:
                 return []
             conn.execute(
@@ -582,3 +566,16 @@ class SubscriptionQueries(RateLimitQueries):
                     .values(status="active", status_reason="confirmed", updated_at=now)
                 )
             return sorted(due)
+
+
+def _pending_asked(conn: Connection, subscriber_id: int, requested_until: datetime) -> list[str]:
+    """The digests a subscriber asked for, still pending, up to ``requested_until``
+    (when the confirmation link was sent): what confirming or declining it acts on."""
+    return list(
+        conn.execute(
+            select(subscriptions.c.digest)
+            .where(subscriptions.c.subscriber_id == subscriber_id)
+            .where(subscriptions.c.status == "pending")
+            .where(subscriptions.c.consent_at <= requested_until)
+        ).scalars()
+    )

@@ -291,16 +291,22 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             **(await choices(reader)),
         )
 
-    async def unsubscribe_post(request: Request) -> Response:
-        reader = await reader_for(request)
-        if reader is None:
-            return invalid_link()
+    async def page_form_body(request: Request) -> bytes | Response:
+        """The body of a reader page's form, or the 413/408 answer that refuses it."""
         try:
-            body = await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
+            return await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
         except BodyTooLarge:
             return PlainTextResponse("request too large", status_code=413)
         except BodyTimeout:
             return PlainTextResponse("request too slow", status_code=408)
+
+    async def unsubscribe_post(request: Request) -> Response:
+        reader = await reader_for(request)
+        if reader is None:
+            return invalid_link()
+        body = await page_form_body(request)
+        if isinstance(body, Response):
+            return body
         form: dict[str, list[str]] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=500)
@@ -496,12 +502,9 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         return page("confirm_signup")
 
     async def confirm_post(request: Request) -> Response:
-        try:
-            body = await read_body(request, FORM_LIMIT, timeout=wh.body_timeout)
-        except BodyTooLarge:
-            return PlainTextResponse("request too large", status_code=413)
-        except BodyTimeout:
-            return PlainTextResponse("request too slow", status_code=408)
+        body = await page_form_body(request)
+        if isinstance(body, Response):
+            return body
         if parse_qs(body.decode("utf-8", "replace")).get("action") == ["decline"]:
             what = await run_in_threadpool(signup.decline, cfg, store, request.path_params["token"])
             if what in ("expired", "invalid"):
