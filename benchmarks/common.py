@@ -86,3 +86,30 @@ def vm_hwm_kb(pid: str = "self") -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+#: the [site] table of the benchmarks' configs (scale.py adds a postal address)
+SITE_TOML = """[site]
+name = "The Steppe Ledger"
+url = "https://steppe-ledger.example/"
+from_email = "digest@steppe-ledger.example"
+public_url = "https://steppe-ledger.example/newsletter"
+unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
+"""
+
+
+def every_digest_rows(subscriber_ids: range, now: object) -> list[dict]:
+    """``subscriptions`` rows putting each subscriber on every digest ("*"), as an
+    import or the subscriptions migration makes them (scripts that seed tables
+    directly need them, or every claim finds its readers gone)."""
+    return [
+        {
+            "subscriber_id": i,
+            "digest": "*",
+            "status": "active",
+            "created_at": now,
+            "updated_at": now,
+            "consent_source": "import",
+        }
+        for i in subscriber_ids
+    ]

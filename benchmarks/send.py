@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import scratch_database, start_fake, vm_hwm_kb  # noqa: E402
+from benchmarks.common import SITE_TOML, every_digest_rows, scratch_database, start_fake, vm_hwm_kb  # noqa: E402
 
 API_KEY = "SG.benchmark-key"
 VARIANTS = ("kazakhstan", "kazakhstan+uzbekistan", "default")
@@ -40,13 +40,7 @@ def write_config(folder: Path, db: str, host: str, concurrency: int) -> Path:
     path.write_text(
         f"""
 database = "{db}"
-[site]
-name = "The Steppe Ledger"
-url = "https://steppe-ledger.example/"
-from_email = "digest@steppe-ledger.example"
-public_url = "https://steppe-ledger.example/newsletter"
-unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
-[delivery]
+{SITE_TOML}[delivery]
 backend = "sendgrid"
 [delivery.sendgrid]
 host = "{host}"
@@ -118,20 +112,7 @@ def setup(cfg_path: Path, n: int) -> tuple[int, float]:
                 tags += [{"subscriber_id": i, "tag_slug": t} for t in v.split("+")]
         conn.execute(sa.insert(subscriber_tags), tags)
         # every subscriber on every digest ("*"), as an import or the migration makes them
-        conn.execute(
-            sa.insert(subscriptions),
-            [
-                {
-                    "subscriber_id": i,
-                    "digest": "*",
-                    "status": "active",
-                    "created_at": now,
-                    "updated_at": now,
-                    "consent_source": "import",
-                }
-                for i in range(1, n + 1 + n // 49)
-            ],
-        )
+        conn.execute(sa.insert(subscriptions), every_digest_rows(range(1, n + 1 + n // 49), now))
     eid, _ = store.create_edition(
         digest="weekly",
         period="bench",

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import scratch_database  # noqa: E402
+from benchmarks.common import SITE_TOML, every_digest_rows, scratch_database  # noqa: E402
 
 API_KEY = "SG.benchmark-key"
 SECRET = "benchmark-secret-key-0123456789"
@@ -42,13 +42,7 @@ def write_config(folder: Path, db: str, host: str, rate: float) -> Path:
     path.write_text(
         f"""
 database = "{db}"
-[site]
-name = "The Steppe Ledger"
-url = "https://steppe-ledger.example/"
-from_email = "digest@steppe-ledger.example"
-public_url = "https://steppe-ledger.example/newsletter"
-unsubscribe_mailto = "unsubscribe@steppe-ledger.example"
-[delivery]
+{SITE_TOML}[delivery]
 backend = "sendgrid"
 [delivery.sendgrid]
 host = "{host}"
@@ -92,20 +86,7 @@ def setup(cfg_path: Path, n: int) -> int:
             ],
         )
         # every reader on every digest ("*"), as an import makes them
-        conn.execute(
-            sa.insert(subscriptions),
-            [
-                {
-                    "subscriber_id": i,
-                    "digest": "*",
-                    "status": "active",
-                    "created_at": now,
-                    "updated_at": now,
-                    "consent_source": "import",
-                }
-                for i in range(1, n + 1)
-            ],
-        )
+        conn.execute(sa.insert(subscriptions), every_digest_rows(range(1, n + 1), now))
     eid, _ = store.create_edition(
         digest="weekly",
         period="bench",
