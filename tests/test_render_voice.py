@@ -185,6 +185,24 @@ def test_the_note_in_html_and_text():
     assert 'class="nt"' not in render_html(load_content(6))
 
 
+def test_the_notes_paragraphs_are_wrapped_as_paragraphs_in_the_text_part():
+    """A line break inside a Markdown paragraph is a space: the text part wraps
+    each paragraph whole (the demo's Russian note, whose source lines are longer
+    than 78 columns, came out with a one-word line after each of them)."""
+    from pathlib import Path
+
+    note = (Path(__file__).parents[1] / "examples/notes/weekly-ru/2026-11-30.md").read_text()
+    plain = render_text(load_content(6, note=note))
+    start = plain.index("Доброе утро")
+    paragraph = plain[start : plain.index("\n\n", start)].splitlines()
+    # greedy wrapping: every line but the last is full, no word would fit on it
+    for line, following in zip(paragraph, paragraph[1:], strict=False):
+        assert len(line) + 1 + len(following.split()[0]) > 78, paragraph
+    assert " ".join(paragraph).startswith("Доброе утро из Алматы. Тенге завершил неделю")
+    # hard breaks and list items keep their own lines
+    assert note_text("one  \ntwo\\\nthree\n\n- a\n  b\n- c") == "one\ntwo\nthree\n\n- a b\n- c"
+
+
 def test_the_note_command_writes_shows_and_removes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
