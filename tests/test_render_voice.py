@@ -288,6 +288,16 @@ def test_no_dot_between_the_footer_links():
     assert "·" not in links.text_content()
 
 
+def test_no_dot_between_the_rates_sources():
+    """The same for the rates' sources under the table: with the banks' real
+    names a line at 320 px ended in "National Bank of the Kyrgyz Republic ·"."""
+    c = load_content(3)
+    (line,) = doc_of(render_html(c)).xpath('//table[@class="rt"]/following-sibling::p[1]')
+    text = " ".join(line.text_content().split())
+    assert "·" not in text
+    assert text.endswith("Rates: 1 NBKR, 2 NBK, 3 NBT, 4 CBU, 5 CBT"), text
+
+
 def test_site_config_defaults_have_no_logo():
     assert SiteConfig().logo_url == "" and DigestConfig().teaser_words == 35
 
