@@ -47,14 +47,16 @@ demo: install
 # (en: digest weekly, ru: weekly-ru)
 # through `newsletter preview --screenshot`, on a throwaway database (images as grey
 # boxes: the sample feed's image URLs are not real)
-SHOTS_DB := /tmp/newsletter-screenshots-$(shell id -u).db
+SHOTS_DB ?= /tmp/newsletter-screenshots-$(shell id -u).db
+SHOTS_DIR ?= docs/screenshots
 screenshots: install-test
 	rm -f $(SHOTS_DB)
+	$(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) init
 	$(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) subscribers import subscribers/sample.csv
 	$(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) ingest
 	for shot in en:weekly ru:weekly-ru; do for dark in "" --dark; do \
 	  $(DEMO_ENV) $(NL) --db sqlite:///$(SHOTS_DB) preview --digest $${shot#*:} --at $(DEMO_AT) \
-	    --placeholder-images --screenshot docs/screenshots/$${shot%%:*} $$dark || exit 1; \
+	    --placeholder-images --screenshot $(SHOTS_DIR)/$${shot%%:*} $$dark || exit 1; \
 	done; done
 	rm -f $(SHOTS_DB)
 

@@ -80,3 +80,52 @@ def test_dark_screenshots_are_dark(project):
     for w in (375, 600):
         assert sum(first_pixel(project / "shots" / f"preview-{w}.png")) > 600  # #ffffff-ish
         assert sum(first_pixel(project / "shots" / f"preview-{w}-dark.png")) < 150  # #161b22
+
+
+def test_make_screenshots_writes_every_picture_of_docs(tmp_path):
+    """`make screenshots` itself (its recipe, not the install steps it depends
+    on), into a temporary folder: every picture docs/screenshots holds, at its
+    width, the dark ones dark. (It once stopped at its first command: only
+    `init` creates a database.)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    require_chromium()
+    if shutil.which("make") is None:
+        raise AssertionError("make not found")
+    repo = Path(__file__).parents[1]
+    nl = Path(sys.executable).parent / "newsletter"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    result = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            "install-test",
+            "screenshots",
+            f"NL={nl}",
+            f"SHOTS_DIR={tmp_path / 'shots'}",
+            f"SHOTS_DB={tmp_path / 'shots.db'}",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = repo / "docs" / "screenshots"
+    expected = sorted(str(p.relative_to(docs)) for p in docs.rglob("*.png"))
+    got = sorted(
+        str(p.relative_to(tmp_path / "shots")) for p in (tmp_path / "shots").rglob("*.png")
+    )
+    assert got == expected and len(got) == 8
+    for name in got:
+        path = tmp_path / "shots" / name
+        assert png_size(path)[0] == int(name.split("-")[1].removesuffix(".png"))
+        dark = sum(first_pixel(path)) < 150
+        assert dark == name.endswith("-dark.png"), name
+    assert not (tmp_path / "shots.db").exists()

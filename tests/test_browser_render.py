@@ -174,3 +174,53 @@ def test_both_inliners_look_the_same(chromium, short, width):
         shots.append(page.screenshot(full_page=True))
         page.close()
     assert shots[0] == shots[1]
+
+
+@pytest.fixture(scope="module")
+def russian():
+    """The 30-story edition in Russian, the rates as banks print them (the demo's
+    weekly-ru): the longest figures and words of any edition."""
+    c = load_content(30)
+    c.digest.language = "ru"
+    c.digest.rates_convention = "bank"
+    return render_html(c)
+
+
+@pytest.mark.parametrize("width", [320, 375, 600])
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_the_russian_edition_at_each_width(chromium, russian, width, dark):
+    """No horizontal scroll; in the rates table a change never breaks ("▲ +0,05"
+    over a lone "%" at 320 px) and a figure breaks only after its "=" ("1 USD =" /
+    "12 042 UZS", never "12 042" / "UZS"); dark mode reaches the new parts."""
+    page = open_page(chromium, russian, width, images="placeholder", dark=dark)
+    try:
+        assert no_horizontal_scroll(page)
+        rows = page.evaluate(
+            """() => [...document.querySelectorAll('.rt tr')].map(tr => {
+                // the lines a piece of text is laid out on
+                const lines = (node, start, end) => {
+                    const range = document.createRange();
+                    if (start === undefined) range.selectNodeContents(node);
+                    else { range.setStart(node, start); range.setEnd(node, end); }
+                    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+                };
+                const figure = tr.cells[1].firstChild, text = figure.data;
+                const eq = text.indexOf('=') + 1;
+                return {figure: text, change: tr.cells[2].textContent,
+                        change_lines: lines(tr.cells[2].querySelector('span[role=img]')),
+                        // each side of the "=" on one line
+                        sides: [lines(figure, 0, eq), lines(figure, eq + 1, text.length)]};
+            })"""
+        )
+        assert len(rows) == 5
+        for row in rows:
+            assert row["change_lines"] == 1, row
+            assert row["sides"] == [1, 1], row
+        colours = page.evaluate(
+            """() => ['.hd a', '.gr', '.toc li', '.rt td'].map(s =>
+                getComputedStyle(document.querySelector(s)).color)"""
+        )
+        expected = "rgb(230, 237, 243)" if dark else "rgb(31, 35, 40)"
+        assert colours == [expected] * 4
+    finally:
+        page.close()

@@ -185,6 +185,24 @@ def test_the_note_in_html_and_text():
     assert 'class="nt"' not in render_html(load_content(6))
 
 
+def test_the_notes_paragraphs_are_wrapped_as_paragraphs_in_the_text_part():
+    """A line break inside a Markdown paragraph is a space: the text part wraps
+    each paragraph whole (the demo's Russian note, whose source lines are longer
+    than 78 columns, came out with a one-word line after each of them)."""
+    from pathlib import Path
+
+    note = (Path(__file__).parents[1] / "examples/notes/weekly-ru/2026-11-30.md").read_text()
+    plain = render_text(load_content(6, note=note))
+    start = plain.index("Доброе утро")
+    paragraph = plain[start : plain.index("\n\n", start)].splitlines()
+    # greedy wrapping: every line but the last is full, no word would fit on it
+    for line, following in zip(paragraph, paragraph[1:], strict=False):
+        assert len(line) + 1 + len(following.split()[0]) > 78, paragraph
+    assert " ".join(paragraph).startswith("Доброе утро из Алматы. Тенге завершил неделю")
+    # hard breaks and list items keep their own lines
+    assert note_text("one  \ntwo\\\nthree\n\n- a\n  b\n- c") == "one\ntwo\nthree\n\n- a b\n- c"
+
+
 def test_the_note_command_writes_shows_and_removes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
@@ -268,6 +286,16 @@ def test_no_dot_between_the_footer_links():
     doc = doc_of(render_html(load_content(3)))
     (links,) = [p for p in doc.xpath('//div[@class="f"]/p') if p.xpath(".//a")]
     assert "·" not in links.text_content()
+
+
+def test_no_dot_between_the_rates_sources():
+    """The same for the rates' sources under the table: with the banks' real
+    names a line at 320 px ended in "National Bank of the Kyrgyz Republic ·"."""
+    c = load_content(3)
+    (line,) = doc_of(render_html(c)).xpath('//table[@class="rt"]/following-sibling::p[1]')
+    text = " ".join(line.text_content().split())
+    assert "·" not in text
+    assert text.endswith("Rates: 1 NBKR, 2 NBK, 3 NBT, 4 CBU, 5 CBT"), text
 
 
 def test_site_config_defaults_have_no_logo():

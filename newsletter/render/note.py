@@ -20,6 +20,8 @@ _LINK = re.compile(r"\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(\S(?:.*?\S)?)\1")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+#: a line that starts a list item ("- ", "* ", "+ ", "1. ", "1) ")
+_ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d{1,9}[.)])\s")
 
 
 @lru_cache(maxsize=1)
@@ -38,12 +40,35 @@ def note_html(markdown: str) -> Markup:
 
 
 def note_text(markdown: str) -> str:
-    """The note as plaintext: the Markdown as written, with each link's URL in
+    """The note as plaintext: the Markdown as written, each paragraph and list
+    item on one line (the text part wraps them), with each link's URL in
     brackets after its text so that every link of the HTML is in the text part."""
-    text = _LINK.sub(
-        lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), markdown
-    )
+    text = _reflow(_HEADING.sub("", markdown))
+    text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), text)
     text = _AUTOLINK.sub(r"\1", text)
     text = _EMPHASIS.sub(r"\2", text)
-    text = _HEADING.sub("", text)
     return text.strip()
+
+
+def _reflow(text: str) -> str:
+    """Each paragraph and list item on one line, as Markdown reads them: a line
+    break inside a paragraph is a space (the text part is wrapped to 78 columns
+    afterwards, and a kept break left a short line wherever the source's lines
+    were longer than that). A hard break (two trailing spaces or a backslash)
+    stays a break; a list item starts its own line."""
+    out: list[str] = []
+    joinable = False
+    for line in text.split("\n"):
+        body = line.rstrip()
+        hard = line.endswith("  ") or body.endswith("\\")
+        if hard and body.endswith("\\"):
+            body = body[:-1].rstrip()
+        if not body.strip():
+            out.append("")
+            joinable = False
+        elif joinable and not _ITEM.match(body):
+            out[-1] += " " + body.strip()
+        else:
+            out.append(body)
+        joinable = bool(body.strip()) and not hard
+    return "\n".join(out)
