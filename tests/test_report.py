@@ -111,4 +111,6 @@ def test_a_backend_without_delivery_events_shows_accepted_not_zero_percent(proje
     for step in ("Delivered", "Opened", "Clicked"):
         assert re.search(step + r"</div>.*?not known</div>", html, re.S), step
     assert not re.search(r"(?<![\d.])0\.0%", html)
-    assert "outbox: no delivery events; delivered, opened, clicked and bounced are not known" in html
+    assert (
+        "outbox: no delivery events; delivered, opened, clicked and bounced are not known" in html
+    )
