@@ -153,3 +153,22 @@ def test_json_logs_are_json_lines_only_library_warnings_and_errors_included(proj
     records = [json.loads(x) for x in r.stderr.splitlines()]
     assert [(x["level"], x["event"], x["exit_code"]) for x in records] == [("error", "error", 2)]
     assert "does not exist" in records[0]["message"]
+
+
+def test_json_logs_carry_a_usage_error_as_a_json_line(project):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--log-format", "json", "run", "--at", "monday"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=project,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    (record,) = [json.loads(x) for x in r.stderr.splitlines()]
+    assert (record["level"], record["event"], record["exit_code"]) == ("error", "error", 2)
+    assert "'monday' is not an ISO 8601 time" in record["message"]
+    assert "--at" in record["message"]

@@ -138,13 +138,17 @@ def docs_env_file() -> str:
     return block.group(1)
 
 
-def run_crontab_line(tmp_path: Path, exe: str, env_file: str, config: str) -> subprocess.Popen:
+def run_crontab_line(
+    tmp_path: Path, exe: str, env_file: str | None, config: str
+) -> subprocess.CompletedProcess:
     """The crontab's job as cron runs it: /bin/sh -c, an environment of the crontab's
-    lines only (env -i), the shipped paths moved into ``tmp_path``."""
+    lines only (env -i), the shipped paths moved into ``tmp_path``. ``env_file`` None:
+    there is none."""
     cron_env, command = crontab()
     etc = tmp_path / "etc"
     etc.mkdir(exist_ok=True)
-    (etc / "env").write_text(env_file, encoding="utf-8")
+    if env_file is not None:
+        (etc / "env").write_text(env_file, encoding="utf-8")
     (etc / "newsletter.toml").write_text(config, encoding="utf-8")
     (tmp_path / "log").mkdir(exist_ok=True)
     moved = {
@@ -176,10 +180,16 @@ def test_crontab_job_sees_every_variable_of_the_env_file(tmp_path):
     probe.write_text("#!/bin/sh\nexec /usr/bin/env\n", encoding="utf-8")
     probe.chmod(0o755)
     env_file = docs_env_file()
-    expected = dict(
-        line.split("=", 1) for line in env_file.splitlines() if line and not line.startswith("#")
-    )
+    expected = {}
+    for line in env_file.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                value = value[1:-1]  # sh and systemd's EnvironmentFile: verbatim inside
+            expected[name] = value
     assert {"NEWSLETTER_SECRET_KEY", "NEWSLETTER_DATABASE_URL"} <= set(expected)
+    # the docs show a value that only single quotes keep whole under /bin/sh
+    assert any(set(v) & set("$&; ") for v in expected.values())
     result = run_crontab_line(tmp_path, str(probe), env_file, "")
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""  # everything goes to the log file
@@ -191,6 +201,18 @@ def test_crontab_job_sees_every_variable_of_the_env_file(tmp_path):
     for name, value in expected.items():
         assert seen.get(name) == value, name
     assert seen["NEWSLETTER_CONFIG"] == str(tmp_path / "etc" / "newsletter.toml")
+
+
+def test_crontab_job_without_its_env_file_stops_and_says_so_in_the_log(tmp_path):
+    probe = tmp_path / "probe"
+    probe.write_text("#!/bin/sh\necho the job ran\n", encoding="utf-8")
+    probe.chmod(0o755)
+    result = run_crontab_line(tmp_path, str(probe), None, "")
+    assert result.returncode != 0
+    assert result.stdout == result.stderr == ""
+    # one line from the shell (docs/deploy.md quotes dash's); the job never started
+    (line,) = (tmp_path / "log" / "run.log").read_text().splitlines()
+    assert str(tmp_path / "etc" / "env") in line and "No such file" in line, line
 
 
 def test_crontab_job_runs_the_real_job_with_the_env_files_database(tmp_path):

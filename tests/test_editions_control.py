@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
+import time_machine
 from click.testing import CliRunner
 
 from newsletter.cli import cli
@@ -19,6 +20,7 @@ from tests.fakes.event_webhook import sent_edition
 from tests.helpers import build_config
 
 AT = "2026-11-30T07:05+05:00"
+NEXT_WEEK = "2026-12-07T07:05+05:00"
 
 
 def invoke(*args):
@@ -128,3 +130,39 @@ def test_claims_respect_pause_and_cancel_on_both_engines(store):
     assert store.control_edition(eid, "cancel").changed
     assert not store.control_edition(eid, "pause").changed
     assert store.get_edition(eid).status == "cancelled"
+
+
+def test_resume_of_an_old_paused_edition_still_does_not_send_it_by_itself(project):
+    """`newsletter resume` lets a paused edition go on; the resume-age rule still holds:
+    one older than its digest's resume age is reported stale by the runs, and goes out
+    only with `newsletter send --resume`. The two commands point at each other."""
+    import sqlalchemy as sa
+
+    from tests.helpers import unfinished
+
+    eid = unfinished(project)
+    assert invoke("pause", str(eid)).exit_code == 0
+    store = open_store(build_config(project).database_url)
+    with store.begin() as conn:  # eight days later (a weekly digest: more than a period)
+        conn.execute(
+            sa.text("update editions set created_at = :t where id = :i"),
+            {"t": datetime.fromisoformat(NEXT_WEEK) - timedelta(days=8), "i": eid},
+        )
+    # `resume`, in the next week, says the runs will not send it, and what will
+    with time_machine.travel(datetime.fromisoformat(NEXT_WEEK), tick=True):
+        out = invoke("resume", str(eid))
+    assert out.exit_code == 0, out.output
+    assert f"edition {eid}: paused -> sending" in out.output
+    assert "runs report it stale and do not send it" in out.output
+    assert f"`newsletter send --resume {eid}` sends it" in out.output
+    run = invoke("run", "--at", NEXT_WEEK, "--no-ingest", "--json")
+    first = json.loads(run.stdout)["digests"][0]
+    assert (first["edition_id"], first["status"]) == (eid, "stale")
+    assert counts(store, eid) == {"queued": 22}
+    # `resume` of an edition that is not paused names the command that sends it
+    again = invoke("resume", str(eid))
+    assert again.exit_code == 2
+    assert f"`newsletter send --resume {eid}` sends an unfinished edition" in again.output
+    assert invoke("send", "--resume", str(eid), "--at", NEXT_WEEK).exit_code == 0
+    assert counts(store, eid) == {"accepted": 22}
+    store.close()

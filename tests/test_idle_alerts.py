@@ -78,3 +78,21 @@ def test_text_summary_names_the_stall(project):
         result = CliRunner().invoke(cli, ["run", "--at", at])
     assert result.exit_code == 1
     assert "too-few-articles (2 periods without an edition); 0 accepted" in result.output
+
+
+def test_periods_missed_while_the_machine_was_down_count_and_alert(project):
+    (project / "newsletter.toml").open("a").write(ALERTS)
+    assert CliRunner().invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    code, d = run("2026-11-30T07:05+05:00")
+    assert (code, d["status"], d["idle_periods"]) == (0, "sent", 0)
+    # down from then until Wednesday the 16th: the 7th was never run, the 14th is past
+    # catch_up_hours. Two periods without an edition: stalled, exit 1, the alert
+    code, d = run("2026-12-16T07:05+05:00")
+    assert (d["status"], d["missed_periods"]) == ("missed", ["2026-12-07T07:00+05:00"])
+    assert (code, d["idle_periods"], d["stalled"]) == (1, 2, True)
+    (alert,) = alert_files(project)
+    assert b"weekly: no edition for 2 schedule periods in a row" in alert.read_bytes()
+    # the skipped period is not counted again by the next runs of it
+    code, d = run("2026-12-16T09:05+05:00")
+    assert (code, d["status"], d["idle_periods"]) == (1, "skipped", 2)
+    assert len(alert_files(project)) == 1

@@ -42,3 +42,11 @@ def test_status_of_a_backend_without_delivery_events_reports_accepted(project):
     data = json.loads(invoke("status", "--json").output)
     assert data["events_reported"] is False and data["backends"] == ["outbox"]
     assert data["rates"]["delivery"] is None and data["rates"]["open"] is None
+
+
+def test_a_period_sent_within_15_minutes_is_not_called_late(project):
+    invoke("subscribers", "import", "subscribers.csv")
+    result = invoke("run", "--at", "2026-11-30T07:10+05:00")
+    assert result.exit_code == 0, result.output
+    assert "weekly@2026-11-30T07:00+05:00: sent;" in result.output
+    assert "late" not in result.output

@@ -75,3 +75,22 @@ def test_an_existing_shared_database_is_reported(project):
     (project / "news.db").chmod(0o644)
     output = invoke("subscribers", "list")
     assert "readable by other users (mode 0644); `chmod 600` it" in output
+
+
+def test_an_alert_that_is_the_outboxs_first_file_leaves_it_owner_only(project, loose_umask):
+    # nobody subscribed yet: the first thing written to the outbox is the idle alert
+    toml = project / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace('name = "weekly"', 'name = "weekly"\nalert_idle_periods = 1')
+        + '\n[alerts]\nemail_to = ["editors@steppe-ledger.example"]\nvia = "outbox"\n'
+    )
+    result = CliRunner().invoke(cli, ["run", "--at", "2026-11-30T07:05+05:00"])
+    assert result.exit_code == 1, result.output
+    outbox = project / "outbox"
+    (alert,) = (outbox / "alerts").glob("*.eml")
+    assert mode(outbox) == mode(outbox / "alerts") == 0o700
+    assert mode(alert) == 0o600
+    # the editions written later go into that same owner-only folder
+    invoke("subscribers", "import", "subscribers.csv")
+    invoke("run", "--at", "2026-11-30T07:10+05:00")
+    assert mode(outbox) == 0o700

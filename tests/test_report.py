@@ -97,3 +97,20 @@ def test_the_cli_writes_the_page(project):
     assert r.exit_code == 1 and "no edition 999" in r.output
     r = CliRunner().invoke(cli, ["report", str(sent.edition_id), "--out", "missing/dir/x.html"])
     assert r.exit_code == 2 and "missing/dir/x.html: cannot write" in r.output
+
+
+def test_a_backend_without_delivery_events_shows_accepted_not_zero_percent(project):
+    """SMTP and the outbox only tell that a message was accepted: the page says so,
+    as `status` does, instead of a funnel that reads "Delivered 0 · 0.0%"."""
+    assert CliRunner().invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["run", "--at", "2026-11-30T07:05+05:00"]).exit_code == 0
+    r = CliRunner().invoke(cli, ["report", "1", "--out", "out.html"])
+    assert r.exit_code == 0, r.output
+    html = (project / "out.html").read_text(encoding="utf-8")
+    assert re.search(r"Sent</div>.*?22 · 100.0%", html, re.S)
+    for step in ("Delivered", "Opened", "Clicked"):
+        assert re.search(step + r"</div>.*?not known</div>", html, re.S), step
+    assert not re.search(r"(?<![\d.])0\.0%", html)
+    assert (
+        "outbox: no delivery events; delivered, opened, clicked and bounced are not known" in html
+    )

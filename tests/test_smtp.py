@@ -203,3 +203,20 @@ def test_an_untrusted_certificate_is_refused(sqlite_store, smtpd, tmp_path):
     with pytest.raises(PermanentDeliveryError, match="TLS failed"):
         send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
     assert smtpd.messages == []
+
+
+def test_status_of_an_smtp_edition_reports_accepted_not_a_delivery_rate(
+    sqlite_store, smtpd, tmp_path
+):
+    """SMTP reports no delivery events: `status` says accepted, never "delivery 0.0%"."""
+    from newsletter.tracking.status import edition_status
+
+    cfg = smtp_config(tmp_path, smtpd)
+    eid = make_edition(sqlite_store, 3)
+    send_edition(sqlite_store, cfg, eid, {"default": RENDER}, make_backend(cfg))
+    data = edition_status(sqlite_store, eid)
+    assert (data["backends"], data["events_reported"]) == (["smtp"], False)
+    assert data["sent"] == 3
+    assert {r: data["rates"][r] for r in ("delivery", "open", "click", "bounce")} == dict.fromkeys(
+        ("delivery", "open", "click", "bounce")
+    )

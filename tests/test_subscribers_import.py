@@ -325,6 +325,18 @@ def test_without_an_email_column_the_error_names_the_header_it_found(sqlite_stor
     )
 
 
+@pytest.mark.parametrize("tail", [b"", b"x"], ids=["header-only", "after-rows"])
+def test_utf16_cut_in_the_middle_of_a_character_is_one_line_error(sqlite_store, tmp_path, tail):
+    # a UTF-16 file with an odd number of bytes: the last character is cut in half
+    path = tmp_path / "subs.csv"
+    body = "email\r\n" + ("ana@example.com\r\n" if tail else "")
+    path.write_bytes(body.encode("utf-16")[: None if tail else -1] + tail)
+    with pytest.raises(InputError) as err:
+        import_csv(sqlite_store, path)
+    assert err.value.where == str(path)
+    assert "not valid UTF-16" in err.value.message and "truncated data" in err.value.message
+
+
 # ------------------------------------------------- the fast paths change nothing
 
 

@@ -261,11 +261,14 @@ class CsvFormat:
     #: Excel's first line ``sep=;`` was there (and is skipped)
     sep_line: bool = False
 
-    def describe(self) -> str:
-        name = {"utf-8-sig": "UTF-8 with BOM", "utf-8": "UTF-8"}.get(
+    @property
+    def encoding_name(self) -> str:
+        return {"utf-8-sig": "UTF-8 with BOM", "utf-8": "UTF-8"}.get(
             self.encoding, self.encoding.upper()
         )
-        return f"read as {name}, {_DELIMITER_NAMES[self.delimiter]}-separated"
+
+    def describe(self) -> str:
+        return f"read as {self.encoding_name}, {_DELIMITER_NAMES[self.delimiter]}-separated"
 
 
 def detect_encoding(head: bytes) -> str:
@@ -341,6 +344,8 @@ def read_rows(
         raise InputError("empty file, expected a header row", where=where) from None
     except csv.Error as err:
         raise InputError(f"unreadable header row: {err}", where=where) from None
+    except UnicodeDecodeError as err:
+        raise _undecodable(err, fmt, 1 + offset, where) from None
     header = [h.strip().lower().lstrip("\ufeff") for h in header_row]
     if "email" not in header:
         found = fmt.delimiter.join(h.strip() for h in header_row)
@@ -364,6 +369,10 @@ def read_rows(
         except csv.Error as err:
             yield _span(start, reader.line_num + offset), f"unreadable CSV: {err}"
             continue
+        except UnicodeDecodeError as err:
+            # bytes no error handler can stand in for (UTF-16 cut in the middle of a
+            # character): the reader cannot go on, so the file stops here
+            raise _undecodable(err, fmt, start, where) from None
         line = _span(start, reader.line_num + offset)
         if not fields or fields == [""] * len(fields):
             continue  # blank line
@@ -371,6 +380,14 @@ def read_rows(
             yield line, f"{len(fields)} fields, but the header has {len(header)} columns"
             continue
         yield line, dict(zip(header, fields, strict=False))
+
+
+def _undecodable(err: UnicodeDecodeError, fmt: CsvFormat, line: int, where: str) -> InputError:
+    return InputError(
+        f"line {line}: not valid {fmt.encoding_name} ({err.reason}); the import stopped there",
+        where=where,
+        hint="rows before it may be imported; importing the mended file again is safe",
+    )
 
 
 def _span(start: int, end: int) -> str:

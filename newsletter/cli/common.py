@@ -100,7 +100,17 @@ class NewsletterGroup(click.Group):
             else:
                 click.echo(f"Error: {text}", err=True)
             ctx.exit(err.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except click.ClickException as err:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            if app is None or app.log_format != "json":
+                raise
+            # a bad option or value: one JSON line too, so the log stays JSON lines only
+            text = err.format_message()
+            if isinstance(err, click.UsageError) and err.ctx is not None:
+                text = f"{err.ctx.command_path}: {text}"
+            logger.error(text, extra={"event": "error", "exit_code": err.exit_code})
+            ctx.exit(err.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception:
             app = ctx.obj if isinstance(ctx.obj, App) else None
@@ -130,7 +140,8 @@ def parse_when(value: str | None) -> datetime:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 time like 2026-11-30T07:00+05:00"
+            f"{value!r} is not an ISO 8601 time like 2026-11-30T07:00+05:00",
+            param_hint="'--at'",
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
 from newsletter.cli.common import App, emit_json, json_option, pass_app
-from newsletter.jobs.editions import control, list_editions
+from newsletter.jobs.editions import control, list_editions, stale_after_resume
 
 
 def register(cli: click.Group) -> None:
@@ -64,5 +66,11 @@ def register(cli: click.Group) -> None:
     @click.argument("edition", type=int)
     @pass_app
     def resume_cmd(app: App, edition: int) -> None:
-        """Resume a paused edition; the next `newsletter run` (or `send`) sends the rest."""
+        """Resume a paused edition; the next `newsletter run` (or `send`) sends the rest.
+
+        Not `send --resume EDITION`, which sends an unfinished edition that the runs
+        leave alone because it is older than its digest's resume age."""
         click.echo(control(app.store, edition, "resume").describe())
+        note = stale_after_resume(app.store, app.config, edition, datetime.now(UTC))
+        if note:
+            click.echo(note)

@@ -62,8 +62,12 @@ def _send_smtp(cfg: Config, msg: EmailMessage) -> str:
 
 
 def _write_outbox(cfg: Config, msg: EmailMessage) -> str:
-    folder = cfg.resolve(cfg.delivery.outbox_dir) / "alerts"
-    folder.mkdir(parents=True, exist_ok=True)
+    outbox = cfg.resolve(cfg.delivery.outbox_dir)
+    folder = outbox / "alerts"
+    # owner-only, as the backend makes them: the alert may be the outbox's first file,
+    # and the editions' folders (addresses, personal links) go into the same outbox
+    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
         fh.write(msg.as_bytes())

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from newsletter import schedule
+from newsletter.config import Config
+from newsletter.editions.freeze import digest_zones
 from newsletter.errors import InputError, NotFoundError
-from newsletter.states import DELIVERY_OPEN, RANK, DeliveryStatus
+from newsletter.states import DELIVERY_OPEN, RANK, DeliveryStatus, EditionStatus
 from newsletter.store import Store
+from newsletter.store.base import utcnow
 from newsletter.store.control import acts_on
 
 logger = logging.getLogger(__name__)
@@ -53,9 +58,20 @@ def control(store: Store, edition_id: int, operation: str) -> Controlled:
         raise NotFoundError(f"no edition {edition_id}")
     allowed = acts_on(operation)
     if not result.changed:
+        hint = None
+        if operation == "resume" and result.before in (
+            EditionStatus.COMPILED,
+            EditionStatus.SENDING,
+        ):
+            # not paused but unfinished: most likely one the runs left alone as too old
+            hint = (
+                f"`newsletter send --resume {edition_id}` sends an unfinished edition "
+                "that the runs leave alone as too old"
+            )
         raise InputError(
             f"edition {edition_id} is {result.before}: only an edition that is "
-            f"{' or '.join(allowed)} can be {_PAST[operation]}"
+            f"{' or '.join(allowed)} can be {_PAST[operation]}",
+            hint=hint,
         )
     info = store.get_edition(edition_id)
     assert info is not None
@@ -72,6 +88,29 @@ def control(store: Store, edition_id: int, operation: str) -> Controlled:
 
 
 _PAST = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
+
+
+def stale_after_resume(store: Store, cfg: Config, edition_id: int, now: datetime) -> str:
+    """What to tell about an edition `newsletter resume` just let go on, when the runs
+    still will not send it: one of an earlier period older than its digest's resume age
+    (:func:`newsletter.jobs.run.max_resume_age`). "" when the runs will send it."""
+    from newsletter.jobs.run import max_resume_age
+
+    info = store.get_edition(edition_id)
+    if info is None or info.status not in (EditionStatus.COMPILED, EditionStatus.SENDING):
+        return ""
+    digest = next((d for d in cfg.digests if d.name == info.digest), None)
+    if digest is None:
+        return ""
+    current = schedule.current_period(digest, now, digest_zones(store, digest))
+    age, limit = max(now, utcnow()) - info.created_at, max_resume_age(digest, info)
+    if info.period == current.key or age <= limit:
+        return ""
+    return (
+        f"edition {edition_id} is {schedule.describe_delta(age)} old, older than "
+        f"{schedule.describe_delta(limit)}: the runs report it stale and do not send it; "
+        f"`newsletter send --resume {edition_id}` sends it"
+    )
 
 
 def list_editions(store: Store, digest: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

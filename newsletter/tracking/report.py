@@ -157,16 +157,24 @@ def render_report(data: dict[str, Any], templates: str = "") -> str:
     s = data["status"]
     c = s["counts"]
     base = s["sent"] or 1
-    funnel = [
+    # SMTP and the outbox report no events: past "sent" nothing is known (not 0%)
+    unknown = bool(s["backends"]) and not s["events_reported"]
+    funnel: list[tuple[str, int | None]] = [
         ("Sent", s["sent"]),
-        ("Delivered", s["delivered_total"]),
-        ("Opened", c["opened"]),
-        ("Clicked", c["clicked"]),
+        ("Delivered", None if unknown else s["delivered_total"]),
+        ("Opened", None if unknown else c["opened"]),
+        ("Clicked", None if unknown else c["clicked"]),
     ]
     return env.get_template("report/report.html.j2").render(
         s=s,
+        events_unknown=unknown,
         funnel=[
-            {"label": label, "n": n, "share": n / base if s["sent"] else 0.0} for label, n in funnel
+            {
+                "label": label,
+                "n": n,
+                "share": None if n is None else n / base if s["sent"] else 0.0,
+            }
+            for label, n in funnel
         ],
         chart=Markup(chart_svg(data["timeline"])),
         series=SERIES,
