@@ -200,8 +200,11 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         n = store.resolve_batch(batch_id, decision)
     info = store.get_edition(edition_id)
     assert info is not None
-    if decision == "resend" and n and info.status != EditionStatus.SENDING:
-        store.set_edition_status(edition_id, EditionStatus.SENDING)
+    if decision == "resend" and n:
+        # the deliveries are queued again; a paused edition stays paused (they go
+        # out after `newsletter resume`, like the rest of its queue)
+        if info.status not in (EditionStatus.SENDING, EditionStatus.PAUSED):
+            store.set_edition_status(edition_id, EditionStatus.SENDING)
     else:
         finalize(store, edition_id)
     info = store.get_edition(edition_id)
