@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from newsletter.models import Subscriber
-from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus
+from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus, SubscriptionStatus
 from newsletter.store.base import StoreBase, update_by_id, utcnow
 from newsletter.store.bulk import StoredSubscriber, subscriber_rows
 from newsletter.store.schema import subscriber_tags, subscribers
@@ -97,7 +97,12 @@ class AudienceQueries(StoreBase):
         ids = rows.insert(fresh)
         rows.subscribe(
             [
-                (ids[s.email], "unsubscribed" if s.status == "unsubscribed" else "active")
+                (
+                    ids[s.email],
+                    SubscriptionStatus.UNSUBSCRIBED
+                    if s.status == SubscriberStatus.UNSUBSCRIBED
+                    else SubscriptionStatus.ACTIVE,
+                )
                 for s in fresh
             ],
             consent_source,

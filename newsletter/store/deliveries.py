@@ -54,6 +54,7 @@ from newsletter.states import (
     DeliveryStatus,
     EditionStatus,
     SubscriberStatus,
+    SubscriptionStatus,
 )
 from newsletter.store.base import (
     StoreBase,
@@ -870,13 +871,13 @@ def _leavers_update() -> Update:
         .where((own.c.subscriber_id == deliveries.c.subscriber_id) & (own.c.digest == digest))
         .correlate(deliveries)
     )
-    subscribed = own_row.where(own.c.status == "active").exists() | (
+    subscribed = own_row.where(own.c.status == SubscriptionStatus.ACTIVE).exists() | (
         ~own_row.exists()
         & select(every.c.id)
         .where(
             (every.c.subscriber_id == deliveries.c.subscriber_id)
             & (every.c.digest == ALL_DIGESTS)
-            & (every.c.status == "active")
+            & (every.c.status == SubscriptionStatus.ACTIVE)
         )
         .exists()
     )

@@ -624,7 +624,7 @@ class EventQueries(StoreBase):
                     ).where(events.c.delivery_id.in_(part))
                 ):
                     types[did].append((provider, t))
-                    if rows[did].status == "unresolved":
+                    if rows[did].status == DeliveryStatus.UNRESOLVED:
                         proofs.append((did, provider, message_id_of(raw)))
             settle_held_batches(conn, proofs, now)
             pairs = [
@@ -690,10 +690,10 @@ class EventQueries(StoreBase):
         """Deliveries of an edition not sent because the reader unsubscribed during its send."""
         q = select(func.count(func.distinct(deliveries.c.id))).where(
             (deliveries.c.edition_id == edition_id)
-            & (deliveries.c.status == "left")
+            & (deliveries.c.status == DeliveryStatus.LEFT)
             & deliveries.c.id.in_(
                 select(events.c.delivery_id).where(
-                    (events.c.edition_id == edition_id) & (events.c.type == "unsubscribed")
+                    (events.c.edition_id == edition_id) & (events.c.type == EventType.UNSUBSCRIBED)
                 )
             )
         )

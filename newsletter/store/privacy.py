@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from newsletter.states import SubscriberStatus
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import (
     deliveries,
@@ -111,7 +112,7 @@ class PrivacyQueries(StoreBase):
                         email=f"forgotten-{sub.id}@invalid",
                         name="",
                         timezone="",
-                        status="forgotten",
+                        status=SubscriberStatus.FORGOTTEN,
                         status_reason="erased on request",
                         updated_at=now,
                     )

@@ -42,12 +42,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber, Subscription
+from newsletter.states import SUBSCRIBER_BLOCKED
+from newsletter.states import SubscriberStatus as Sub
+from newsletter.states import SubscriptionStatus as Subn
 from newsletter.store.base import dialect_insert, utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
 #: subscriber statuses that block the whole address: no mail of any kind
-BLOCKED = ("bounced", "complained", "suppressed", "forgotten")
+BLOCKED = SUBSCRIBER_BLOCKED
 
 
 @dataclass
@@ -100,7 +103,7 @@ def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
             email=bindparam("email"),
             name=bindparam("name"),
             timezone="",
-            status="pending",
+            status=Sub.PENDING,
             status_reason="signed up, not confirmed",
             soft_bounces=0,
             created_at=now,
@@ -153,8 +156,11 @@ class Audience:
             every, and_(every.c.subscriber_id == subscribers.c.id, every.c.digest == ALL_DIGESTS)
         )
         self.members = and_(
-            subscribers.c.status == "active",
-            or_(own.c.status == "active", and_(own.c.id.is_(None), every.c.status == "active")),
+            subscribers.c.status == Sub.ACTIVE,
+            or_(
+                own.c.status == Subn.ACTIVE,
+                and_(own.c.id.is_(None), every.c.status == Subn.ACTIVE),
+            ),
         )
         self.topics = case((own.c.id.is_not(None), own.c.topics), else_=every.c.topics)
 
@@ -334,7 +340,7 @@ class SubscriptionQueries(RateLimitQueries):
         row: dict[str, Any] = {
             "subscriber_id": subscriber_id,
             "digest": digest,
-            "status": base.status if base else "pending",
+            "status": base.status if base else Subn.PENDING,
             "topics": base.topics if base else None,
             "created_at": now,
             "updated_at": now,
@@ -355,12 +361,18 @@ class SubscriptionQueries(RateLimitQueries):
             current = self._subscriptions(conn, subscriber_id)
             for d in dict.fromkeys(digests):
                 sub = effective(current, d)
-                if sub is None or sub.status == "unsubscribed":
+                if sub is None or sub.status == Subn.UNSUBSCRIBED:
                     continue
-                if sub.status == "active":
+                if sub.status == Subn.ACTIVE:
                     left.append(d)
                 self._upsert(
-                    conn, subscriber_id, d, current, now, status="unsubscribed", unsubscribed_at=now
+                    conn,
+                    subscriber_id,
+                    d,
+                    current,
+                    now,
+                    status=Subn.UNSUBSCRIBED,
+                    unsubscribed_at=now,
                 )
                 current = self._subscriptions(conn, subscriber_id)
         return left
@@ -374,9 +386,9 @@ class SubscriptionQueries(RateLimitQueries):
             current = self._subscriptions(conn, subscriber_id)
             for d in dict.fromkeys(digests):
                 sub = effective(current, d)
-                if sub is not None and sub.status == "active":
+                if sub is not None and sub.status == Subn.ACTIVE:
                     continue
-                values: dict[str, Any] = {"status": "active", "unsubscribed_at": None}
+                values: dict[str, Any] = {"status": Subn.ACTIVE, "unsubscribed_at": None}
                 if sub is None or sub.confirmed_at is None:
                     values.update(confirmed_at=now, consent_source=how[:20], consent_at=now)
                 self._upsert(conn, subscriber_id, d, current, now, **values)
@@ -421,7 +433,7 @@ class SubscriptionQueries(RateLimitQueries):
                     {
                         "subscriber_id": sid,
                         "digest": d,
-                        "status": "pending",
+                        "status": Subn.PENDING,
                         "topics": sorted(set(req.topics)),
                         "created_at": now,
                         "updated_at": now,
@@ -448,10 +460,10 @@ class SubscriptionQueries(RateLimitQueries):
         pending: list[str] = []
         for d in dict.fromkeys(req.digests):
             sub = effective(current, d)
-            if status == "active" and sub is not None and sub.status == "active":
+            if status == Sub.ACTIVE and sub is not None and sub.status == Subn.ACTIVE:
                 continue  # subscribed already: nothing to confirm
             own = next((s for s in current if s.digest == d), None)
-            if own is None or own.status != "pending":
+            if own is None or own.status != Subn.PENDING:
                 # a pending row keeps its first request, so the link already
                 # mailed for it still confirms it
                 self._upsert(
@@ -460,7 +472,7 @@ class SubscriptionQueries(RateLimitQueries):
                     d,
                     current,
                     now,
-                    status="pending",
+                    status=Subn.PENDING,
                     confirmed_at=None,
                     topics=sorted(set(req.topics)),
                     consent_source=req.source,
@@ -536,7 +548,7 @@ class SubscriptionQueries(RateLimitQueries):
                 conn.execute(
                     delete(subscribers)
                     .where(subscribers.c.id == subscriber_id)
-                    .where(subscribers.c.status == "pending")
+                    .where(subscribers.c.status == Sub.PENDING)
                 )
             return sorted(due)
 
@@ -557,13 +569,16 @@ class SubscriptionQueries(RateLimitQueries):
                 update(subscriptions)
                 .where(subscriptions.c.subscriber_id == subscriber_id)
                 .where(subscriptions.c.digest.in_(due))
-                .values(status="active", confirmed_at=now, unsubscribed_at=None, updated_at=now)
+                .values(status=Subn.ACTIVE, confirmed_at=now, unsubscribed_at=None, updated_at=now)
             )
-            if row.status in ("pending", "unsubscribed"):
+            reopen = (Sub.PENDING, Sub.UNSUBSCRIBED)
+            if row.status in reopen:
+                # conditional: a bounce or complaint that landed since the read is kept
                 conn.execute(
                     update(subscribers)
                     .where(subscribers.c.id == subscriber_id)
-                    .values(status="active", status_reason="confirmed", updated_at=now)
+                    .where(subscribers.c.status.in_(reopen))
+                    .values(status=Sub.ACTIVE, status_reason="confirmed", updated_at=now)
                 )
             return sorted(due)
 
@@ -575,7 +590,7 @@ def _pending_asked(conn: Connection, subscriber_id: int, requested_until: dateti
         conn.execute(
             select(subscriptions.c.digest)
             .where(subscriptions.c.subscriber_id == subscriber_id)
-            .where(subscriptions.c.status == "pending")
+            .where(subscriptions.c.status == Subn.PENDING)
             .where(subscriptions.c.consent_at <= requested_until)
         ).scalars()
     )
