@@ -1031,6 +1031,33 @@ OWN_EVENTS = "newsletter"
 OPEN_STATUSES = DELIVERY_OPEN
 
 
+def cancel_queued(conn: Connection, edition_id: int, now: datetime) -> int:
+    """Inside the caller's transaction: the edition's queued deliveries become
+    ``cancelled`` (its cancel); returns how many."""
+    return int(
+        conn.execute(
+            update(deliveries)
+            .where(
+                (deliveries.c.edition_id == edition_id)
+                & (deliveries.c.status == D.QUEUED)
+                & can_move(deliveries, DELIVERY, D.CANCELLED)
+            )
+            .values(status=D.CANCELLED, updated_at=now)
+        ).rowcount
+    )
+
+
+def count_in_flight(conn: Connection, edition_id: int) -> int:
+    """The edition's deliveries claimed by a worker and not settled yet."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                (deliveries.c.edition_id == edition_id) & (deliveries.c.status == D.CLAIMED)
+            )
+        ).scalar_one()
+    )
+
+
 def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None:
     """A sending edition with nothing queued, claimed or held is done (as ``finalize``)."""
     counts: dict[str, int] = {
