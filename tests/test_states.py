@@ -324,6 +324,9 @@ def bare_status_words(source):
     for n in ast.walk(ast.parse(source)):
         if isinstance(n, ast.keyword) and n.arg == "status" and _words(n.value) & STATUS_WORDS:
             found.append((n.value.lineno, "status="))
+        elif isinstance(n, ast.Assign) and _words(n.value) & STATUS_WORDS:
+            if any(_names(t, "status") for t in n.targets):
+                found.append((n.lineno, "status ="))
         elif isinstance(n, ast.Dict):
             for k, v in zip(n.keys, n.values, strict=True):
                 if isinstance(k, ast.Constant) and k.value == "status" and _words(v) & STATUS_WORDS:
@@ -344,8 +347,9 @@ def test_the_bare_status_check_finds_what_it_looks_for():
         'q.where(events.c.type == "unsubscribed")\n'
         'while store.delivery_status(d) == "claimed": pass\n'
         'ok = sub.status == SubscriberStatus.ACTIVE and reason == "imported"\n'
+        'out.status = "sent"\n'
     )
-    assert sorted(line for line, _ in bare_status_words(src)) == [1, 2, 3, 4, 5]
+    assert sorted(line for line, _ in bare_status_words(src)) == [1, 2, 3, 4, 5, 7]
 
 
 def test_statuses_are_written_and_compared_through_the_enums_only():
