@@ -2,7 +2,8 @@
 
 A transaction that must change another domain's rows calls the owning module's
 function that takes the connection (``editions.mark_frozen``,
-``deliveries.write_event_statuses``, ``deliveries.cancel_queued`` …). Read from
+``deliveries.write_event_statuses``, ``deliveries.cancel_queued``, an erasure's
+``erase_*`` …). Read from
 the source: every ``insert(t)``/``update(t)``/``delete(t)`` and every raw
 ``INSERT INTO``/``UPDATE``/``DELETE FROM`` of a module.
 """
@@ -42,12 +43,6 @@ NOT_YET = {
     ("bulk.py", "subscriptions"),
     # a signup inserts the pending subscriber; a confirmation activates it
     ("subscriptions.py", "subscribers"),
-    # erasure: the person's rows everywhere
-    ("privacy.py", "deliveries"),
-    ("privacy.py", "events"),
-    ("privacy.py", "subscribers"),
-    ("privacy.py", "subscriptions"),
-    ("privacy.py", "subscriber_tags"),
 }
 
 

@@ -18,6 +18,28 @@ from newsletter.store.schema import subscriber_tags, subscribers
 SENDABLE = (SubscriberStatus.ACTIVE,)
 
 
+def erase_subscriber(conn: Connection, subscriber_id: int, now: datetime, *, keep: bool) -> None:
+    """Inside an erasure's transaction: the subscriber's tags go; the row goes too, or,
+    with ``keep`` (deliveries still refer to it), stays without the address, marked
+    ``forgotten``."""
+    conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id == subscriber_id))
+    if not keep:
+        conn.execute(delete(subscribers).where(subscribers.c.id == subscriber_id))
+        return
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .values(
+            email=f"forgotten-{subscriber_id}@invalid",
+            name="",
+            timezone="",
+            status=SubscriberStatus.FORGOTTEN,
+            status_reason="erased on request",
+            updated_at=now,
+        )
+    )
+
+
 def write_subscriber_changes(
     conn: Connection, changes: list[dict[str, Any]], now: datetime
 ) -> None:

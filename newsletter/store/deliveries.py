@@ -1031,6 +1031,24 @@ OWN_EVENTS = "newsletter"
 OPEN_STATUSES = DELIVERY_OPEN
 
 
+def erase_delivery_addresses(conn: Connection, subscriber_id: int) -> list[int]:
+    """Inside an erasure's transaction: the subscriber's deliveries keep their rows (the
+    editions' counts) without the address or the provider's error; returns their ids."""
+    ids = [
+        int(d)
+        for (d,) in conn.execute(
+            select(deliveries.c.id).where(deliveries.c.subscriber_id == subscriber_id)
+        )
+    ]
+    if ids:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.subscriber_id == subscriber_id)
+            .values(email="", error="")
+        )
+    return ids
+
+
 def cancel_queued(conn: Connection, edition_id: int, now: datetime) -> int:
     """Inside the caller's transaction: the edition's queued deliveries become
     ``cancelled`` (its cancel); returns how many."""

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from newsletter.states import (
     EVENT_DRIVEN,
@@ -74,6 +74,17 @@ _STREAK_EDITIONS = 200
 def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def erase_events(conn: Connection, email: str, delivery_ids: Iterable[int]) -> None:
+    """Inside an erasure's transaction: provider events carry the address in their raw
+    payload; events of ``email`` or of ``delivery_ids`` keep only their type and time."""
+    ids = list(delivery_ids) or [-1]
+    conn.execute(
+        update(events)
+        .where((events.c.email == email) | events.c.delivery_id.in_(ids))
+        .values(email="", raw={"erased": True}, url="", reason="")
+    )
 
 
 @dataclass

@@ -583,6 +583,11 @@ class SubscriptionQueries(RateLimitQueries):
             return sorted(due)
 
 
+def delete_subscriptions(conn: Connection, subscriber_id: int) -> None:
+    """Inside an erasure's transaction: every subscription of the subscriber goes."""
+    conn.execute(delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id))
+
+
 def _pending_asked(conn: Connection, subscriber_id: int, requested_until: datetime) -> list[str]:
     """The digests a subscriber asked for, still pending, up to ``requested_until``
     (when the confirmation link was sent): what confirming or declining it acts on."""
