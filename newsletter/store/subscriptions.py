@@ -13,7 +13,6 @@ mail).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
-    bindparam,
     case,
     cast,
     delete,
@@ -39,13 +37,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber, Subscription
 from newsletter.states import SUBSCRIBER_BLOCKED
 from newsletter.states import SubscriberStatus as Sub
 from newsletter.states import SubscriptionStatus as Subn
-from newsletter.store.base import dialect_insert, utcnow
+from newsletter.store.audience import (
+    REOPENED_BY_CONFIRMING,
+    activate_confirmed,
+    delete_pending_subscriber,
+    insert_new_subscriber,
+)
+from newsletter.store.base import utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
@@ -90,28 +93,6 @@ class Limit:
     key: str
     limit: int
     window: float
-
-
-@functools.cache
-def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
-    """INSERT a pending subscriber unless the address is known, RETURNING its id
-    (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
-    now = bindparam("now", type_=subscribers.c.created_at.type)
-    return (
-        dialect_insert(dialect, subscribers)
-        .values(
-            email=bindparam("email"),
-            name=bindparam("name"),
-            timezone="",
-            status=Sub.PENDING,
-            status_reason="signed up, not confirmed",
-            soft_bounces=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[subscribers.c.email])
-        .returning(subscribers.c.id)
-    )
 
 
 def _row_to_subscription(r: Any) -> Subscription:
@@ -422,10 +403,7 @@ class SubscriptionQueries(RateLimitQueries):
         digests = list(dict.fromkeys(req.digests))
         # a new address (the usual signup): inserted by the one statement that also
         # finds out it is new; the row of a known one is read after
-        sid = conn.execute(
-            new_subscriber_statement(self.dialect),
-            {"email": req.email, "name": req.name, "now": now},
-        ).scalar()
+        sid = insert_new_subscriber(conn, self.dialect, req.email, req.name, now)
         if sid is not None:
             conn.execute(
                 insert(subscriptions),
@@ -545,11 +523,7 @@ class SubscriptionQueries(RateLimitQueries):
             ).first()
             if left is None:
                 # nobody asked for anything else: the address is not kept
-                conn.execute(
-                    delete(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .where(subscribers.c.status == Sub.PENDING)
-                )
+                delete_pending_subscriber(conn, subscriber_id)
             return sorted(due)
 
     def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
@@ -571,15 +545,8 @@ class SubscriptionQueries(RateLimitQueries):
                 .where(subscriptions.c.digest.in_(due))
                 .values(status=Subn.ACTIVE, confirmed_at=now, unsubscribed_at=None, updated_at=now)
             )
-            reopen = (Sub.PENDING, Sub.UNSUBSCRIBED)
-            if row.status in reopen:
-                # conditional: a bounce or complaint that landed since the read is kept
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .where(subscribers.c.status.in_(reopen))
-                    .values(status=Sub.ACTIVE, status_reason="confirmed", updated_at=now)
-                )
+            if row.status in REOPENED_BY_CONFIRMING:
+                activate_confirmed(conn, subscriber_id, now)
             return sorted(due)
 
 
