@@ -423,15 +423,18 @@ class Secrets:
             webhook_public_key=env.get("NEWSLETTER_SENDGRID_WEBHOOK_KEY", ""),
         )
 
+    @property
+    def hidden(self) -> tuple[str, ...]:
+        """The values :meth:`redact` hides (the webhook's key is public; values shorter
+        than 4 characters would hide ordinary text)."""
+        values = (self.sendgrid_api_key, self.secret_key, self.smtp_password)
+        return tuple(v for v in values if len(v) >= 4)
+
     def redact(self, text: str) -> str:
-        """``text`` with every secret value replaced by ``***``."""
-        for value in (
-            self.sendgrid_api_key,
-            self.secret_key,
-            self.smtp_password,
-        ):
-            if value and len(value) >= 4:
-                text = text.replace(value, "***")
+        """``text`` with every secret value replaced by ``***``: the one redaction,
+        for errors, alerts and log lines."""
+        for value in self.hidden:
+            text = text.replace(value, "***")
         return text
 
 

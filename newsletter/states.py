@@ -338,6 +338,15 @@ SUBSCRIBER_RANK: dict[SubscriberStatus, int] = {
     SubscriberStatus.FORGOTTEN: 9,
 }
 
+#: subscriber statuses that block the whole address: no mail of any kind, and a
+#: signup or confirmation link does not reopen it
+SUBSCRIBER_BLOCKED: tuple[SubscriberStatus, ...] = (
+    SubscriberStatus.BOUNCED,
+    SubscriberStatus.COMPLAINED,
+    SubscriberStatus.SUPPRESSED,
+    SubscriberStatus.FORGOTTEN,
+)
+
 #: status_reason prefix of a soft-bounce suppression (the only one lifted automatically)
 SOFT_REASON = "soft bounces"
 

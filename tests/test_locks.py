@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from newsletter.delivery.recovery import worker_id
 from newsletter.errors import StoreError
 from newsletter.models import Subscriber
 from newsletter.store import open_store
+from newsletter.store.locks import worker_id
 from tests.fakes.http import LoopbackServer, Reply
 
 ROOT = Path(__file__).parent.parent
@@ -234,7 +234,7 @@ def test_overlapping_runs_in_two_processes_send_once(db_url, tmp_path, slow_feed
 
 HOLDER = """
 import sys, time
-from newsletter.delivery.recovery import worker_id
+from newsletter.store.locks import worker_id
 from newsletter.errors import StoreError
 from newsletter.store import open_store
 store = open_store(sys.argv[1])

@@ -102,3 +102,22 @@ def test_forget_asks_first_and_a_no_changes_nothing(project, db_url):
     assert r.exit_code == 1
     assert store.get_subscriber(EMAIL).email == EMAIL
     store.close()
+
+
+def test_forgetting_someone_never_sent_to_removes_every_row(store):
+    """No delivery refers to them: the subscriber row goes too, with its tags and
+    subscriptions, and only the keyed hash stays; the others keep theirs."""
+    from newsletter.models import Subscriber
+
+    store.upsert_subscribers(
+        [Subscriber(email=EMAIL, tags=["energy"]), Subscriber(email="b@example.com", tags=["x"])]
+    )
+    sid = store.get_subscriber(EMAIL).id
+    assert store.forget(EMAIL, "hash-of-aigerim") is True
+    assert store.get_subscriber(EMAIL) is None
+    with store.engine.connect() as c:
+        for table in ("subscriber_tags", "subscriptions"):
+            rows = c.execute(sa.text(f"select subscriber_id from {table}")).scalars().all()
+            assert sid not in rows and rows, table
+    assert store.forgotten_among(["hash-of-aigerim", "other"]) == {"hash-of-aigerim"}
+    assert store.forget("nobody@example.com", "hash-of-nobody") is False

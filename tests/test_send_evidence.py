@@ -223,3 +223,25 @@ def test_concurrent_events_for_one_held_batch_take_turns(store, make_config):
     assert errors == []
     assert statuses(store, eid) == {"accepted": 304, "delivered": 16}
     assert store.get_edition(eid).status == "sent"
+
+
+def test_resolve_resend_of_a_paused_edition_queues_the_batch_and_keeps_the_pause(
+    store, db_url, tmp_path, project
+):
+    """The operator's pause holds: a resend queues the held deliveries again, and
+    they wait for `newsletter resume` like everything else still queued."""
+    cfg, eid, batch, backend = held_batch(store, tmp_path)
+    assert store.control_edition(eid, "pause").changed
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "resend"])
+    assert out.exit_code == 0, out.output
+    assert statuses(store, eid) == {"accepted": 2, "queued": 4}
+    assert store.get_edition(eid).status == "paused"
+    # nothing goes out while paused; after resume the four are sent once
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert {d.id for d in batch.deliveries}.isdisjoint(backend.sent)
+    assert store.control_edition(eid, "resume").changed
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert sorted(d.id for d in batch.deliveries) == sorted(
+        d for d in backend.sent if d in {x.id for x in batch.deliveries}
+    )
+    assert store.get_edition(eid).status == "sent"

@@ -65,3 +65,38 @@ def test_debug_logs_name_batches_and_counts_never_recipients(project, backend):
         assert secret not in log, f"{secret!r} is in the debug log"
     assert "/unsubscribe/" not in log and "PAYLOAD" not in log and KEY not in log
     assert "batch" in log and "recipient" in log
+
+
+def test_a_secret_in_a_log_line_or_a_logged_exception_is_hidden(monkeypatch, capsys):
+    """Log lines and JSON exceptions go through config.Secrets.redact, the one
+    redaction: every secret of the environment, in text and JSON, message and trace."""
+    import logging
+
+    from newsletter.cli.common import setup_logging
+
+    secrets = {
+        "SENDGRID_API_KEY": "SG.live-key-abcdef",
+        "NEWSLETTER_SECRET_KEY": "hmac-secret-0123456789",
+        "NEWSLETTER_SMTP_PASSWORD": "smtp-pass-xyz",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for fmt in ("text", "json"):
+            setup_logging(fmt, 1)
+            log = logging.getLogger("newsletter.test")
+            log.warning("refused: %s", " ".join(secrets.values()))
+            try:
+                raise RuntimeError(f"with {secrets['SENDGRID_API_KEY']} in it")
+            except RuntimeError:
+                log.exception("failed")
+            err = capsys.readouterr().err
+            assert "refused: *** *** ***" in err, err
+            assert "with *** in it" in err, err
+            assert not any(v in err for v in secrets.values()), err
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        logging.captureWarnings(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import logging
 import re
@@ -24,6 +25,8 @@ from newsletter.states import (
     DeliveryStatus,
     EditionStatus,
     EventType,
+    SubscriberStatus,
+    SubscriptionStatus,
     advance,
 )
 from newsletter.store.deliveries import AudienceRow
@@ -280,3 +283,83 @@ def test_the_state_diagrams_in_the_docs_are_the_tables():
         # every state of the enum is in the diagram (final ones as targets)
         shown = initial | set(moves) | set().union(*moves.values())
         assert shown == {str(s) for s in machine.states}, name
+
+
+# ------------------------------------------------------------------ one vocabulary
+
+PACKAGE = Path(__file__).parent.parent / "newsletter"
+#: every stored status word (delivery, batch, edition, subscriber, subscription)
+STATUS_WORDS = {
+    str(s)
+    for enum in (EditionStatus, BatchStatus, DeliveryStatus, SubscriberStatus, SubscriptionStatus)
+    for s in enum
+}
+EVENT_WORDS = {str(t) for t in EventType}
+
+
+def _words(node):
+    """The string constants ``node`` is or holds (a tuple, a conditional expression)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return set().union(*(_words(e) for e in node.elts)) if node.elts else set()
+    if isinstance(node, ast.IfExp):
+        return _words(node.body) | _words(node.orelse)
+    return set()
+
+
+def _names(node, attr):
+    """``x.<attr>``, a bare ``<attr>``, or a call of something named ``*_<attr>``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+        return isinstance(node, ast.Attribute) and node.attr.endswith(f"_{attr}")
+    return (isinstance(node, ast.Attribute) and node.attr == attr) or (
+        isinstance(node, ast.Name) and node.id == attr
+    )
+
+
+def bare_status_words(source):
+    """(line, what) of each status written or compared as a string literal."""
+    found = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.keyword) and n.arg == "status" and _words(n.value) & STATUS_WORDS:
+            found.append((n.value.lineno, "status="))
+        elif isinstance(n, ast.Assign) and _words(n.value) & STATUS_WORDS:
+            if any(_names(t, "status") for t in n.targets):
+                found.append((n.lineno, "status ="))
+        elif isinstance(n, ast.Dict):
+            for k, v in zip(n.keys, n.values, strict=True):
+                if isinstance(k, ast.Constant) and k.value == "status" and _words(v) & STATUS_WORDS:
+                    found.append((v.lineno, '"status":'))
+        elif isinstance(n, ast.Compare):
+            sides = [n.left, *n.comparators]
+            for attr, words in (("status", STATUS_WORDS), ("type", EVENT_WORDS)):
+                if any(_names(s, attr) for s in sides) and any(_words(s) & words for s in sides):
+                    found.append((n.lineno, f"{attr} compared"))
+    return found
+
+
+def test_the_bare_status_check_finds_what_it_looks_for():
+    src = (
+        'update(t).values(status="active")\n'
+        'row = {"status": x if y else "pending"}\n'
+        'if sub.status != "forgotten": pass\n'
+        'q.where(events.c.type == "unsubscribed")\n'
+        'while store.delivery_status(d) == "claimed": pass\n'
+        'ok = sub.status == SubscriberStatus.ACTIVE and reason == "imported"\n'
+        'out.status = "sent"\n'
+    )
+    assert sorted(line for line, _ in bare_status_words(src)) == [1, 2, 3, 4, 5, 7]
+
+
+def test_statuses_are_written_and_compared_through_the_enums_only():
+    """Every stored status word outside states.py is an enum member, so a renamed or
+    removed status cannot leave a stray string behind. (jobs/ is left out: a run's
+    per-digest outcome, ``DigestOutcome.status``, is a vocabulary of its own.)"""
+    stray = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "states.py" or rel.parts[0] in ("jobs",) or "migrations" in rel.parts:
+            continue
+        stray += [f"{rel}:{line} {what}" for line, what in bare_status_words(path.read_text())]
+    assert stray == []

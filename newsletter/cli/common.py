@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from newsletter.config import Config, find_config_path, load_config, no_config_error
+from newsletter.config import Config, Secrets, find_config_path, load_config, no_config_error
 from newsletter.errors import NewsletterError
 from newsletter.store import Store, open_store
 
@@ -162,15 +162,15 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-_SECRET_ENV = ("SENDGRID_API_KEY", "NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD")
-
-
 def _redact(text: str) -> str:
-    for name in _SECRET_ENV:
-        value = os.environ.get(name, "")
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    return Secrets.from_env(os.environ).redact(text)
+
+
+class _TextFormatter(logging.Formatter):
+    """The filter redacts the message; a logged exception's trace is formatted later."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return _redact(super().formatException(ei))
 
 
 class _RedactFilter(logging.Filter):
@@ -178,14 +178,11 @@ class _RedactFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.values = [v for n in _SECRET_ENV if len(v := os.environ.get(n, "")) >= 4]
+        self.secrets = Secrets.from_env(os.environ)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.values:
-            msg = record.getMessage()
-            for v in self.values:
-                msg = msg.replace(v, "***")
-            record.msg, record.args = msg, ()
+        if self.secrets.hidden:
+            record.msg, record.args = self.secrets.redact(record.getMessage()), ()
         return True
 
 
@@ -195,7 +192,7 @@ def setup_logging(fmt: str, verbose: int) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # warnings.warn() of any library becomes a log line (logger py.warnings), so

@@ -18,6 +18,7 @@ from newsletter.audience.subscribers import (
 )
 from newsletter.cli.common import App, json_option, pass_app
 from newsletter.errors import InputError
+from newsletter.states import SubscriberStatus
 
 #: rejected rows printed before "… and N more"
 SHOWN_ERRORS = 50
@@ -115,7 +116,11 @@ def register(cli: click.Group) -> None:
             resubscribe=resubscribe,
             secret=app.config.secrets.secret_key,
         )
-        note = "" if sub.status == "active" else f" (still {sub.status}; --resubscribe to change)"
+        note = (
+            ""
+            if sub.status == SubscriberStatus.ACTIVE
+            else f" (still {sub.status}; --resubscribe to change)"
+        )
         click.echo(f"{sub.email}: {what}{note}")
 
     @subscribers.command("remove")

@@ -15,8 +15,6 @@ dropped:
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,29 +24,13 @@ from newsletter.states import DELIVERY_OPEN, BatchStatus, DeliveryStatus, Editio
 from newsletter.store import Store
 from newsletter.store.base import utcnow
 from newsletter.store.deliveries import BatchRecord
+from newsletter.store.locks import process_gone, worker_id
 
 logger = logging.getLogger(__name__)
 
 
 #: the provider batch id of a claim whose id is being asked for: nothing was sent yet
 AWAITING_PROVIDER_BATCH = "awaiting"
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _worker_alive(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's worker: only its lease can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -125,7 +107,7 @@ def recover_batches(
     stale_before = utcnow() - lease
     for batch in store.claimed_batches(edition_id):
         stale = batch.claimed_at < stale_before
-        if not stale and _worker_alive(batch.worker):
+        if not stale and not process_gone(batch.worker):
             continue
         if not store.take_over_batch(batch.id, batch.worker, me):
             continue  # another run is recovering it
@@ -200,8 +182,11 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
         n = store.resolve_batch(batch_id, decision)
     info = store.get_edition(edition_id)
     assert info is not None
-    if decision == "resend" and n and info.status != EditionStatus.SENDING:
-        store.set_edition_status(edition_id, EditionStatus.SENDING)
+    if decision == "resend" and n:
+        # the deliveries are queued again; a paused edition stays paused (they go
+        # out after `newsletter resume`, like the rest of its queue)
+        if info.status not in (EditionStatus.SENDING, EditionStatus.PAUSED):
+            store.set_edition_status(edition_id, EditionStatus.SENDING)
     else:
         finalize(store, edition_id)
     info = store.get_edition(edition_id)

@@ -32,7 +32,6 @@ from newsletter.delivery.recovery import (
     finalize,
     recover_batches,
     resolve_unknown,
-    worker_id,
 )
 from newsletter.editions.freeze import freeze_audience
 from newsletter.errors import (
@@ -48,6 +47,7 @@ from newsletter.models import Recipient, Rendered
 from newsletter.states import BatchStatus, EditionStatus
 from newsletter.store import Store
 from newsletter.store.deliveries import Batch
+from newsletter.store.locks import worker_id
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from newsletter import schedule
 from newsletter.articles.ingest import ingest
 from newsletter.config import Config, DigestConfig
 from newsletter.delivery.backends import Backend, make_backend
-from newsletter.delivery.recovery import worker_id
 from newsletter.delivery.send import BatchProgress, send_edition
 from newsletter.editions import archive
 from newsletter.editions.freeze import create_edition, digest_zones, freeze_audience
@@ -48,6 +47,7 @@ from newsletter.schedule import Period
 from newsletter.states import DELIVERY_OPEN, EDITION_DONE, EDITION_HANDLED, EditionStatus
 from newsletter.store import Store
 from newsletter.store.base import utcnow
+from newsletter.store.locks import worker_id
 from newsletter.store.runs import DigestRun
 
 logger = logging.getLogger(__name__)

@@ -2,20 +2,101 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber
-from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus
-from newsletter.store.base import StoreBase, update_by_id, utcnow
+from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus, SubscriptionStatus
+from newsletter.store.base import StoreBase, dialect_insert, update_by_id, utcnow
 from newsletter.store.bulk import StoredSubscriber, subscriber_rows
 from newsletter.store.schema import subscriber_tags, subscribers
 
 #: statuses that receive editions
 SENDABLE = (SubscriberStatus.ACTIVE,)
+
+
+@functools.cache
+def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
+    """INSERT a pending subscriber unless the address is known, RETURNING its id
+    (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
+    now = bindparam("now", type_=subscribers.c.created_at.type)
+    return (
+        dialect_insert(dialect, subscribers)
+        .values(
+            email=bindparam("email"),
+            name=bindparam("name"),
+            timezone="",
+            status=SubscriberStatus.PENDING,
+            status_reason="signed up, not confirmed",
+            soft_bounces=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[subscribers.c.email])
+        .returning(subscribers.c.id)
+    )
+
+
+def insert_new_subscriber(
+    conn: Connection, dialect: str, email: str, name: str, now: datetime
+) -> int | None:
+    """Inside a signup's transaction: insert ``email`` as a pending subscriber unless
+    the address is known; its id, or None for a known address."""
+    sid = conn.execute(
+        new_subscriber_statement(dialect), {"email": email, "name": name, "now": now}
+    ).scalar()
+    return None if sid is None else int(sid)
+
+
+def delete_pending_subscriber(conn: Connection, subscriber_id: int) -> None:
+    """Inside a declined signup's transaction: an address that was only pending goes."""
+    conn.execute(
+        delete(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .where(subscribers.c.status == SubscriberStatus.PENDING)
+    )
+
+
+#: subscriber statuses a confirmed signup makes active again
+REOPENED_BY_CONFIRMING = (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
+
+
+def activate_confirmed(conn: Connection, subscriber_id: int, now: datetime) -> None:
+    """Inside a confirmation's transaction: a pending or unsubscribed subscriber becomes
+    active. Conditional, so a bounce or complaint that landed since it was read stays."""
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .where(subscribers.c.status.in_(REOPENED_BY_CONFIRMING))
+        .values(status=SubscriberStatus.ACTIVE, status_reason="confirmed", updated_at=now)
+    )
+
+
+def erase_subscriber(conn: Connection, subscriber_id: int, now: datetime, *, keep: bool) -> None:
+    """Inside an erasure's transaction: the subscriber's tags go; the row goes too, or,
+    with ``keep`` (deliveries still refer to it), stays without the address, marked
+    ``forgotten``."""
+    conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id == subscriber_id))
+    if not keep:
+        conn.execute(delete(subscribers).where(subscribers.c.id == subscriber_id))
+        return
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .values(
+            email=f"forgotten-{subscriber_id}@invalid",
+            name="",
+            timezone="",
+            status=SubscriberStatus.FORGOTTEN,
+            status_reason="erased on request",
+            updated_at=now,
+        )
+    )
 
 
 def write_subscriber_changes(
@@ -97,7 +178,12 @@ class AudienceQueries(StoreBase):
         ids = rows.insert(fresh)
         rows.subscribe(
             [
-                (ids[s.email], "unsubscribed" if s.status == "unsubscribed" else "active")
+                (
+                    ids[s.email],
+                    SubscriptionStatus.UNSUBSCRIBED
+                    if s.status == SubscriberStatus.UNSUBSCRIBED
+                    else SubscriptionStatus.ACTIVE,
+                )
                 for s in fresh
             ],
             consent_source,

@@ -26,6 +26,7 @@ from sqlalchemy import Column, Connection
 
 from newsletter.errors import StoreError
 from newsletter.models import Subscriber
+from newsletter.states import SubscriberStatus
 from newsletter.store.base import bind_processor
 from newsletter.store.schema import ALL_DIGESTS, subscribers
 
@@ -82,7 +83,7 @@ class SubscriberRows:
 
 
 def _reason(s: Subscriber) -> str:
-    return "" if s.status == "active" else "imported"
+    return "" if s.status == SubscriberStatus.ACTIVE else "imported"
 
 
 def _status(s: Subscriber) -> str:

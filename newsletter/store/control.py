@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from newsletter.states import DELIVERY, EDITION, DeliveryStatus, EditionStatus
-from newsletter.store.base import StoreBase, can_move, utcnow
+from newsletter.states import EDITION, EditionStatus
+from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.deliveries import cancel_queued, count_in_flight
+from newsletter.store.editions import move_edition_if
 from newsletter.store.schema import deliveries, editions
 
 E = EditionStatus
@@ -59,7 +61,7 @@ class ControlQueries(StoreBase):
             ).scalar_one_or_none()
             if before is None:
                 return ControlResult("", False)
-            allowed = can_move(editions, EDITION, after)
+            only_from = None
             if operation == "resume":
                 # an edition paused before its audience was frozen goes back to compiled
                 frozen = conn.execute(
@@ -67,27 +69,9 @@ class ControlQueries(StoreBase):
                 ).scalar_one()
                 after = E.SENDING if frozen else E.COMPILED
                 # resume moves only a paused edition (sending and compiled have other sources)
-                allowed = can_move(editions, EDITION, after) & (editions.c.status == E.PAUSED)
-            changed = conn.execute(
-                update(editions).where((editions.c.id == edition_id) & allowed).values(status=after)
-            ).rowcount
-            if not changed:
+                only_from = E.PAUSED
+            if not move_edition_if(conn, edition_id, after, only_from=only_from):
                 return ControlResult(before, False)
-            moved = 0
-            if operation == "cancel":
-                moved = conn.execute(
-                    update(deliveries)
-                    .where(
-                        (deliveries.c.edition_id == edition_id)
-                        & (deliveries.c.status == DeliveryStatus.QUEUED)
-                        & can_move(deliveries, DELIVERY, DeliveryStatus.CANCELLED)
-                    )
-                    .values(status=DeliveryStatus.CANCELLED, updated_at=utcnow())
-                ).rowcount
-            in_flight = conn.execute(
-                select(func.count()).where(
-                    (deliveries.c.edition_id == edition_id)
-                    & (deliveries.c.status == DeliveryStatus.CLAIMED)
-                )
-            ).scalar_one()
-        return ControlResult(before, True, deliveries=moved, in_flight=int(in_flight))
+            moved = cancel_queued(conn, edition_id, utcnow()) if operation == "cancel" else 0
+            in_flight = count_in_flight(conn, edition_id)
+        return ControlResult(before, True, deliveries=moved, in_flight=in_flight)

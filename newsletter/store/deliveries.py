@@ -54,6 +54,7 @@ from newsletter.states import (
     DeliveryStatus,
     EditionStatus,
     SubscriberStatus,
+    SubscriptionStatus,
 )
 from newsletter.store.base import (
     StoreBase,
@@ -870,13 +871,13 @@ def _leavers_update() -> Update:
         .where((own.c.subscriber_id == deliveries.c.subscriber_id) & (own.c.digest == digest))
         .correlate(deliveries)
     )
-    subscribed = own_row.where(own.c.status == "active").exists() | (
+    subscribed = own_row.where(own.c.status == SubscriptionStatus.ACTIVE).exists() | (
         ~own_row.exists()
         & select(every.c.id)
         .where(
             (every.c.subscriber_id == deliveries.c.subscriber_id)
             & (every.c.digest == ALL_DIGESTS)
-            & (every.c.status == "active")
+            & (every.c.status == SubscriptionStatus.ACTIVE)
         )
         .exists()
     )
@@ -1028,6 +1029,51 @@ OWN_EVENTS = "newsletter"
 
 #: delivery statuses that keep an edition open
 OPEN_STATUSES = DELIVERY_OPEN
+
+
+def erase_delivery_addresses(conn: Connection, subscriber_id: int) -> list[int]:
+    """Inside an erasure's transaction: the subscriber's deliveries keep their rows (the
+    editions' counts) without the address or the provider's error; returns their ids."""
+    ids = [
+        int(d)
+        for (d,) in conn.execute(
+            select(deliveries.c.id).where(deliveries.c.subscriber_id == subscriber_id)
+        )
+    ]
+    if ids:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.subscriber_id == subscriber_id)
+            .values(email="", error="")
+        )
+    return ids
+
+
+def cancel_queued(conn: Connection, edition_id: int, now: datetime) -> int:
+    """Inside the caller's transaction: the edition's queued deliveries become
+    ``cancelled`` (its cancel); returns how many."""
+    return int(
+        conn.execute(
+            update(deliveries)
+            .where(
+                (deliveries.c.edition_id == edition_id)
+                & (deliveries.c.status == D.QUEUED)
+                & can_move(deliveries, DELIVERY, D.CANCELLED)
+            )
+            .values(status=D.CANCELLED, updated_at=now)
+        ).rowcount
+    )
+
+
+def count_in_flight(conn: Connection, edition_id: int) -> int:
+    """The edition's deliveries claimed by a worker and not settled yet."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                (deliveries.c.edition_id == edition_id) & (deliveries.c.status == D.CLAIMED)
+            )
+        ).scalar_one()
+    )
 
 
 def _finish_if_settled(conn: Connection, edition_id: int, now: datetime) -> None:

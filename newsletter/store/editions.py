@@ -47,6 +47,19 @@ def move_edition(conn: Connection, edition_id: int, status: str, **values: Any) 
     )
 
 
+def move_edition_if(
+    conn: Connection, edition_id: int, status: str, *, only_from: str | None = None
+) -> bool:
+    """Move an edition to ``status`` if the table allows it from where it is (and, with
+    ``only_from``, only from that status); False, and nothing changed, otherwise. An
+    operator's command (store/control.py) reports a refusal instead of raising."""
+    allowed = can_move(editions, EDITION, status)
+    if only_from is not None:
+        allowed = allowed & (editions.c.status == EditionStatus(only_from))
+    stmt = update(editions).where((editions.c.id == edition_id) & allowed)
+    return bool(conn.execute(stmt.values(status=EditionStatus(status))).rowcount)
+
+
 @dataclass(frozen=True)
 class EditionDetails:
     """The frozen parts of an edition."""

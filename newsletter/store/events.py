@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from newsletter.states import (
     EVENT_DRIVEN,
@@ -74,6 +74,17 @@ _STREAK_EDITIONS = 200
 def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def erase_events(conn: Connection, email: str, delivery_ids: Iterable[int]) -> None:
+    """Inside an erasure's transaction: provider events carry the address in their raw
+    payload; events of ``email`` or of ``delivery_ids`` keep only their type and time."""
+    ids = list(delivery_ids) or [-1]
+    conn.execute(
+        update(events)
+        .where((events.c.email == email) | events.c.delivery_id.in_(ids))
+        .values(email="", raw={"erased": True}, url="", reason="")
+    )
 
 
 @dataclass
@@ -624,7 +635,7 @@ class EventQueries(StoreBase):
                     ).where(events.c.delivery_id.in_(part))
                 ):
                     types[did].append((provider, t))
-                    if rows[did].status == "unresolved":
+                    if rows[did].status == DeliveryStatus.UNRESOLVED:
                         proofs.append((did, provider, message_id_of(raw)))
             settle_held_batches(conn, proofs, now)
             pairs = [
@@ -690,10 +701,10 @@ class EventQueries(StoreBase):
         """Deliveries of an edition not sent because the reader unsubscribed during its send."""
         q = select(func.count(func.distinct(deliveries.c.id))).where(
             (deliveries.c.edition_id == edition_id)
-            & (deliveries.c.status == "left")
+            & (deliveries.c.status == DeliveryStatus.LEFT)
             & deliveries.c.id.in_(
                 select(events.c.delivery_id).where(
-                    (events.c.edition_id == edition_id) & (events.c.type == "unsubscribed")
+                    (events.c.edition_id == edition_id) & (events.c.type == EventType.UNSUBSCRIBED)
                 )
             )
         )

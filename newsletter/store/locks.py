@@ -45,8 +45,16 @@ logger = logging.getLogger(__name__)
 ROW_LOCK_TTL = timedelta(hours=2)
 
 
-def _process_gone(holder: str) -> bool:
-    """True when ``holder`` ("host:pid") names a process on this machine that has exited."""
+def worker_id() -> str:
+    """This process, as lock holders and batch workers are named: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_gone(holder: str) -> bool:
+    """True when ``holder`` ("host:pid") names a process on this machine that has exited.
+
+    Another machine's process (or a name of another form) is never known to be gone:
+    only its lease or lock expiry can tell."""
     host, _, pid = holder.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -147,7 +155,7 @@ class LockQueries(StoreBase):
                         )
                     )
                     return True
-                if row.holder != holder and row.expires_at > now and not _process_gone(row.holder):
+                if row.holder != holder and row.expires_at > now and not process_gone(row.holder):
                     return False
                 if row.holder != holder:
                     logger.warning(
@@ -200,7 +208,7 @@ class LockQueries(StoreBase):
                 ).scalar_one()
                 stale = not held
             else:
-                stale = _process_gone(row.holder) or row.expires_at <= utcnow()
+                stale = process_gone(row.holder) or row.expires_at <= utcnow()
         return LockHolder(
             name=row.name,
             holder=row.holder,

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
+from newsletter.store.audience import erase_subscriber
 from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.deliveries import erase_delivery_addresses
+from newsletter.store.events import erase_events
 from newsletter.store.schema import (
     deliveries,
     editions,
@@ -17,6 +20,7 @@ from newsletter.store.schema import (
     subscribers,
     subscriptions,
 )
+from newsletter.store.subscriptions import delete_subscriptions
 
 
 def _plain(row: Any) -> dict[str, Any]:
@@ -77,47 +81,13 @@ class PrivacyQueries(StoreBase):
                 conn.execute(
                     insert(forgotten), [{"address_hash": address_hash, "forgotten_at": now}]
                 )
-            dels = (
-                [
-                    d
-                    for (d,) in conn.execute(
-                        select(deliveries.c.id).where(deliveries.c.subscriber_id == sub.id)
-                    )
-                ]
-                if sub
-                else []
-            )
-            # provider events carry the address in their raw payload: both go
-            conn.execute(
-                update(events)
-                .where((events.c.email == email) | events.c.delivery_id.in_(dels or [-1]))
-                .values(email="", raw={"erased": True}, url="", reason="")
-            )
+            # each domain erases its own rows, in this one transaction
+            dels = erase_delivery_addresses(conn, sub.id) if sub else []
+            erase_events(conn, email, dels)
             if sub is None:
                 return False
-            conn.execute(delete(subscriptions).where(subscriptions.c.subscriber_id == sub.id))
-            conn.execute(delete(subscriber_tags).where(subscriber_tags.c.subscriber_id == sub.id))
-            if dels:
-                # the edition's counts keep the delivery rows, without the address
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.subscriber_id == sub.id)
-                    .values(email="", error="")
-                )
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == sub.id)
-                    .values(
-                        email=f"forgotten-{sub.id}@invalid",
-                        name="",
-                        timezone="",
-                        status="forgotten",
-                        status_reason="erased on request",
-                        updated_at=now,
-                    )
-                )
-            else:
-                conn.execute(delete(subscribers).where(subscribers.c.id == sub.id))
+            delete_subscriptions(conn, sub.id)
+            erase_subscriber(conn, sub.id, now, keep=bool(dels))
             return True
 
     def forgotten_among(self, hashes: Iterable[str]) -> set[str]:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
 
+from newsletter.states import BatchStatus
 from newsletter.store.base import StoreBase
 from newsletter.store.schema import batches, deliveries, digest_runs, editions, events, subscribers
 
@@ -80,7 +81,9 @@ class RunQueries(StoreBase):
             ).all()
             e = conn.execute(select(events.c.type, func.count()).group_by(events.c.type)).all()
             held = conn.execute(
-                select(func.count()).select_from(batches).where(batches.c.status == "unknown")
+                select(func.count())
+                .select_from(batches)
+                .where(batches.c.status == BatchStatus.UNKNOWN)
             ).scalar_one()
             s = conn.execute(
                 select(subscribers.c.status, func.count()).group_by(subscribers.c.status)

@@ -13,7 +13,6 @@ mail).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
-    bindparam,
     case,
     cast,
     delete,
@@ -39,15 +37,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber, Subscription
-from newsletter.store.base import dialect_insert, utcnow
+from newsletter.states import SUBSCRIBER_BLOCKED
+from newsletter.states import SubscriberStatus as Sub
+from newsletter.states import SubscriptionStatus as Subn
+from newsletter.store.audience import (
+    REOPENED_BY_CONFIRMING,
+    activate_confirmed,
+    delete_pending_subscriber,
+    insert_new_subscriber,
+)
+from newsletter.store.base import utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
 #: subscriber statuses that block the whole address: no mail of any kind
-BLOCKED = ("bounced", "complained", "suppressed", "forgotten")
+BLOCKED = SUBSCRIBER_BLOCKED
 
 
 @dataclass
@@ -87,28 +93,6 @@ class Limit:
     key: str
     limit: int
     window: float
-
-
-@functools.cache
-def new_subscriber_statement(dialect: str) -> ReturningInsert[Any]:
-    """INSERT a pending subscriber unless the address is known, RETURNING its id
-    (no row: known). Built once per dialect; parameters ``email``, ``name``, ``now``."""
-    now = bindparam("now", type_=subscribers.c.created_at.type)
-    return (
-        dialect_insert(dialect, subscribers)
-        .values(
-            email=bindparam("email"),
-            name=bindparam("name"),
-            timezone="",
-            status="pending",
-            status_reason="signed up, not confirmed",
-            soft_bounces=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[subscribers.c.email])
-        .returning(subscribers.c.id)
-    )
 
 
 def _row_to_subscription(r: Any) -> Subscription:
@@ -153,8 +137,11 @@ class Audience:
             every, and_(every.c.subscriber_id == subscribers.c.id, every.c.digest == ALL_DIGESTS)
         )
         self.members = and_(
-            subscribers.c.status == "active",
-            or_(own.c.status == "active", and_(own.c.id.is_(None), every.c.status == "active")),
+            subscribers.c.status == Sub.ACTIVE,
+            or_(
+                own.c.status == Subn.ACTIVE,
+                and_(own.c.id.is_(None), every.c.status == Subn.ACTIVE),
+            ),
         )
         self.topics = case((own.c.id.is_not(None), own.c.topics), else_=every.c.topics)
 
@@ -334,7 +321,7 @@ class SubscriptionQueries(RateLimitQueries):
         row: dict[str, Any] = {
             "subscriber_id": subscriber_id,
             "digest": digest,
-            "status": base.status if base else "pending",
+            "status": base.status if base else Subn.PENDING,
             "topics": base.topics if base else None,
             "created_at": now,
             "updated_at": now,
@@ -355,12 +342,18 @@ class SubscriptionQueries(RateLimitQueries):
             current = self._subscriptions(conn, subscriber_id)
             for d in dict.fromkeys(digests):
                 sub = effective(current, d)
-                if sub is None or sub.status == "unsubscribed":
+                if sub is None or sub.status == Subn.UNSUBSCRIBED:
                     continue
-                if sub.status == "active":
+                if sub.status == Subn.ACTIVE:
                     left.append(d)
                 self._upsert(
-                    conn, subscriber_id, d, current, now, status="unsubscribed", unsubscribed_at=now
+                    conn,
+                    subscriber_id,
+                    d,
+                    current,
+                    now,
+                    status=Subn.UNSUBSCRIBED,
+                    unsubscribed_at=now,
                 )
                 current = self._subscriptions(conn, subscriber_id)
         return left
@@ -374,9 +367,9 @@ class SubscriptionQueries(RateLimitQueries):
             current = self._subscriptions(conn, subscriber_id)
             for d in dict.fromkeys(digests):
                 sub = effective(current, d)
-                if sub is not None and sub.status == "active":
+                if sub is not None and sub.status == Subn.ACTIVE:
                     continue
-                values: dict[str, Any] = {"status": "active", "unsubscribed_at": None}
+                values: dict[str, Any] = {"status": Subn.ACTIVE, "unsubscribed_at": None}
                 if sub is None or sub.confirmed_at is None:
                     values.update(confirmed_at=now, consent_source=how[:20], consent_at=now)
                 self._upsert(conn, subscriber_id, d, current, now, **values)
@@ -410,10 +403,7 @@ class SubscriptionQueries(RateLimitQueries):
         digests = list(dict.fromkeys(req.digests))
         # a new address (the usual signup): inserted by the one statement that also
         # finds out it is new; the row of a known one is read after
-        sid = conn.execute(
-            new_subscriber_statement(self.dialect),
-            {"email": req.email, "name": req.name, "now": now},
-        ).scalar()
+        sid = insert_new_subscriber(conn, self.dialect, req.email, req.name, now)
         if sid is not None:
             conn.execute(
                 insert(subscriptions),
@@ -421,7 +411,7 @@ class SubscriptionQueries(RateLimitQueries):
                     {
                         "subscriber_id": sid,
                         "digest": d,
-                        "status": "pending",
+                        "status": Subn.PENDING,
                         "topics": sorted(set(req.topics)),
                         "created_at": now,
                         "updated_at": now,
@@ -448,10 +438,10 @@ class SubscriptionQueries(RateLimitQueries):
         pending: list[str] = []
         for d in dict.fromkeys(req.digests):
             sub = effective(current, d)
-            if status == "active" and sub is not None and sub.status == "active":
+            if status == Sub.ACTIVE and sub is not None and sub.status == Subn.ACTIVE:
                 continue  # subscribed already: nothing to confirm
             own = next((s for s in current if s.digest == d), None)
-            if own is None or own.status != "pending":
+            if own is None or own.status != Subn.PENDING:
                 # a pending row keeps its first request, so the link already
                 # mailed for it still confirms it
                 self._upsert(
@@ -460,7 +450,7 @@ class SubscriptionQueries(RateLimitQueries):
                     d,
                     current,
                     now,
-                    status="pending",
+                    status=Subn.PENDING,
                     confirmed_at=None,
                     topics=sorted(set(req.topics)),
                     consent_source=req.source,
@@ -533,11 +523,7 @@ class SubscriptionQueries(RateLimitQueries):
             ).first()
             if left is None:
                 # nobody asked for anything else: the address is not kept
-                conn.execute(
-                    delete(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .where(subscribers.c.status == "pending")
-                )
+                delete_pending_subscriber(conn, subscriber_id)
             return sorted(due)
 
     def confirm_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
@@ -557,15 +543,16 @@ class SubscriptionQueries(RateLimitQueries):
                 update(subscriptions)
                 .where(subscriptions.c.subscriber_id == subscriber_id)
                 .where(subscriptions.c.digest.in_(due))
-                .values(status="active", confirmed_at=now, unsubscribed_at=None, updated_at=now)
+                .values(status=Subn.ACTIVE, confirmed_at=now, unsubscribed_at=None, updated_at=now)
             )
-            if row.status in ("pending", "unsubscribed"):
-                conn.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(status="active", status_reason="confirmed", updated_at=now)
-                )
+            if row.status in REOPENED_BY_CONFIRMING:
+                activate_confirmed(conn, subscriber_id, now)
             return sorted(due)
+
+
+def delete_subscriptions(conn: Connection, subscriber_id: int) -> None:
+    """Inside an erasure's transaction: every subscription of the subscriber goes."""
+    conn.execute(delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id))
 
 
 def _pending_asked(conn: Connection, subscriber_id: int, requested_until: datetime) -> list[str]:
@@ -575,7 +562,7 @@ def _pending_asked(conn: Connection, subscriber_id: int, requested_until: dateti
         conn.execute(
             select(subscriptions.c.digest)
             .where(subscriptions.c.subscriber_id == subscriber_id)
-            .where(subscriptions.c.status == "pending")
+            .where(subscriptions.c.status == Subn.PENDING)
             .where(subscriptions.c.consent_at <= requested_until)
         ).scalars()
     )

@@ -26,7 +26,7 @@ from newsletter.config import Config, DigestConfig
 from newsletter.delivery.message import list_id
 from newsletter.errors import InputError
 from newsletter.models import Subscriber, slugify
-from newsletter.states import EventType, SubscriberStatus, SubscriptionStatus
+from newsletter.states import DeliveryStatus, EventType, SubscriberStatus, SubscriptionStatus
 from newsletter.store import Store
 from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import ALL_DIGESTS
@@ -65,7 +65,7 @@ def resolve(cfg: Config, store: Store, token: str) -> Reader:
         if digest is None:
             raise InputError("invalid or expired link")
     sub = store.get_subscriber(id=sid)
-    if sub is not None and sub.status == "forgotten":
+    if sub is not None and sub.status == SubscriberStatus.FORGOTTEN:
         sub = None
     return Reader(sid, lid, digest, sub)
 
@@ -119,7 +119,7 @@ def _wait_while_in_flight(store: Store, delivery_id: int) -> None:
     was told they left.
     """
     deadline = time.monotonic() + IN_FLIGHT_WAIT
-    while store.delivery_status(delivery_id) == "claimed":
+    while store.delivery_status(delivery_id) == DeliveryStatus.CLAIMED:
         if time.monotonic() > deadline:
             logger.warning(
                 "delivery %s is still being sent; the unsubscribe answers anyway", delivery_id
@@ -158,7 +158,7 @@ def leave_all(cfg: Config, store: Store, reader: Reader) -> list[str]:
 def undo(cfg: Config, store: Store, reader: Reader, digests: list[str]) -> list[str]:
     """Join ``digests`` again (configured names only). Returns those joined."""
     sub = reader.subscriber
-    if sub is None or sub.id is None or sub.status != "active":
+    if sub is None or sub.id is None or sub.status != SubscriberStatus.ACTIVE:
         return []
     known = [d.name for d in cfg.digests if d.name in digests]
     if ALL_DIGESTS in digests and any(
@@ -231,7 +231,7 @@ def save_preferences(
     """Get exactly the chosen digests, each with the chosen topics (none chosen:
     everything the digest covers). Unknown values are ignored."""
     sub = reader.subscriber
-    if sub is None or sub.id is None or sub.status != "active":
+    if sub is None or sub.id is None or sub.status != SubscriberStatus.ACTIVE:
         return Saved([], [], [])
     offered_digests, offered_topics = preferences(cfg, store, reader)
     want = [c.value for c in offered_digests if c.value in digests]
