@@ -489,13 +489,24 @@ class DeliveryQueries(StoreBase):
                 logger.warning("batch %s: late finish ignored (%s)", batch_id, err.message)
         return counts
 
-    def set_provider_batch(self, batch_id: str, provider_batch_id: str) -> None:
-        """Store the provider's batch id of a claimed batch (asked for after the claim)."""
+    def set_provider_batch(self, batch_id: str, provider_batch_id: str, *, worker: str) -> bool:
+        """Store the provider's batch id of a claimed batch (asked for after the claim).
+
+        Only while the batch is still claimed by ``worker``: False when another run
+        took it over meanwhile (the lease ran out while the id was asked for) and
+        queued it again as one that sent nothing, so the worker must not send it.
+        """
         with self.begin() as conn:
-            conn.execute(
-                update(batches)
-                .where((batches.c.id == batch_id) & (batches.c.status == B.CLAIMED))
-                .values(provider_batch_id=provider_batch_id[:200])
+            return bool(
+                conn.execute(
+                    update(batches)
+                    .where(
+                        (batches.c.id == batch_id)
+                        & (batches.c.status == B.CLAIMED)
+                        & (batches.c.worker == worker)
+                    )
+                    .values(provider_batch_id=provider_batch_id[:200])
+                ).rowcount
             )
 
     def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
