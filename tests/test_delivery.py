@@ -229,7 +229,7 @@ def test_provider_events_prove_an_unknown_batch_was_accepted(store, make_config)
                 type="queued",
                 raw_type="processed",
                 email=batch.deliveries[1].email,
-                occurred_at=NOW,
+                occurred_at=datetime.now(UTC),  # after the batch's request
                 reason="",
                 url="",
                 received_at=NOW,
@@ -263,7 +263,7 @@ def test_held_batches_are_looked_at_again_when_events_arrive_later(store, make_c
                 type="delivered",
                 raw_type="delivered",
                 email="x",
-                occurred_at=NOW,
+                occurred_at=datetime.now(UTC),
                 reason="",
                 url="",
                 received_at=NOW,

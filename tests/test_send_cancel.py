@@ -156,3 +156,35 @@ def test_cancel_margin_is_what_keeps_a_late_cancel_from_sending_twice(sqlite_sto
     send(store, careless, eid)
     assert list(sg.scheduled.values()) == ["cancel"]
     assert sg.delivered() == {"reader0@example.com": 2, "reader1@example.com": 2}
+
+
+def test_a_batch_taken_over_while_it_awaited_its_id_is_not_sent_by_the_slow_worker(
+    store, sg, tmp_path
+):
+    """A worker still asking for its batch id when its lease ran out: another run took
+    the batch over and queued it again ("sent nothing"), so the slow worker must not
+    send it after all: that would send its readers the edition twice."""
+    from datetime import timedelta
+
+    from newsletter.delivery.backends import make_backend
+    from newsletter.delivery.recovery import recover_batches
+    from newsletter.delivery.send import send_edition
+
+    cfg = sg_config(tmp_path, sg, batch_size=2, **SCHEDULED)
+    eid = make_edition(store, 4)
+    backend = make_backend(cfg)
+    other = make_backend(cfg)
+    ask = backend.new_provider_batch
+    slow = []
+
+    def new_provider_batch():
+        if not slow:  # the first id comes back after the lease ran out
+            slow.append(1)
+            out = recover_batches(store, other, eid, lease=timedelta(0), worker="other:1")
+            assert out["requeued"] == 2
+        return ask()
+
+    backend.new_provider_batch = new_provider_batch
+    report = send_edition(store, cfg, eid, {"default": RENDER}, backend)
+    assert everyone_once(sg, 4)
+    assert report.accepted == 4 and statuses(store, eid) == {"accepted": 4}

@@ -8,6 +8,7 @@ at that moment; ``status`` asks for a decision only while something is unsettled
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -55,7 +56,7 @@ def sendgrid_event(d, eid, kind="delivered", n=1):
         type=kind,
         raw_type=kind,
         email=d.email,
-        occurred_at=NOW,
+        occurred_at=datetime.now(UTC),  # SendGrid's clock: after the batch's request
         raw={"event": kind, "sg_message_id": "LATEMSG.filterdrecv-1"},
         delivery_id=d.id,
         edition_id=eid,
@@ -114,7 +115,7 @@ def insert_event(store, eid, d, provider="sendgrid"):
                 type="queued",
                 raw_type="processed",
                 email=d.email,
-                occurred_at=NOW,
+                occurred_at=datetime.now(UTC),
                 reason="",
                 url="",
                 received_at=NOW,
@@ -245,3 +246,40 @@ def test_resolve_resend_of_a_paused_edition_queues_the_batch_and_keeps_the_pause
         d for d in backend.sent if d in {x.id for x in batch.deliveries}
     )
     assert store.get_edition(eid).status == "sent"
+
+
+def test_a_late_event_of_an_earlier_request_does_not_prove_the_batch_that_resent_it(store):
+    """An operator resent a held batch before its events came; the resend's batch is
+    held too. The first request's late events are about that request, not the
+    second: they must not settle the second batch, whose other readers were maybe
+    never sent anything."""
+    from datetime import timedelta
+
+    from newsletter.delivery.recovery import recover_batches
+
+    cfg = build_config(env=SECRET_ENV)
+    backend = RecordingBackend(cfg)
+    eid = make_edition(store, 3)
+    first_at = datetime.now(UTC) - timedelta(minutes=30)
+    first = store.claim_batch(eid, backend="recording", limit=2, worker=dead_worker(), now=first_at)
+    assert recover_batches(store, backend, eid)["held"] == 2
+    assert store.resend_held_batch(first.id)[:2] == (2, 0)  # no events yet: resent
+    second = store.claim_batch(eid, backend="recording", limit=3, worker=dead_worker())
+    assert {d.id for d in first.deliveries} < {d.id for d in second.deliveries}
+    assert recover_batches(store, backend, eid)["held"] == 3
+    # SendGrid's event of the first request, for one of its readers, comes now
+    late = sendgrid_event(first.deliveries[0], eid)
+    store.record_events([dataclasses.replace(late, occurred_at=first_at + timedelta(seconds=2))])
+    assert store.get_batch(second.id).status == "unknown"
+    # (that reader did get it: their own delivery says so; the others wait)
+    assert statuses(store, eid) == {"delivered": 1, "unresolved": 2}
+    # nor when the operator decides, nor when a run looks at the held batch again
+    assert recover_batches(store, backend, eid)["accepted"] == 0
+    assert store.resend_held_batch(second.id)[:2] == (2, 0)
+    # an event of the request that is held does prove it
+    third = store.claim_batch(eid, backend="recording", limit=3, worker=dead_worker())
+    assert recover_batches(store, backend, eid)["held"] == 2
+    ev = sendgrid_event(third.deliveries[-1], eid, n=2)
+    store.record_events([dataclasses.replace(ev, occurred_at=datetime.now(UTC))])
+    assert store.get_batch(third.id).status == "accepted"
+    assert statuses(store, eid) == {"accepted": 1, "delivered": 2}

@@ -115,3 +115,28 @@ def test_the_age_limit_is_one_period_by_default_and_configurable(project):
     toml.write_text(bad)
     out = CliRunner().invoke(cli, ["send", "--at", NEXT_WEEK])
     assert out.exit_code == 2 and "resume_max_age_hours" in out.output
+
+
+def test_a_stale_edition_once_cancelled_is_no_longer_reported_nor_sent(project):
+    eid = unfinished(project)
+    age_by(project, eid, 8)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["run", "--at", NEXT_WEEK, "--no-ingest"])
+    assert out.exit_code == 1 and "stale" in out.output
+    alerts = project / "outbox" / "alerts"
+    assert len(list(alerts.glob("*.eml"))) == 1
+    out = runner.invoke(cli, ["cancel", str(eid)])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(cli, ["run", "--at", NEXT_WEEK, "--no-ingest", "--json"])
+    data = json.loads(out.stdout)
+    assert [d["status"] for d in data["digests"] if d["edition_id"] == eid] == []
+    assert "stale" not in out.output and out.exit_code == 0, out.output
+    assert len(list(alerts.glob("*.eml"))) == 1  # no new alert
+    assert sent_files(project, eid) == 0
+    # and it cannot be sent by hand either: one line, exit 2, nothing sent
+    out = runner.invoke(cli, ["send", "--resume", str(eid)])
+    assert out.exit_code == 2
+    assert out.output.strip() == (
+        f"Error: edition {eid} is cancelled, not unfinished; nothing to resume"
+    )
+    assert sent_files(project, eid) == 0

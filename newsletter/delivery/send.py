@@ -164,7 +164,10 @@ class _Run:
             return False
         backend.pacer.refund(self.limit - len(batch.deliveries))
         if backend.provider_batches:
-            batch = self.with_provider_batch(batch)
+            with_id = self.with_provider_batch(batch)
+            if with_id is None:
+                return True  # taken over while it waited for its id: not ours to send
+            batch = with_id
         message = self.messages.get(batch.variant)
         if message is None:
             store.finish_batch(batch.id, requeue=[d.id for d in batch.deliveries])
@@ -185,11 +188,13 @@ class _Run:
         self.send(batch, message, recipients)
         return True
 
-    def with_provider_batch(self, batch: Batch) -> Batch:
+    def with_provider_batch(self, batch: Batch) -> Batch | None:
         """Get the batch its provider batch id, and store it, before anything is sent.
 
         Until the id is stored the claim says ``AWAITING_PROVIDER_BATCH``: a worker
         that dies before then sent nothing, and recovery queues the batch again.
+        None when that happened to this worker's batch while it waited for the id
+        (its lease ran out): the batch is no longer its own, and is not sent.
         """
         try:
             provider_batch = self.backend.new_provider_batch()
@@ -203,7 +208,14 @@ class _Run:
                 )
             raise
         with self.db:
-            self.store.set_provider_batch(batch.id, provider_batch)
+            stored = self.store.set_provider_batch(batch.id, provider_batch, worker=self.me)
+        if not stored:
+            logger.warning(
+                "batch %s: taken over by another run while its provider batch id was "
+                "asked for (lease over); not sent by this worker",
+                batch.id,
+            )
+            return None
         return replace(batch, provider_batch_id=provider_batch)
 
     def send(self, batch: Batch, message: OutgoingMessage, recipients: list[Recipient]) -> None:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -490,13 +490,24 @@ class DeliveryQueries(StoreBase):
                 logger.warning("batch %s: late finish ignored (%s)", batch_id, err.message)
         return counts
 
-    def set_provider_batch(self, batch_id: str, provider_batch_id: str) -> None:
-        """Store the provider's batch id of a claimed batch (asked for after the claim)."""
+    def set_provider_batch(self, batch_id: str, provider_batch_id: str, *, worker: str) -> bool:
+        """Store the provider's batch id of a claimed batch (asked for after the claim).
+
+        Only while the batch is still claimed by ``worker``: False when another run
+        took it over meanwhile (the lease ran out while the id was asked for) and
+        queued it again as one that sent nothing, so the worker must not send it.
+        """
         with self.begin() as conn:
-            conn.execute(
-                update(batches)
-                .where((batches.c.id == batch_id) & (batches.c.status == B.CLAIMED))
-                .values(provider_batch_id=provider_batch_id[:200])
+            return bool(
+                conn.execute(
+                    update(batches)
+                    .where(
+                        (batches.c.id == batch_id)
+                        & (batches.c.status == B.CLAIMED)
+                        & (batches.c.worker == worker)
+                    )
+                    .values(provider_batch_id=provider_batch_id[:200])
+                ).rowcount
             )
 
     def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
@@ -523,10 +534,11 @@ class DeliveryQueries(StoreBase):
 
         Returns (how many of its deliveries have provider events, a provider
         message id seen in them). Events carry our
-        delivery id in custom_args, a provider takes or refuses a request whole,
-        and a delivery goes to the provider again only after a certain refusal or
-        a cancel (which takes it out of the batch), so one event of any delivery
-        of the batch, whatever its status now, means the request was accepted.
+        delivery id in custom_args and a provider takes or refuses a request whole,
+        so one event of any delivery of the batch, whatever its status now, means
+        the request was accepted, provided it occurred after the batch was claimed
+        (see ``CLOCK_SKEW``): an earlier one is about an earlier request of that
+        delivery (an operator's resend, a cancel too late).
         Our own events (an unsubscribe through our link) prove nothing here.
         """
         with self.connect() as conn:
@@ -923,20 +935,20 @@ def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
 
 
 def settle_held_batches(
-    conn: Connection, proofs: Iterable[tuple[int, str, str]], now: datetime
+    conn: Connection, proofs: Iterable[tuple[int, str, str, datetime]], now: datetime
 ) -> int:
     """Settle held batches from provider events, inside the caller's transaction.
 
-    ``proofs`` are (delivery id, provider, message id) of newly stored events.
-    A held (``unknown``) batch with a provider event for any of
-    its deliveries was accepted whole: its unresolved deliveries become
-    accepted, the batch too, and an edition left with nothing open is done.
-    Returns how many deliveries were settled.
+    ``proofs`` are (delivery id, provider, message id, occurred at) of newly
+    stored events. A held (``unknown``) batch with a provider event for any of
+    its deliveries, from the time of its request on, was accepted whole: its
+    unresolved deliveries become accepted, the batch too, and an edition left
+    with nothing open is done. Returns how many deliveries were settled.
     """
-    by_delivery: dict[int, tuple[str, str]] = {}
-    for did, provider, mid in proofs:
+    by_delivery: dict[int, list[tuple[str, str, datetime]]] = {}
+    for did, provider, mid, at in proofs:
         if did is not None and provider and provider != OWN_EVENTS:
-            by_delivery.setdefault(did, (provider, mid))
+            by_delivery.setdefault(did, []).append((provider, mid, at))
     if not by_delivery:
         return 0
     held: dict[str, tuple[int, str, str]] = {}
@@ -948,14 +960,16 @@ def settle_held_batches(
                 batches.c.id,
                 batches.c.edition_id,
                 batches.c.message_id,
+                batches.c.claimed_at,
             )
             .join(batches, batches.c.id == deliveries.c.batch_id)
             .where(among & (batches.c.status == B.UNKNOWN))
         )
-        for did, bid, eid, bmid in conn.execute(q):
-            provider, mid = by_delivery[did]
-            if bid not in held:
-                held[bid] = (eid, bmid or mid, provider)
+        for did, bid, eid, bmid, claimed_at in conn.execute(q):
+            for provider, mid, at in by_delivery[did]:
+                # an event from before this batch's request is about an earlier one
+                if bid not in held and at >= claimed_at - CLOCK_SKEW:
+                    held[bid] = (eid, bmid or mid, provider)
     settled = 0
     editions_touched: set[int] = set()
     for bid, (eid, mid, provider) in held.items():
@@ -1005,8 +1019,18 @@ def _check_held(conn: Connection, batch_id: str, status: str) -> None:
 
 
 def _evidence(conn: Connection, batch_id: str) -> tuple[int, str]:
+    """(deliveries of the batch with provider events since its request, a message id)."""
+    claimed_at = conn.execute(
+        select(batches.c.claimed_at).where(batches.c.id == batch_id)
+    ).scalar_one_or_none()
+    if claimed_at is None:
+        return 0, ""
     mine = select(deliveries.c.id).where(deliveries.c.batch_id == batch_id).scalar_subquery()
-    proof = events.c.delivery_id.in_(mine) & (events.c.provider != OWN_EVENTS)
+    proof = (
+        events.c.delivery_id.in_(mine)
+        & (events.c.provider != OWN_EVENTS)
+        & (events.c.occurred_at >= claimed_at - CLOCK_SKEW)
+    )
     n = conn.execute(
         select(func.count(func.distinct(events.c.delivery_id))).where(proof)
     ).scalar_one()
@@ -1022,6 +1046,14 @@ def message_id_of(raw: Any) -> str:
         return str(raw.get("sg_message_id") or "").split(".", 1)[0]
     return ""
 
+
+#: how far the provider's clock (an event's timestamp) may be behind ours. A
+#: delivery can be in more than one request: `--resolve BATCH resend` sends it again
+#: when its first request's outcome is unknown, and a cancel can come too late. An
+#: event that occurred before a batch was claimed is about such an earlier request
+#: and proves nothing about this batch (its other readers may never have been sent
+#: anything).
+CLOCK_SKEW = timedelta(minutes=2)
 
 #: the provider name of events we make ourselves (an unsubscribe through our link):
 #: they prove nothing about what a provider accepted

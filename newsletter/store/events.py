@@ -277,7 +277,7 @@ class EventQueries(StoreBase):
             settled = settle_held_batches(
                 conn,
                 [
-                    (d.id, ev.provider, ev.message_id or message_id_of(ev.raw))
+                    (d.id, ev.provider, ev.message_id or message_id_of(ev.raw), ev.occurred_at)
                     for ev, d in zip(new, matched, strict=True)
                     if d is not None
                 ],
@@ -627,16 +627,20 @@ class EventQueries(StoreBase):
                 raise ValueError("give delivery_ids or edition_id")
             rows = {r.id: _Delivery(*r[:7]) for r in found}
             types: dict[int, list[tuple[str, str]]] = {i: [] for i in rows}
-            proofs: list[tuple[int, str, str]] = []
+            proofs: list[tuple[int, str, str, datetime]] = []
             for part in _chunks(sorted(rows)):
-                for did, t, provider, raw in conn.execute(
+                for did, t, provider, raw, at in conn.execute(
                     select(
-                        events.c.delivery_id, events.c.type, events.c.provider, events.c.raw
+                        events.c.delivery_id,
+                        events.c.type,
+                        events.c.provider,
+                        events.c.raw,
+                        events.c.occurred_at,
                     ).where(events.c.delivery_id.in_(part))
                 ):
                     types[did].append((provider, t))
                     if rows[did].status == DeliveryStatus.UNRESOLVED:
-                        proofs.append((did, provider, message_id_of(raw)))
+                        proofs.append((did, provider, message_id_of(raw), at))
             settle_held_batches(conn, proofs, now)
             pairs = [
                 (TrackedEvent(provider, "", EventType(t), "", "", now, {}), rows[did])

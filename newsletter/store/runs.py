@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
 
-from newsletter.states import BatchStatus
+from newsletter.states import BatchStatus, DeliveryStatus
 from newsletter.store.base import StoreBase
 from newsletter.store.schema import batches, deliveries, digest_runs, editions, events, subscribers
 
@@ -37,7 +37,7 @@ class Totals:
     deliveries: dict[tuple[str, str], int]
     #: normalized event type -> events received
     events: dict[str, int]
-    #: batches held for an operator's decision (outcome unknown)
+    #: batches held for an operator's decision (outcome unknown, deliveries unresolved)
     batches_held: int
     #: subscriber status -> subscribers
     subscribers: dict[str, int]
@@ -80,10 +80,19 @@ class RunQueries(StoreBase):
                 .group_by(editions.c.digest, deliveries.c.status)
             ).all()
             e = conn.execute(select(events.c.type, func.count()).group_by(events.c.type)).all()
+            # as `status` lists them: only while a delivery still waits for a decision
+            waiting = (
+                select(deliveries.c.id)
+                .where(
+                    (deliveries.c.batch_id == batches.c.id)
+                    & (deliveries.c.status == DeliveryStatus.UNRESOLVED)
+                )
+                .exists()
+            )
             held = conn.execute(
                 select(func.count())
                 .select_from(batches)
-                .where(batches.c.status == BatchStatus.UNKNOWN)
+                .where((batches.c.status == BatchStatus.UNKNOWN) & waiting)
             ).scalar_one()
             s = conn.execute(
                 select(subscribers.c.status, func.count()).group_by(subscribers.c.status)

@@ -5,7 +5,7 @@ process did (the scheduled runs, other `serve` replicas), not just this one:
 
     newsletter_deliveries{digest,status}              deliveries by status
     newsletter_webhook_events_total{type}             provider events received
-    newsletter_batches_held                           batches held for a decision
+    newsletter_batches_held                           batches with deliveries held for a decision
     newsletter_subscribers{status}                    subscribers (signups) by status
     newsletter_last_run_timestamp_seconds{digest}     when a run last handled the digest
     newsletter_last_run_exit_code{digest}             that run's exit code
