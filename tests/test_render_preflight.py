@@ -338,3 +338,35 @@ def test_bundled_outline_images_rates_and_link_texts(layout):
     assert all(len(hrefs) == 1 for text, hrefs in texts.items() if text), [
         t for t, h in texts.items() if len(h) > 1
     ]
+
+
+def test_backslashes_in_the_stories_are_no_mrml_escapes(project):
+    """A story that mentions C:\\temp or writes \\"quotes\\" is the newsroom's text, not
+    a value that missed |mjattr: `check` (and so `run`, which stops on its errors)
+    passes it, while the same words left by a template are still caught."""
+    feed = project / "feed.xml"
+    xml = feed.read_text(encoding="utf-8")
+    title = "Central Asian Energy Ministers Agree to Study Joint Reserve Market"
+    assert xml.count(f"<title>{title}</title>") == 1
+    xml = xml.replace(
+        f"<title>{title}</title>",
+        f"<title>{title} (see C:\\temp\\new and \\u{{fe0f}})</title>",
+    ).replace(
+        "<p>Energy ministers from",
+        '<p>Files in C:\\new\\reports say \\"no\\". Energy ministers from',
+    )
+    feed.write_text(xml, encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    out = runner.invoke(cli, ["check", "--at", "2026-11-30T07:05:00+05:00", "--json"])
+    data = json.loads(out.output)
+    assert "escape" not in {f["code"] for f in data["errors"]}, data["errors"]
+    assert out.exit_code == 0, data["errors"]
+    # an escape the template wrote is still caught in that edition
+    tpl = override(
+        project / "tpl", "partials/header.mjml.j2", '<p class="m">', '<p class="m">Edition\\n '
+    )
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + f'\n[render]\ntemplates = "{tpl}"\n')
+    out = runner.invoke(cli, ["check", "--at", "2026-11-30T07:05:00+05:00", "--json"])
+    assert "escape" in {f["code"] for f in json.loads(out.output)["errors"]}
