@@ -127,6 +127,32 @@ def test_no_visible_unsubscribe_link_when_change_topics_points_at_it(tmp_path):
     assert any("HTML" in m for m in messages) and any("text part" in m for m in messages)
 
 
+@pytest.mark.parametrize(
+    "hiding",
+    [
+        'style="display:none"',
+        'style="display: none !important"',
+        'style="visibility:hidden"',
+        'style="font-size:0; line-height:0"',
+        'style="max-height:0; overflow:hidden"',
+        'style="mso-hide:all"',
+        'style="opacity:0"',
+        "hidden",
+    ],
+)
+def test_a_hidden_unsubscribe_link_is_not_a_visible_one(tmp_path, hiding):
+    """The word is there but nobody sees it: "Unsubscribe" in a hidden span, with
+    "Change topics" the only visible link to the unsubscribe page."""
+    tpl = override(
+        tmp_path,
+        "partials/footer.mjml.j2",
+        '<a href="{{ unsubscribe_url }}">{{ _("Unsubscribe") }}</a> ',
+        f"<span {hiding}>" + '<a href="{{ unsubscribe_url }}">{{ _("Unsubscribe") }}</a></span> ',
+    )
+    found = [f for f in findings(tpl) if f.code == "unsubscribe-wording"]
+    assert found and found[0].level == "error" and "HTML" in found[0].message
+
+
 def test_unsubscribe_wording_per_language_and_configurable(tmp_path):
     ru = override(
         tmp_path / "ru",
