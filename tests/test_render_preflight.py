@@ -396,3 +396,39 @@ def test_backslashes_in_the_stories_are_no_mrml_escapes(project):
     cfg.write_text(cfg.read_text() + f'\n[render]\ntemplates = "{tpl}"\n')
     out = runner.invoke(cli, ["check", "--at", "2026-11-30T07:05:00+05:00", "--json"])
     assert "escape" in {f["code"] for f in json.loads(out.output)["errors"]}
+
+
+def test_check_reports_the_budget_and_the_size_on_the_wire(project):
+    """`check` gives each variant's decoded HTML (the budget) and the HTML part on
+    the wire with and without 8BITMIME; the 8BITMIME figure is what the outbox then
+    writes for that variant (within 1 %: the real unsubscribe link, the edition's
+    own archive page and the reader's name differ from check's stand-ins)."""
+    import re
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    at = "2026-11-30T07:05:00+05:00"
+    text = runner.invoke(cli, ["check", "--at", at])
+    assert text.exit_code == 0, text.output
+    assert re.search(
+        r"HTML \d+ bytes \(the budget\), on the wire \d+ \(8BITMIME\) or \d+ ", text.output
+    )
+    out = runner.invoke(cli, ["check", "--at", at, "--json"])
+    variants = json.loads(out.output)["variants"]
+    assert variants
+    for v in variants.values():
+        # 8bit: the same octets, CR LF line ends; without 8BITMIME quoted-printable
+        # for this English edition, larger
+        assert v["bytes"] < v["wire_bytes_8bitmime"] < v["bytes"] * 1.02
+        assert v["wire_encoding_7bit"] == "quoted-printable"
+        assert v["wire_bytes_7bit"] > v["wire_bytes_8bitmime"]
+    assert runner.invoke(cli, ["run", "--at", at]).exit_code == 0
+    sent = []
+    for eml in (project / "outbox").rglob("*.eml"):
+        body = eml.read_bytes().split(b"Content-Type: text/html", 1)[1]
+        part = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+        sent.append(len(part) + 2)  # the part's last CR LF belongs to the boundary line
+    for key, v in variants.items():
+        wire = v["wire_bytes_8bitmime"]
+        assert any(abs(size - wire) < wire / 100 for size in sent), (key, v, sent)
