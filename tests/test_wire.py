@@ -398,6 +398,31 @@ def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, 
     assert rows["bad>\r\nBcc: v@evil.example"].status == "failed"
 
 
+@pytest.mark.parametrize("backend", ["outbox", "smtp"])
+def test_a_non_ascii_address_fails_that_recipient_only(
+    sqlite_store, tmp_path, plain_smtpd, backend
+):
+    """An address with non-ASCII before the @ (accepted by import: RFC 6531) can go
+    in no header without SMTPUTF8, which this sender does not use: that delivery
+    fails with a reason; the batch's other messages go (SMTP raised
+    UnicodeEncodeError and left the whole batch unresolved; the outbox wrote
+    raw UTF-8 into To:)."""
+    if backend == "smtp":
+        box = plain_smtpd(eightbit=True)
+        cfg = smtp_cfg(tmp_path, box)
+    else:
+        cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"ok@example.com": "Ann", "айгерим@example.kz": "Bo"})
+    report = send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+    assert report.accepted == 1
+    rows = {r.email: r for r in sqlite_store.list_deliveries(eid)}
+    assert rows["ok@example.com"].status == "accepted"
+    assert rows["айгерим@example.kz"].status == "failed"
+    raws = received(box) if backend == "smtp" else outbox_files(cfg, eid)
+    assert len(raws) == 1 and raws[0].partition(b"\r\n\r\n")[0].isascii()
+    assert header_dict(raws[0])["To"] == "Ann <ok@example.com>"
+
+
 # ----------------------------------------------------------------- the body writer
 
 BODY_SAMPLES = [
