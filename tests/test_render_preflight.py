@@ -127,6 +127,32 @@ def test_no_visible_unsubscribe_link_when_change_topics_points_at_it(tmp_path):
     assert any("HTML" in m for m in messages) and any("text part" in m for m in messages)
 
 
+@pytest.mark.parametrize(
+    "hiding",
+    [
+        'style="display:none"',
+        'style="display: none !important"',
+        'style="visibility:hidden"',
+        'style="font-size:0; line-height:0"',
+        'style="max-height:0; overflow:hidden"',
+        'style="mso-hide:all"',
+        'style="opacity:0"',
+        "hidden",
+    ],
+)
+def test_a_hidden_unsubscribe_link_is_not_a_visible_one(tmp_path, hiding):
+    """The word is there but nobody sees it: "Unsubscribe" in a hidden span, with
+    "Change topics" the only visible link to the unsubscribe page."""
+    tpl = override(
+        tmp_path,
+        "partials/footer.mjml.j2",
+        '<a href="{{ unsubscribe_url }}">{{ _("Unsubscribe") }}</a> ',
+        f"<span {hiding}>" + '<a href="{{ unsubscribe_url }}">{{ _("Unsubscribe") }}</a></span> ',
+    )
+    found = [f for f in findings(tpl) if f.code == "unsubscribe-wording"]
+    assert found and found[0].level == "error" and "HTML" in found[0].message
+
+
 def test_unsubscribe_wording_per_language_and_configurable(tmp_path):
     ru = override(
         tmp_path / "ru",
@@ -338,3 +364,71 @@ def test_bundled_outline_images_rates_and_link_texts(layout):
     assert all(len(hrefs) == 1 for text, hrefs in texts.items() if text), [
         t for t, h in texts.items() if len(h) > 1
     ]
+
+
+def test_backslashes_in_the_stories_are_no_mrml_escapes(project):
+    """A story that mentions C:\\temp or writes \\"quotes\\" is the newsroom's text, not
+    a value that missed |mjattr: `check` (and so `run`, which stops on its errors)
+    passes it, while the same words left by a template are still caught."""
+    feed = project / "feed.xml"
+    xml = feed.read_text(encoding="utf-8")
+    title = "Central Asian Energy Ministers Agree to Study Joint Reserve Market"
+    assert xml.count(f"<title>{title}</title>") == 1
+    xml = xml.replace(
+        f"<title>{title}</title>",
+        f"<title>{title} (see C:\\temp\\new and \\u{{fe0f}})</title>",
+    ).replace(
+        "<p>Energy ministers from",
+        '<p>Files in C:\\new\\reports say \\"no\\". Energy ministers from',
+    )
+    feed.write_text(xml, encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    out = runner.invoke(cli, ["check", "--at", "2026-11-30T07:05:00+05:00", "--json"])
+    data = json.loads(out.output)
+    assert "escape" not in {f["code"] for f in data["errors"]}, data["errors"]
+    assert out.exit_code == 0, data["errors"]
+    # an escape the template wrote is still caught in that edition
+    tpl = override(
+        project / "tpl", "partials/header.mjml.j2", '<p class="m">', '<p class="m">Edition\\n '
+    )
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + f'\n[render]\ntemplates = "{tpl}"\n')
+    out = runner.invoke(cli, ["check", "--at", "2026-11-30T07:05:00+05:00", "--json"])
+    assert "escape" in {f["code"] for f in json.loads(out.output)["errors"]}
+
+
+def test_check_reports_the_budget_and_the_size_on_the_wire(project):
+    """`check` gives each variant's decoded HTML (the budget) and the HTML part on
+    the wire with and without 8BITMIME; the 8BITMIME figure is what the outbox then
+    writes for that variant (within 1 %: the real unsubscribe link, the edition's
+    own archive page and the reader's name differ from check's stand-ins)."""
+    import re
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    at = "2026-11-30T07:05:00+05:00"
+    text = runner.invoke(cli, ["check", "--at", at])
+    assert text.exit_code == 0, text.output
+    assert re.search(
+        r"HTML \d+ bytes \(the budget\), on the wire \d+ \(8BITMIME\) or \d+ ", text.output
+    )
+    out = runner.invoke(cli, ["check", "--at", at, "--json"])
+    variants = json.loads(out.output)["variants"]
+    assert variants
+    for v in variants.values():
+        # 8bit: the same octets, CR LF line ends; without 8BITMIME quoted-printable
+        # for this English edition, larger
+        assert v["bytes"] < v["wire_bytes_8bitmime"] < v["bytes"] * 1.02
+        assert v["wire_encoding_7bit"] == "quoted-printable"
+        assert v["wire_bytes_7bit"] > v["wire_bytes_8bitmime"]
+    assert runner.invoke(cli, ["run", "--at", at]).exit_code == 0
+    sent = []
+    for eml in (project / "outbox").rglob("*.eml"):
+        body = eml.read_bytes().split(b"Content-Type: text/html", 1)[1]
+        part = body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+        sent.append(len(part) + 2)  # the part's last CR LF belongs to the boundary line
+    for key, v in variants.items():
+        wire = v["wire_bytes_8bitmime"]
+        assert any(abs(size - wire) < wire / 100 for size in sent), (key, v, sent)

@@ -373,3 +373,32 @@ def test_no_thanks_on_the_confirmation_page_deletes_what_the_signup_stored(lite)
     # the link confirms nothing afterwards
     assert "Already confirmed" in httpx.post(lite.local(link)).text
     assert list(lite.store.iter_audience("weekly")) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "=?utf-8?q?Evil=0D=0ABcc:_v4@evil.example?=",
+        "=?utf-8?b?RXZpbA0KQmNjOiB2NEBldmlsLmV4YW1wbGU=?=",
+        "Joe =?utf-8?q?=0D=0ABcc:_v4@evil.example?= Bloggs",
+    ],
+)
+def test_an_encoded_word_in_the_name_is_neutralised_at_signup(lite, name):
+    """CVE-2024-6923 through the public form: stored as text (as an import stores
+    it), and the confirmation's raw To header carries no encoded-word of the input."""
+    assert lite.subscribe("victim@example.com", name=name).status_code == 202
+    wait_for(lambda: len(lite.mails()), 1)
+    stored = lite.store.get_subscriber("victim@example.com").name
+    assert "=?" not in stored and stored.replace(" ", "") == name.replace(" ", "")
+    (raw,) = lite.mails()
+    head = headers(raw)
+    assert b"\nBcc" not in head and b"=?utf-8?q?Evil" not in head and b"=?utf-8?b?RXZp" not in head
+    (to,) = [line for line in head.split(b"\r\n") if line.startswith(b"To: ")]
+    assert to.endswith(b"<victim@example.com>") and b"=?" not in to
+
+
+@pytest.mark.parametrize("name", ["Bell\x07", "Del\x7fete", "Csi\x9b31m", "Rlo\u202eevil"])
+def test_control_characters_in_the_name_are_refused_at_signup(lite, name):
+    r = httpx.post(lite.url("/subscribe"), data={"email": "a@example.com", "name": name})
+    assert r.status_code == 422 and "control characters" in r.text
+    assert count(lite.store, "subscribers") == 0

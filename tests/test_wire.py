@@ -398,6 +398,31 @@ def test_an_address_no_header_can_carry_fails_that_recipient_only(sqlite_store, 
     assert rows["bad>\r\nBcc: v@evil.example"].status == "failed"
 
 
+@pytest.mark.parametrize("backend", ["outbox", "smtp"])
+def test_a_non_ascii_address_fails_that_recipient_only(
+    sqlite_store, tmp_path, plain_smtpd, backend
+):
+    """An address with non-ASCII before the @ (accepted by import: RFC 6531) can go
+    in no header without SMTPUTF8, which this sender does not use: that delivery
+    fails with a reason; the batch's other messages go (SMTP raised
+    UnicodeEncodeError and left the whole batch unresolved; the outbox wrote
+    raw UTF-8 into To:)."""
+    if backend == "smtp":
+        box = plain_smtpd(eightbit=True)
+        cfg = smtp_cfg(tmp_path, box)
+    else:
+        cfg = config(tmp_path)
+    eid = edition(sqlite_store, {"ok@example.com": "Ann", "айгерим@example.kz": "Bo"})
+    report = send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+    assert report.accepted == 1
+    rows = {r.email: r for r in sqlite_store.list_deliveries(eid)}
+    assert rows["ok@example.com"].status == "accepted"
+    assert rows["айгерим@example.kz"].status == "failed"
+    raws = received(box) if backend == "smtp" else outbox_files(cfg, eid)
+    assert len(raws) == 1 and raws[0].partition(b"\r\n\r\n")[0].isascii()
+    assert header_dict(raws[0])["To"] == "Ann <ok@example.com>"
+
+
 # ----------------------------------------------------------------- the body writer
 
 BODY_SAMPLES = [
@@ -438,3 +463,32 @@ def test_the_body_is_what_the_email_package_writes(cte, sample):
     boundary = re.compile(rb"={15}\d{19}==(?:\.\d+)?")
     assert len(boundary.findall(ours)) == 4
     assert boundary.sub(b"B", ours) == boundary.sub(b"B", theirs)
+
+
+# ----------------------------------------------------------------- SendGrid
+
+
+def test_sendgrid_bodies_carry_neutral_names_and_a_plain_list_unsubscribe(sqlite_store, tmp_path):
+    """The JSON the loopback SendGrid received: SendGrid writes the headers from it,
+    so every name in it is neutralised as the outbox and SMTP do (the injection
+    and its variants), and List-Unsubscribe is the plain bracketed list."""
+    from tests.fakes.sendgrid import FakeSendGrid
+    from tests.helpers import SENDGRID_KEY, sg_config
+
+    names = {f"v{i}@example.com": name for i, name in enumerate(INJECTIONS)}
+    with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
+        cfg = sg_config(tmp_path, fake)
+        eid = edition(sqlite_store, names)
+        report = send_edition(sqlite_store, cfg, eid, {"default": ENGLISH}, make_backend(cfg))
+        assert report.accepted == len(INJECTIONS)
+        personalizations = [p for body in fake.bodies for p in body["personalizations"]]
+    assert len(personalizations) == len(INJECTIONS)
+    for p in personalizations:
+        (to,) = p["to"]
+        shown = [to.get("name", ""), *p.get("substitutions", {}).values()]
+        for value in shown:
+            assert "=?" not in value, f"an encoded-word of the input was passed: {value!r}"
+            assert not any(c in value for c in "\r\n\x85\u2028\u2029"), value
+        unsub = p["headers"]["List-Unsubscribe"]
+        assert re.fullmatch(r"<https://[^\s<>]+>, <mailto:[^\s<>]+>", unsub), unsub
+        assert "=?" not in unsub

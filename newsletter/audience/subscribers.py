@@ -61,7 +61,7 @@ MAX_ERRORS_KEPT = 1000
 #: a spreadsheet runs a cell that starts with one of these as a formula
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: bidirectional overrides and isolates: a name with them can display as something else
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 #: an address in the common form: an ASCII dot-atom before the @ (email-validator's
@@ -162,7 +162,7 @@ def clean_name(text: str) -> str:
         # but an encoded-word's start
         return name.replace("=?", "= ?")
     for ch in name:
-        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+        if ch in BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
             raise InputError(f"name contains the control character U+{ord(ch):04X}")
     return neutral_name(name)
 
@@ -174,7 +174,7 @@ def neutral_name(name: str) -> str:
     client would decode) becomes ``= ?``. Used at import and again at send, for
     names stored before this rule."""
     cleaned = "".join(
-        " " if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        " " if ch in BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
         for ch in name
     )
     return " ".join(cleaned.split()).replace("=?", "= ?")

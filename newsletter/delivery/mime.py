@@ -132,7 +132,8 @@ def address(name: str, addr: str) -> str:
 
 
 def addr_spec(addr: str) -> str:
-    """An address for a header: IDNA domain; refused when it could break the header."""
+    """An address for a header: IDNA domain; refused when it could break the header
+    or has non-ASCII before the @ (that needs SMTPUTF8)."""
     local, at, domain = addr.strip().rpartition("@")
     try:
         domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
@@ -140,6 +141,12 @@ def addr_spec(addr: str) -> str:
         domain = ""
     if not at or not local or not domain or _ADDR_BAD.search(local + domain):
         raise PermanentDeliveryError(f"cannot write the address {addr[:80]!r} in a header")
+    if not local.isascii():
+        # RFC 6531/6532: only with SMTPUTF8, which this sender does not use
+        raise PermanentDeliveryError(
+            f"cannot write the address {addr[:80]!r} in a header: non-ASCII before the @ "
+            "needs SMTPUTF8"
+        )
     return f"{local}@{domain}"
 
 

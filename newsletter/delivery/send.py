@@ -25,7 +25,7 @@ from typing import Any
 
 from newsletter.config import Config
 from newsletter.delivery.backends import Backend, OutgoingMessage
-from newsletter.delivery.backends.base import partial_of
+from newsletter.delivery.backends.base import partial_of, without_addresses
 from newsletter.delivery.message import UnsubscribeLinks, outgoing
 from newsletter.delivery.recovery import (
     AWAITING_PROVIDER_BATCH,
@@ -268,7 +268,8 @@ class _Run:
             self.tally(batch, counts)
         if result.retry:
             raise TransientError(
-                f"{len(result.retry)} messages deferred: {next(iter(result.retry.values()))}"
+                f"{len(result.retry)} messages deferred: "
+                + without_addresses(next(iter(result.retry.values())))
             )
 
     def settle_unknown(self, batch: Batch, reason: str, counts: dict[str, int]) -> None:

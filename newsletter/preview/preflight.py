@@ -94,6 +94,14 @@ def preflight(store: Store, cfg: Config, digest: DigestConfig, now: datetime) ->
             notes=rendered.warnings,
             language=language,
             unsubscribe_wording=cfg.render.unsubscribe_words,
+            content=[
+                note,
+                *(
+                    text
+                    for a in variant.articles
+                    for text in (a.title, a.summary_text, a.author, a.image_alt, a.url, a.image_url)
+                ),
+            ],
         )
         report.variants[key] = {
             # the decoded HTML: what max_html_bytes budgets

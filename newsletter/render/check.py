@@ -7,10 +7,12 @@ headers) and returns findings, each with a code (``check --json``). Errors stop
 Errors:
   ``size`` HTML over the size budget; ``alt`` an image without alt text;
   ``unsubscribe`` no unsubscribe link (HTML or text) or header;
-  ``unsubscribe-wording`` no *visible* link (HTML) or line (text) that says
-  unsubscribe in the site's language; ``unresolved`` template variables or
+  ``unsubscribe-wording`` no *visible* (not hidden by inline style) link
+  (HTML) or line (text) that says unsubscribe in the site's language;
+  ``unresolved`` template variables or
   placeholders left over; ``escape`` MRML's Rust escapes (``\n``, ``\u{…}``,
-  ``\"``) in an attribute or text: a value that missed ``|mjattr``; ``empty``
+  ``\"``) in an attribute or text: a value that missed ``|mjattr`` (not a
+  backslash of the edition's own text, ``content``); ``empty``
   an empty edition; ``link`` a link or image that is not absolute http(s)
   (``mailto:`` links are allowed).
 Warnings:
@@ -160,11 +162,13 @@ def check_message(
     notes: Iterable[str] = (),
     language: str = "en",
     unsubscribe_wording: Iterable[str] = (),
+    content: Iterable[str] = (),
 ) -> list[Finding]:
     """Findings for one personalised message, worded in ``language`` (the
     edition's). ``notes``: the renderer's warnings; ``language`` and
     ``unsubscribe_wording`` (more words) decide what a visible unsubscribe link
-    may say."""
+    may say; ``content``: the edition's own text (titles, summaries, authors,
+    alt text, URLs, the note), whose backslashes are no MRML escapes."""
     report = CheckReport()
     _ = i18n.lang(language)
 
@@ -227,6 +231,9 @@ def check_message(
     leftovers += [f"<{el.tag}>" for el in elements if str(el.tag).startswith("mj-")]
     if leftovers:
         error("unresolved", _("unresolved template variables: {items}", items=few(leftovers)))
+    # a story may say C:\temp itself: a backslash inside a word of the
+    # edition's own text is the newsroom's, not MRML's
+    own_words = {w for c in content if "\\" in c for w in c.split() if "\\" in w}
     escapes = [
         _(
             "{escape} in {context}",
@@ -235,6 +242,7 @@ def check_message(
         )
         for part in (*shown, *attrs)
         for m in _RUST_ESCAPE.finditer(part)
+        if not _in_content(part, m.start(), m.end(), own_words)
     ]
     if escapes:
         error(
@@ -284,6 +292,16 @@ def check_message(
 
 
 Report = Callable[[str, str], None]
+
+
+def _in_content(part: str, start: int, end: int, words: Iterable[str]) -> bool:
+    """The escape at ``part[start:end]``, with the rest of its word before it, is
+    found in one of ``words`` (the edition's own words that hold a backslash; a
+    teaser or the preheader may have cut the word after it)."""
+    before = part[:start]
+    left = before.rsplit(None, 1)[-1] if before and not before[-1].isspace() else ""
+    left += part[start:end]
+    return any(left in word for word in words)
 
 
 def _check_images(doc: lxml.html.HtmlElement, error: Report, warn: Report, _: Lang) -> None:
@@ -350,8 +368,9 @@ def _check_unsubscribe_wording(
     _: Lang,
 ) -> None:
     links = [a for a in doc.iter("a") if a.get("href", "") == url]
-    if links and not any(_says(_visible_text(a), words) for a in links):
-        said = _few((repr(_visible_text(a)) for a in links), 3, _)
+    shown = [a for a in links if not _hidden(a)]
+    if links and not any(_says(_visible_text(a), words) for a in shown):
+        said = _few((repr(_visible_text(a)) for a in shown), 3, _) or _("(hidden)")
         error(
             "unsubscribe-wording",
             _(
@@ -368,6 +387,50 @@ def _check_unsubscribe_wording(
             "unsubscribe-wording",
             _("no line of the text part says {word} at the unsubscribe URL", word=repr(words[0])),
         )
+
+
+#: inline declarations that hide an element and all inside it (mso-hide: in
+#: Outlook; a zero height hides what overflows it)
+_HIDES_ALL = re.compile(
+    r"(?:^|;)\s*(?:display\s*:\s*none|mso-hide\s*:\s*all"
+    r"|opacity\s*:\s*0+(?:\.0*)?\s*(?:!important\s*)?(?:;|$))",
+    re.I,
+)
+_ZERO_HEIGHT = re.compile(
+    r"(?:^|;)\s*(?:max-)?height\s*:\s*0+(?:\.0*)?(?:px|pt|em|rem|%)?\s*(?:!important\s*)?(?:;|$)",
+    re.I,
+)
+_OVERFLOW_HIDDEN = re.compile(r"(?:^|;)\s*overflow\s*:\s*hidden", re.I)
+#: inherited properties: the nearest declaration decides
+_FONT_SIZE = re.compile(r"(?:^|;)\s*font-size\s*:\s*([^;]*)", re.I)
+_VISIBILITY = re.compile(r"(?:^|;)\s*visibility\s*:\s*([^;]*)", re.I)
+_ZERO = re.compile(r"0*(?:\.0*)?(?:px|pt|em|rem|%)?(?:\s*!important)?", re.I)
+
+
+def _hidden(el: lxml.html.HtmlElement) -> bool:
+    """``el`` cannot be seen, by the inline styles of it and the elements around it
+    (after inlining, the template's CSS is inline) or ``hidden``: display none,
+    zero opacity, zero height with overflow hidden, mso-hide, or, nearest
+    declaration first, a zero font size or hidden visibility (MJML's columns
+    set font-size: 0px and their content sets it back). Colours are not
+    compared."""
+    size = visibility = None
+    node: lxml.html.HtmlElement | None = el
+    while node is not None:
+        style = node.get("style", "")
+        if node.get("hidden") is not None or _HIDES_ALL.search(style):
+            return True
+        if _ZERO_HEIGHT.search(style) and _OVERFLOW_HIDDEN.search(style):
+            return True
+        if size is None and (m := _FONT_SIZE.search(style)):
+            size = m.group(1).strip()
+        if visibility is None and (m := _VISIBILITY.search(style)):
+            visibility = m.group(1).strip().lower()
+        node = node.getparent()
+    return bool(
+        (size is not None and _ZERO.fullmatch(size))
+        or (visibility or "").startswith(("hidden", "collapse"))
+    )
 
 
 def _check_headings(elements: list, warn: Report, _: Lang) -> None:

@@ -27,6 +27,7 @@ import ipaddress
 import json
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ import jinja2
 import markupsafe
 
 from newsletter import i18n
-from newsletter.audience.subscribers import normalize_email
+from newsletter.audience.subscribers import BIDI_CONTROLS, neutral_name, normalize_email
 from newsletter.audience.tokens import (
     ExpiredLink,
     address_hash,
@@ -150,8 +151,13 @@ def parse(cfg: Config, fields: Mapping[str, Sequence[str]]) -> SignupForm:
         raise FormError(
             N_("the name is longer than {limit} characters"), where="name", limit=MAX_NAME
         )
-    if any(ord(c) < 32 or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in name):
+    # the rules of an import (audience/subscribers.py clean_name): control
+    # characters refused, an encoded-word's "=?" stored as "= ?"
+    if not name.isprintable() and any(
+        c in BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name
+    ):
         raise FormError(N_("the name has control characters"), where="name")
+    name = neutral_name(name)
     offered = [d.name for d in offered_digests(cfg)]
     digests = list(dict.fromkeys(fields.get("digest") or []))
     if not digests and len(offered) == 1:

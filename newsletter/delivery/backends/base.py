@@ -25,6 +25,7 @@ must keep per-thread state (connections) themselves.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,6 +33,16 @@ from newsletter.config import Config
 from newsletter.delivery.pacing import Pacer
 from newsletter.errors import DeliveryError
 from newsletter.models import Recipient, Rendered
+
+#: an address as servers quote it in answers ("451 <a@b.example>: greylisted")
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
+
+
+def without_addresses(reason: str) -> str:
+    """A provider's answer fit for a log line or an error that speaks for many
+    deliveries: the addresses in it replaced (a delivery's own stored reason
+    keeps them)."""
+    return _ADDRESS.sub("(address)", reason)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ import ssl
 import threading
 
 from newsletter.config import Config
-from newsletter.delivery.backends.base import Backend, BatchResult, OutgoingMessage
+from newsletter.delivery.backends.base import (
+    Backend,
+    BatchResult,
+    OutgoingMessage,
+    without_addresses,
+)
 from newsletter.delivery.mime import render_message
 from newsletter.delivery.pacing import Pacer
 from newsletter.errors import (
@@ -253,7 +258,8 @@ class SmtpBackend(Backend):
                 result.rejected[rec.delivery_id] = f"refused at {phase}: {reason}"
         if len(result.retry) == len(recipients):
             raise TransientError(
-                f"every message was deferred: {next(iter(result.retry.values()))}",
+                "every message was deferred: "
+                + without_addresses(next(iter(result.retry.values()))),
                 where=self.where,
             )
         return result
