@@ -121,3 +121,30 @@ def test_forgetting_someone_never_sent_to_removes_every_row(store):
             assert sid not in rows and rows, table
     assert store.forgotten_among(["hash-of-aigerim", "other"]) == {"hash-of-aigerim"}
     assert store.forget("nobody@example.com", "hash-of-nobody") is False
+
+
+def test_events_that_arrive_after_forget_do_not_bring_the_address_back(project, config, db_url):
+    store = open_store(db_url)
+    sent = sent_edition(store, [EMAIL, "olmas@example.org"])
+    mine, theirs = sent.deliveries
+    assert run(["subscribers", "forget", EMAIL, "--yes"], db_url).exit_code == 0
+    # SendGrid reports opens and clicks for days, and retries a batch for a day:
+    # the address comes back in the event and in its raw payload
+    late = [
+        sg_event("open", mine),
+        sg_event("click", mine, url=f"https://steppe-ledger.example/?who={EMAIL}"),
+        sg_event("bounce", mine, reason=f"550 {EMAIL}: no such user"),
+        {**sg_event("spamreport"), "email": EMAIL.upper()},  # matches no delivery
+        sg_event("open", theirs),
+    ]
+    report = ingest_sendgrid(store, config, body_of(late))
+    assert report.result.stored == 5  # kept for the edition's counts, without the address
+    dump = everything_in(store)
+    assert EMAIL not in dump.lower()
+    assert "olmas@example.org" in dump  # the others' events are stored as they came
+    with store.engine.connect() as c:
+        opened = c.execute(
+            sa.text("select opened from deliveries where id = :i"), {"i": mine.delivery_id}
+        ).scalar_one()
+    assert opened  # the erased delivery still counts as opened
+    store.close()
