@@ -131,6 +131,35 @@ def test_probes_and_service_reach_the_real_routes_and_port(tmp_path):
     assert {"/healthz", "/readyz", "/subscribe", "/unsubscribe/{token}"} <= paths
 
 
+def test_the_ingress_routes_the_public_pages_and_keeps_probes_and_metrics_inside():
+    """As ingress-nginx uses the path (use-regex): a case-insensitive location
+    anchored at the start, and the rewrite-target built from its groups."""
+    import re
+
+    ingress = docs()[2]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/use-regex"] == "true"
+    target = annotations["nginx.ingress.kubernetes.io/rewrite-target"]
+    path = ingress["spec"]["rules"][0]["http"]["paths"][0]["path"]
+
+    def serve_path(uri: str) -> str | None:
+        found = re.match(path, uri, re.IGNORECASE)
+        if found is None:
+            return None
+        return re.sub(r"\$(\d)", lambda m: found.group(int(m[1])) or "", target)
+
+    for public in (
+        "/subscribe",
+        "/subscribe/confirm/abc.def",
+        "/unsubscribe/abc.def",
+        "/preferences/abc.def",
+        "/webhooks/sendgrid",
+    ):
+        assert serve_path("/newsletter" + public) == public
+    for internal in ("/healthz", "/readyz", "/metrics", "/", ""):
+        assert serve_path("/newsletter" + internal) is None, internal
+
+
 def test_readiness_follows_the_database_and_liveness_does_not(tmp_path):
     cfg = config(tmp_path)
     # a PostgreSQL that is not there: nothing listens on port 1
@@ -259,7 +288,7 @@ def behind_the_proxy(tmp_path: Path, db_url: str, start_proxy, denied: int) -> N
         )
         assert r.status_code == 202, r.text
         assert reader.get("/unsubscribe/not-a-token").status_code == 404  # serve's own page
-        for probe in ("/healthz", "/readyz"):
+        for probe in ("/healthz", "/readyz", "/metrics"):
             assert reader.get(probe).status_code == denied
     store = open_store(db_url)
     sub = store.get_subscriber("reader@example.com")
