@@ -148,3 +148,28 @@ def test_events_that_arrive_after_forget_do_not_bring_the_address_back(project, 
         ).scalar_one()
     assert opened  # the erased delivery still counts as opened
     store.close()
+
+
+def test_show_tells_how_each_consent_was_given_cli_import_form(project, config, db_url):
+    open_store(db_url).close()  # the database exists (on SQLite only `init` makes one)
+    csv = project / "list.csv"
+    csv.write_text("email,name\nimported@example.com,Imp\n", encoding="utf-8")
+    assert run(["subscribers", "import", str(csv)], db_url).exit_code == 0
+    assert run(["subscribers", "add", "added@example.com"], db_url).exit_code == 0
+    store = open_store(db_url)
+    store.request_signup(
+        SignupRequest(email="form@example.com", digests=["weekly"], topics=[], ip="203.0.113.7")
+    )
+    store.close()
+    how = {}
+    for email in ("imported@example.com", "added@example.com", "form@example.com"):
+        shown = run(["subscribers", "show", email, "--json"], db_url)
+        assert shown.exit_code == 0, shown.output
+        (sub,) = json.loads(shown.output)["subscriptions"]
+        assert sub["consent_at"]
+        how[email] = (sub["consent_source"], sub["consent_ip"])
+    assert how == {
+        "imported@example.com": ("import", ""),
+        "added@example.com": ("cli", ""),
+        "form@example.com": ("form", "203.0.113.7"),
+    }
