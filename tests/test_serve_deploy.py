@@ -279,7 +279,15 @@ def behind_the_proxy(tmp_path: Path, db_url: str, start_proxy, denied: int) -> N
             timeout=10,
         ) as reader,
     ):
-        form = reader.get("/subscribe")
+        # Caddy listens before its own CA has issued the certificate
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                form = reader.get("/subscribe")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "no TLS answer from the proxy"
+                time.sleep(0.2)
         assert form.status_code == 200 and 'name="digest"' in form.text
         r = reader.post(
             "/subscribe",
