@@ -411,3 +411,26 @@ def test_no_thanks_on_the_confirmation_page_deletes_what_the_signup_stored(lite)
     # the link confirms nothing afterwards
     assert "Already confirmed" in httpx.post(lite.local(link)).text
     assert list(lite.store.iter_audience("weekly")) == []
+
+
+def test_an_address_erased_on_request_may_sign_up_again_and_confirming_lifts_the_marker(site):
+    from newsletter.audience.privacy import forget
+    from newsletter.audience.tokens import address_hash
+
+    store = site.store
+    store.upsert_subscriber(Subscriber(email="back@example.com", name="Old Name"))
+    forget(store, SECRET, "back@example.com")
+    marker = address_hash(SECRET, "back@example.com")
+    assert store.forgotten_among([marker]) == {marker}
+    assert site.subscribe("Back@Example.com", ["daily"]).status_code == 202
+    wait_for(lambda: len(site.mails()), 1)
+    # asked, not yet confirmed: still erased for an import or `subscribers add`
+    assert store.forgotten_among([marker]) == {marker}
+    assert store.get_subscriber("back@example.com").status == "pending"
+    (confirm,) = {u for u in links(site.mails()[0]) if "/subscribe/confirm/" in u}
+    assert httpx.post(site.local(confirm)).status_code == 200
+    assert store.forgotten_among([marker]) == set()
+    again = store.get_subscriber("back@example.com")
+    assert (again.status, again.name) == ("active", "")  # nothing of the old record
+    assert [s.email for s in store.iter_audience("daily")] == ["back@example.com"]
+    assert list(store.iter_audience("weekly")) == []
