@@ -76,7 +76,7 @@ def erase_forgotten(store: Store, secret: str, events: Sequence[TrackedEvent]) -
     erased = 0
     for ev in events:
         if ev.email and hashes[ev.email] in gone:
-            ev.email, ev.raw, ev.url, ev.reason = "", {"erased": True}, "", ""
+            ev.erase()
             erased += 1
     if erased:
         logger.info("%d events about erased addresses stored without the address", erased)
