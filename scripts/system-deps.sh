@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when missing: chromium (browser
 # tests), spamassassin (the spam score of a demo message, local rules only),
-# systemd (systemd-analyze verify checks the units in cron/). PostgreSQL is
+# systemd (systemd-analyze verify checks the units in cron/), nginx and caddy
+# (the reverse-proxy examples in cron/ run in front of serve). PostgreSQL is
 # expected at 127.0.0.1:5432; in CI it is started if down.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || need+=(nginx)
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,5 +1,6 @@
 """A reader in Chromium: subscribe → confirmation mail → confirm → welcome →
-preferences → leave one digest → undo → leave everything (outbox and aiosmtpd)."""
+preferences → leave one digest → undo → leave everything (outbox and aiosmtpd);
+the embeddable WordPress form of docs/subscribe.md, posted from another site."""
 
 import pytest
 
@@ -110,3 +111,53 @@ def test_a_reader_signs_up_in_chromium_with_mail_over_smtp(tmp_path, db_url):
         with LiveApp(create_app(cfg, store)) as srv:
             walk(cfg, store, srv, lambda: [raw for _, raw in smtp.box.messages])
         store.close()
+
+
+def wordpress_form(public_url: str, serve_url: str) -> str:
+    """The Custom HTML block of docs/subscribe.md, pointed at the live serve."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "subscribe.md").read_text("utf-8")
+    section = doc.split("## Embedding the form in WordPress", 1)[1]
+    (block,) = re.findall(r"```html\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    action = f"{public_url}/subscribe"
+    assert f'action="{action}"' in block, "the example posts to site.public_url/subscribe"
+    return block.replace(f'action="{action}"', f'action="{serve_url}/subscribe"')
+
+
+@pytest.mark.browser
+def test_the_wordpress_form_of_the_docs_signs_a_reader_up_from_another_site(tmp_path):
+    """The block pasted into a page of another origin (the news site), as a reader
+    fills it in: a form post across sites, no CORS, the honeypot left empty."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.fakes.http import LoopbackServer, Reply
+
+    require_chromium()
+    cfg = build_config(
+        tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV, database=f"sqlite:///{tmp_path / 'w.db'}"
+    )
+    store = open_store(cfg.database_url)
+    with LiveApp(create_app(cfg, store)) as srv:
+        block = wordpress_form(cfg.site.public_url, srv.url("").rstrip("/"))
+        html = f"<!doctype html><html><body><h1>A news site</h1>{block}</body></html>"
+        reply = Reply(body=html.encode(), headers={"Content-Type": "text/html; charset=utf-8"})
+        with LoopbackServer(lambda _req: reply) as wordpress, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page()
+            page.goto(wordpress.url("/a-page"))
+            page.fill("#nl-email", "Reader@Example.com")
+            page.check("input[name=digest][value=daily]")
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            assert "Check your inbox" in page.content()
+            browser.close()
+        wait_for(lambda: len(outbox_mails(cfg.resolve("outbox"))), 1)
+        sub = store.get_subscriber("reader@example.com")
+        assert sub is not None and sub.status == "pending"
+        subs = {s.digest: s for s in store.subscriptions_of(sub.id)}
+        assert sorted(subs) == ["daily", "weekly"]
+        assert {s.status for s in subs.values()} == {"pending"}
+        assert subs["weekly"].consent_source == "form"
+    store.close()

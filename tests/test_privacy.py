@@ -121,3 +121,55 @@ def test_forgetting_someone_never_sent_to_removes_every_row(store):
             assert sid not in rows and rows, table
     assert store.forgotten_among(["hash-of-aigerim", "other"]) == {"hash-of-aigerim"}
     assert store.forget("nobody@example.com", "hash-of-nobody") is False
+
+
+def test_events_that_arrive_after_forget_do_not_bring_the_address_back(project, config, db_url):
+    store = open_store(db_url)
+    sent = sent_edition(store, [EMAIL, "olmas@example.org"])
+    mine, theirs = sent.deliveries
+    assert run(["subscribers", "forget", EMAIL, "--yes"], db_url).exit_code == 0
+    # SendGrid reports opens and clicks for days, and retries a batch for a day:
+    # the address comes back in the event and in its raw payload
+    late = [
+        sg_event("open", mine),
+        sg_event("click", mine, url=f"https://steppe-ledger.example/?who={EMAIL}"),
+        sg_event("bounce", mine, reason=f"550 {EMAIL}: no such user"),
+        {**sg_event("spamreport"), "email": EMAIL.upper()},  # matches no delivery
+        sg_event("open", theirs),
+    ]
+    report = ingest_sendgrid(store, config, body_of(late))
+    assert report.result.stored == 5  # kept for the edition's counts, without the address
+    dump = everything_in(store)
+    assert EMAIL not in dump.lower()
+    assert "olmas@example.org" in dump  # the others' events are stored as they came
+    with store.engine.connect() as c:
+        opened = c.execute(
+            sa.text("select opened from deliveries where id = :i"), {"i": mine.delivery_id}
+        ).scalar_one()
+    assert opened  # the erased delivery still counts as opened
+    store.close()
+
+
+def test_show_tells_how_each_consent_was_given_cli_import_form(project, config, db_url):
+    open_store(db_url).close()  # the database exists (on SQLite only `init` makes one)
+    csv = project / "list.csv"
+    csv.write_text("email,name\nimported@example.com,Imp\n", encoding="utf-8")
+    assert run(["subscribers", "import", str(csv)], db_url).exit_code == 0
+    assert run(["subscribers", "add", "added@example.com"], db_url).exit_code == 0
+    store = open_store(db_url)
+    store.request_signup(
+        SignupRequest(email="form@example.com", digests=["weekly"], topics=[], ip="203.0.113.7")
+    )
+    store.close()
+    how = {}
+    for email in ("imported@example.com", "added@example.com", "form@example.com"):
+        shown = run(["subscribers", "show", email, "--json"], db_url)
+        assert shown.exit_code == 0, shown.output
+        (sub,) = json.loads(shown.output)["subscriptions"]
+        assert sub["consent_at"]
+        how[email] = (sub["consent_source"], sub["consent_ip"])
+    assert how == {
+        "imported@example.com": ("import", ""),
+        "added@example.com": ("cli", ""),
+        "form@example.com": ("form", "203.0.113.7"),
+    }

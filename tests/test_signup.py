@@ -2,6 +2,7 @@
 mail as it leaves (outbox file, aiosmtpd), expired/forged/reused links, the
 honeypot, rate limits, no oracle, bad input."""
 
+import json
 import quopri
 import re
 import time
@@ -17,7 +18,7 @@ from newsletter.tracking.app import create_app
 from newsletter.tracking.signup import client_ip
 from tests.fakes.event_webhook import LiveApp
 from tests.fakes.mail import SmtpServer, headers, links, outbox_mails, wait_for
-from tests.helpers import SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config
+from tests.helpers import SECRET, SECRET_ENV, SENDGRID_KEY, SIGNUP_CONFIG, build_config
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -133,6 +134,43 @@ def test_the_confirmation_goes_through_smtp(tmp_path):
             assert [s.email for s in site.store.iter_audience("weekly")] == ["olmas@example.org"]
         finally:
             gen.close()
+
+
+def test_the_confirmation_and_the_welcome_go_through_sendgrid(tmp_path, sg):
+    """As the request reaches SendGrid: no unsubscribe group, no List-Unsubscribe,
+    no delivery id (the one message the reader asked for), the signed link."""
+    env = {**SECRET_ENV, "SENDGRID_API_KEY": SENDGRID_KEY, "NEWSLETTER_SENDGRID_HOST": sg.url}
+    cfg = build_config(
+        tmp_path,
+        toml=SIGNUP_CONFIG,
+        env=env,
+        database=f"sqlite:///{tmp_path / 'sg.db'}",
+        delivery={"backend": "sendgrid", "sendgrid": {"asm_group_id": 42, "timeout": 10.0}},
+    )
+    store = open_store(cfg.database_url)
+    with LiveApp(create_app(cfg, store)) as srv:
+        r = httpx.post(
+            srv.url("/subscribe"), json={"email": "Olmas@Example.org", "digests": ["daily"]}
+        )
+        assert r.status_code == 202
+        wait_for(lambda: len(sg.bodies), 1)
+        (body,) = sg.bodies
+        assert [t["email"] for p in body["personalizations"] for t in p["to"]] == [
+            "olmas@example.org"
+        ]
+        assert body["subject"] == "Confirm your subscription to The Steppe Ledger"
+        assert "asm" not in body and "List-Unsubscribe" not in body.get("headers", {})
+        assert "newsletter_delivery_id" not in json.dumps(body)
+        html = next(c["value"] for c in body["content"] if c["type"] == "text/html")
+        (confirm,) = set(re.findall(r'href="([^"]*/subscribe/confirm/[^"]+)"', html))
+        done = httpx.post(srv.url(confirm.removeprefix(cfg.site.public_url)))
+        assert done.status_code == 200
+        wait_for(lambda: len(sg.bodies), 2)
+        welcome = sg.bodies[1]
+        assert welcome["subject"] == "Welcome to The Steppe Ledger" and "asm" not in welcome
+        assert "/preferences/" in next(c["value"] for c in welcome["content"])
+    assert [s.email for s in store.iter_audience("daily")] == ["olmas@example.org"]
+    store.close()
 
 
 def test_expired_forged_and_altered_links_confirm_nothing(lite):
@@ -402,3 +440,26 @@ def test_control_characters_in_the_name_are_refused_at_signup(lite, name):
     r = httpx.post(lite.url("/subscribe"), data={"email": "a@example.com", "name": name})
     assert r.status_code == 422 and "control characters" in r.text
     assert count(lite.store, "subscribers") == 0
+
+
+def test_an_address_erased_on_request_may_sign_up_again_and_confirming_lifts_the_marker(site):
+    from newsletter.audience.privacy import forget
+    from newsletter.audience.tokens import address_hash
+
+    store = site.store
+    store.upsert_subscriber(Subscriber(email="back@example.com", name="Old Name"))
+    forget(store, SECRET, "back@example.com")
+    marker = address_hash(SECRET, "back@example.com")
+    assert store.forgotten_among([marker]) == {marker}
+    assert site.subscribe("Back@Example.com", ["daily"]).status_code == 202
+    wait_for(lambda: len(site.mails()), 1)
+    # asked, not yet confirmed: still erased for an import or `subscribers add`
+    assert store.forgotten_among([marker]) == {marker}
+    assert store.get_subscriber("back@example.com").status == "pending"
+    (confirm,) = {u for u in links(site.mails()[0]) if "/subscribe/confirm/" in u}
+    assert httpx.post(site.local(confirm)).status_code == 200
+    assert store.forgotten_among([marker]) == set()
+    again = store.get_subscriber("back@example.com")
+    assert (again.status, again.name) == ("active", "")  # nothing of the old record
+    assert [s.email for s in store.iter_audience("daily")] == ["back@example.com"]
+    assert list(store.iter_audience("weekly")) == []

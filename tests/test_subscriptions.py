@@ -1,7 +1,11 @@
-"""Subscriptions per digest: the 0003 migration keeps today's audience, leaving one
-digest keeps the others, the audience freeze reads the subscriptions."""
+"""Subscriptions per digest: the 0003 migration keeps today's audience (rows written
+here, and a database that main made before subscriptions through its own commands:
+tests/data/main-before-subscriptions.json), leaving one digest keeps the others,
+the audience freeze reads the subscriptions."""
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -9,6 +13,7 @@ from alembic import command
 from newsletter.models import Subscriber
 from newsletter.store import Store
 from newsletter.store.db import _alembic_config, make_engine
+from newsletter.store.schema import metadata
 from newsletter.store.subscriptions import SignupRequest
 from tests.helpers import article, build_config
 
@@ -74,6 +79,104 @@ def test_the_migration_keeps_every_subscriber_on_exactly_the_digests_of_today(db
         T0,
     )
     assert [x.status for x in s.subscriptions_of(3)] == ["unsubscribed"]
+    s.close()
+
+
+#: a database made by main before subscriptions, through its own commands (see "made_by")
+OLD_MAIN = json.loads(
+    (Path(__file__).parent / "data" / "main-before-subscriptions.json").read_text("utf-8")
+)
+
+
+def load_old_main(url: str) -> Store:
+    """OLD_MAIN's rows in a database at its revision (0001 and 0002 are the files that
+    main had). SQLite gets the very values that main stored (its text form of each
+    time); PostgreSQL the same values as typed columns."""
+    s = store_before(url)
+    assert s.revision() == OLD_MAIN["revision"]
+    tables = OLD_MAIN["tables"]
+    if s.dialect == "sqlite":
+        raw = s.engine.raw_connection()
+        try:
+            for name, data in tables.items():
+                cols = ", ".join(data["columns"])
+                marks = ", ".join("?" * len(data["columns"]))
+                raw.executemany(f"INSERT INTO {name} ({cols}) VALUES ({marks})", data["rows"])
+            raw.commit()
+        finally:
+            raw.close()
+        return s
+    with s.engine.begin() as c:
+        for name, data in tables.items():
+            table = metadata.tables[name]
+            rows = []
+            for values in data["rows"]:
+                row = dict(zip(data["columns"], values, strict=True))
+                for col, value in row.items():
+                    kind = table.c[col].type
+                    kind = getattr(kind, "impl", kind)  # a TypeDecorator's own type
+                    if value is None:
+                        continue
+                    if isinstance(kind, sa.DateTime):
+                        row[col] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+                    elif isinstance(kind, sa.Boolean):
+                        row[col] = bool(value)
+                    elif isinstance(kind, sa.JSON):
+                        row[col] = json.loads(value)
+                rows.append(row)
+            c.execute(sa.insert(table), rows)
+            if "id" in data["columns"] and isinstance(table.c.id.type, sa.Integer):
+                c.execute(
+                    sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), :n)"),
+                    {"n": max(r[0] for r in data["rows"])},
+                )
+    return s
+
+
+def test_a_database_made_by_main_before_subscriptions_keeps_its_audience_and_links(
+    tmp_path, db_url
+):
+    import httpx
+
+    from newsletter.tracking.app import create_app
+    from tests.fakes.event_webhook import LiveApp
+
+    s = load_old_main(db_url)
+    s.migrate()
+    assert s.revision() > OLD_MAIN["revision"]
+    before = [(e, tags) for e, tags in OLD_MAIN["audience"]]
+    assert len(before) == 21
+    for digest in ("weekly", "daily", "one-added-later"):
+        assert sorted((x.email, sorted(x.tags)) for x in s.iter_audience(digest)) == before
+    # the List-Unsubscribe of an email that main sent still works, and leaves that digest
+    cfg = build_config(
+        tmp_path,
+        toml=(
+            '[site]\nname = "The Steppe Ledger"\nurl = "https://steppe-ledger.example/"\n'
+            'public_url = "https://steppe-ledger.example/newsletter"\n'
+            '[[digests]]\nname = "weekly"\ntags = ["kazakhstan"]\n'
+            '[[digests]]\nname = "daily"\ntags = ["kazakhstan"]\n'
+        ),
+        env={"NEWSLETTER_SECRET_KEY": OLD_MAIN["secret_key"]},
+        database=db_url,
+    )
+    link = OLD_MAIN["unsubscribe"]["list_unsubscribe"].removeprefix(cfg.site.public_url)
+    reader = OLD_MAIN["unsubscribe"]["email"]
+    with LiveApp(create_app(cfg, s)) as srv:
+        r = httpx.post(srv.url(link), content=b"List-Unsubscribe=One-Click", timeout=30)
+        assert r.status_code == 200
+    assert reader not in {x.email for x in s.iter_audience("weekly")}
+    assert reader in {x.email for x in s.iter_audience("daily")}
+    # the leave is counted in the edition main sent
+    (delivery,) = [d for d in OLD_MAIN["tables"]["deliveries"]["rows"] if reader in d]
+    with s.engine.connect() as c:
+        status = c.execute(
+            sa.text("select status from deliveries where id = :i"), {"i": delivery[0]}
+        ).scalar_one()
+    assert status == "unsubscribed"
+    # and new rows get ids past main's
+    s.request_signup(SignupRequest(email="new@example.com", digests=["daily"], topics=[]))
+    assert s.get_subscriber("new@example.com").id > 24
     s.close()
 
 

@@ -6,18 +6,21 @@ consent records, blanks the address in past deliveries and provider events
 (HMAC-SHA256 with NEWSLETTER_SECRET_KEY) so that an import or ``subscribers
 add`` recognises it and does not quietly subscribe the person again. A
 confirmed signup through the form is the person's own new consent and lifts
-the marker.
+the marker. Provider events that arrive after the erasure (late opens, clicks,
+a retried batch) are stored without the address (``erase_forgotten``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from newsletter.audience.subscribers import normalize_email
-from newsletter.audience.tokens import address_hash
-from newsletter.errors import ConfigError, NotFoundError
+from newsletter.audience.tokens import address_hash, address_hasher
+from newsletter.errors import ConfigError, InputError, NotFoundError
 from newsletter.store import Store
+from newsletter.store.events import TrackedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +53,31 @@ def forget(store: Store, secret: str, email: str) -> str:
         )
     logger.info("erased a subscriber's personal data on request")
     return address
+
+
+def erase_forgotten(store: Store, secret: str, events: Sequence[TrackedEvent]) -> int:
+    """Blank, in place, the events about erased addresses, as ``forget`` blanked the
+    ones stored before: the provider keeps reporting opens and clicks of old
+    messages (and retries a batch for a day) with the address in each event and
+    its raw payload. They are still stored and applied, without it. Returns how
+    many were blanked."""
+    if not secret or not events or not store.has_forgotten():
+        return 0
+    hasher = address_hasher(secret)
+    hashes: dict[str, str] = {}
+    for ev in events:
+        if ev.email and ev.email not in hashes:
+            try:
+                address = normalize_email(ev.email)
+            except InputError:
+                address = ev.email
+            hashes[ev.email] = hasher(address)
+    gone = store.forgotten_among(hashes.values())
+    erased = 0
+    for ev in events:
+        if ev.email and hashes[ev.email] in gone:
+            ev.erase()
+            erased += 1
+    if erased:
+        logger.info("%d events about erased addresses stored without the address", erased)
+    return erased

@@ -83,8 +83,12 @@ def erase_events(conn: Connection, email: str, delivery_ids: Iterable[int]) -> N
     conn.execute(
         update(events)
         .where((events.c.email == email) | events.c.delivery_id.in_(ids))
-        .values(email="", raw={"erased": True}, url="", reason="")
+        .values(email="", raw=dict(ERASED_RAW), url="", reason="")
     )
+
+
+#: the raw payload of an event about an address erased on request
+ERASED_RAW: dict[str, Any] = {"erased": True}
 
 
 @dataclass
@@ -111,6 +115,11 @@ class TrackedEvent:
     soft_bounce: bool = False
     #: the reader re-joined SendGrid's unsubscribe group: lift that group's unsubscribe
     resubscribe: bool = False
+
+    def erase(self) -> None:
+        """Keep only the type and time, as :func:`erase_events` leaves a stored event
+        (an event about an address erased on request that arrives after the erasure)."""
+        self.email, self.raw, self.url, self.reason = "", dict(ERASED_RAW), "", ""
 
 
 @dataclass

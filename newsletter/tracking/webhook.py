@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from newsletter.audience.privacy import erase_forgotten
 from newsletter.config import Config
 from newsletter.store import Store
 from newsletter.store.events import RecordResult
@@ -33,6 +34,8 @@ def ingest_sendgrid(
     body is not a JSON array.
     """
     events, invalid = sendgrid.parse_batch(body, received_at or datetime.now(UTC))
+    # an address erased on request is not stored again by a late event
+    erase_forgotten(store, cfg.secrets.secret_key, events)
     result = store.record_events(events, soft_bounce_limit=cfg.webhook.soft_bounce_limit)
     logger.info(
         "webhook: %d events, %d stored, %d duplicates, %d unmatched, %d suppressed",
