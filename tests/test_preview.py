@@ -179,6 +179,17 @@ def test_check_command_passes_and_fails(project):
     assert empty.exit_code == 1
     assert "the edition would be empty" in empty.output and "FAILED" in empty.output
     invoke("ingest")
+    # one reader first: the variant lines count in words that agree with the figures
+    rows = (project / "subscribers.csv").read_text().splitlines()
+    (project / "one.csv").write_text("\n".join(rows[:2]) + "\n")
+    invoke("subscribers", "import", "one.csv")
+    one = invoke("check", "--at", AT)
+    counted = json.loads(invoke("check", "--at", AT, "--json").output)["variants"].values()
+    assert 1 in {v["subscribers"] for v in counted}
+    for v in counted:
+        n, readers = v["stories"], v["subscribers"]
+        assert f"{n} stor{'y' if n == 1 else 'ies'}" in one.output
+        assert f"{readers} subscriber{'s' if readers != 1 else ''};" in one.output
     invoke("subscribers", "import", "subscribers.csv")
     ok = invoke("check", "--at", AT)
     assert ok.exit_code == 0, ok.output

@@ -149,9 +149,11 @@ def register(cli: click.Group) -> None:
         else:
             for key, v in report.variants.items():
                 more = f", {v['more_stories']} in More stories" if v["more_stories"] else ""
+                stories, readers = v["stories"], v["subscribers"]
                 click.echo(
-                    f"variant {key}: {v['stories']} stories{more}, {v['subscribers']} "
-                    f"subscribers; HTML {v['bytes']} bytes (the budget), on the wire "
+                    f"variant {key}: {stories} stor{'y' if stories == 1 else 'ies'}{more}, "
+                    f"{readers} subscriber{'s' * (readers != 1)}; HTML {v['bytes']} bytes "
+                    f"(the budget), on the wire "
                     f"{v['wire_bytes_8bitmime']} (8BITMIME) or {v['wire_bytes_7bit']} "
                     f"({v['wire_encoding_7bit']})"
                 )
