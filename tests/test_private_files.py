@@ -71,6 +71,25 @@ def test_export_to_a_file_is_owner_only(project, loose_umask):
     assert mode(project / "old.csv") == 0o600
 
 
+def test_a_preview_of_one_reader_written_to_a_file_is_owner_only(project, loose_umask):
+    """With --as, the preview holds that reader's own unsubscribe and preferences links."""
+    invoke("ingest")
+    invoke("subscribers", "import", "subscribers.csv")
+    reader = (project / "subscribers.csv").read_text().splitlines()[1].split(",")[0]
+    at = "2026-11-30T07:05:00+05:00"
+    (project / "old.html").write_text("x")
+    (project / "old.html").chmod(0o644)
+    for name in ("preview.html", "old.html"):
+        invoke("preview", "--as", reader, "--at", at, "--out", name)
+        assert mode(project / name) == 0o600, name
+        assert "/unsubscribe/" in (project / name).read_text()
+    # a file that cannot be written: one line naming it, no traceback
+    result = CliRunner().invoke(cli, ["preview", "--at", at, "--out", "no/such/dir/p.html"])
+    assert result.exit_code == 2, result.output
+    assert "no/such/dir/p.html" in result.output and "cannot write" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_an_existing_shared_database_is_reported(project):
     (project / "news.db").chmod(0o644)
     output = invoke("subscribers", "list")

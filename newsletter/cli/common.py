@@ -8,12 +8,12 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from newsletter.config import Config, Secrets, find_config_path, load_config, no_config_error
-from newsletter.errors import NewsletterError
+from newsletter.errors import InputError, NewsletterError
 from newsletter.store import Store, open_store
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -126,6 +126,17 @@ pass_app = click.make_pass_decorator(App)
 
 def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(f)
+
+
+def open_private(path: str, *, newline: str | None = None) -> TextIO:
+    """``path`` opened for writing as text, mode 0600 whatever the umask: what the
+    CLI writes to a file a user named may hold addresses or a reader's own links."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+    except OSError as err:
+        raise InputError(f"cannot write: {err.strerror}", where=path) from err
+    return open(fd, "w", encoding="utf-8", newline=newline)
 
 
 def emit_json(data: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.common import App, emit_json, json_option, parse_when, pass_app
+from newsletter.cli.common import App, emit_json, json_option, open_private, parse_when, pass_app
 from newsletter.errors import InputError
 from newsletter.preview.message import preview_message
 from newsletter.preview.preflight import preflight
@@ -114,10 +114,11 @@ def register(cli: click.Group) -> None:
         body = result.html if fmt == "html" else result.text
         if open_it and not out:
             fd, out = tempfile.mkstemp(prefix="newsletter-preview-", suffix=f".{fmt[:4]}")
-            os.close(fd)
-            Path(out).write_text(body, encoding="utf-8")
-        elif out:
-            Path(out).write_text(body, encoding="utf-8")
+            os.close(fd)  # mkstemp's file is 0600
+        if out:
+            # 0600: with --as the preview holds that reader's own links
+            with open_private(out) as fh:
+                fh.write(body)
         else:
             click.echo(body, nl=False)
             return

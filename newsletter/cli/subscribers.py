@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -16,8 +15,7 @@ from newsletter.audience.subscribers import (
     import_csv,
     remove_subscriber,
 )
-from newsletter.cli.common import App, json_option, pass_app
-from newsletter.errors import InputError
+from newsletter.cli.common import App, json_option, open_private, pass_app
 from newsletter.states import SubscriberStatus
 
 #: rejected rows printed before "… and N more"
@@ -89,13 +87,7 @@ def register(cli: click.Group) -> None:
         if not out:
             export_csv(rows, sys.stdout)
             return
-        try:
-            # 0600 whatever the umask: the file holds addresses and names
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)
-        except OSError as err:
-            raise InputError(f"cannot write: {err.strerror}", where=out) from err
-        with open(fd, "w", encoding="utf-8", newline="") as fh:
+        with open_private(out, newline="") as fh:  # addresses and names
             export_csv(rows, fh)
 
     @subscribers.command("add")
