@@ -319,11 +319,39 @@ DELIVERY: Machine[DeliveryStatus] = Machine(
     moves=_delivery_moves(),
 )
 
+Subn = SubscriptionStatus
+
+SUBSCRIPTION: Machine[SubscriptionStatus] = Machine(
+    "subscription",
+    SubscriptionStatus,
+    # pending: a signup; active or unsubscribed: an import. A digest's own row split
+    # off the "*" row starts where the "*" row's status moves to (any of the three)
+    initial=frozenset(SubscriptionStatus),
+    moves=_moves(
+        {
+            # confirmed, or a signed link (undo, preferences); unsubscribed
+            Subn.PENDING: {Subn.ACTIVE, Subn.UNSUBSCRIBED},
+            # unsubscribed; pending: a signup of an address that is not active
+            # itself (it left by a provider's unsubscribe) waits for its confirmation
+            Subn.ACTIVE: {Subn.UNSUBSCRIBED, Subn.PENDING},
+            # an undo, the preferences page, a provider's resubscribe; a new signup
+            Subn.UNSUBSCRIBED: {Subn.ACTIVE, Subn.PENDING},
+        }
+    ),
+)
+
 #: every machine, by the name the docs use
-MACHINES: dict[str, Machine[EditionStatus] | Machine[BatchStatus] | Machine[DeliveryStatus]] = {
+MACHINES: dict[
+    str,
+    Machine[EditionStatus]
+    | Machine[BatchStatus]
+    | Machine[DeliveryStatus]
+    | Machine[SubscriptionStatus],
+] = {
     "edition": EDITION,
     "batch": BATCH,
     "delivery": DELIVERY,
+    "subscription": SUBSCRIPTION,
 }
 
 

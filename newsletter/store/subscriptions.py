@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, Subscription
-from newsletter.states import SUBSCRIBER_BLOCKED
+from newsletter.states import SUBSCRIBER_BLOCKED, SUBSCRIPTION
 from newsletter.states import SubscriberStatus as Sub
 from newsletter.states import SubscriptionStatus as Subn
 from newsletter.store.audience import (
@@ -48,7 +48,7 @@ from newsletter.store.audience import (
     delete_pending_subscriber,
     insert_new_subscriber,
 )
-from newsletter.store.base import utcnow
+from newsletter.store.base import can_move, move_row, utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
@@ -108,6 +108,36 @@ def _row_to_subscription(r: Any) -> Subscription:
         consent_at=r.consent_at,
         consent_ip=r.consent_ip,
         consent_text=r.consent_text,
+    )
+
+
+def _own(subscriber_id: int, digest: str) -> ColumnElement[bool]:
+    return (subscriptions.c.subscriber_id == subscriber_id) & (subscriptions.c.digest == digest)
+
+
+def move_subscription(
+    conn: Connection,
+    subscriber_id: int,
+    digest: str,
+    status: str,
+    *,
+    stay: bool = False,
+    **values: Any,
+) -> bool:
+    """Move the subscriber's own row for ``digest`` to ``status`` (and set ``values``)
+    inside the caller's transaction, if ``SUBSCRIPTION`` allows it from where the row
+    is: every change of a subscription's status goes through here (or, for a
+    confirmation's rows, the same table's WHERE). See
+    :func:`newsletter.store.base.move_row` for what it returns and raises."""
+    return move_row(
+        conn,
+        subscriptions,
+        SUBSCRIPTION,
+        _own(subscriber_id, digest),
+        status,
+        what=f"subscription of subscriber {subscriber_id} to {digest}",
+        stay=stay,
+        **values,
     )
 
 
@@ -298,6 +328,19 @@ class SubscriptionQueries(RateLimitQueries):
 
     # ------------------------------------------------------------------ changing
 
+    def move_subscription(
+        self, subscriber_id: int, digest: str, status: str, **values: Any
+    ) -> bool:
+        """Move the subscriber's own subscription to ``digest`` to ``status`` (and set
+        ``values``) if ``SUBSCRIPTION`` allows it. True when it moved, False when it
+        was there already; :class:`TransitionError` when the move is refused,
+        :class:`NotFoundError` when the subscriber has no row of its own for ``digest``.
+        """
+        with self.begin() as conn:
+            return move_subscription(
+                conn, subscriber_id, digest, status, updated_at=utcnow(), **values
+            )
+
     @staticmethod
     def _upsert(
         conn: Connection,
@@ -307,13 +350,22 @@ class SubscriptionQueries(RateLimitQueries):
         now: datetime,
         **values: Any,
     ) -> None:
-        """Write ``digest``'s own row; a new row starts from the "*" row's consent and topics."""
+        """Write ``digest``'s own row; a new row starts from the "*" row's consent and topics.
+
+        A change of status is a move of ``SUBSCRIPTION``: of the own row, or, for a
+        new row, of the "*" row's status it starts from."""
         own = next((s for s in current if s.digest == digest), None)
         if own is not None:
+            if "status" in values:
+                # stay: the other values are written even when the status is unchanged
+                status = values.pop("status")
+                move_subscription(
+                    conn, subscriber_id, digest, status, stay=True, updated_at=now, **values
+                )
+                return
             conn.execute(
                 update(subscriptions)
-                .where(subscriptions.c.subscriber_id == subscriber_id)
-                .where(subscriptions.c.digest == digest)
+                .where(_own(subscriber_id, digest))
                 .values(updated_at=now, **values)
             )
             return
@@ -332,6 +384,10 @@ class SubscriptionQueries(RateLimitQueries):
             "consent_text": base.consent_text if base else "",
         }
         row.update(values)
+        what = f"subscription of subscriber {subscriber_id} to {digest}"
+        SUBSCRIPTION.check_initial(row["status"], what=what)
+        if base is not None:
+            SUBSCRIPTION.check(base.status, row["status"], what=what)
         conn.execute(insert(subscriptions), [row])
 
     def leave(self, subscriber_id: int, digests: Iterable[str]) -> list[str]:
@@ -405,6 +461,7 @@ class SubscriptionQueries(RateLimitQueries):
         # finds out it is new; the row of a known one is read after
         sid = insert_new_subscriber(conn, self.dialect, req.email, req.name, now)
         if sid is not None:
+            SUBSCRIPTION.check_initial(Subn.PENDING)
             conn.execute(
                 insert(subscriptions),
                 [
@@ -539,15 +596,21 @@ class SubscriptionQueries(RateLimitQueries):
             due = _pending_asked(conn, subscriber_id, requested_until)
             if not due:
                 return []
-            conn.execute(
+            confirmed = conn.execute(
                 update(subscriptions)
                 .where(subscriptions.c.subscriber_id == subscriber_id)
                 .where(subscriptions.c.digest.in_(due))
+                # the rows read as pending above: one a concurrent unsubscribe moved
+                # meanwhile stays where it went
+                .where(can_move(subscriptions, SUBSCRIPTION, Subn.ACTIVE))
+                .where(subscriptions.c.status == Subn.PENDING)
                 .values(status=Subn.ACTIVE, confirmed_at=now, unsubscribed_at=None, updated_at=now)
-            )
-            if row.status in REOPENED_BY_CONFIRMING:
+                .returning(subscriptions.c.digest)
+            ).scalars()
+            done = sorted(confirmed)
+            if done and row.status in REOPENED_BY_CONFIRMING:
                 activate_confirmed(conn, subscriber_id, now)
-            return sorted(due)
+            return done
 
 
 def delete_subscriptions(conn: Connection, subscriber_id: int) -> None:
