@@ -463,7 +463,7 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
     )
     assert import_csv(store, f).inserted == 2
     ana, bo = (store.person(e) for e in ("ana@example.com", "bo@example.com"))
-    sub = ana["subscriber"]
+    sub = ana.subscriber
     assert (sub["name"], sub["timezone"], sub["status"], sub["status_reason"]) == (
         'Ana \\N "K" 😀',
         "Asia/Almaty",
@@ -471,10 +471,10 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
         "",
     )
     assert sub["created_at"] == sub["updated_at"] and sub["created_at"].endswith("+00:00")
-    assert ana["tags"] == ["energy"] and bo["tags"] == []
-    assert bo["subscriber"]["status"] == "unsubscribed"
-    assert bo["subscriber"]["status_reason"] == "imported"
-    (s,) = ana["subscriptions"]
+    assert ana.tags == ["energy"] and bo.tags == []
+    assert bo.subscriber["status"] == "unsubscribed"
+    assert bo.subscriber["status_reason"] == "imported"
+    (s,) = ana.subscriptions
     assert (s["digest"], s["status"], s["topics"], s["consent_source"]) == (
         "*",
         "active",
@@ -482,15 +482,15 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
         "import",
     )
     assert s["consent_at"] == s["confirmed_at"] == s["created_at"] == sub["created_at"]
-    assert [x["status"] for x in bo["subscriptions"]] == ["unsubscribed"]
+    assert [x["status"] for x in bo.subscriptions] == ["unsubscribed"]
     # a change and a re-tag of the same file go through the bulk update
     g = write(tmp_path, HEADER + "ana@example.com,Ana K,water;energy,,\n", "g.csv")
     report = import_csv(store, g)
     assert (report.updated, report.unchanged) == (1, 0)
     again = store.person("ana@example.com")
-    assert again["subscriber"]["name"] == "Ana K" and again["subscriber"]["timezone"] == ""
-    assert again["tags"] == ["energy", "water"]
-    assert again["subscriber"]["updated_at"] > sub["created_at"]
+    assert again.subscriber["name"] == "Ana K" and again.subscriber["timezone"] == ""
+    assert again.tags == ["energy", "water"]
+    assert again.subscriber["updated_at"] > sub["created_at"]
     assert import_csv(store, g).unchanged == 1
 
 
