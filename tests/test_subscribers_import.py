@@ -494,6 +494,36 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
     assert import_csv(store, g).unchanged == 1
 
 
+def test_a_chunk_subscribes_its_new_subscribers_in_one_statement(store):
+    """subscriptions.subscribe_every_digest: one INSERT … FROM json_each on SQLite,
+    a COPY (outside SQLAlchemy) on PostgreSQL; never a statement per row."""
+    import sqlalchemy as sa
+
+    seen = []
+
+    def record(conn, cursor, statement, params, context, many):
+        if "subscriptions" in statement:
+            seen.append((statement.split()[0], many))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        subs = [Subscriber(email=f"u{i}@example.com") for i in range(300)]
+        subs.append(Subscriber(email="gone@example.com", status="unsubscribed"))
+        store.upsert_subscribers(subs)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    writes = [w for w in seen if w[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == ([("INSERT", False)] if store.dialect == "sqlite" else [])
+    people = [store.person(e) for e in ("u0@example.com", "u299@example.com", "gone@example.com")]
+    assert [(p.subscriptions[0]["digest"], p.subscriptions[0]["status"]) for p in people] == [
+        ("*", "active"),
+        ("*", "active"),
+        ("*", "unsubscribed"),
+    ]
+    first = people[0]
+    assert first.subscriptions[0]["consent_at"] == first.subscriber["created_at"]
+
+
 # ------------------------------------- reading in a child process (big files)
 
 

@@ -47,8 +47,9 @@ from newsletter.store.audience import (
     activate_confirmed,
     delete_pending_subscriber,
     insert_new_subscriber,
+    upsert_subscriber_rows,
 )
-from newsletter.store.base import can_move, move_row, utcnow
+from newsletter.store.base import bind_processor, can_move, move_row, utcnow
 from newsletter.store.ratelimits import RateLimitQueries
 from newsletter.store.schema import ALL_DIGESTS, subscriber_tags, subscribers, subscriptions
 
@@ -138,6 +139,53 @@ def move_subscription(
         what=f"subscription of subscriber {subscriber_id} to {digest}",
         stay=stay,
         **values,
+    )
+
+
+def subscribe_every_digest(
+    conn: Connection, rows: Sequence[tuple[int, str]], consent_source: str, now: datetime
+) -> None:
+    """A subscription to every digest ("*") for each new (subscriber id, subscriber
+    status) of an import, inside its transaction: unsubscribed for an address
+    imported as unsubscribed, else active, confirmed now, its consent
+    ``consent_source``.
+
+    One statement per chunk, whatever its size, as the subscribers' own rows
+    (store/bulk.py): a JSON array through ``json_each`` on SQLite, COPY on
+    PostgreSQL. The values are stored as SQLAlchemy stores them (the time through
+    the column's type, ``topics`` as JSON ``null``).
+    """
+    if not rows:
+        return
+    statuses = [
+        (sid, Subn.UNSUBSCRIBED if status == Sub.UNSUBSCRIBED else Subn.ACTIVE)
+        for sid, status in rows
+    ]
+    for status in {status for _, status in statuses}:
+        SUBSCRIPTION.check_initial(status)
+    process = bind_processor(subscriptions.c.created_at, conn.dialect)
+    at = process(now) if process else now
+    if conn.dialect.name == "postgresql":
+        text = at.isoformat()  # COPY's text form, formatted once
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cur:  # type: ignore[union-attr]
+            with cur.copy(
+                "COPY subscriptions (subscriber_id, digest, status, topics, created_at, "
+                "updated_at, confirmed_at, consent_source, consent_at, consent_ip, "
+                "consent_text) FROM STDIN"
+            ) as copy:
+                for sid, status in statuses:
+                    copy.write_row(
+                        (sid, ALL_DIGESTS, str(status), "null", text, text, text)
+                        + (consent_source, text, "", "")
+                    )
+        return
+    conn.exec_driver_sql(
+        "INSERT INTO subscriptions (subscriber_id, digest, status, topics, created_at, "
+        "updated_at, confirmed_at, consent_source, consent_at, consent_ip, consent_text) "
+        f"SELECT json_extract(value, '$[0]'), '{ALL_DIGESTS}', json_extract(value, '$[1]'), "
+        "'null', ?1, ?1, ?1, ?2, ?1, '', '' FROM json_each(?3)",
+        (at, consent_source, json.dumps([(sid, str(status)) for sid, status in statuses])),
     )
 
 
@@ -325,6 +373,75 @@ class SubscriptionQueries(RateLimitQueries):
                     tags=sorted(topics) if topics is not None else tags[r.id],
                 )
             last = rows[-1].id
+
+    # ------------------------------------------------------------------ importing
+
+    def upsert_subscriber(
+        self,
+        sub: Subscriber,
+        *,
+        resubscribe: bool = False,
+        consent_source: str = "import",
+        conn: Connection | None = None,
+    ) -> tuple[int, str]:
+        """Insert or update by email. Returns (id, "inserted" | "updated" | "unchanged").
+
+        A suppressed or unsubscribed address keeps its status unless ``resubscribe``.
+        """
+        ((sid, what),) = self.upsert_subscribers(
+            [sub], resubscribe=resubscribe, consent_source=consent_source, conn=conn
+        )
+        return sid, what
+
+    def upsert_batches(
+        self,
+        batches: Iterable[Sequence[Subscriber]],
+        *,
+        resubscribe: bool = False,
+        consent_source: str = "import",
+    ) -> Iterator[list[tuple[int, str]]]:
+        """:meth:`upsert_subscribers` for each batch, as ``batches`` yields them.
+
+        One connection serves them all, a transaction per batch, committed before
+        its outcomes are yielded: when the caller stops (a crash, an error in the
+        file), every batch before is kept, and none is held open while the next
+        is read. (Opening a SQLite connection per batch and checkpointing it when
+        it closed cost an import about a tenth of its time.)
+        """
+        with self.engine.connect() as conn:
+            for batch in batches:
+                with conn.begin():
+                    outcomes = self.upsert_subscribers(
+                        batch, resubscribe=resubscribe, consent_source=consent_source, conn=conn
+                    )
+                yield outcomes
+
+    def upsert_subscribers(
+        self,
+        subs: Sequence[Subscriber],
+        *,
+        resubscribe: bool = False,
+        consent_source: str = "import",
+        conn: Connection | None = None,
+    ) -> list[tuple[int, str]]:
+        """Insert or update many by email, in one transaction and a few statements.
+
+        Returns (id, outcome) per subscriber, in order. The addresses must be
+        distinct and normalized. A non-active address stays as it is when the
+        row says active, unless ``resubscribe``; a row that says unsubscribed,
+        bounced … suppresses the address. A new subscriber gets every digest (one
+        subscription to "*"), its consent recorded as ``consent_source``: the
+        subscribers' rows are audience.py's, the subscriptions this module's.
+        """
+        if conn is None:
+            with self.begin() as c:
+                return self.upsert_subscribers(
+                    subs, resubscribe=resubscribe, consent_source=consent_source, conn=c
+                )
+        now = utcnow()
+        outcomes, new = upsert_subscriber_rows(conn, subs, resubscribe=resubscribe, now=now)
+        subscribe_every_digest(conn, new, consent_source, now)
+        return outcomes
 
     # ------------------------------------------------------------------ changing
 
