@@ -136,6 +136,15 @@ class RateLine:
 
 
 @dataclass
+class SourceState:
+    """What an article source remembers between runs (conditional GET, last ingest)."""
+
+    etag: str = ""
+    last_modified: str = ""
+    last_ingest_at: datetime | None = None
+
+
+@dataclass
 class Subscriber:
     email: str
     name: str = ""

@@ -88,6 +88,43 @@ class SubscriptionStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
+class RunStatus(StrEnum):
+    """A digest's outcome in one run (``DigestOutcome.status``; the last one is kept
+    in ``digest_runs.status``). Not a machine: each run writes whichever one it
+    ended with, whatever the last run's was."""
+
+    SENT = "sent"  # a new edition went out
+    RESUMED = "resumed"  # an unfinished edition was sent on
+    SENDING = "sending"  # sent what is released; local-time deliveries wait for their hour
+    PARTIAL = "partial"  # its edition ended partially_failed
+    ALREADY_SENT = "already-sent"  # the period's edition is done with
+    PAUSED = "paused"  # an operator paused the period's edition: nothing until `resume`
+    SKIPPED = "skipped"  # the period was recorded as missed earlier
+    MISSED = "missed"  # the period opened more than catch_up_hours ago
+    TOO_FEW_ARTICLES = "too-few-articles"  # fewer than min_articles for every variant
+    NO_SUBSCRIBERS = "no-subscribers"  # no active subscriber gets any variant
+    DRY_RUN = "dry-run"  # what would be sent (never recorded)
+    FAILED = "failed"  # an error, or the preflight's errors: nothing sent
+    STALE = "stale"  # an unfinished edition older than resume_max_age_hours: not sent
+
+
+#: run outcomes that did their work (for the exit code)
+RUN_WORKED: tuple[RunStatus, ...] = (
+    RunStatus.SENT,
+    RunStatus.RESUMED,
+    RunStatus.SENDING,
+    RunStatus.PARTIAL,
+)
+#: run outcomes that mean the period has an edition (an idle streak ends)
+RUN_HAS_EDITION: tuple[RunStatus, ...] = (
+    *RUN_WORKED,
+    RunStatus.ALREADY_SENT,
+    RunStatus.PAUSED,
+)
+#: run outcomes that fail the run (exit 1, or 3 when another digest worked)
+RUN_FAILED: tuple[RunStatus, ...] = (RunStatus.FAILED, RunStatus.STALE)
+
+
 class EventType(StrEnum):
     """The closed set of normalized provider event types."""
 
@@ -282,11 +319,39 @@ DELIVERY: Machine[DeliveryStatus] = Machine(
     moves=_delivery_moves(),
 )
 
+Subn = SubscriptionStatus
+
+SUBSCRIPTION: Machine[SubscriptionStatus] = Machine(
+    "subscription",
+    SubscriptionStatus,
+    # pending: a signup; active or unsubscribed: an import. A digest's own row split
+    # off the "*" row starts where the "*" row's status moves to (any of the three)
+    initial=frozenset(SubscriptionStatus),
+    moves=_moves(
+        {
+            # confirmed, or a signed link (undo, preferences); unsubscribed
+            Subn.PENDING: {Subn.ACTIVE, Subn.UNSUBSCRIBED},
+            # unsubscribed; pending: a signup of an address that is not active
+            # itself (it left by a provider's unsubscribe) waits for its confirmation
+            Subn.ACTIVE: {Subn.UNSUBSCRIBED, Subn.PENDING},
+            # an undo, the preferences page, a provider's resubscribe; a new signup
+            Subn.UNSUBSCRIBED: {Subn.ACTIVE, Subn.PENDING},
+        }
+    ),
+)
+
 #: every machine, by the name the docs use
-MACHINES: dict[str, Machine[EditionStatus] | Machine[BatchStatus] | Machine[DeliveryStatus]] = {
+MACHINES: dict[
+    str,
+    Machine[EditionStatus]
+    | Machine[BatchStatus]
+    | Machine[DeliveryStatus]
+    | Machine[SubscriptionStatus],
+] = {
     "edition": EDITION,
     "batch": BATCH,
     "delivery": DELIVERY,
+    "subscription": SUBSCRIPTION,
 }
 
 

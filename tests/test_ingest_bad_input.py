@@ -313,7 +313,7 @@ def test_a_failing_run_loses_nothing_already_stored(store, web):
     answers["/f"] = Reply(500)
     assert run(store, source).failed
     # a failed fetch keeps the conditional-GET state of the last good one
-    assert store.get_source_state(key)["etag"] == '"v1"'
+    assert store.get_source_state(key).etag == '"v1"'
     for broken in (Reply(200, b"<rss><channel><item>"), Reply(200, feed()), Reply(200, b"")):
         answers["/f"] = broken
         run(store, source)

@@ -19,6 +19,7 @@ from newsletter.articles.sources import rss
 from newsletter.articles.sources.jsonfile import JsonSource
 from newsletter.cli import cli
 from newsletter.config import ArticlesConfig, Config, SourceConfig
+from newsletter.models import SourceState
 from tests.fakes.http import LoopbackServer, Reply
 from tests.helpers import DATA, ROOT
 
@@ -155,7 +156,14 @@ def test_conditional_get_second_fetch_is_304_and_changes_nothing(store, loopback
     assert first.stored.inserted == 2
     assert second.not_modified and second.fetched == 0 and second.stored.inserted == 0
     assert store.count_articles() == 2
-    assert store.get_source_state(f"rss:{src.url}")["etag"] == '"v1"'
+    state = store.get_source_state(f"rss:{src.url}")
+    assert state == SourceState(
+        etag='"v1"',
+        last_modified="Sat, 28 Nov 2026 11:00:00 GMT",
+        last_ingest_at=state.last_ingest_at,
+    )
+    assert state.last_ingest_at is not None
+    assert store.get_source_state("rss:http://never.invalid/") == SourceState()
 
 
 def test_per_tag_feed_and_site_feed_store_each_story_once(sqlite_store, loopback):
@@ -392,7 +400,7 @@ def test_wordpress_asks_only_for_posts_modified_since_the_last_ingest(sqlite_sto
         before = datetime.now(UTC)
         run(sqlite_store, src)
         state = sqlite_store.get_source_state(f"wordpress:{srv.url('/wp-json')}")
-        assert before <= state["last_ingest_at"] <= datetime.now(UTC)
+        assert before <= state.last_ingest_at <= datetime.now(UTC)
         first_after = srv.requests[0].query["modified_after"][0]
         # an edit to post 2, after the first run
         posts[1]["title"]["rendered"] = "Post 2, corrected"
@@ -402,7 +410,7 @@ def test_wordpress_asks_only_for_posts_modified_since_the_last_ingest(sqlite_sto
     # first run: the backfill period; then from the last ingest, less the 14 h overlap
     backfill = datetime.fromisoformat(first_after).replace(tzinfo=UTC)
     assert abs(backfill - (before - timedelta(days=30))) < timedelta(minutes=1)
-    expected = (state["last_ingest_at"] - timedelta(hours=14)).strftime("%Y-%m-%dT%H:%M:%S")
+    expected = (state.last_ingest_at - timedelta(hours=14)).strftime("%Y-%m-%dT%H:%M:%S")
     assert second_after == expected
     assert (rep.fetched, rep.stored.updated) == (1, 1)
     assert "Post 2, corrected" in {a.title for a in sqlite_store.find_articles()}
@@ -430,7 +438,7 @@ def test_wordpress_failure_on_a_later_page_keeps_earlier_pages_and_fails(sqlite_
         key = f"wordpress:{srv.url('/wp-json')}"
     assert rep.stored.inserted == 20
     assert "HTTP 500" in rep.error and "(after 2 pages)" in rep.error
-    assert sqlite_store.get_source_state(key)["last_ingest_at"] is None  # asked again next run
+    assert sqlite_store.get_source_state(key).last_ingest_at is None  # asked again next run
 
 
 def test_wordpress_password_protected_posts_are_skipped(sqlite_store, loopback):

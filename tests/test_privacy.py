@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.store import open_store
+from newsletter.store.privacy import PersonRecord
 from newsletter.store.subscriptions import SignupRequest
 from newsletter.tracking.webhook import ingest_sendgrid
 from tests.fakes.event_webhook import body_of, sent_edition, sg_event
@@ -173,3 +174,83 @@ def test_show_tells_how_each_consent_was_given_cli_import_form(project, config, 
         "added@example.com": ("cli", ""),
         "form@example.com": ("form", "203.0.113.7"),
     }
+
+
+def _plain(row):
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row._mapping.items()}
+
+
+def test_show_prints_every_column_of_every_row_about_the_person(project, config, db_url):
+    """`show --json` is every column of the person's rows, in the tables' column order
+    (subscriptions without their ids; deliveries with their edition's digest and
+    period), byte for byte; the text form is built from the same record."""
+    from newsletter.store.schema import deliveries, editions, events, subscribers, subscriptions
+
+    store = open_store(db_url)
+    sent = sent_edition(store, [EMAIL, "olmas@example.org"])
+    store.leave(sent.deliveries[0].subscriber_id, ["daily"])
+    store.request_signup(
+        SignupRequest(email=EMAIL, digests=["daily"], topics=["energy"], ip="203.0.113.9")
+    )
+    store.set_subscriber_tags(sent.deliveries[0].subscriber_id, ["water", "energy"])
+    ingest_sendgrid(store, config, body_of([sg_event("delivered", sent.deliveries[0])]))
+    with store.engine.connect() as c:
+        sub = c.execute(sa.select(subscribers).where(subscribers.c.email == EMAIL)).one()
+        subs = c.execute(
+            sa.select(subscriptions)
+            .where(subscriptions.c.subscriber_id == sub.id)
+            .order_by(subscriptions.c.digest)
+        ).all()
+        dels = c.execute(
+            sa.select(deliveries, editions.c.digest, editions.c.period)
+            .join(editions, editions.c.id == deliveries.c.edition_id)
+            .where(deliveries.c.subscriber_id == sub.id)
+        ).all()
+        evs = c.execute(sa.select(events).where(events.c.email == EMAIL)).all()
+    expected = {
+        "subscriber": _plain(sub),
+        "tags": ["energy", "water"],
+        "subscriptions": [
+            {k: v for k, v in _plain(s).items() if k not in ("id", "subscriber_id")} for s in subs
+        ],
+        "deliveries": [_plain(d) for d in dels],
+        "events": [_plain(e) for e in evs],
+    }
+    assert list(expected["subscriber"]) == [c.name for c in subscribers.columns]
+    record = store.person(EMAIL)
+    assert isinstance(record, PersonRecord) and record.as_dict() == expected
+    assert len(expected["events"]) == 1 and len(expected["subscriptions"]) == 2
+    shown = run(["subscribers", "show", EMAIL, "--json"], db_url)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == json.dumps(expected, indent=2, ensure_ascii=False, default=str) + "\n"
+
+    s, (every, daily), (d,), (e,) = (
+        expected["subscriber"],
+        expected["subscriptions"],
+        expected["deliveries"],
+        expected["events"],
+    )
+    text = run(["subscribers", "show", EMAIL], db_url)
+    assert text.exit_code == 0, text.output
+    assert text.output == "\n".join(
+        [
+            f"{EMAIL}  active",
+            "  name: ",
+            "  timezone: ",
+            f"  created_at: {s['created_at']}",
+            f"  updated_at: {s['updated_at']}",
+            "  soft_bounces: 0",
+            "  tags: energy, water",
+            "subscriptions (2):",
+            f"  every digest: active; topics: subscriber tags; consent: import at "
+            f"{every['consent_at']}; confirmed {every['confirmed_at']}",
+            f"  daily: pending; topics: energy; consent: form at {daily['consent_at']} from "
+            f"203.0.113.9; left {daily['unsubscribed_at']}",
+            "deliveries (1):",
+            f"  weekly {d['period']}: delivered (to {EMAIL})",
+            "events (1):",
+            f"  {e['occurred_at']} sendgrid delivered -> delivered",
+            "",
+        ]
+    )
+    store.close()

@@ -1,4 +1,4 @@
-"""Migration 0004: CHECK constraints on every status column, on both engines."""
+"""Migrations 0004 and 0007: CHECK constraints on every status column, on both engines."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from newsletter.states import (
     DeliveryStatus,
     EditionStatus,
     EventType,
+    RunStatus,
     SubscriptionStatus,
 )
 from newsletter.store import open_store
 from newsletter.store.db import _alembic_config
 from newsletter.store.deliveries import AudienceRow
+from newsletter.store.runs import DigestRun
 from newsletter.store.schema import (
     batches,
     deliveries,
+    digest_runs,
     editions,
     events,
     subscribers,
@@ -40,11 +43,26 @@ COLUMNS = [
     (subscribers, "status"),
     (subscriptions, "status"),
     (events, "type"),
+    (digest_runs, "status"),
 ]
 
 
+def run_of(digest, status, message=""):
+    return DigestRun(
+        digest=digest,
+        ran_at=NOW,
+        exit_code=0,
+        status=status,
+        period="2026-W48",
+        edition_id=None,
+        message=message,
+        idle_periods=2,
+        idle_period="2026-W48",
+    )
+
+
 def one_of_each(store):
-    """A sent edition with a batch, deliveries, a subscriber and an event."""
+    """A sent edition with a batch, deliveries, a subscriber, an event and a run."""
     from newsletter.tracking.webhook import ingest_sendgrid
 
     sent = sent_edition(store, ["a@example.com", "b@example.com"])
@@ -65,6 +83,7 @@ def one_of_each(store):
             ]
         ),
     )
+    store.record_digest_run(run_of("weekly", RunStatus.SENT))
     return sent
 
 
@@ -79,18 +98,20 @@ def counts(engine):
 @pytest.mark.parametrize(("table", "column"), COLUMNS, ids=[f"{t.name}.{c}" for t, c in COLUMNS])
 def test_an_unknown_status_is_refused_by_the_database(store, table, column):
     one_of_each(store)
+    (pk,) = table.primary_key.columns
     with store.engine.connect() as c:
-        row_id = c.execute(sa.select(table.c.id).limit(1)).scalar_one()
+        row_id = c.execute(sa.select(pk).limit(1)).scalar_one()
     # UPDATE of an existing row
     with pytest.raises(sa.exc.IntegrityError, match=f"ck_{table.name}_{column}|CHECK"):
         with store.engine.begin() as c:
-            c.execute(sa.update(table).where(table.c.id == row_id).values({column: "bogus"}))
+            c.execute(sa.update(table).where(pk == row_id).values({column: "bogus"}))
     # INSERT of a new one: a copy of that row with the unknown value
     with store.engine.connect() as c:
-        row = dict(c.execute(sa.select(table).where(table.c.id == row_id)).one()._mapping)
+        row = dict(c.execute(sa.select(table).where(pk == row_id)).one()._mapping)
     row.update({column: "bogus"})
-    row["id"] = "copy" if table is batches else None
-    if row["id"] is None:
+    if table is batches:
+        row["id"] = "copy"
+    elif "id" in row:
         del row["id"]
     for unique in ("email", "period", "provider_event_id", "digest"):
         if unique in row:
@@ -107,10 +128,11 @@ def test_an_unknown_status_is_refused_by_the_database(store, table, column):
         "deliveries": DeliveryStatus,
         "events": EventType,
         "subscriptions": SubscriptionStatus,
+        "digest_runs": RunStatus,
     }.get(table.name)
     for value in states or ("active", "suppressed", "unsubscribed", "bounced", "complained"):
         with store.engine.begin() as c:
-            c.execute(sa.update(table).where(table.c.id == row_id).values({column: value}))
+            c.execute(sa.update(table).where(pk == row_id).values({column: value}))
 
 
 def test_the_migration_keeps_every_row_and_foreign_key(db_url):
@@ -176,3 +198,61 @@ def test_a_fresh_store_freezes_and_claims_under_the_constraints(store):
     batch = store.claim_batch(eid, backend="outbox", limit=5)
     store.finish_batch(batch.id, message_id="m")
     assert store.get_batch(batch.id).status == BatchStatus.ACCEPTED
+
+
+def test_every_run_outcome_is_recorded_and_read_back_as_its_enum(store):
+    for status in RunStatus:
+        store.record_digest_run(run_of("weekly", status))
+        got = store.digest_run("weekly")
+        assert got.status is status
+    assert [r.status for r in store.digest_runs()] == [RunStatus.STALE]
+
+
+def test_migration_0007_keeps_the_runs_and_rewrites_an_unknown_outcome(db_url):
+    """A database at 0006 with runs in it, one with an outcome no release wrote."""
+    store = open_store(db_url, migrate=False)
+    cfg = _alembic_config()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    for digest, status, message in [
+        ("weekly", "sent", "edition 1: 2 accepted, 0 failed"),
+        ("daily", "too-few-articles", "fewer than min_articles=3"),
+        ("monthly", "exploded", "by hand"),
+        ("blank", "", ""),
+    ]:
+        store.record_digest_run(run_of(digest, status, message))
+    with store.engine.connect() as c:  # no constraint yet: all four are stored
+        stored = dict(c.execute(sa.select(digest_runs.c.digest, digest_runs.c.status)).all())
+    assert stored["monthly"] == "exploded" and len(stored) == 4
+    store.migrate()
+    assert store.revision() >= "0007"
+    runs = {r.digest: r for r in store.digest_runs()}
+    assert {d: (r.status, r.message, r.idle_periods) for d, r in runs.items()} == {
+        "weekly": ("sent", "edition 1: 2 accepted, 0 failed", 2),
+        "daily": ("too-few-articles", "fewer than min_articles=3", 2),
+        "monthly": ("failed", "status was 'exploded' before migration 0007: by hand", 2),
+        "blank": ("failed", "status was '' before migration 0007", 2),
+    }
+    with pytest.raises(sa.exc.IntegrityError, match="ck_digest_runs_status|CHECK"):
+        store.record_digest_run(run_of("weekly", "exploded"))
+    assert store.digest_run("weekly").status == RunStatus.SENT
+    store.close()
+
+
+def test_migration_0007_goes_down_and_up_again(db_url):
+    store = open_store(db_url)
+    store.record_digest_run(run_of("weekly", RunStatus.MISSED))
+    cfg = _alembic_config()
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    with store.engine.begin() as c:  # no constraint any more
+        c.execute(sa.update(digest_runs).values(status="bogus"))
+    store.migrate()
+    run = store.digest_run("weekly")
+    assert (run.status, run.message) == ("failed", "status was 'bogus' before migration 0007")
+    with pytest.raises(sa.exc.IntegrityError, match="ck_digest_runs_status|CHECK"):
+        with store.engine.begin() as c:
+            c.execute(sa.update(digest_runs).values(status="bogus"))
+    store.close()

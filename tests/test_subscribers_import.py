@@ -463,7 +463,7 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
     )
     assert import_csv(store, f).inserted == 2
     ana, bo = (store.person(e) for e in ("ana@example.com", "bo@example.com"))
-    sub = ana["subscriber"]
+    sub = ana.subscriber
     assert (sub["name"], sub["timezone"], sub["status"], sub["status_reason"]) == (
         'Ana \\N "K" 😀',
         "Asia/Almaty",
@@ -471,10 +471,10 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
         "",
     )
     assert sub["created_at"] == sub["updated_at"] and sub["created_at"].endswith("+00:00")
-    assert ana["tags"] == ["energy"] and bo["tags"] == []
-    assert bo["subscriber"]["status"] == "unsubscribed"
-    assert bo["subscriber"]["status_reason"] == "imported"
-    (s,) = ana["subscriptions"]
+    assert ana.tags == ["energy"] and bo.tags == []
+    assert bo.subscriber["status"] == "unsubscribed"
+    assert bo.subscriber["status_reason"] == "imported"
+    (s,) = ana.subscriptions
     assert (s["digest"], s["status"], s["topics"], s["consent_source"]) == (
         "*",
         "active",
@@ -482,16 +482,46 @@ def test_imported_rows_carry_consent_and_read_back_whole(store, tmp_path):
         "import",
     )
     assert s["consent_at"] == s["confirmed_at"] == s["created_at"] == sub["created_at"]
-    assert [x["status"] for x in bo["subscriptions"]] == ["unsubscribed"]
+    assert [x["status"] for x in bo.subscriptions] == ["unsubscribed"]
     # a change and a re-tag of the same file go through the bulk update
     g = write(tmp_path, HEADER + "ana@example.com,Ana K,water;energy,,\n", "g.csv")
     report = import_csv(store, g)
     assert (report.updated, report.unchanged) == (1, 0)
     again = store.person("ana@example.com")
-    assert again["subscriber"]["name"] == "Ana K" and again["subscriber"]["timezone"] == ""
-    assert again["tags"] == ["energy", "water"]
-    assert again["subscriber"]["updated_at"] > sub["created_at"]
+    assert again.subscriber["name"] == "Ana K" and again.subscriber["timezone"] == ""
+    assert again.tags == ["energy", "water"]
+    assert again.subscriber["updated_at"] > sub["created_at"]
     assert import_csv(store, g).unchanged == 1
+
+
+def test_a_chunk_subscribes_its_new_subscribers_in_one_statement(store):
+    """subscriptions.subscribe_every_digest: one INSERT … FROM json_each on SQLite,
+    a COPY (outside SQLAlchemy) on PostgreSQL; never a statement per row."""
+    import sqlalchemy as sa
+
+    seen = []
+
+    def record(conn, cursor, statement, params, context, many):
+        if "subscriptions" in statement:
+            seen.append((statement.split()[0], many))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        subs = [Subscriber(email=f"u{i}@example.com") for i in range(300)]
+        subs.append(Subscriber(email="gone@example.com", status="unsubscribed"))
+        store.upsert_subscribers(subs)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    writes = [w for w in seen if w[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == ([("INSERT", False)] if store.dialect == "sqlite" else [])
+    people = [store.person(e) for e in ("u0@example.com", "u299@example.com", "gone@example.com")]
+    assert [(p.subscriptions[0]["digest"], p.subscriptions[0]["status"]) for p in people] == [
+        ("*", "active"),
+        ("*", "active"),
+        ("*", "unsubscribed"),
+    ]
+    first = people[0]
+    assert first.subscriptions[0]["consent_at"] == first.subscriber["created_at"]
 
 
 # ------------------------------------- reading in a child process (big files)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from newsletter.articles.normalize import make_tags
-from newsletter.articles.sources import SourceState, make_source
+from newsletter.articles.sources import make_source
 from newsletter.config import Config, SourceConfig
 from newsletter.errors import NewsletterError
 from newsletter.http import is_url
@@ -95,7 +95,7 @@ def ingest_source(store: Store, cfg: Config, sc: SourceConfig) -> SourceReport:
     try:
         source = make_source(sc, cfg.articles)
         rep.source = source.label
-        state = SourceState(**store.get_source_state(source.key))  # type: ignore[arg-type]
+        state = store.get_source_state(source.key)
         result = source.fetch(state)
     except NewsletterError as err:
         rep.error = str(err)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from newsletter.audience.subscribers import normalize_email
 from newsletter.audience.tokens import address_hash, address_hasher
 from newsletter.errors import ConfigError, InputError, NotFoundError
 from newsletter.store import Store
 from newsletter.store.events import TrackedEvent
+from newsletter.store.privacy import PersonRecord
 
 logger = logging.getLogger(__name__)
 
 
-def person_record(store: Store, email: str) -> dict[str, Any]:
+def person_record(store: Store, email: str) -> PersonRecord:
     """Everything stored about ``email``; NotFoundError when nothing is."""
     address = normalize_email(email)
     found = store.person(address)

@@ -13,6 +13,7 @@ from newsletter.errors import InputError
 from newsletter.jobs.outcomes import RunReport
 from newsletter.jobs.overview import ScheduleReport, schedule_overview
 from newsletter.jobs.run import run as run_job
+from newsletter.states import RunStatus
 
 STARTER = Path(__file__).resolve().parent.parent / "samples" / "starter.toml"
 
@@ -66,7 +67,7 @@ def print_run(report: RunReport) -> None:
             click.echo(f"        {d.message}")
         if d.late_by and d.send is not None and d.send.accepted:
             click.echo(f"        sent {d.late_by} late (catch-up)")
-        elif d.late_by and d.status == "dry-run":
+        elif d.late_by and d.status == RunStatus.DRY_RUN:
             click.echo(f"        would be sent {d.late_by} late (catch-up)")
         if d.missed_periods:
             shown = ", ".join(d.missed_periods[:3]) + (" …" if len(d.missed_periods) > 3 else "")

@@ -153,18 +153,18 @@ def register(cli: click.Group) -> None:
         consent, deliveries and provider events (an access request)."""
         record = person_record(app.store, email)
         if as_json:
-            click.echo(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+            click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False, default=str))
             return
-        sub = record["subscriber"]
+        sub = record.subscriber
         click.echo(
             f"{sub['email']}  {sub['status']}"
             + (f" ({sub['status_reason']})" if sub["status_reason"] else "")
         )
         for key in ("name", "timezone", "created_at", "updated_at", "soft_bounces"):
             click.echo(f"  {key}: {sub[key]}")
-        click.echo(f"  tags: {', '.join(record['tags']) or '(none)'}")
-        click.echo(f"subscriptions ({len(record['subscriptions'])}):")
-        for s in record["subscriptions"]:
+        click.echo(f"  tags: {', '.join(record.tags) or '(none)'}")
+        click.echo(f"subscriptions ({len(record.subscriptions)}):")
+        for s in record.subscriptions:
             digest = "every digest" if s["digest"] == "*" else s["digest"]
             topics = "subscriber tags" if s["topics"] is None else (", ".join(s["topics"]) or "all")
             click.echo(
@@ -175,11 +175,11 @@ def register(cli: click.Group) -> None:
                 + (f"; confirmed {s['confirmed_at']}" if s["confirmed_at"] else "")
                 + (f"; left {s['unsubscribed_at']}" if s["unsubscribed_at"] else "")
             )
-        click.echo(f"deliveries ({len(record['deliveries'])}):")
-        for d in record["deliveries"]:
+        click.echo(f"deliveries ({len(record.deliveries)}):")
+        for d in record.deliveries:
             click.echo(f"  {d['digest']} {d['period']}: {d['status']} (to {d['email']})")
-        click.echo(f"events ({len(record['events'])}):")
-        for e in record["events"]:
+        click.echo(f"events ({len(record.events)}):")
+        for e in record.events:
             click.echo(f"  {e['occurred_at']} {e['provider']} {e['raw_type']} -> {e['type']}")
 
     @subscribers.command("forget")

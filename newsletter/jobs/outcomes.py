@@ -7,21 +7,15 @@ from datetime import datetime
 
 from newsletter.articles.ingest import IngestReport
 from newsletter.delivery.send import SendReport
-
-#: outcomes that did their work (for the exit code)
-WORKED = ("sent", "resumed", "sending", "partial")
+from newsletter.states import RUN_FAILED, RUN_WORKED, RunStatus
 
 
 @dataclass
 class DigestOutcome:
     digest: str
     period: str
-    #: sent | resumed | sending (local-time deliveries wait for their hour) | partial |
-    #: already-sent | skipped (a period recorded as missed earlier) | missed |
-    #: too-few-articles | no-subscribers | dry-run | failed | paused (an operator paused
-    #: the period's edition: nothing is sent until `newsletter resume`) | stale (an
-    #: unfinished edition older than resume_max_age_hours: reported, not sent)
-    status: str
+    #: what the run did with the digest (newsletter/states.py says what each one means)
+    status: RunStatus
     message: str = ""
     edition_id: int | None = None
     articles: int = 0
@@ -76,11 +70,11 @@ class RunReport:
     def exit_code_of(self, digests: list[DigestOutcome]) -> int:
         """The exit code as if the run had had only ``digests``."""
         # stale: an unfinished edition too old to resume by itself waits for a person
-        failed = [d for d in digests if d.status in ("failed", "stale") or d.stalled]
-        worked = [d for d in digests if d.status in WORKED]
+        failed = [d for d in digests if d.status in RUN_FAILED or d.stalled]
+        worked = [d for d in digests if d.status in RUN_WORKED]
         if self.error or (failed and not worked) or any(d.check_errors for d in digests):
             return 1
-        if failed or any(d.status == "partial" for d in digests):
+        if failed or any(d.status == RunStatus.PARTIAL for d in digests):
             return 3
         if any(d.send and d.send.unresolved for d in digests):
             return 3  # held batches wait for a decision

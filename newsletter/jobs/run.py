@@ -44,7 +44,14 @@ from newsletter.preview.preflight import preflight
 from newsletter.render import personalize
 from newsletter.render.env import make_env
 from newsletter.schedule import Period
-from newsletter.states import DELIVERY_OPEN, EDITION_DONE, EDITION_HANDLED, EditionStatus
+from newsletter.states import (
+    DELIVERY_OPEN,
+    EDITION_DONE,
+    EDITION_HANDLED,
+    RUN_HAS_EDITION,
+    EditionStatus,
+    RunStatus,
+)
 from newsletter.store import Store
 from newsletter.store.base import utcnow
 from newsletter.store.locks import worker_id
@@ -86,7 +93,7 @@ def _dry_run_existing(
     counts = store.delivery_counts(edition.id)
     queued = sum(v.get("queued", 0) for v in counts.values())
     waiting, first = store.release_state(edition.id, now)
-    out.status, out.edition_id, out.waiting = "dry-run", edition.id, waiting
+    out.status, out.edition_id, out.waiting = RunStatus.DRY_RUN, edition.id, waiting
     out.next_release = first.isoformat() if first else ""
     out.message = f"would resume edition {edition.id}: {queued - waiting} deliveries to send now"
     if waiting:
@@ -121,9 +128,9 @@ def send_existing(
     out.waiting, first = store.release_state(edition_id, now)
     out.next_release = first.isoformat() if first else ""
     if info and info.status == EditionStatus.PARTIALLY_FAILED:
-        out.status = "partial"
+        out.status = RunStatus.PARTIAL
     elif info and info.status == EditionStatus.SENDING and out.waiting:
-        out.status = "sending"
+        out.status = RunStatus.SENDING
     out.message = f"edition {edition_id}: {out.send.accepted} accepted, {out.send.failed} failed"
     if out.waiting:
         out.message += f"; {out.waiting} wait for local time, next at {out.next_release}"
@@ -214,14 +221,15 @@ def run_digest(
     """
     if period is None:
         period = schedule.current_period(digest, now, digest_zones(store, digest))
-    out = DigestOutcome(digest=digest.name, period=period.key, status="")
+    # FAILED until the run decides: every return below sets the outcome
+    out = DigestOutcome(digest=digest.name, period=period.key, status=RunStatus.FAILED)
     existing = store.find_edition(digest.name, period.key)
     if existing is not None and existing.status == EditionStatus.SKIPPED and force:
         if not dry_run:
             store.delete_skipped_edition(existing.id)
         existing = None
     if existing is not None and existing.status == EditionStatus.PAUSED:
-        out.status = "paused"  # the run's outcome, not the edition's status
+        out.status = RunStatus.PAUSED  # the run's outcome, not the edition's status
         out.edition_id = existing.id
         out.message = (
             f"edition {existing.id} is paused; `newsletter resume {existing.id}` sends the rest"
@@ -229,7 +237,7 @@ def run_digest(
         return out
     if existing is not None and existing.status in EDITION_DONE:
         skipped = existing.status == EditionStatus.SKIPPED and not force
-        out.status = "skipped" if skipped else "already-sent"
+        out.status = RunStatus.SKIPPED if skipped else RunStatus.ALREADY_SENT
         out.edition_id = existing.id
         out.message = (
             f"period {period.key} was skipped (missed); nothing to send"
@@ -244,7 +252,7 @@ def run_digest(
         late = schedule.describe_delta(decision.late_by) if decision.state == "late" else ""
         if not decision.send and not force:
             _report_missed(store, digest, period, out, dry_run)
-            out.status = "missed"
+            out.status = RunStatus.MISSED
             out.message = (
                 f"period {period.key} opened {schedule.describe_delta(decision.late_by)} ago, "
                 f"more than catch_up_hours={digest.catch_up_hours}; skipped"
@@ -261,19 +269,19 @@ def run_digest(
             len(plan.variants),
         )
         if not plan.variants:
-            out.status = "too-few-articles"
+            out.status = RunStatus.TOO_FEW_ARTICLES
             out.message = (
                 f"fewer than min_articles={digest.min_articles} new articles for every variant"
             )
             return out
         if plan.recipients == 0:
-            out.status = "no-subscribers"
+            out.status = RunStatus.NO_SUBSCRIBERS
             out.message = "no active subscriber gets any variant"
             return out
         # reported once: this run either sends the period or (dry run) only shows it
         _report_missed(store, digest, period, out, dry_run)
         if dry_run:
-            out.status = "dry-run"
+            out.status = RunStatus.DRY_RUN
             out.message = (
                 f"would send {plan.article_count} articles in {len(plan.variants)} variants "
                 f"to {plan.recipients} subscribers"
@@ -292,7 +300,7 @@ def run_digest(
         else:
             errors = _preflight_errors(store, cfg, digest, now)
             if errors:
-                out.status, out.check_errors = "failed", errors
+                out.status, out.check_errors = RunStatus.FAILED, errors
                 out.message = (
                     f"the preflight found {len(errors)} error(s); nothing was sent or stored "
                     "(`newsletter check` shows them; `newsletter send --skip-check REASON` "
@@ -304,10 +312,10 @@ def run_digest(
         if late:
             logger.warning("%s: sending period %s %s late", digest.name, period.key, late)
         edition_id, created = create_edition(store, cfg, plan, now, extra_info=extra)
-        out.status = "sent" if created else "resumed"
+        out.status = RunStatus.SENT if created else RunStatus.RESUMED
     else:
         edition_id = existing.id
-        out.status = "resumed"
+        out.status = RunStatus.RESUMED
         if dry_run:
             _dry_run_existing(store, out, existing, now)
             return out
@@ -361,13 +369,13 @@ def resume_unfinished(
     ):
         if edition.period == current:
             continue
-        o = DigestOutcome(digest=digest.name, period=edition.period, status="resumed")
+        o = DigestOutcome(digest=digest.name, period=edition.period, status=RunStatus.RESUMED)
         o.edition_id = edition.id
         age, limit = clock - edition.created_at, max_resume_age(digest, edition)
         if age > limit:
             counts = store.delivery_counts(edition.id)
             left = sum(v.get(s, 0) for v in counts.values() for s in DELIVERY_OPEN)
-            o.status = "stale"
+            o.status = RunStatus.STALE
             o.message = (
                 f"edition {edition.id} ({edition.period}) is unfinished, {left} deliveries "
                 f"not sent, and {schedule.describe_delta(age)} old, older than "
@@ -414,7 +422,7 @@ def resume_edition(
         )
     digest = cfg.digest(info.digest)
     backend = check_preconditions(cfg, digest)
-    out = DigestOutcome(digest=digest.name, period=info.period, status="resumed")
+    out = DigestOutcome(digest=digest.name, period=info.period, status=RunStatus.RESUMED)
     return send_existing(store, cfg, out, edition_id, now, backend, on_batch)
 
 
@@ -424,7 +432,9 @@ def _failed(digest: DigestConfig, now: datetime, err: Exception) -> DigestOutcom
         period = schedule.period_key(schedule.period_start(digest, now))
     except Exception:  # noqa: BLE001 - the report must not fail on top of the failure
         pass
-    return DigestOutcome(digest=digest.name, period=period, status="failed", message=str(err))
+    return DigestOutcome(
+        digest=digest.name, period=period, status=RunStatus.FAILED, message=str(err)
+    )
 
 
 def run(
@@ -497,10 +507,6 @@ def run(
     return _finish(store, cfg, report, started)
 
 
-#: a digest's outcome that means its period has an edition
-HAS_EDITION = ("sent", "resumed", "sending", "partial", "already-sent", "paused")
-
-
 def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:
     """Count, per digest, the schedule periods in a row that ended without an edition
     (no subscribers, too few articles, every source failing, a missed period), each
@@ -510,7 +516,7 @@ def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:
     for d in _last_per_digest(report).values():
         before = store.digest_run(d.digest)
         idle, idle_period = (before.idle_periods, before.idle_period) if before else (0, "")
-        if d.status in HAS_EDITION:
+        if d.status in RUN_HAS_EDITION:
             idle, idle_period = 0, ""
         elif d.period not in ("", "?", idle_period):  # "?": failed before its period was known
             # earlier periods the machine was down for never got an edition either
@@ -519,7 +525,7 @@ def count_idle(store: Store, cfg: Config, report: RunReport) -> dict[str, str]:
         d.idle_periods = idle
         counted[d.digest] = idle_period
         limit = _alert_idle_periods(cfg, d.digest)
-        d.stalled = bool(limit) and idle >= limit and d.status not in HAS_EDITION
+        d.stalled = bool(limit) and idle >= limit and d.status not in RUN_HAS_EDITION
         if d.stalled:
             logger.error(
                 "%s: no edition for %d schedule periods in a row (now: %s); "
@@ -591,7 +597,7 @@ def alert_if_failed(
     ``digests``: the outcomes that decide it (default: all of the report's)."""
     digests = report.digests if digests is None else digests
     code = report.exit_code_of(digests)
-    stale = any(d.status == "stale" for d in digests)  # always told, partial or not
+    stale = any(d.status == RunStatus.STALE for d in digests)  # always told, partial or not
     if not report.dry_run and (code == 1 or (code == 3 and (cfg.alerts.on_partial or stale))):
         report.alert = alerts.send_alert(cfg, _alert_subject(cfg, report), _alert_body(report))
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.models import Article, Tag
+from newsletter.models import Article, SourceState, Tag
 from newsletter.states import EDITION_SENT
 from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import article_tags, articles, edition_articles, editions, source_state
@@ -323,16 +323,16 @@ class ArticleQueries(StoreBase):
 
     # --------------------------------------------------------------- source state
 
-    def get_source_state(self, source: str) -> dict[str, object]:
+    def get_source_state(self, source: str) -> SourceState:
+        """What ``source`` (a source's key) remembered after its last good fetch; an
+        empty state for one never fetched."""
         with self.connect() as conn:
             row = conn.execute(select(source_state).where(source_state.c.source == source)).first()
         if row is None:
-            return {"etag": "", "last_modified": "", "last_ingest_at": None}
-        return {
-            "etag": row.etag,
-            "last_modified": row.last_modified,
-            "last_ingest_at": row.last_ingest_at,
-        }
+            return SourceState()
+        return SourceState(
+            etag=row.etag, last_modified=row.last_modified, last_ingest_at=row.last_ingest_at
+        )
 
     def set_source_state(
         self,

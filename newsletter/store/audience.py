@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select,
 from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.models import Subscriber
-from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus, SubscriptionStatus
+from newsletter.states import SUBSCRIBER_RANK, SubscriberStatus
 from newsletter.store.base import StoreBase, dialect_insert, update_by_id, utcnow
 from newsletter.store.bulk import StoredSubscriber, subscriber_rows
 from newsletter.store.schema import subscriber_tags, subscribers
@@ -107,121 +107,61 @@ def write_subscriber_changes(
     update_by_id(conn, subscribers, changes, updated_at=now)
 
 
-class AudienceQueries(StoreBase):
-    def upsert_subscriber(
-        self,
-        sub: Subscriber,
-        *,
-        resubscribe: bool = False,
-        consent_source: str = "import",
-        conn: Connection | None = None,
-    ) -> tuple[int, str]:
-        """Insert or update by email. Returns (id, "inserted" | "updated" | "unchanged").
+def upsert_subscriber_rows(
+    conn: Connection, subs: Sequence[Subscriber], *, resubscribe: bool, now: datetime
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The subscribers' side of an import (``SubscriptionQueries.upsert_subscribers``),
+    inside the caller's transaction: rows and tags, a statement per table. Returns
+    (id, "inserted" | "updated" | "unchanged") per subscriber, in order, and
+    (id, status) of each one inserted, who still needs a subscription.
 
-        A suppressed or unsubscribed address keeps its status unless ``resubscribe``.
-        """
-        ((sid, what),) = self.upsert_subscribers(
-            [sub], resubscribe=resubscribe, consent_source=consent_source, conn=conn
-        )
-        return sid, what
-
-    def upsert_batches(
-        self,
-        batches: Iterable[Sequence[Subscriber]],
-        *,
-        resubscribe: bool = False,
-        consent_source: str = "import",
-    ) -> Iterator[list[tuple[int, str]]]:
-        """:meth:`upsert_subscribers` for each batch, as ``batches`` yields them.
-
-        One connection serves them all, a transaction per batch, committed before
-        its outcomes are yielded: when the caller stops (a crash, an error in the
-        file), every batch before is kept, and none is held open while the next
-        is read. (Opening a SQLite connection per batch and checkpointing it when
-        it closed cost an import about a tenth of its time.)
-        """
-        with self.engine.connect() as conn:
-            for batch in batches:
-                with conn.begin():
-                    outcomes = self.upsert_subscribers(
-                        batch, resubscribe=resubscribe, consent_source=consent_source, conn=conn
-                    )
-                yield outcomes
-
-    def upsert_subscribers(
-        self,
-        subs: Sequence[Subscriber],
-        *,
-        resubscribe: bool = False,
-        consent_source: str = "import",
-        conn: Connection | None = None,
-    ) -> list[tuple[int, str]]:
-        """Insert or update many by email, in one transaction and a few statements.
-
-        Returns (id, outcome) per subscriber, in order. The addresses must be
-        distinct and normalized. A non-active address stays as it is when the
-        row says active, unless ``resubscribe``; a row that says unsubscribed,
-        bounced … suppresses the address. A new subscriber gets every digest (one
-        subscription to "*"), its consent recorded as ``consent_source``.
-        """
-        if conn is None:
-            with self.begin() as c:
-                return self.upsert_subscribers(
-                    subs, resubscribe=resubscribe, consent_source=consent_source, conn=c
-                )
-        if len({s.email for s in subs}) != len(subs):
-            raise ValueError("upsert_subscribers needs distinct addresses")
-        rows = subscriber_rows(conn, utcnow())
-        existing = rows.existing([s.email for s in subs])
-        have_tags = rows.tags([r.id for r in existing.values()])
-        fresh = [s for s in subs if s.email not in existing]
-        ids = rows.insert(fresh)
-        rows.subscribe(
-            [
-                (
-                    ids[s.email],
-                    SubscriptionStatus.UNSUBSCRIBED
-                    if s.status == SubscriberStatus.UNSUBSCRIBED
-                    else SubscriptionStatus.ACTIVE,
-                )
-                for s in fresh
-            ],
-            consent_source,
-        )
-        outcomes: list[tuple[int, str]] = []
-        updates: list[StoredSubscriber] = []
-        retag: dict[int, list[str]] = {}
-        for s in subs:
-            wanted_tags = sorted(set(s.tags))
-            row = existing.get(s.email)
-            if row is None:
-                sid = ids[s.email]
-                if wanted_tags:
-                    retag[sid] = wanted_tags
-                outcomes.append((sid, "inserted"))
-                continue
-            sid = row.id
-            values = row._replace(name=s.name, timezone=s.timezone)
-            if s.status == SubscriberStatus.ACTIVE and row.status != SubscriberStatus.ACTIVE:
-                if resubscribe:
-                    values = values._replace(
-                        status=SubscriberStatus.ACTIVE, status_reason="", soft_bounces=0
-                    )
-                # else: stays suppressed / unsubscribed
-            elif s.status != row.status:
-                values = values._replace(status=s.status, status_reason="imported")
-            changed = values != row
-            if changed:
-                updates.append(values)
-            if sorted(have_tags[sid]) != wanted_tags:
+    The addresses must be distinct and normalized. A non-active address stays as it
+    is when the row says active, unless ``resubscribe``; a row that says
+    unsubscribed, bounced … suppresses the address.
+    """
+    if len({s.email for s in subs}) != len(subs):
+        raise ValueError("upsert_subscribers needs distinct addresses")
+    rows = subscriber_rows(conn, now)
+    existing = rows.existing([s.email for s in subs])
+    have_tags = rows.tags([r.id for r in existing.values()])
+    fresh = [s for s in subs if s.email not in existing]
+    ids = rows.insert(fresh)
+    outcomes: list[tuple[int, str]] = []
+    updates: list[StoredSubscriber] = []
+    retag: dict[int, list[str]] = {}
+    for s in subs:
+        wanted_tags = sorted(set(s.tags))
+        row = existing.get(s.email)
+        if row is None:
+            sid = ids[s.email]
+            if wanted_tags:
                 retag[sid] = wanted_tags
-                changed = True
-            outcomes.append((sid, "updated" if changed else "unchanged"))
-        rows.update(updates)
-        rows.untag([sid for sid in retag if have_tags.get(sid)])
-        rows.tag([(sid, t) for sid, ts in retag.items() for t in ts])
-        return outcomes
+            outcomes.append((sid, "inserted"))
+            continue
+        sid = row.id
+        values = row._replace(name=s.name, timezone=s.timezone)
+        if s.status == SubscriberStatus.ACTIVE and row.status != SubscriberStatus.ACTIVE:
+            if resubscribe:
+                values = values._replace(
+                    status=SubscriberStatus.ACTIVE, status_reason="", soft_bounces=0
+                )
+            # else: stays suppressed / unsubscribed
+        elif s.status != row.status:
+            values = values._replace(status=s.status, status_reason="imported")
+        changed = values != row
+        if changed:
+            updates.append(values)
+        if sorted(have_tags[sid]) != wanted_tags:
+            retag[sid] = wanted_tags
+            changed = True
+        outcomes.append((sid, "updated" if changed else "unchanged"))
+    rows.update(updates)
+    rows.untag([sid for sid in retag if have_tags.get(sid)])
+    rows.tag([(sid, t) for sid, ts in retag.items() for t in ts])
+    return outcomes, [(ids[s.email], str(s.status)) for s in fresh]
 
+
+class AudienceQueries(StoreBase):
     def get_subscriber(
         self, email: str | None = None, *, id: int | None = None
     ) -> Subscriber | None:

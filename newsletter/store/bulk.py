@@ -11,8 +11,9 @@ array for "these addresses"; PostgreSQL takes one array per column, unnested
 on the server: one round trip per table, whatever the chunk's size.
 
 The values are stored as SQLAlchemy stores them (datetimes through the
-column's own type; the subscription's ``topics`` as JSON ``null``), so rows
-written here and rows written elsewhere read back the same.
+column's own type), so rows written here and rows written elsewhere read back
+the same. The new subscribers' subscriptions are written the same way, a
+statement per chunk, by their own domain (``subscriptions.subscribe_every_digest``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from newsletter.errors import StoreError
 from newsletter.models import Subscriber
 from newsletter.states import SubscriberStatus
 from newsletter.store.base import bind_processor
-from newsletter.store.schema import ALL_DIGESTS, subscribers
+from newsletter.store.schema import subscribers
 
 
 class StoredSubscriber(NamedTuple):
@@ -52,7 +53,8 @@ def _bind(conn: Connection, column: Column[Any], value: Any) -> Any:
 
 
 class SubscriberRows:
-    """Bulk reads and writes of subscribers, their tags and "*" subscriptions."""
+    """Bulk reads and writes of subscribers and their tags (the "*" subscriptions of
+    the new ones: ``subscriptions.subscribe_every_digest``)."""
 
     def __init__(self, conn: Connection, now: datetime):
         self.conn = conn
@@ -66,10 +68,6 @@ class SubscriberRows:
 
     def insert(self, subs: Sequence[Subscriber]) -> dict[str, int]:
         """Insert new subscribers; their ids by address."""
-        raise NotImplementedError
-
-    def subscribe(self, rows: Sequence[tuple[int, str]], consent_source: str) -> None:
-        """A subscription to every digest for each (subscriber id, status)."""
         raise NotImplementedError
 
     def update(self, rows: Sequence[StoredSubscriber]) -> None:
@@ -159,17 +157,6 @@ class SqliteRows(SubscriberRows):
                 "SELECT email, id FROM subscribers WHERE email IN (SELECT value FROM json_each(?))",
                 (s.email for s in subs),
             )
-        )
-
-    def subscribe(self, rows: Sequence[tuple[int, str]], consent_source: str) -> None:
-        if not rows:
-            return
-        self.conn.exec_driver_sql(
-            "INSERT INTO subscriptions (subscriber_id, digest, status, topics, created_at, "
-            "updated_at, confirmed_at, consent_source, consent_at, consent_ip, consent_text) "
-            f"SELECT {_item(0)}, '{ALL_DIGESTS}', {_item(1)}, 'null', ?1, ?1, ?1, ?2, ?1, '', '' "
-            "FROM json_each(?3)",
-            (self.now, consent_source, json.dumps(rows)),
         )
 
     def update(self, rows: Sequence[StoredSubscriber]) -> None:
@@ -263,20 +250,6 @@ class PostgresRows(SubscriberRows):
             ),
         )
         return {s.email: i for i, s in zip(ids, subs, strict=True)}
-
-    def subscribe(self, rows: Sequence[tuple[int, str]], consent_source: str) -> None:
-        if not rows:
-            return
-        now = self.now_text
-        self._copy(
-            "subscriptions",
-            "subscriber_id, digest, status, topics, created_at, updated_at, confirmed_at, "
-            "consent_source, consent_at, consent_ip, consent_text",
-            (
-                (sid, ALL_DIGESTS, status, "null", now, now, now, consent_source, now, "", "")
-                for sid, status in rows
-            ),
-        )
 
     def update(self, rows: Sequence[StoredSubscriber]) -> None:
         if not rows:

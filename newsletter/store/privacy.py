@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -22,13 +23,40 @@ from newsletter.store.schema import (
 )
 from newsletter.store.subscriptions import delete_subscriptions
 
+#: one stored row, column -> value (times as ISO 8601 text)
+StoredRow = dict[str, Any]
 
-def _plain(row: Any) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """Everything stored about one person: the answer to an access request.
+
+    Each row is every column the table has, by name, in the table's order: an
+    access request must show all of it, a column added later included, so the
+    rows are not narrowed to the fields a dataclass would name.
+    """
+
+    subscriber: StoredRow
+    #: the subscriber's tag slugs, sorted
+    tags: list[str]
+    #: by digest; without the row's own id and subscriber_id
+    subscriptions: list[StoredRow]
+    #: by id; each with its edition's ``digest`` and ``period`` last
+    deliveries: list[StoredRow]
+    #: provider events about the address or its deliveries, oldest first
+    events: list[StoredRow]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON takes it (``subscribers show --json``)."""
+        return asdict(self)
+
+
+def _plain(row: Any) -> StoredRow:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row._mapping.items()}
 
 
 class PrivacyQueries(StoreBase):
-    def person(self, email: str) -> dict[str, Any] | None:
+    def person(self, email: str) -> PersonRecord | None:
         """Every row about ``email``: subscriber, tags, subscriptions, deliveries, events."""
         with self.connect() as conn:
             sub = conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
@@ -59,16 +87,16 @@ class PrivacyQueries(StoreBase):
                 .where((events.c.email == email) | events.c.delivery_id.in_(ids or [-1]))
                 .order_by(events.c.occurred_at, events.c.id)
             ).all()
-        return {
-            "subscriber": _plain(sub),
-            "tags": tags,
-            "subscriptions": [
+        return PersonRecord(
+            subscriber=_plain(sub),
+            tags=tags,
+            subscriptions=[
                 {k: v for k, v in _plain(s).items() if k not in ("id", "subscriber_id")}
                 for s in subs
             ],
-            "deliveries": [_plain(d) for d in dels],
-            "events": [_plain(e) for e in evs],
-        }
+            deliveries=[_plain(d) for d in dels],
+            events=[_plain(e) for e in evs],
+        )
 
     def forget(self, email: str, address_hash: str) -> bool:
         """Erase ``email``'s personal data, keep ``address_hash``. False when unknown."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import RowMapping, func, insert, select, update
 
-from newsletter.states import BatchStatus, DeliveryStatus
+from newsletter.states import BatchStatus, DeliveryStatus, RunStatus
 from newsletter.store.base import StoreBase
 from newsletter.store.schema import batches, deliveries, digest_runs, editions, events, subscribers
 
@@ -19,7 +19,7 @@ class DigestRun:
     digest: str
     ran_at: datetime
     exit_code: int
-    status: str
+    status: RunStatus
     period: str
     edition_id: int | None
     message: str
@@ -43,6 +43,10 @@ class Totals:
     subscribers: dict[str, int]
 
 
+def _digest_run(row: RowMapping) -> DigestRun:
+    return DigestRun(**{**row, "status": RunStatus(row["status"])})
+
+
 class RunQueries(StoreBase):
     def record_digest_run(self, run: DigestRun) -> None:
         """Keep ``run`` as the digest's last run (one row per digest)."""
@@ -57,12 +61,12 @@ class RunQueries(StoreBase):
     def digest_run(self, digest: str) -> DigestRun | None:
         with self.connect() as conn:
             row = conn.execute(select(digest_runs).where(digest_runs.c.digest == digest)).first()
-        return DigestRun(**row._mapping) if row else None
+        return _digest_run(row._mapping) if row else None
 
     def digest_runs(self) -> list[DigestRun]:
         with self.connect() as conn:
             rows = conn.execute(select(digest_runs).order_by(digest_runs.c.digest)).all()
-        return [DigestRun(**r._mapping) for r in rows]
+        return [_digest_run(r._mapping) for r in rows]
 
     def edition_backends(self, edition_id: int) -> list[str]:
         """The backends the edition's batches went through (usually one)."""

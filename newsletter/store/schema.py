@@ -31,6 +31,7 @@ from newsletter.states import (
     DeliveryStatus,
     EditionStatus,
     EventType,
+    RunStatus,
     SubscriberStatus,
     SubscriptionStatus,
     check_values,
@@ -308,7 +309,7 @@ digest_runs = Table(
     Column("ran_at", TZ, nullable=False),
     # the exit code of the run that last handled this digest
     Column("exit_code", Integer, nullable=False),
-    # the digest's outcome in that run: sent, no-subscribers, too-few-articles, failed …
+    # the digest's outcome in that run (RunStatus): sent, no-subscribers, failed …
     Column("status", String(30), nullable=False),
     Column("period", String(64), nullable=False, default=""),
     Column("edition_id", Integer),
@@ -317,4 +318,5 @@ digest_runs = Table(
     # counted (so runs every 5 minutes count each period once)
     Column("idle_periods", Integer, nullable=False, default=0),
     Column("idle_period", String(64), nullable=False, default=""),
+    CheckConstraint(check_values("status", RunStatus), name="ck_digest_runs_status"),
 )

@@ -12,22 +12,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from newsletter import http
 from newsletter.articles.normalize import ItemNormalizer
 from newsletter.config import ArticlesConfig, SourceConfig
 from newsletter.errors import ConfigError
-from newsletter.models import Article
-
-
-@dataclass
-class SourceState:
-    """What a source remembers between runs (conditional GET, last ingest)."""
-
-    etag: str = ""
-    last_modified: str = ""
-    last_ingest_at: datetime | None = None
+from newsletter.models import Article, SourceState
 
 
 @dataclass
