@@ -29,3 +29,15 @@ def test_every_doc_the_readme_links_exists():
 def test_every_config_section_is_in_the_starter_config(section):
     assert section in {f.name for f in Config.__dataclass_fields__.values()}
     assert re.search(rf"^\[{section}\]", STARTER, re.M), f"starter.toml lacks [{section}]"
+
+
+def test_every_run_outcome_is_in_the_operations_table():
+    """docs/operations.md "How a run decides" names every status a run can report."""
+    from newsletter.states import RunStatus
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    table = text.split("## How a run decides what is due", 1)[1].split("Decisions the issue", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no heading
+    named = {cell.strip().strip("`") for row in rows for cell in row.split("|")[3:4]}
+    named = {part.strip().strip("`") for cell in named for part in cell.split(",")}
+    assert named == {str(s) for s in RunStatus}
