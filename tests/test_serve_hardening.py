@@ -145,6 +145,29 @@ def test_a_request_head_over_the_cap_is_refused_however_fast_it_comes(server):
     s.close()
 
 
+def test_a_header_line_that_never_ends_is_refused_at_the_cap(server):
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent, answer = 0, b""
+    s.settimeout(0.02)
+    try:
+        while sent < 1_000_000 and not answer:
+            s.sendall(b"a" * 8192)
+            sent += 8192
+            try:
+                answer = s.recv(4096)
+            except TimeoutError:
+                continue
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        s.close()
+    # answered as soon as the head passes 16 KB: not held in memory until the
+    # header deadline (1 s here) closes the connection without a word
+    assert answer.startswith(b"HTTP/1.1 400"), (sent, answer[:80])
+    assert sent < 200_000
+
+
 def test_a_slow_body_to_a_route_that_never_reads_it_is_closed(server):
     s = connect(server)
     s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")

@@ -10,7 +10,8 @@ on one. This protocol adds, per connection:
   must be complete within it, from the connection's start or the previous
   response's end; otherwise the connection is closed;
 - a cap on the request head (``MAX_HEAD_BYTES``): a longer one is answered 400
-  and closed, however quickly it comes;
+  and closed, however quickly it comes, and whether or not its lines end (the
+  parser holds a header in memory until it is whole);
 - a body deadline (``webhook.body_timeout``): the app answers 408 when a body
   it reads is late (``read_body``); this closes any connection whose body is
   still arriving a little after that, whatever route it asked for;
@@ -69,6 +70,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._armed_for = ""
         self._phase = "idle"
         self._head_bytes = 0
+        self._unparsed_head = 0
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             logger.warning("serve: %d connections open; refusing one more", len(self.connections))
@@ -140,6 +142,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._phase = "body"
+        self._unparsed_head = 0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -149,9 +152,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # ---------------------------------------------------------------- events
 
     def data_received(self, data: bytes) -> None:
+        if self._phase != "body":
+            # httptools hands a header over only once it is whole, and buffers it
+            # until then: a head still coming is measured by the bytes received
+            self._unparsed_head += len(data)
         super().data_received(data)
-        if not self.transport.is_closing():
-            self._follow()
+        if self.transport.is_closing():
+            return
+        if self._phase == "head" and self._unparsed_head > MAX_HEAD_BYTES:
+            self.send_400_response("Request head too large.")
+            return
+        self._follow()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
