@@ -123,3 +123,90 @@ def test_connections_over_the_cap_are_refused_at_once_and_service_resumes(server
         s.close()
     time.sleep(0.3)
     assert httpx.get(server.url("/healthz"), timeout=5).text == "ok"
+
+
+def test_serve_runs_the_guarded_httptools_protocol_on_uvloop(tmp_path):
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from newsletter.tracking.server import uvicorn_settings
+
+    settings = uvicorn_settings(build_config(tmp_path, toml=SIGNUP_CONFIG, env=SECRET_ENV))
+    assert issubclass(settings["http"], HttpToolsProtocol)
+    assert settings["loop"] == "uvloop"
+
+
+def test_a_request_head_over_the_cap_is_refused_however_fast_it_comes(server):
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+    s.settimeout(5)
+    answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert closed_after(s, 3) < 2
+    s.close()
+
+
+def test_a_header_line_that_never_ends_is_refused_at_the_cap(server):
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent, answer = 0, b""
+    s.settimeout(0.02)
+    try:
+        while sent < 1_000_000 and not answer:
+            s.sendall(b"a" * 8192)
+            sent += 8192
+            try:
+                answer = s.recv(4096)
+            except TimeoutError:
+                continue
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        s.close()
+    # answered as soon as the head passes 16 KB: not held in memory until the
+    # header deadline (1 s here) closes the connection without a word
+    assert answer.startswith(b"HTTP/1.1 400"), (sent, answer[:80])
+    assert sent < 200_000
+
+
+def test_a_slow_body_to_a_route_that_never_reads_it_is_closed(server):
+    s = connect(server)
+    s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    start = time.monotonic()
+    answer = b""
+    s.settimeout(0.3)
+    try:
+        while time.monotonic() - start < 8:
+            try:
+                s.sendall(b"e")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 405"), answer[:80]
+    # body_timeout (1 s) + the grace (2 s), not as long as bytes keep coming
+    assert time.monotonic() - start < 5
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(server):
+    s = connect(server)
+    s.settimeout(5)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    s.sendall(request)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    time.sleep(0.5)  # within header_timeout: the connection is still there
+    s.sendall(request + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = b""
+    while answers.count(b"HTTP/1.1 ") < 2:
+        chunk = s.recv(4096)
+        assert chunk, answers
+        answers += chunk
+    first, second = answers.split(b"HTTP/1.1 ")[1:3]
+    assert first.startswith(b"200") and second.startswith(b"404")
+    s.close()
