@@ -1030,11 +1030,25 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
     twice changes nothing. Our own events (an unsubscribe through our link) do not
     move a held (``unresolved``) delivery, since only the provider can say it took
     the message; once its batch is settled as accepted they count, as if they had
-    come after. The callers hold the rows they settled (they just updated them);
-    for the others the write is a compare-and-set on the status read here.
+    come after. The write is a compare-and-set on the status read: a delivery a
+    concurrent webhook request moved in between is read and folded again.
     """
-    dialect = conn.dialect.name
+    changed = 0
     ids = sorted({i for i in delivery_ids if i is not None})
+    for _ in range(3):
+        changes = _stored_folds(conn, ids)
+        stale = write_event_statuses(conn, conn.dialect.name, changes, now)
+        changed += len(changes) - stale
+        if not stale:
+            return changed
+        ids = [c["id"] for c in changes]  # the ones done already change nothing now
+    logger.warning("%d deliveries kept moving while their stored events were folded", stale)
+    return changed
+
+
+def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    """The changes folding their stored events makes to these deliveries."""
+    dialect = conn.dialect.name
     rows: dict[int, Any] = {}
     for among in in_parts(dialect, deliveries.c.id, ids):
         q = select(
@@ -1063,10 +1077,7 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
                     "clicked": clicked,
                 }
             )
-    stale = write_event_statuses(conn, dialect, changes, now)
-    if stale:
-        logger.warning("%d deliveries moved while their stored events were folded", stale)
-    return len(changes) - stale
+    return changes
 
 
 def _check_held(conn: Connection, batch_id: str, status: str) -> None:

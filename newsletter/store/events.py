@@ -248,6 +248,7 @@ UNMAILED = (
     DeliveryStatus.CLAIMED,
     DeliveryStatus.UNRESOLVED,
     DeliveryStatus.FAILED,
+    DeliveryStatus.CANCELLED,
 )
 
 
@@ -733,8 +734,8 @@ class EventQueries(StoreBase):
         """{status: deliveries} of an edition that carry an unsubscribe but were not
         (or not known to be) mailed: ``left`` (a claim skipped the reader), ``queued``
         or ``claimed`` (their turn is coming), ``unresolved`` (held: the batch's
-        outcome is unknown) or ``failed`` (the provider refused it, or the operator
-        failed its held batch)."""
+        outcome is unknown), ``failed`` (the provider refused it, or the operator
+        failed its held batch) or ``cancelled`` (the edition was, before their turn)."""
         q = (
             select(deliveries.c.status, func.count())
             .where(

@@ -11,7 +11,7 @@ Definitions (the same in `newsletter status` and the HTML report):
 - left: not sent, because the subscriber was no longer active when their turn came;
 - unsubscribes: the edition's unsubscribes, those mailed who unsubscribed
   (``unsubscribed``) plus those who unsubscribed during its send before their
-  turn (``left``, ``queued``, ``claimed`` or ``failed``, with the unsubscribe
+  turn (``left``, ``queued``, ``claimed``, ``failed`` or ``cancelled``, with the unsubscribe
   recorded on that delivery) or while their delivery was held (``unresolved``:
   ``unsubscribes_held``).
 
