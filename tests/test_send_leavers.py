@@ -23,6 +23,7 @@ from newsletter.cli import cli
 from newsletter.delivery.message import UnsubscribeLinks, unsubscribe_url
 from newsletter.delivery.send import send_edition
 from newsletter.store import open_store
+from newsletter.store.schema import events
 from newsletter.tracking import unsubscribe as unsub
 from newsletter.tracking.app import create_app
 from newsletter.tracking.status import edition_status
@@ -235,3 +236,130 @@ def test_send_says_how_many_left_before_their_turn(project):
         out.stdout
     )
     assert len(list((project / "outbox" / f"edition-{eid}").glob("*.eml"))) == 21
+
+
+def held_next_edition(store, cfg, n=6, size=4):
+    """Readers who got an earlier edition, and the next edition of the digest whose
+    first batch (``size`` readers) is held: its worker died, the outcome unknown."""
+    from tests.helpers import dead_worker
+
+    first = make_edition(store, n)
+    send_edition(store, cfg, first, {"default": RENDER}, RecordingBackend(cfg))
+    eid, _ = store.create_edition(
+        digest="weekly", period="p-next", subject="s", window_start=None, window_end=None
+    )
+    readers = [(d.subscriber_id, d.email) for d in store.list_deliveries(first)]
+    freeze_audience(store, eid, {"default": readers})
+    batch = store.claim_batch(eid, backend="recording", limit=size, worker=dead_worker())
+    backend = RecordingBackend(cfg)
+    assert send_edition(store, cfg, eid, {"default": RENDER}, backend).unresolved == size
+    assert store.get_batch(batch.id).status == "unknown"
+    return first, eid, batch, backend
+
+
+def held_sendgrid_event(d, eid):
+    """SendGrid's "delivered" for a delivery of the held batch, after its request."""
+    from datetime import UTC, datetime
+
+    from newsletter.store.events import TrackedEvent
+
+    return TrackedEvent(
+        provider="sendgrid",
+        provider_event_id=f"sg-{d.id}-delivered",
+        type="delivered",
+        raw_type="delivered",
+        email=d.email,
+        occurred_at=datetime.now(UTC),
+        raw={"event": "delivered", "sg_message_id": "LATEMSG.filterdrecv-1"},
+        delivery_id=d.id,
+        edition_id=eid,
+        message_id="LATEMSG",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settle", "ends"),
+    [
+        ("webhook", "unsubscribed"),  # a SendGrid event for another reader of the batch
+        ("stored", "unsubscribed"),  # one stored while claimed, applied by the send
+        ("resend-proven", "unsubscribed"),  # --resolve resend finds SendGrid's event
+        ("resend", "left"),  # --resolve resend: no evidence, queued again, claimed
+        ("sent", "unsubscribed"),  # --resolve sent
+        ("failed", "failed"),  # --resolve failed
+    ],
+)
+def test_an_unsubscribe_while_held_counts_in_the_held_edition(
+    settle, ends, store, db_url, project, make_config
+):
+    """A reader one-click unsubscribes while their delivery of the edition being
+    sent is held. The unsubscribe counts in that edition (not the one before); it
+    neither settles nor moves the held batch; once the batch is settled the delivery
+    ends as if the unsubscribe had come after the settle."""
+    cfg = make_config(toml=DELIVERY_CONFIG, env=SECRET_ENV, delivery={"batch_size": 4})
+    first, eid, batch, backend = held_next_edition(store, cfg)
+    reader, other = batch.deliveries[1], batch.deliveries[3]
+    with LiveApp(create_app(cfg, store)) as srv:
+        url = unsubscribe_url(cfg, reader.subscriber_id, "weekly")
+        r = httpx.post(srv.url(url.removeprefix(cfg.site.public_url)), **ONE_CLICK)
+        assert r.status_code == 200
+    # held as it was: our own record is no evidence of what SendGrid took
+    assert statuses(store, eid) == {"accepted": 2, "unresolved": 4}
+    assert [b.id for b in store.unresolved_batches(eid)] == [batch.id]
+    # counted in the held edition, and the earlier one is not credited with it
+    assert store.delivery_status(subscriber_ids(store, first)[reader.subscriber_id].id) == (
+        "accepted"
+    )
+    assert edition_status(store, first)["unsubscribes"] == 0
+    data = edition_status(store, eid)
+    assert (data["unsubscribes"], data["unsubscribes_held"]) == (1, 1)
+    out = CliRunner().invoke(cli, ["--db", db_url, "status", str(eid)])
+    assert "unsubscribes 1 (mailed 0, before their turn 0, while held 1)" in out.output
+
+    if settle == "webhook":
+        store.record_events([held_sendgrid_event(other, eid)])
+    elif settle in ("stored", "resend-proven"):
+        # SendGrid's event came in while the batch was still claimed: it settled nothing
+        ev = held_sendgrid_event(other, eid)
+        with store.begin() as conn:
+            conn.execute(
+                events.insert().values(
+                    provider=ev.provider,
+                    provider_event_id=ev.provider_event_id,
+                    delivery_id=other.id,
+                    edition_id=eid,
+                    type="delivered",
+                    raw_type="delivered",
+                    email=other.email,
+                    occurred_at=ev.occurred_at,
+                    reason="",
+                    url="",
+                    received_at=ev.occurred_at,
+                    raw=ev.raw,
+                )
+            )
+        if settle == "stored":
+            store.apply_stored_events(edition_id=eid)  # as the send does at its end
+    if settle not in ("webhook", "stored"):
+        decision = "resend" if settle.startswith("resend") else settle
+        out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, decision])
+        assert out.exit_code == 0, out.output
+        if settle == "resend-proven":
+            assert "4 skipped" in out.output
+    if settle != "resend":  # settled at once, in the settling transaction
+        assert store.delivery_status(reader.id) == ends
+    send_edition(store, cfg, eid, {"default": RENDER}, backend)
+
+    assert store.delivery_status(reader.id) == ends
+    # never mailed again after the unsubscribe answered
+    assert reader.id not in backend.sent
+    if settle == "resend":  # the batch's other readers were sent again
+        held = {d.id for d in batch.deliveries}
+        assert held & set(backend.sent) == held - {reader.id}
+    if settle in ("webhook", "stored", "resend-proven"):
+        assert store.delivery_status(other.id) == "delivered"
+    assert store.unresolved_batches(eid) == []
+    data = edition_status(store, eid)
+    assert (data["unsubscribes"], data["unsubscribes_held"]) == (1, 0)
+    assert data["counts"]["unsubscribed"] == (ends == "unsubscribed")
+    assert edition_status(store, first)["unsubscribes"] == 0
+    assert store.get_edition(eid).status in ("sent", "partially_failed")

@@ -39,9 +39,11 @@ def register(cli: click.Group) -> None:
             )
         for name in COUNTS:
             click.echo(f"  {name:<13} {data['counts'][name]:>8}")
+        mailed, held = data["counts"]["unsubscribed"], data["unsubscribes_held"]
         click.echo(
-            f"unsubscribes {data['unsubscribes']} (mailed {data['counts']['unsubscribed']}, "
-            f"before their turn {data['unsubscribes'] - data['counts']['unsubscribed']})"
+            f"unsubscribes {data['unsubscribes']} (mailed {mailed}, "
+            f"before their turn {data['unsubscribes'] - mailed - held}"
+            + (f", while held {held})" if held else ")")
         )
         click.echo(
             "rates: "

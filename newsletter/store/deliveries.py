@@ -50,11 +50,13 @@ from newsletter.states import (
     DELIVERY,
     DELIVERY_OPEN,
     EDITION_NOT_SENDING,
+    EVENT_DRIVEN,
     BatchStatus,
     DeliveryStatus,
     EditionStatus,
     SubscriberStatus,
     SubscriptionStatus,
+    fold,
 )
 from newsletter.store.base import (
     StoreBase,
@@ -638,15 +640,22 @@ class DeliveryQueries(StoreBase):
                 values["error"] = ""
             elif target == D.FAILED:
                 values["error"] = "outcome unknown; marked failed by the operator"
-            n = conn.execute(
-                update(deliveries)
-                .where(
-                    (deliveries.c.batch_id == batch_id)
-                    & (deliveries.c.status == D.UNRESOLVED)
-                    & can_move(deliveries, DELIVERY, target)
-                )
-                .values(status=target, **values)
-            ).rowcount
+            moved = list(
+                conn.execute(
+                    update(deliveries)
+                    .where(
+                        (deliveries.c.batch_id == batch_id)
+                        & (deliveries.c.status == D.UNRESOLVED)
+                        & can_move(deliveries, DELIVERY, target)
+                    )
+                    .values(status=target, **values)
+                    .returning(deliveries.c.id)
+                ).scalars()
+            )
+            if target == D.ACCEPTED:
+                # taken: what was stored for them while held counts now (our own
+                # unsubscribe events too, as if they had come after)
+                fold_stored_events(conn, moved, now)
             move_row(
                 conn,
                 batches,
@@ -657,7 +666,7 @@ class DeliveryQueries(StoreBase):
                 error=f"resolved: {decision}",
                 finished_at=now,
             )
-        return int(n)
+        return len(moved)
 
     def move_batch(self, batch_id: str, status: str, **values: Any) -> bool:
         """Move one batch to ``status`` (and set ``values``) if ``BATCH`` allows it.
@@ -717,15 +726,22 @@ class DeliveryQueries(StoreBase):
             _check_held(conn, batch_id, row.status)
             seen, mid = _evidence(conn, batch_id)
             if seen:
-                n = conn.execute(
-                    update(deliveries)
-                    .where(
-                        (deliveries.c.batch_id == batch_id)
-                        & (deliveries.c.status == D.UNRESOLVED)
-                        & can_move(deliveries, DELIVERY, D.ACCEPTED)
-                    )
-                    .values(status=D.ACCEPTED, message_id=(row.message_id or mid)[:500], error="")
-                ).rowcount
+                accepted = list(
+                    conn.execute(
+                        update(deliveries)
+                        .where(
+                            (deliveries.c.batch_id == batch_id)
+                            & (deliveries.c.status == D.UNRESOLVED)
+                            & can_move(deliveries, DELIVERY, D.ACCEPTED)
+                        )
+                        .values(
+                            status=D.ACCEPTED, message_id=(row.message_id or mid)[:500], error=""
+                        )
+                        .returning(deliveries.c.id)
+                    ).scalars()
+                )
+                # the events stored while they were held count now
+                fold_stored_events(conn, accepted, now)
                 conn.execute(
                     update(batches)
                     .where(
@@ -740,7 +756,7 @@ class DeliveryQueries(StoreBase):
                     )
                 )
                 _finish_if_settled(conn, row.edition_id, now)
-                return 0, n, str(row.edition_id)
+                return 0, len(accepted), str(row.edition_id)
             n = conn.execute(
                 update(deliveries)
                 .where(
@@ -936,21 +952,22 @@ def lock_held_batches(conn: Connection, delivery_ids: Iterable[int]) -> None:
 
 def settle_held_batches(
     conn: Connection, proofs: Iterable[tuple[int, str, str, datetime]], now: datetime
-) -> int:
+) -> list[int]:
     """Settle held batches from provider events, inside the caller's transaction.
 
     ``proofs`` are (delivery id, provider, message id, occurred at) of newly
     stored events. A held (``unknown``) batch with a provider event for any of
     its deliveries, from the time of its request on, was accepted whole: its
     unresolved deliveries become accepted, the batch too, and an edition left
-    with nothing open is done. Returns how many deliveries were settled.
+    with nothing open is done. Returns the deliveries settled: the caller folds
+    their stored events (:func:`fold_stored_events`).
     """
     by_delivery: dict[int, list[tuple[str, str, datetime]]] = {}
     for did, provider, mid, at in proofs:
         if did is not None and provider and provider != OWN_EVENTS:
             by_delivery.setdefault(did, []).append((provider, mid, at))
     if not by_delivery:
-        return 0
+        return []
     held: dict[str, tuple[int, str, str]] = {}
     ids = sorted(by_delivery)
     for among in in_parts(conn.dialect.name, deliveries.c.id, ids):
@@ -970,10 +987,10 @@ def settle_held_batches(
                 # an event from before this batch's request is about an earlier one
                 if bid not in held and at >= claimed_at - CLOCK_SKEW:
                     held[bid] = (eid, bmid or mid, provider)
-    settled = 0
+    settled: list[int] = []
     editions_touched: set[int] = set()
     for bid, (eid, mid, provider) in held.items():
-        n = conn.execute(
+        settled += conn.execute(
             update(deliveries)
             .where(
                 (deliveries.c.batch_id == bid)
@@ -981,7 +998,8 @@ def settle_held_batches(
                 & can_move(deliveries, DELIVERY, D.ACCEPTED)
             )
             .values(status=D.ACCEPTED, message_id=mid[:500], error="", updated_at=now)
-        ).rowcount
+            .returning(deliveries.c.id)
+        ).scalars()
         values: dict[str, Any] = {
             "status": B.ACCEPTED,
             "finished_at": now,
@@ -998,11 +1016,68 @@ def settle_held_batches(
             )
             .values(**values)
         )
-        settled += n
         editions_touched.add(eid)
     for eid in sorted(editions_touched):
         _finish_if_settled(conn, eid, now)
     return settled
+
+
+def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+    """Fold every stored event of these deliveries into their status and flags, in
+    the caller's transaction. Returns how many deliveries changed.
+
+    Folding is by precedence (:func:`newsletter.states.fold`), so an event folded
+    twice changes nothing. Our own events (an unsubscribe through our link) do not
+    move a held (``unresolved``) delivery, since only the provider can say it took
+    the message; once its batch is settled as accepted they count, as if they had
+    come after. The write is a compare-and-set on the status read: a delivery a
+    concurrent webhook request moved in between is read and folded again.
+    """
+    changed = 0
+    ids = sorted({i for i in delivery_ids if i is not None})
+    for _ in range(3):
+        changes = _stored_folds(conn, ids)
+        stale = write_event_statuses(conn, conn.dialect.name, changes, now)
+        changed += len(changes) - stale
+        if not stale:
+            return changed
+        ids = [c["id"] for c in changes]  # the ones done already change nothing now
+    logger.warning("%d deliveries kept moving while their stored events were folded", stale)
+    return changed
+
+
+def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    """The changes folding their stored events makes to these deliveries."""
+    dialect = conn.dialect.name
+    rows: dict[int, Any] = {}
+    for among in in_parts(dialect, deliveries.c.id, ids):
+        q = select(
+            deliveries.c.id, deliveries.c.status, deliveries.c.opened, deliveries.c.clicked
+        ).where(among & deliveries.c.status.in_(EVENT_DRIVEN))
+        rows.update((r.id, r) for r in conn.execute(q))
+    types: dict[int, list[str]] = {i: [] for i in rows}
+    for among in in_parts(dialect, events.c.delivery_id, sorted(rows)):
+        q = select(events.c.delivery_id, events.c.provider, events.c.type).where(among)
+        for ev in conn.execute(q):
+            if rows[ev.delivery_id].status == D.UNRESOLVED and ev.provider == OWN_EVENTS:
+                continue  # only the provider can say it took a held message
+            types[ev.delivery_id].append(ev.type)
+    changes: list[dict[str, Any]] = []
+    for did, ts in types.items():
+        r = rows[did]
+        status, opened, clicked = fold(r.status, ts)
+        opened, clicked = opened or bool(r.opened), clicked or bool(r.clicked)
+        if (status, opened, clicked) != (r.status, bool(r.opened), bool(r.clicked)):
+            changes.append(
+                {
+                    "id": did,
+                    "from": r.status,
+                    "status": status,
+                    "opened": opened,
+                    "clicked": clicked,
+                }
+            )
+    return changes
 
 
 def _check_held(conn: Connection, batch_id: str, status: str) -> None:

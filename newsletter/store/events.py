@@ -56,6 +56,7 @@ from newsletter.store.audience import write_subscriber_changes
 from newsletter.store.base import StoreBase, in_parts, sqlite_executemany, utcnow
 from newsletter.store.deliveries import (
     OWN_EVENTS,
+    fold_stored_events,
     lock_held_batches,
     message_id_of,
     settle_held_batches,
@@ -239,6 +240,18 @@ _PG_INSERT_EVENTS = (
 )
 
 
+#: delivery statuses of readers not (known to be) mailed: an unsubscribe recorded on
+#: one counts in its edition beside the ``unsubscribed`` ones
+UNMAILED = (
+    DeliveryStatus.LEFT,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.CLAIMED,
+    DeliveryStatus.UNRESOLVED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.CANCELLED,
+)
+
+
 class EventQueries(StoreBase):
     @contextmanager
     def _durable_begin(self) -> Iterator[Connection]:
@@ -292,13 +305,17 @@ class EventQueries(StoreBase):
                 ],
                 now,
             )
+            folded = 0
             if settled:
-                # their deliveries are accepted now: fold the events from there (the
-                # status updates below are compare-and-set on the status read)
+                # their deliveries are accepted now: fold what was stored for them
+                # while held (our own unsubscribes too), then the new events from
+                # there (the status updates below are compare-and-set on the status read)
+                folded = fold_stored_events(conn, settled, now)
                 matched = self._match(conn, new)
             result.deliveries_changed, result.refused = self._apply_statuses(
                 conn, new, matched, now
             )
+            result.deliveries_changed += folded
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_resubscribes(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -620,55 +637,54 @@ class EventQueries(StoreBase):
 
         Events that arrived while a delivery was still claimed (the provider
         answered after its events came in) change no status at the time; the
-        send calls this afterwards so they count. Returns deliveries changed.
+        send calls this afterwards so they count. A held batch with a provider
+        event is settled first, and the stored events of all its deliveries are
+        folded. Returns deliveries changed.
         """
         now = utcnow()
         with self.begin() as conn:
-            q = select(*_DELIVERY_COLS).where(deliveries.c.status.in_(EVENT_DRIVEN))
+            q = select(deliveries.c.id, deliveries.c.status).where(
+                deliveries.c.status.in_(EVENT_DRIVEN)
+            )
             if delivery_ids is not None:
-                ids = sorted(set(delivery_ids))
                 found: list[Any] = []
-                for part in _chunks(ids):
-                    found += conn.execute(q.where(deliveries.c.id.in_(part))).all()
+                for among in in_parts(self.dialect, deliveries.c.id, sorted(set(delivery_ids))):
+                    found += conn.execute(q.where(among)).all()
             elif edition_id is not None:
                 found = list(conn.execute(q.where(deliveries.c.edition_id == edition_id)).all())
             else:
                 raise ValueError("give delivery_ids or edition_id")
-            rows = {r.id: _Delivery(*r[:7]) for r in found}
-            types: dict[int, list[tuple[str, str]]] = {i: [] for i in rows}
+            held = sorted(did for did, status in found if status == DeliveryStatus.UNRESOLVED)
+            if self.dialect == "postgresql":
+                lock_held_batches(conn, held)  # as the webhook does: batches first
             proofs: list[tuple[int, str, str, datetime]] = []
-            for part in _chunks(sorted(rows)):
-                for did, t, provider, raw, at in conn.execute(
-                    select(
-                        events.c.delivery_id,
-                        events.c.type,
-                        events.c.provider,
-                        events.c.raw,
-                        events.c.occurred_at,
-                    ).where(events.c.delivery_id.in_(part))
-                ):
-                    types[did].append((provider, t))
-                    if rows[did].status == DeliveryStatus.UNRESOLVED:
-                        proofs.append((did, provider, message_id_of(raw), at))
-            settle_held_batches(conn, proofs, now)
-            pairs = [
-                (TrackedEvent(provider, "", EventType(t), "", "", now, {}), rows[did])
-                for did, ts in types.items()
-                for provider, t in ts
-            ]
-            changed, _ = self._apply_statuses(
-                conn, [p[0] for p in pairs], [p[1] for p in pairs], now
-            )
-            return changed
+            for among in in_parts(self.dialect, events.c.delivery_id, held):
+                proofs += [
+                    (did, provider, message_id_of(raw), at)
+                    for did, provider, raw, at in conn.execute(
+                        select(
+                            events.c.delivery_id,
+                            events.c.provider,
+                            events.c.raw,
+                            events.c.occurred_at,
+                        ).where(among)
+                    )
+                ]
+            settled = settle_held_batches(conn, proofs, now)
+            return fold_stored_events(conn, [did for did, _ in found] + settled, now)
 
     # ------------------------------------------------------------------ unsubscribes
 
     def latest_delivery(self, subscriber_id: int, digest: str) -> int | None:
         """The newest delivery of ``digest`` for a subscriber, for an unsubscribe to mark.
 
-        One the provider took, or one of an edition being sent (queued, claimed, or
-        left at claim time), so that an unsubscribe during a send counts in that
-        edition. Not a held (unresolved) one: only the provider can settle that.
+        One the provider took, or one of an edition being sent (queued, claimed,
+        left at claim time, or held: its batch's outcome unknown), so that an
+        unsubscribe during a send counts in that edition. The event stored on a held
+        delivery neither moves it nor settles its batch (only the provider's events
+        do); once the batch is settled the delivery ends as if the unsubscribe had
+        come after: unsubscribed if accepted, left when its resend is claimed,
+        failed if the operator says so.
         """
         q = (
             select(deliveries.c.id)
@@ -680,8 +696,12 @@ class EventQueries(StoreBase):
             .where(deliveries.c.subscriber_id == subscriber_id)
             .where(
                 deliveries.c.status.in_(
-                    [s for s in EVENT_DRIVEN if s != DeliveryStatus.UNRESOLVED]
-                    + [DeliveryStatus.QUEUED, DeliveryStatus.CLAIMED, DeliveryStatus.LEFT]
+                    [
+                        *EVENT_DRIVEN,
+                        DeliveryStatus.QUEUED,
+                        DeliveryStatus.CLAIMED,
+                        DeliveryStatus.LEFT,
+                    ]
                 )
             )
             .order_by(deliveries.c.id.desc())
@@ -710,19 +730,28 @@ class EventQueries(StoreBase):
         with self.connect() as conn:
             return [(v, s, bool(o), bool(c), int(n)) for v, s, o, c, n in conn.execute(q)]
 
-    def left_after_unsubscribing(self, edition_id: int) -> int:
-        """Deliveries of an edition not sent because the reader unsubscribed during its send."""
-        q = select(func.count(func.distinct(deliveries.c.id))).where(
-            (deliveries.c.edition_id == edition_id)
-            & (deliveries.c.status == DeliveryStatus.LEFT)
-            & deliveries.c.id.in_(
-                select(events.c.delivery_id).where(
-                    (events.c.edition_id == edition_id) & (events.c.type == EventType.UNSUBSCRIBED)
+    def unsubscribed_unmailed(self, edition_id: int) -> dict[str, int]:
+        """{status: deliveries} of an edition that carry an unsubscribe but were not
+        (or not known to be) mailed: ``left`` (a claim skipped the reader), ``queued``
+        or ``claimed`` (their turn is coming), ``unresolved`` (held: the batch's
+        outcome is unknown), ``failed`` (the provider refused it, or the operator
+        failed its held batch) or ``cancelled`` (the edition was, before their turn)."""
+        q = (
+            select(deliveries.c.status, func.count())
+            .where(
+                (deliveries.c.edition_id == edition_id)
+                & deliveries.c.status.in_(UNMAILED)
+                & deliveries.c.id.in_(
+                    select(events.c.delivery_id).where(
+                        (events.c.edition_id == edition_id)
+                        & (events.c.type == EventType.UNSUBSCRIBED)
+                    )
                 )
             )
+            .group_by(deliveries.c.status)
         )
         with self.connect() as conn:
-            return int(conn.execute(q).scalar_one())
+            return {s: int(n) for s, n in conn.execute(q)}
 
     def event_type_counts(self, edition_id: int) -> dict[str, int]:
         q = (

@@ -11,7 +11,9 @@ Definitions (the same in `newsletter status` and the HTML report):
 - left: not sent, because the subscriber was no longer active when their turn came;
 - unsubscribes: the edition's unsubscribes, those mailed who unsubscribed
   (``unsubscribed``) plus those who unsubscribed during its send before their
-  turn (``left``, with the unsubscribe recorded on that delivery).
+  turn (``left``, ``queued``, ``claimed``, ``failed`` or ``cancelled``, with the unsubscribe
+  recorded on that delivery) or while their delivery was held (``unresolved``:
+  ``unsubscribes_held``).
 
 Opens are counted from SendGrid's open events; Apple Mail Privacy Protection
 pre-fetches images, so the open rate is an upper bound.
@@ -127,9 +129,9 @@ def edition_status(store: Store, edition_id: int | None = None) -> dict[str, Any
     # no batch yet (nothing sent): rates are unknown either way
     events = bool(backends) and any(b in EVENT_BACKENDS for b in backends)
     overall = summarize([r[1:] for r in rows], events=events)
-    overall["unsubscribes"] = overall["counts"]["unsubscribed"] + store.left_after_unsubscribing(
-        info.id
-    )
+    unmailed = store.unsubscribed_unmailed(info.id)
+    overall["unsubscribes"] = overall["counts"]["unsubscribed"] + sum(unmailed.values())
+    overall["unsubscribes_held"] = unmailed.get(D.UNRESOLVED, 0)
     return {
         "id": info.id,
         "digest": info.digest,
