@@ -13,8 +13,9 @@ ROOT = Path(__file__).parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 #: declared but never imported, on purpose: time zone data read by zoneinfo; the
-#: PostgreSQL driver SQLAlchemy loads from the database URL
-NOT_IMPORTED = {"tzdata", "psycopg"}
+#: PostgreSQL driver SQLAlchemy loads from the database URL; the HTTP parser that
+#: uvicorn's HttpToolsProtocol (tracking/server.py extends it) imports
+NOT_IMPORTED = {"tzdata", "psycopg", "httptools"}
 
 
 def _name(requirement: str) -> str:
