@@ -726,35 +726,15 @@ class DeliveryQueries(StoreBase):
             _check_held(conn, batch_id, row.status)
             seen, mid = _evidence(conn, batch_id)
             if seen:
-                accepted = list(
-                    conn.execute(
-                        update(deliveries)
-                        .where(
-                            (deliveries.c.batch_id == batch_id)
-                            & (deliveries.c.status == D.UNRESOLVED)
-                            & can_move(deliveries, DELIVERY, D.ACCEPTED)
-                        )
-                        .values(
-                            status=D.ACCEPTED, message_id=(row.message_id or mid)[:500], error=""
-                        )
-                        .returning(deliveries.c.id)
-                    ).scalars()
+                accepted = accept_held_batch(
+                    conn,
+                    batch_id,
+                    row.message_id or mid,
+                    f"resend asked, not done: {seen} deliveries have provider events",
+                    now,
                 )
                 # the events stored while they were held count now
                 fold_stored_events(conn, accepted, now)
-                conn.execute(
-                    update(batches)
-                    .where(
-                        (batches.c.id == batch_id)
-                        & (batches.c.status == B.UNKNOWN)
-                        & can_move(batches, BATCH, B.ACCEPTED)
-                    )
-                    .values(
-                        status=B.ACCEPTED,
-                        finished_at=now,
-                        error=f"resend asked, not done: {seen} deliveries have provider events",
-                    )
-                )
                 _finish_if_settled(conn, row.edition_id, now)
                 return 0, len(accepted), str(row.edition_id)
             n = conn.execute(
@@ -990,36 +970,47 @@ def settle_held_batches(
     settled: list[int] = []
     editions_touched: set[int] = set()
     for bid, (eid, mid, provider) in held.items():
-        settled += conn.execute(
-            update(deliveries)
-            .where(
-                (deliveries.c.batch_id == bid)
-                & (deliveries.c.status == D.UNRESOLVED)
-                & can_move(deliveries, DELIVERY, D.ACCEPTED)
-            )
-            .values(status=D.ACCEPTED, message_id=mid[:500], error="", updated_at=now)
-            .returning(deliveries.c.id)
-        ).scalars()
-        values: dict[str, Any] = {
-            "status": B.ACCEPTED,
-            "finished_at": now,
-            "error": f"outcome was unknown; accepted: a {provider} event arrived for it",
-        }
-        if mid:
-            values["message_id"] = mid[:500]
-        conn.execute(
-            update(batches)
-            .where(
-                (batches.c.id == bid)
-                & (batches.c.status == B.UNKNOWN)
-                & can_move(batches, BATCH, B.ACCEPTED)
-            )
-            .values(**values)
+        settled += accept_held_batch(
+            conn, bid, mid, f"outcome was unknown; accepted: a {provider} event arrived for it", now
         )
         editions_touched.add(eid)
     for eid in sorted(editions_touched):
         _finish_if_settled(conn, eid, now)
     return settled
+
+
+def accept_held_batch(
+    conn: Connection, batch_id: str, message_id: str, why: str, now: datetime
+) -> list[int]:
+    """A held batch proven accepted, in the caller's transaction: its unresolved
+    deliveries and the batch itself become accepted (``message_id``, the provider's,
+    kept where known; ``why`` on the batch). Returns the deliveries moved; the
+    caller folds their stored events and finishes the edition if nothing is open."""
+    moved = list(
+        conn.execute(
+            update(deliveries)
+            .where(
+                (deliveries.c.batch_id == batch_id)
+                & (deliveries.c.status == D.UNRESOLVED)
+                & can_move(deliveries, DELIVERY, D.ACCEPTED)
+            )
+            .values(status=D.ACCEPTED, message_id=message_id[:500], error="", updated_at=now)
+            .returning(deliveries.c.id)
+        ).scalars()
+    )
+    values: dict[str, Any] = {"status": B.ACCEPTED, "finished_at": now, "error": why}
+    if message_id:
+        values["message_id"] = message_id[:500]
+    conn.execute(
+        update(batches)
+        .where(
+            (batches.c.id == batch_id)
+            & (batches.c.status == B.UNKNOWN)
+            & can_move(batches, BATCH, B.ACCEPTED)
+        )
+        .values(**values)
+    )
+    return moved
 
 
 def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
