@@ -28,7 +28,7 @@ from newsletter.tracking.app import create_app
 from tests.fakes.event_webhook import LiveApp
 from tests.fakes.mail import free_port
 from tests.fakes.serve import ServeProcess
-from tests.helpers import IN_CI, SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config
+from tests.helpers import IN_CI, SECRET, SECRET_ENV, SIGNUP_CONFIG, build_config, self_signed
 
 CRON = Path(__file__).parent.parent / "cron"
 UNIT = CRON / "newsletter-serve.service"
@@ -200,39 +200,6 @@ def require(tool: str) -> str:
     return path
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "steppe-ledger.example")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = folder / "cert.pem", folder / "key.pem"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return crt, pem
-
-
 @contextlib.contextmanager
 def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
     """``argv`` as a process until the block ends, once it accepts on 127.0.0.1:``port``."""
@@ -307,7 +274,7 @@ def behind_the_proxy(tmp_path: Path, db_url: str, start_proxy, denied: int) -> N
 
 def test_the_nginx_example_runs_in_front_of_serve(tmp_path, db_url):
     nginx = require("nginx")
-    crt, key = self_signed(tmp_path)
+    crt, key = self_signed(tmp_path, "steppe-ledger.example")
     site = (CRON / "nginx-serve.conf").read_text("utf-8")
     site = site.replace("/etc/letsencrypt/live/steppe-ledger.example/fullchain.pem", str(crt))
     site = site.replace("/etc/letsencrypt/live/steppe-ledger.example/privkey.pem", str(key))

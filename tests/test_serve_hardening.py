@@ -38,6 +38,30 @@ def connect(srv) -> socket.socket:
     return s
 
 
+def trickle(s: socket.socket, seconds: float = 8) -> bytes:
+    """Send a body a byte at a time (one every 0.3 s at most) until the server
+    closes or ``seconds`` pass; returns what it answered meanwhile. Closes ``s``."""
+    start = time.monotonic()
+    answer = b""
+    s.settimeout(0.3)
+    try:
+        while time.monotonic() - start < seconds:
+            try:
+                s.sendall(b"e")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        s.close()
+    return answer
+
+
 def closed_after(s: socket.socket, limit: float) -> float:
     """Seconds until the server closed ``s`` (reading whatever it answered)."""
     start = time.monotonic()
@@ -81,23 +105,7 @@ def test_a_slow_body_is_answered_408_then_closed(server):
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
     )
     start = time.monotonic()
-    answer = b""
-    s.settimeout(0.3)
-    try:
-        while time.monotonic() - start < 8:
-            try:
-                s.sendall(b"e")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            try:
-                chunk = s.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            answer += chunk
-    finally:
-        s.close()
+    answer = trickle(s)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert time.monotonic() - start < 5
 
@@ -172,23 +180,7 @@ def test_a_slow_body_to_a_route_that_never_reads_it_is_closed(server):
     s = connect(server)
     s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
     start = time.monotonic()
-    answer = b""
-    s.settimeout(0.3)
-    try:
-        while time.monotonic() - start < 8:
-            try:
-                s.sendall(b"e")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            try:
-                chunk = s.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            answer += chunk
-    finally:
-        s.close()
+    answer = trickle(s)
     assert answer.startswith(b"HTTP/1.1 405"), answer[:80]
     # body_timeout (1 s) + the grace (2 s), not as long as bytes keep coming
     assert time.monotonic() - start < 5
