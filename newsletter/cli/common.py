@@ -102,8 +102,13 @@ class NewsletterGroup(click.Group):
             ctx.exit(err.exit_code)
         except click.ClickException as err:
             app = ctx.obj if isinstance(ctx.obj, App) else None
-            if app is None or app.log_format != "json":
+            # an unknown command fails before the group's callback: no App yet, but
+            # the group's own options are parsed
+            fmt = app.log_format if app is not None else ctx.params.get("log_format")
+            if fmt != "json":
                 raise
+            if app is None:
+                setup_logging("json", 0)
             # a bad option or value: one JSON line too, so the log stays JSON lines only
             text = err.format_message()
             if isinstance(err, click.UsageError) and err.ctx is not None:
