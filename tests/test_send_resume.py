@@ -140,3 +140,47 @@ def test_a_stale_edition_once_cancelled_is_no_longer_reported_nor_sent(project):
         f"Error: edition {eid} is cancelled, not unfinished; nothing to resume"
     )
     assert sent_files(project, eid) == 0
+
+
+def test_several_unfinished_editions_are_finished_oldest_first(project):
+    """Two earlier periods left unfinished (the sender died twice): the next run
+    sends both, the older one first, before anything of its own period."""
+    from newsletter.editions.freeze import create_edition
+    from newsletter.editions.plan import plan_edition
+    from newsletter.schedule import current_period
+
+    toml = project / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "min_articles = 1", "min_articles = 1\nresume_max_age_hours = 1000"
+        )
+    )
+    runner = CliRunner()
+    assert runner.invoke(cli, ["subscribers", "import", "subscribers.csv"]).exit_code == 0
+    assert runner.invoke(cli, ["ingest"]).exit_code == 0
+    cfg = build_config(project)
+    store = open_store(cfg.database_url)
+    digest = cfg.digest()
+    first = datetime.fromisoformat("2026-11-30T07:05:00+05:00")
+    plan = plan_edition(store, cfg, digest, first)
+    older, _ = create_edition(store, cfg, plan, first)
+    # the same stories again, a week later: each frozen, neither sent
+    when = datetime.fromisoformat(NEXT_WEEK)
+    plan.period = current_period(digest, when, []).key
+    newer, _ = create_edition(store, cfg, plan, when)
+    assert older < newer
+    assert store.get_edition(older).status == store.get_edition(newer).status == "sending"
+    store.close()
+    out = runner.invoke(cli, ["send", "--at", "2026-12-14T07:05:00+05:00", "--json"])
+    data = json.loads(out.stdout)
+    resumed = [(d["edition_id"], d["status"]) for d in data["digests"][:2]]
+    assert resumed == [(older, "resumed"), (newer, "resumed")], out.output
+    assert data["digests"][2]["period"] == "2026-12-14T07:00+05:00"
+    assert out.stderr.index(f"edition {older}") < out.stderr.index(f"edition {newer}")
+    assert sent_files(project, older) == sent_files(project, newer) == 22
+    # the older one's messages were all written before the newer one's first
+    written = {
+        eid: [p.stat().st_mtime_ns for p in (project / "outbox" / f"edition-{eid}").iterdir()]
+        for eid in (older, newer)
+    }
+    assert max(written[older]) <= min(written[newer])
