@@ -270,6 +270,73 @@ def test_a_signup_over_a_limit_keeps_only_its_hits(store):
     assert store.hit("resend:a@example.com", 60) == 2
 
 
+def test_several_hits_in_one_statement_count_one_each_in_order(store):
+    import time
+
+    with store.begin() as conn:
+        assert store.hits(conn, [("a", 60), ("b", 60), ("short", 0.001)]) == [1, 1, 1]
+    time.sleep(0.01)
+    with store.begin() as conn:
+        # short's window had closed: it opens again
+        assert store.hits(conn, [("short", 60), ("b", 60), ("a", 60)]) == [1, 2, 2]
+        # a key given twice is counted twice (one statement cannot update a row twice)
+        assert store.hits(conn, [("a", 60), ("b", 60), ("a", 60)]) == [3, 3, 4]
+        assert store.hits(conn, []) == []
+    assert [store.hit(k, 60) for k in ("a", "b", "short")] == [5, 4, 2]
+
+
+def test_a_signup_counts_its_resend_claim_and_limits_last_in_one_statement(store):
+    """docs/subscribe.md "Against abuse": the counters are the transaction's last
+    statement, their rows taken in the order resend claim, address, client (the
+    most shared row last, locked for the shortest time); over a limit the signup
+    is rolled back and the limits alone are counted again."""
+    from newsletter.store.subscriptions import Limit
+
+    seen: list[object] = []
+
+    def statement(conn, cursor, sql, params, context, executemany):
+        if "rate_limits" in sql:
+            named = context.compiled_parameters[0]
+            seen.append([named[f"key_{i}"] for i in range(len(named) - 1) if f"key_{i}" in named])
+        elif sql.strip() not in ("", ";", "SELECT 1"):
+            seen.append("statement")
+
+    sa.event.listen(store.engine, "before_cursor_execute", statement)
+    sa.event.listen(store.engine, "commit", lambda conn: seen.append("commit"))
+    sa.event.listen(store.engine, "rollback", lambda conn: seen.append("rollback"))
+
+    def signup(email: str, ip_limit: int = 100):
+        seen.clear()
+        return store.record_signup(
+            SignupRequest(email=email, digests=["weekly", "daily"], topics=[]),
+            limits=[Limit(f"address:{email}", 5, 60), Limit("ip:1", ip_limit, 60)],
+            resend=Limit(f"resend:{email}", 1, 60),
+        )
+
+    def last_transaction() -> list[object]:
+        begun = [i for i, s in enumerate(seen) if s in ("commit", "rollback")]
+        start = begun[-2] + 1 if len(begun) > 1 else 0
+        return [s for s in seen[start:] if s not in ("commit", "rollback")]
+
+    counters = [["resend:a@example.com", "address:a@example.com", "ip:1"]]
+    assert signup("a@example.com").confirm_due
+    assert last_transaction()[-1:] == counters and seen[-1] == "commit"
+    # known and pending: the same order, still last
+    assert not signup("a@example.com").confirm_due
+    assert last_transaction()[-1:] == counters and seen[-1] == "commit"
+    # known and active: nothing to confirm, so no resend claim
+    store.confirm_signup(store.get_subscriber("a@example.com").id, datetime.now(UTC))
+    out = signup("a@example.com")
+    assert out.pending == [] and not out.confirm_due
+    assert last_transaction()[-1:] == [["address:a@example.com", "ip:1"]]
+    # over a limit: the signup's transaction rolled back, then the limits alone
+    assert signup("b@example.com", ip_limit=1).limited
+    assert seen[-2:] == [["address:b@example.com", "ip:1"], "commit"]
+    rolled = seen[: seen.index("rollback")]
+    assert rolled[-1] == ["resend:b@example.com", "address:b@example.com", "ip:1"]
+    assert store.get_subscriber("b@example.com") is None
+
+
 def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):
     from newsletter.editions.freeze import freeze_audience
 
