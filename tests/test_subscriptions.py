@@ -226,6 +226,61 @@ def test_a_signup_is_pending_until_confirmed_and_an_old_link_confirms_nothing_ne
     assert subs["weekly"].confirmed_at is not None
 
 
+def test_a_new_address_signup_writes_its_subscriber_and_subscriptions_in_full(store):
+    """On PostgreSQL the new address's rows are one statement (data-modifying CTE);
+    they are the rows SQLite's two statements write."""
+    out = store.request_signup(
+        SignupRequest(
+            email="new@example.com",
+            digests=["weekly", "daily", "weekly"],
+            topics=["energy", "kazakhstan", "energy"],
+            name="Aigerim",
+            ip="2001:db8::1" + "0" * 80,
+            consent_text="v" * 150,
+        )
+    )
+    assert out.pending == ["weekly", "daily"] and out.subscriber_id is not None
+    sub = store.get_subscriber("new@example.com")
+    assert (sub.id, sub.name, sub.status, sub.timezone) == (
+        out.subscriber_id,
+        "Aigerim",
+        "pending",
+        "",
+    )
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT * FROM subscriptions WHERE subscriber_id = :s ORDER BY id"),
+            {"s": out.subscriber_id},
+        ).mappings()
+        got = [dict(r) for r in rows]
+        person = conn.execute(
+            sa.text("SELECT * FROM subscribers WHERE id = :s"), {"s": out.subscriber_id}
+        ).one()
+    assert (person.status_reason, person.soft_bounces) == ("signed up, not confirmed", 0)
+    assert [r["digest"] for r in got] == ["weekly", "daily"]  # in the order asked
+    subs = {x.digest: x for x in store.subscriptions_of(out.subscriber_id)}
+    for d in ("weekly", "daily"):
+        x = subs[d]
+        assert (x.status, x.topics, x.consent_source) == (
+            "pending",
+            ["energy", "kazakhstan"],
+            "form",
+        )
+        assert x.consent_ip == ("2001:db8::1" + "0" * 80)[:64]
+        assert x.consent_text == "v" * 100
+        assert x.created_at == x.updated_at == x.consent_at
+        assert x.confirmed_at is None and x.unsubscribed_at is None
+    # known now: the same signup writes nothing new and keeps the first request
+    again = store.request_signup(
+        SignupRequest(email="new@example.com", digests=["daily"], topics=[])
+    )
+    assert again.pending == ["daily"] and again.subscriber_id == out.subscriber_id
+    assert {x.digest: x.topics for x in store.subscriptions_of(out.subscriber_id)} == {
+        "weekly": ["energy", "kazakhstan"],
+        "daily": ["energy", "kazakhstan"],
+    }
+
+
 def test_a_suppressed_address_gets_no_pending_subscription(store):
     sid, _ = store.upsert_subscriber(Subscriber(email="x@example.com"))
     store.set_subscriber_status("x@example.com", "complained", "spam report")
