@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, bindparam, case, delete, text
+from sqlalchemy import Connection, TextualSelect, bindparam, case, delete, text
 from sqlalchemy.sql.dml import ReturningInsert
 
 from newsletter.store.base import StoreBase, dialect_insert, utcnow
@@ -43,7 +43,7 @@ def hit_statement(dialect: str) -> ReturningInsert[Any]:
 
 
 @functools.cache
-def hits_statement(n: int) -> TextClause:
+def hits_statement(n: int) -> TextualSelect:
     """:func:`hit_statement` for ``n`` keys at once, one row each in the order given
     (PostgreSQL locks the rows in that order), RETURNING ``key`` and ``count``:
     parameters ``now`` and ``key_i``, ``closes_i`` for i in 0..n-1.
