@@ -226,6 +226,61 @@ def test_a_signup_is_pending_until_confirmed_and_an_old_link_confirms_nothing_ne
     assert subs["weekly"].confirmed_at is not None
 
 
+def test_a_new_address_signup_writes_its_subscriber_and_subscriptions_in_full(store):
+    """On PostgreSQL the new address's rows are one statement (data-modifying CTE);
+    they are the rows SQLite's two statements write."""
+    out = store.request_signup(
+        SignupRequest(
+            email="new@example.com",
+            digests=["weekly", "daily", "weekly"],
+            topics=["energy", "kazakhstan", "energy"],
+            name="Aigerim",
+            ip="2001:db8::1" + "0" * 80,
+            consent_text="v" * 150,
+        )
+    )
+    assert out.pending == ["weekly", "daily"] and out.subscriber_id is not None
+    sub = store.get_subscriber("new@example.com")
+    assert (sub.id, sub.name, sub.status, sub.timezone) == (
+        out.subscriber_id,
+        "Aigerim",
+        "pending",
+        "",
+    )
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT * FROM subscriptions WHERE subscriber_id = :s ORDER BY id"),
+            {"s": out.subscriber_id},
+        ).mappings()
+        got = [dict(r) for r in rows]
+        person = conn.execute(
+            sa.text("SELECT * FROM subscribers WHERE id = :s"), {"s": out.subscriber_id}
+        ).one()
+    assert (person.status_reason, person.soft_bounces) == ("signed up, not confirmed", 0)
+    assert [r["digest"] for r in got] == ["weekly", "daily"]  # in the order asked
+    subs = {x.digest: x for x in store.subscriptions_of(out.subscriber_id)}
+    for d in ("weekly", "daily"):
+        x = subs[d]
+        assert (x.status, x.topics, x.consent_source) == (
+            "pending",
+            ["energy", "kazakhstan"],
+            "form",
+        )
+        assert x.consent_ip == ("2001:db8::1" + "0" * 80)[:64]
+        assert x.consent_text == "v" * 100
+        assert x.created_at == x.updated_at == x.consent_at
+        assert x.confirmed_at is None and x.unsubscribed_at is None
+    # known now: the same signup writes nothing new and keeps the first request
+    again = store.request_signup(
+        SignupRequest(email="new@example.com", digests=["daily"], topics=[])
+    )
+    assert again.pending == ["daily"] and again.subscriber_id == out.subscriber_id
+    assert {x.digest: x.topics for x in store.subscriptions_of(out.subscriber_id)} == {
+        "weekly": ["energy", "kazakhstan"],
+        "daily": ["energy", "kazakhstan"],
+    }
+
+
 def test_a_suppressed_address_gets_no_pending_subscription(store):
     sid, _ = store.upsert_subscriber(Subscriber(email="x@example.com"))
     store.set_subscriber_status("x@example.com", "complained", "spam report")
@@ -268,6 +323,73 @@ def test_a_signup_over_a_limit_keeps_only_its_hits(store):
     assert store.hit("address:c@example.com", 60) == 2
     assert store.hit("resend:c@example.com", 60) == 1
     assert store.hit("resend:a@example.com", 60) == 2
+
+
+def test_several_hits_in_one_statement_count_one_each_in_order(store):
+    import time
+
+    with store.begin() as conn:
+        assert store.hits(conn, [("a", 60), ("b", 60), ("short", 0.001)]) == [1, 1, 1]
+    time.sleep(0.01)
+    with store.begin() as conn:
+        # short's window had closed: it opens again
+        assert store.hits(conn, [("short", 60), ("b", 60), ("a", 60)]) == [1, 2, 2]
+        # a key given twice is counted twice (one statement cannot update a row twice)
+        assert store.hits(conn, [("a", 60), ("b", 60), ("a", 60)]) == [3, 3, 4]
+        assert store.hits(conn, []) == []
+    assert [store.hit(k, 60) for k in ("a", "b", "short")] == [5, 4, 2]
+
+
+def test_a_signup_counts_its_resend_claim_and_limits_last_in_one_statement(store):
+    """docs/subscribe.md "Against abuse": the counters are the transaction's last
+    statement, their rows taken in the order resend claim, address, client (the
+    most shared row last, locked for the shortest time); over a limit the signup
+    is rolled back and the limits alone are counted again."""
+    from newsletter.store.subscriptions import Limit
+
+    seen: list[object] = []
+
+    def statement(conn, cursor, sql, params, context, executemany):
+        if "rate_limits" in sql:
+            named = context.compiled_parameters[0]
+            seen.append([named[f"key_{i}"] for i in range(len(named) - 1) if f"key_{i}" in named])
+        elif sql.strip() not in ("", ";", "SELECT 1"):
+            seen.append("statement")
+
+    sa.event.listen(store.engine, "before_cursor_execute", statement)
+    sa.event.listen(store.engine, "commit", lambda conn: seen.append("commit"))
+    sa.event.listen(store.engine, "rollback", lambda conn: seen.append("rollback"))
+
+    def signup(email: str, ip_limit: int = 100):
+        seen.clear()
+        return store.record_signup(
+            SignupRequest(email=email, digests=["weekly", "daily"], topics=[]),
+            limits=[Limit(f"address:{email}", 5, 60), Limit("ip:1", ip_limit, 60)],
+            resend=Limit(f"resend:{email}", 1, 60),
+        )
+
+    def last_transaction() -> list[object]:
+        begun = [i for i, s in enumerate(seen) if s in ("commit", "rollback")]
+        start = begun[-2] + 1 if len(begun) > 1 else 0
+        return [s for s in seen[start:] if s not in ("commit", "rollback")]
+
+    counters = [["resend:a@example.com", "address:a@example.com", "ip:1"]]
+    assert signup("a@example.com").confirm_due
+    assert last_transaction()[-1:] == counters and seen[-1] == "commit"
+    # known and pending: the same order, still last
+    assert not signup("a@example.com").confirm_due
+    assert last_transaction()[-1:] == counters and seen[-1] == "commit"
+    # known and active: nothing to confirm, so no resend claim
+    store.confirm_signup(store.get_subscriber("a@example.com").id, datetime.now(UTC))
+    out = signup("a@example.com")
+    assert out.pending == [] and not out.confirm_due
+    assert last_transaction()[-1:] == [["address:a@example.com", "ip:1"]]
+    # over a limit: the signup's transaction rolled back, then the limits alone
+    assert signup("b@example.com", ip_limit=1).limited
+    assert seen[-2:] == [["address:b@example.com", "ip:1"], "commit"]
+    rolled = seen[: seen.index("rollback")]
+    assert rolled[-1] == ["resend:b@example.com", "address:b@example.com", "ip:1"]
+    assert store.get_subscriber("b@example.com") is None
 
 
 def test_the_audience_freeze_sends_each_digest_to_its_own_subscribers(store, tmp_path):

@@ -13,6 +13,7 @@ mail).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    String,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -33,9 +36,10 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, Subscription
@@ -47,6 +51,7 @@ from newsletter.store.audience import (
     activate_confirmed,
     delete_pending_subscriber,
     insert_new_subscriber,
+    new_subscriber_statement,
     upsert_subscriber_rows,
 )
 from newsletter.store.base import bind_processor, can_move, move_row, utcnow
@@ -96,6 +101,11 @@ class Limit:
     window: float
 
 
+def _over(counts: Sequence[int], limits: Sequence[Limit]) -> bool:
+    """True when any of ``counts`` (one per limit) is over its limit."""
+    return any(n > lim.limit for n, lim in zip(counts, limits, strict=True))
+
+
 def _row_to_subscription(r: Any) -> Subscription:
     return Subscription(
         digest=r.digest,
@@ -110,6 +120,55 @@ def _row_to_subscription(r: Any) -> Subscription:
         consent_ip=r.consent_ip,
         consent_text=r.consent_text,
     )
+
+
+@functools.cache
+def new_signup_statement() -> Select[Any]:
+    """PostgreSQL: a new address's signup in one statement. The pending subscriber
+    (:func:`new_subscriber_statement`: nothing if the address is known) and, for
+    it, a pending subscription per digest, in the order asked; RETURNING the new
+    id, no row for a known address (which then wrote nothing). Built once;
+    parameters: ``email``, ``name``, ``now``, ``digests`` (a list), ``topics``,
+    ``source``, ``ip``, ``consent_text``."""
+    new = new_subscriber_statement("postgresql").cte("new_subscriber")
+    asked = (
+        func.unnest(bindparam("digests", type_=ARRAY(String)))
+        .table_valued("digest", with_ordinality="n")
+        .render_derived()
+        .alias("asked")
+    )
+    now = bindparam("now", type_=subscriptions.c.created_at.type)
+    rows = (
+        select(
+            new.c.id,
+            asked.c.digest,
+            literal(Subn.PENDING, String),
+            bindparam("topics", type_=subscriptions.c.topics.type),
+            now,
+            now,
+            bindparam("source", type_=String),
+            now,
+            bindparam("ip", type_=String),
+            bindparam("consent_text", type_=String),
+        )
+        .select_from(new)
+        .join(asked, true())
+        .order_by(asked.c.n)
+    )
+    columns = [
+        "subscriber_id",
+        "digest",
+        "status",
+        "topics",
+        "created_at",
+        "updated_at",
+        "consent_source",
+        "consent_at",
+        "consent_ip",
+        "consent_text",
+    ]
+    written = insert(subscriptions).from_select(columns, rows).cte("new_subscriptions")
+    return select(new.c.id).add_cte(written)
 
 
 def _own(subscriber_id: int, digest: str) -> ColumnElement[bool]:
@@ -576,9 +635,27 @@ class SubscriptionQueries(RateLimitQueries):
         digests = list(dict.fromkeys(req.digests))
         # a new address (the usual signup): inserted by the one statement that also
         # finds out it is new; the row of a known one is read after
-        sid = insert_new_subscriber(conn, self.dialect, req.email, req.name, now)
+        SUBSCRIPTION.check_initial(Subn.PENDING)
+        if self.dialect == "postgresql":
+            # the subscriber and its subscriptions in one round trip
+            sid = conn.execute(
+                new_signup_statement(),
+                {
+                    "email": req.email,
+                    "name": req.name,
+                    "now": now,
+                    "digests": digests,
+                    "topics": sorted(set(req.topics)),
+                    "source": req.source,
+                    "ip": req.ip[:64],
+                    "consent_text": req.consent_text[:100],
+                },
+            ).scalar()
+            if sid is not None:
+                return SignupOutcome(int(sid), pending=digests)
+        else:
+            sid = insert_new_subscriber(conn, self.dialect, req.email, req.name, now)
         if sid is not None:
-            SUBSCRIPTION.check_initial(Subn.PENDING)
             conn.execute(
                 insert(subscriptions),
                 [
@@ -644,28 +721,32 @@ class SubscriptionQueries(RateLimitQueries):
 
         Every attempt counts against every limit. Over any of them, nothing but
         the hits is stored: the transaction that wrote the signup is rolled back
-        and the hits are counted again on their own. The limits are counted last,
-        in the order given, just before the commit: PostgreSQL holds a counter's
-        row lock until then, and every signup through one client address (a
-        proxy, a NAT) updates that one row, so the most shared counter goes last.
+        and the hits are counted again on their own. The resend claim and the
+        limits are counted last, by one statement, in that order, just before the
+        commit: PostgreSQL holds a counter's row lock until then, and every signup
+        through one client address (a proxy, a NAT) updates that one row, so the
+        most shared counter goes last.
         """
         for attempt in (1, 2):
             try:
                 with self.begin() as conn:
                     outcome = self.request_signup(req, conn=conn)
+                    # the resend claim (when a confirmation could go) and the limits, in
+                    # one statement that takes their rows in this order
+                    claim = [resend] if resend is not None and outcome.pending else []
+                    counts = self.hits(
+                        conn, [(lim.key, lim.window) for lim in claim + list(limits)]
+                    )
                     if outcome.pending:
-                        outcome.confirm_due = (
-                            resend is None
-                            or self.hit(resend.key, resend.window, conn=conn) <= resend.limit
-                        )
+                        outcome.confirm_due = not claim or counts[0] <= claim[0].limit
                         if not outcome.confirm_due:
                             outcome.quiet_reason = "a confirmation went out recently"
-                    if self._over(conn, limits):
+                    if _over(counts[len(claim) :], limits):
                         raise _Limited
                     return outcome
             except _Limited:
                 with self.begin() as conn:
-                    self._over(conn, limits)
+                    _over(self.hits(conn, [(lim.key, lim.window) for lim in limits]), limits)
                 return SignupOutcome(None, limited=True, quiet_reason="rate limited")
             except IntegrityError:
                 # the address's row went away between the insert that found it
@@ -674,11 +755,6 @@ class SubscriptionQueries(RateLimitQueries):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-    def _over(self, conn: Connection, limits: Sequence[Limit]) -> bool:
-        """Count a hit on each of ``limits``; True when any is over."""
-        counts = [self.hit(lim.key, lim.window, conn=conn) for lim in limits]
-        return any(n > lim.limit for n, lim in zip(counts, limits, strict=True))
 
     def decline_signup(self, subscriber_id: int, requested_until: datetime) -> list[str]:
         """ "No thanks": drop the pending subscriptions asked for up to ``requested_until``;
