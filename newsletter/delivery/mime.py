@@ -17,7 +17,8 @@ taken from a display name back *decoded*, CR LF included (CVE-2024-6923). So:
   encoding chosen by :func:`transfer_encoding`: the smallest safe one.
 
 The bytes are the same for the outbox and SMTP (CR LF line ends); only
-whether 8bit may be used depends on the server (8BITMIME).
+whether 8bit may be used depends on the server (8BITMIME), and whether an
+address with non-ASCII before the @ may be written raw in To: (SMTPUTF8).
 """
 
 from __future__ import annotations
@@ -124,16 +125,24 @@ def display_name(name: str) -> str:
     return " ".join(encode_words(name))
 
 
-def address(name: str, addr: str) -> str:
-    """``phrase <addr-spec>`` (or the bare address without a name)."""
-    spec = addr_spec(addr)
+def address(name: str, addr: str, *, utf8: bool = False) -> str:
+    """``phrase <addr-spec>`` (or the bare address without a name); ``utf8``: see
+    :func:`addr_spec`."""
+    spec = addr_spec(addr, utf8=utf8)
     phrase = display_name(name)
     return f"{phrase} <{spec}>" if phrase else spec
 
 
-def addr_spec(addr: str) -> str:
-    """An address for a header: IDNA domain; refused when it could break the header
-    or has non-ASCII before the @ (that needs SMTPUTF8)."""
+def needs_smtputf8(addr: str) -> bool:
+    """Whether ``addr`` has non-ASCII before the @: it can be sent only with SMTPUTF8
+    (RFC 6531) and written only as raw UTF-8 (RFC 6532)."""
+    return not addr.strip().rpartition("@")[0].isascii()
+
+
+def addr_spec(addr: str, *, utf8: bool = False) -> str:
+    """An address for a header: IDNA domain; refused when it could break the header.
+    Non-ASCII before the @ only with ``utf8`` (the message goes with SMTPUTF8,
+    RFC 6531/6532: written as raw UTF-8); refused otherwise."""
     local, at, domain = addr.strip().rpartition("@")
     try:
         domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
@@ -141,12 +150,14 @@ def addr_spec(addr: str) -> str:
         domain = ""
     if not at or not local or not domain or _ADDR_BAD.search(local + domain):
         raise PermanentDeliveryError(f"cannot write the address {addr[:80]!r} in a header")
-    if not local.isascii():
-        # RFC 6531/6532: only with SMTPUTF8, which this sender does not use
+    if not local.isascii() and not utf8:
         raise PermanentDeliveryError(
             f"cannot write the address {addr[:80]!r} in a header: non-ASCII before the @ "
             "needs SMTPUTF8"
         )
+    if not local.isascii() and not local.isprintable():
+        # a line or paragraph separator, a bidi control: nothing a mailbox has
+        raise PermanentDeliveryError(f"cannot write the address {addr[:80]!r} in a header")
     return f"{local}@{domain}"
 
 
@@ -215,15 +226,18 @@ def recipient_values(
     )
 
 
-def headers_of(message: OutgoingMessage, recipient: Recipient) -> list[tuple[str, str]]:
-    """Every header of the message but the MIME ones, unfolded, in order."""
+def headers_of(
+    message: OutgoingMessage, recipient: Recipient, *, utf8: bool = False
+) -> list[tuple[str, str]]:
+    """Every header of the message but the MIME ones, unfolded, in order. ``utf8``:
+    the recipient's address may be written as raw UTF-8 (see :func:`render_message`)."""
     r = message.rendered
     subject = f"[TEST] {r.subject}" if message.test else r.subject
     domain = addr_spec(message.from_email).rpartition("@")[2] or "localhost"
     out = [
         ("Subject", unstructured(subject)),
         ("From", address(message.from_name, message.from_email)),
-        ("To", address(recipient.name, recipient.email)),
+        ("To", address(recipient.name, recipient.email, utf8=utf8)),
     ]
     if message.reply_to:
         name, addr = parseaddr(message.reply_to)
@@ -376,9 +390,19 @@ def html_wire_sizes(html: str) -> dict[str, int | str]:
 
 
 def render_message(
-    message: OutgoingMessage, recipient: Recipient, *, eight_bit: bool = True
+    message: OutgoingMessage,
+    recipient: Recipient,
+    *,
+    eight_bit: bool = True,
+    utf8: bool = False,
 ) -> WireMessage:
-    """The whole message for one recipient as it goes on the wire (CR LF)."""
+    """The whole message for one recipient as it goes on the wire (CR LF).
+
+    ``utf8``: the message goes with SMTPUTF8 (RFC 6531), so a recipient address
+    with non-ASCII before the @ is written in To: as raw UTF-8 (RFC 6532); the
+    display name stays our encoded-words and every other header as it is.
+    Without it such an address raises :class:`PermanentDeliveryError`. For an
+    ASCII address the bytes are the same either way."""
     r = message.rendered
     values = recipient_values(recipient, r.fallbacks)
     text = personalize(r.text, values, html_part=False)
@@ -387,7 +411,7 @@ def render_message(
         transfer_encoding(text, eight_bit=eight_bit),
         transfer_encoding(html, eight_bit=eight_bit),
     )
-    headers = headers_of(message, recipient)
+    headers = headers_of(message, recipient, utf8=utf8)
     head = "".join(fold(k, v) + "\r\n" for k, v in headers)
     data = head.encode() + alternative_body(text, html, ctes)
     return WireMessage(data=data, message_id=dict(headers)["Message-ID"], encodings=ctes)

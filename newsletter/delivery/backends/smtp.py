@@ -10,6 +10,10 @@ means:
   tries that message again;
 - the connection lost during DATA: the server may have queued it: unknown.
 
+An address with non-ASCII before the @ goes with SMTPUTF8 (RFC 6531: the
+option on MAIL FROM, a UTF-8 RCPT, the address raw in To:) when the server
+announces it; otherwise that delivery fails alone.
+
 A batch that stops half-way returns what is known; nothing that was accepted
 is ever reported as "not sent". Batches are small (``smtp.batch_size``) so a
 sender that dies mid-batch leaves few deliveries to resolve.
@@ -29,7 +33,7 @@ from newsletter.delivery.backends.base import (
     OutgoingMessage,
     without_addresses,
 )
-from newsletter.delivery.mime import render_message
+from newsletter.delivery.mime import addr_spec, needs_smtputf8, render_message
 from newsletter.delivery.pacing import Pacer
 from newsletter.errors import (
     AuthError,
@@ -158,12 +162,23 @@ class SmtpBackend(Backend):
     # ------------------------------------------------------------------ sending
 
     def _transaction(
-        self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, *, eight_bit: bool
+        self,
+        conn: smtplib.SMTP,
+        sender: str,
+        rcpt: str,
+        data: bytes,
+        *,
+        eight_bit: bool,
+        utf8: bool = False,
     ) -> tuple:
-        """MAIL, RCPT, DATA. Returns (code, text); raises _Lost when the link dies."""
+        """MAIL, RCPT, DATA. Returns (code, text); raises _Lost when the link dies.
+        ``utf8``: MAIL FROM carries SMTPUTF8 (RFC 6531), the RCPT a UTF-8 address."""
         during_data = False
+        options = ["BODY=8BITMIME"] if eight_bit else []
+        if utf8:
+            options.append("SMTPUTF8")
         try:
-            code, resp = conn.mail(sender, ["BODY=8BITMIME"] if eight_bit else [])
+            code, resp = conn.mail(sender, options)
             if code != 250:
                 conn.rset()
                 return code, _text(resp), "mail"
@@ -202,17 +217,28 @@ class SmtpBackend(Backend):
             )
         sender = message.from_email
         for i, rec in enumerate(recipients):
+            # non-ASCII before the @: SMTPUTF8 (RFC 6531) or not at all
+            utf8 = needs_smtputf8(rec.email)
             for attempt in (0, 1):
                 try:
+                    if utf8 and not conn.has_extn("smtputf8"):
+                        raise PermanentDeliveryError(
+                            "the address has non-ASCII before the @, which needs SMTPUTF8 "
+                            f"(RFC 6531); {self.where} does not announce SMTPUTF8"
+                        )
                     # 8bit parts only to a server that announces 8BITMIME (RFC 6152)
-                    wire = render_message(message, rec, eight_bit=conn.has_extn("8bitmime"))
+                    has_8bitmime = conn.has_extn("8bitmime")
+                    wire = render_message(message, rec, eight_bit=has_8bitmime, utf8=utf8)
+                    # the RCPT as To: has it: IDNA domain (a U-label crashed smtplib)
+                    rcpt = addr_spec(rec.email, utf8=utf8)
                 except PermanentDeliveryError as err:  # an address no header can carry
                     code, text, phase = 0, str(err), "message"
                     break
-                eight_bit = "8bit" in wire.encodings
+                # a UTF-8 header makes the message 8bit whatever its parts are
+                eight_bit = "8bit" in wire.encodings or (utf8 and has_8bitmime)
                 try:
                     code, text, phase = self._transaction(
-                        conn, sender, rec.email, wire.data, eight_bit=eight_bit
+                        conn, sender, rcpt, wire.data, eight_bit=eight_bit, utf8=utf8
                     )
                     break
                 except _Lost as lost:
