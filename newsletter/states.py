@@ -436,6 +436,6 @@ def soft_bounce_streak(statuses: Iterable[str]) -> int:
     return n
 
 
-def check_values(column: str, states: type[StrEnum]) -> str:
+def check_values(column: str, states: Iterable[str]) -> str:
     """SQL for a CHECK constraint: ``column`` holds one of ``states``."""
     return f"{column} IN ({', '.join(repr(str(s)) for s in states)})"
