@@ -203,6 +203,24 @@ def test_the_notes_paragraphs_are_wrapped_as_paragraphs_in_the_text_part():
     assert note_text("one  \ntwo\\\nthree\n\n- a\n  b\n- c") == "one\ntwo\nthree\n\n- a b\n- c"
 
 
+def test_a_quote_and_a_code_block_in_the_note_read_as_such_in_both_parts():
+    """The HTML has a blockquote and a pre; the text part a quote on one line that
+    starts with "> " and the code's lines as written, without the fences."""
+    md = (
+        "Readers wrote:\n\n> The tenge held\n> all week.\n\n"
+        "```\nKZT  508.6\nUZS 12042\n```\n\nThanks."
+    )
+    html = note_html(md)
+    assert "<blockquote>" in html and "<pre><code>KZT  508.6\nUZS 12042\n</code></pre>" in html
+    assert note_text(md) == (
+        "Readers wrote:\n\n> The tenge held all week.\n\nKZT  508.6\nUZS 12042\n\nThanks."
+    )
+    # in the edition's text part too, nothing of the Markdown's markers is left
+    plain = render_text(load_content(6, note=md))
+    assert "> The tenge held all week." in plain and "KZT  508.6\nUZS 12042" in plain
+    assert "```" not in plain and "> all week" not in plain
+
+
 def test_the_note_command_writes_shows_and_removes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)

@@ -2,8 +2,8 @@
 
 Headings are not made (the edition's outline is the template's), and raw HTML
 in the Markdown is escaped, not passed through (markdown-it's
-"commonmark" preset with ``html`` off): a note is text with emphasis, links and
-lists, and nothing in it can break the email's markup. Links must be http(s)
+"commonmark" preset with ``html`` off): a note is text with emphasis, links,
+lists, quotes and code blocks, and nothing in it can break the email's markup. Links must be http(s)
 or mailto (markdown-it refuses javascript: and data: itself).
 """
 
@@ -22,6 +22,9 @@ _EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(\S(?:.*?\S)?)\1")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 #: a line that starts a list item ("- ", "* ", "+ ", "1. ", "1) ")
 _ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d{1,9}[.)])\s")
+#: a line of a block quote ("> "), and the fence that opens or closes a code block
+_QUOTE = re.compile(r"^\s{0,3}>\s?")
+_FENCE = re.compile(r"^\s{0,3}(?:```|~~~)")
 
 
 @lru_cache(maxsize=1)
@@ -55,20 +58,33 @@ def _reflow(text: str) -> str:
     break inside a paragraph is a space (the text part is wrapped to 78 columns
     afterwards, and a kept break left a short line wherever the source's lines
     were longer than that). A hard break (two trailing spaces or a backslash)
-    stays a break; a list item starts its own line."""
+    stays a break; a list item starts its own line. A block quote is one line
+    that starts with "> "; a fenced code block keeps its lines as they are,
+    without the fences."""
     out: list[str] = []
-    joinable = False
+    joinable = quoting = fenced = False
     for line in text.split("\n"):
+        if _FENCE.match(line):
+            fenced, joinable = not fenced, False
+            continue
+        if fenced:
+            out.append(line.rstrip())
+            continue
         body = line.rstrip()
         hard = line.endswith("  ") or body.endswith("\\")
         if hard and body.endswith("\\"):
             body = body[:-1].rstrip()
+        quote = _QUOTE.match(body)
+        if quote:
+            body = body[quote.end() :]
         if not body.strip():
             out.append("")
-            joinable = False
-        elif joinable and not _ITEM.match(body):
+            joinable = quoting = False
+            continue
+        if joinable and not _ITEM.match(body) and (quoting or not quote):
             out[-1] += " " + body.strip()
         else:
-            out.append(body)
-        joinable = bool(body.strip()) and not hard
+            out.append(f"> {body.strip()}" if quote else body)
+            quoting = bool(quote)
+        joinable = not hard
     return "\n".join(out)
