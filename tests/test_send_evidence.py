@@ -283,3 +283,32 @@ def test_a_late_event_of_an_earlier_request_does_not_prove_the_batch_that_resent
     store.record_events([dataclasses.replace(ev, occurred_at=datetime.now(UTC))])
     assert store.get_batch(third.id).status == "accepted"
     assert statuses(store, eid) == {"accepted": 1, "delivered": 2}
+
+
+def test_events_that_settle_a_held_batch_are_applied_once_and_not_counted_refused(store, tmp_path):
+    """The request that settles a held batch: its own events move the delivery on
+    from accepted once, in order, and none of them is reported as refused."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    d = batch.deliveries[2]
+    result = store.record_events(
+        [sendgrid_event(d, eid, "queued"), sendgrid_event(d, eid, "delivered")]
+    )
+    assert (result.stored, result.refused, result.deliveries_changed) == (2, 0, 1)
+    assert statuses(store, eid) == {"accepted": 5, "delivered": 1}
+    # an event that does point backwards is still counted (and changes nothing)
+    late = store.record_events([sendgrid_event(d, eid, "queued", n=2)])
+    assert (late.stored, late.refused, late.deliveries_changed) == (1, 1, 0)
+    assert statuses(store, eid) == {"accepted": 5, "delivered": 1}
+
+
+def test_a_backwards_event_in_the_settling_request_is_counted_refused(store, tmp_path):
+    """Our own unsubscribe stored while the batch was held counts once it is settled;
+    SendGrid's "delivered" in the settling request then points backwards."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    d = batch.deliveries[0]
+    ev = sendgrid_event(d, eid, "unsubscribed")
+    store.record_events([dataclasses.replace(ev, provider=OUR_PROVIDER)])
+    assert statuses(store, eid)["unresolved"] == 4
+    result = store.record_events([sendgrid_event(d, eid, "delivered")])
+    assert (result.stored, result.refused, result.deliveries_changed) == (1, 1, 1)
+    assert statuses(store, eid) == {"accepted": 5, "unsubscribed": 1}

@@ -20,7 +20,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -1013,9 +1013,16 @@ def accept_held_batch(
     return moved
 
 
-def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+def fold_stored_events(
+    conn: Connection,
+    delivery_ids: Iterable[int],
+    now: datetime,
+    *,
+    skip: Collection[tuple[str, str]] = (),
+) -> set[int]:
     """Fold every stored event of these deliveries into their status and flags, in
-    the caller's transaction. Returns how many deliveries changed.
+    the caller's transaction, except the events ``skip`` names by (provider,
+    provider event id). Returns the deliveries changed.
 
     Folding is by precedence (:func:`newsletter.states.fold`), so an event folded
     twice changes nothing. Our own events (an unsubscribe through our link) do not
@@ -1024,12 +1031,13 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
     come after. The write is a compare-and-set on the status read: a delivery a
     concurrent webhook request moved in between is read and folded again.
     """
-    changed = 0
+    changed: set[int] = set()
     ids = sorted({i for i in delivery_ids if i is not None})
+    skipped = set(skip)
     for _ in range(3):
-        changes = _stored_folds(conn, ids)
+        changes = _stored_folds(conn, ids, skipped)
         stale = write_event_statuses(conn, conn.dialect.name, changes, now)
-        changed += len(changes) - stale
+        changed.update(c["id"] for c in changes)
         if not stale:
             return changed
         ids = [c["id"] for c in changes]  # the ones done already change nothing now
@@ -1037,8 +1045,10 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
     return changed
 
 
-def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
-    """The changes folding their stored events makes to these deliveries."""
+def _stored_folds(
+    conn: Connection, ids: list[int], skip: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """The changes folding their stored events (but those in ``skip``) makes to these deliveries."""
     dialect = conn.dialect.name
     rows: dict[int, Any] = {}
     for among in in_parts(dialect, deliveries.c.id, ids):
@@ -1048,8 +1058,12 @@ def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
         rows.update((r.id, r) for r in conn.execute(q))
     types: dict[int, list[str]] = {i: [] for i in rows}
     for among in in_parts(dialect, events.c.delivery_id, sorted(rows)):
-        q = select(events.c.delivery_id, events.c.provider, events.c.type).where(among)
+        q = select(
+            events.c.delivery_id, events.c.provider, events.c.provider_event_id, events.c.type
+        ).where(among)
         for ev in conn.execute(q):
+            if (ev.provider, ev.provider_event_id) in skip:
+                continue
             if rows[ev.delivery_id].status == D.UNRESOLVED and ev.provider == OWN_EVENTS:
                 continue  # only the provider can say it took a held message
             types[ev.delivery_id].append(ev.type)

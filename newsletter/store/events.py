@@ -305,17 +305,18 @@ class EventQueries(StoreBase):
                 ],
                 now,
             )
-            folded = 0
+            folded: set[int] = set()
             if settled:
                 # their deliveries are accepted now: fold what was stored for them
-                # while held (our own unsubscribes too), then the new events from
-                # there (the status updates below are compare-and-set on the status read)
-                folded = fold_stored_events(conn, settled, now)
+                # while held (our own unsubscribes too), then apply this request's
+                # events from there, once, like any others (so `refused` counts only
+                # those that point backwards from there)
+                folded = fold_stored_events(
+                    conn, settled, now, skip={(ev.provider, ev.provider_event_id) for ev in new}
+                )
                 matched = self._match(conn, new)
-            result.deliveries_changed, result.refused = self._apply_statuses(
-                conn, new, matched, now
-            )
-            result.deliveries_changed += folded
+            changed, result.refused = self._apply_statuses(conn, new, matched, now)
+            result.deliveries_changed = len(folded | changed)
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_resubscribes(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -424,7 +425,7 @@ class EventQueries(StoreBase):
         new: list[TrackedEvent],
         matched: list[_Delivery | None],
         now: datetime,
-    ) -> tuple[int, int]:
+    ) -> tuple[set[int], int]:
         """Fold each delivery's events into its status and flags. Returns (deliveries
         changed, events refused: pointing backwards, so counted and logged)."""
         types: dict[int, list[str]] = {}
@@ -437,7 +438,7 @@ class EventQueries(StoreBase):
                 types.setdefault(d.id, []).append(ev.type)
                 rows[d.id] = d
                 refused += refused_by(d.status, ev.type)
-        changes = []
+        changes: list[dict[str, Any]] = []
         for did, ts in types.items():
             d = rows[did]
             status, opened, clicked = fold(d.status, ts)
@@ -463,7 +464,7 @@ class EventQueries(StoreBase):
                 "(late, out of order or before the send recorded it); statuses kept",
                 refused,
             )
-        return len(changes) - stale, refused
+        return {c["id"] for c in changes}, refused
 
     def _subscribers(
         self, conn: Connection, ids: Iterable[int] = (), emails: Iterable[str] = ()
@@ -671,7 +672,7 @@ class EventQueries(StoreBase):
                     )
                 ]
             settled = settle_held_batches(conn, proofs, now)
-            return fold_stored_events(conn, [did for did, _ in found] + settled, now)
+            return len(fold_stored_events(conn, [did for did, _ in found] + settled, now))
 
     # ------------------------------------------------------------------ unsubscribes
 
