@@ -12,11 +12,13 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.delivery.send import send_edition
+from newsletter.errors import InputError
 from newsletter.store.deliveries import OWN_EVENTS
 from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import events
@@ -312,3 +314,32 @@ def test_a_backwards_event_in_the_settling_request_is_counted_refused(store, tmp
     result = store.record_events([sendgrid_event(d, eid, "delivered")])
     assert (result.stored, result.refused, result.deliveries_changed) == (1, 1, 1)
     assert statuses(store, eid) == {"accepted": 5, "unsubscribed": 1}
+
+
+def test_resend_of_a_held_batch_of_a_cancelled_edition_is_refused_by_the_store(
+    store, db_url, tmp_path, project
+):
+    """The refusal is in resend_held_batch's own transaction (the edition read there,
+    locked on PostgreSQL), so a cancel between a check and the resend cannot slip by."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    assert store.control_edition(eid, "cancel").changed
+    before = statuses(store, eid)
+    assert before == {"accepted": 2, "unresolved": 4}  # nothing else was queued
+    with pytest.raises(InputError) as err:
+        store.resend_held_batch(batch.id)
+    assert err.value.message == f"edition {eid} is cancelled: nothing is sent again"
+    assert statuses(store, eid) == before
+    assert store.get_batch(batch.id).status == "unknown"
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "resend"])
+    assert out.exit_code == 2
+    assert out.output.strip() == (
+        f"Error: edition {eid} is cancelled: nothing is sent again "
+        f"(decide `newsletter send --resolve {batch.id} sent|failed`)"
+    )
+    assert statuses(store, eid) == before
+    assert store.get_edition(eid).status == "cancelled"
+    # deciding it is still possible, and the edition stays cancelled
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "failed"])
+    assert out.exit_code == 0, out.output
+    assert statuses(store, eid) == {"accepted": 2, "failed": 4}
+    assert store.get_edition(eid).status == "cancelled"

@@ -709,7 +709,8 @@ class DeliveryQueries(StoreBase):
         In one transaction: when an event from the batch's provider exists for any
         of its deliveries, the batch was accepted and nothing is sent again; else
         its unresolved deliveries are queued again. Returns (queued again, skipped
-        because proven accepted, the edition's id as text).
+        because proven accepted, the edition's id as text). A batch of a cancelled
+        edition is refused (:class:`InputError`): it can be decided sent or failed.
         """
         now = utcnow()
         with self.begin() as conn:
@@ -722,6 +723,16 @@ class DeliveryQueries(StoreBase):
             if row is None:
                 raise InputError(
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+                )
+            # in this transaction, the edition's row locked: a cancel waits for the
+            # resend, or the resend sees the cancel (never queued rows in a cancelled edition)
+            edition = select(editions.c.status).where(editions.c.id == row.edition_id)
+            if self.dialect == "postgresql":
+                edition = edition.with_for_update()
+            if conn.execute(edition).scalar_one() == EditionStatus.CANCELLED:
+                raise InputError(
+                    f"edition {row.edition_id} is cancelled: nothing is sent again",
+                    hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
                 )
             _check_held(conn, batch_id, row.status)
             seen, mid = _evidence(conn, batch_id)
