@@ -343,3 +343,58 @@ def test_resend_of_a_held_batch_of_a_cancelled_edition_is_refused_by_the_store(
     assert out.exit_code == 0, out.output
     assert statuses(store, eid) == {"accepted": 2, "failed": 4}
     assert store.get_edition(eid).status == "cancelled"
+
+
+def test_event_writes_count_table_refusals_apart_from_rows_moved_underneath(store, tmp_path):
+    from newsletter.store.deliveries import EventWrites, write_event_statuses
+
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    accepted = [d.id for d in store.list_deliveries(eid) if d.status == "accepted"]
+    held = batch.deliveries[0].id
+
+    def change(did, old, new):
+        return {"id": did, "from": old, "status": new, "opened": False, "clicked": False}
+
+    with store.begin() as conn:
+        done = write_event_statuses(
+            conn,
+            store.dialect,
+            [
+                change(accepted[0], "accepted", "delivered"),  # written
+                change(accepted[1], "delivered", "accepted"),  # backwards: the table refuses
+                change(held, "accepted", "delivered"),  # the row is not accepted: stale
+            ],
+            datetime.now(UTC),
+        )
+    assert done == EventWrites(refused=1, stale=1)
+    assert statuses(store, eid) == {"accepted": 1, "delivered": 1, "unresolved": 4}
+
+
+def test_a_fold_the_state_table_refuses_is_not_retried_as_kept_moving(
+    store, tmp_path, monkeypatch, caplog
+):
+    import newsletter.store.deliveries as store_deliveries
+
+    _, eid, _, _ = held_batch(store, tmp_path)
+    did = next(d.id for d in store.list_deliveries(eid) if d.status == "accepted")
+    calls = []
+
+    def refused_fold(conn, ids, *args):
+        calls.append(list(ids))
+        return [
+            {
+                "id": did,
+                "from": "delivered",
+                "status": "accepted",
+                "opened": False,
+                "clicked": False,
+            }
+        ]
+
+    monkeypatch.setattr(store_deliveries, "_stored_folds", refused_fold)
+    with store.begin() as conn:
+        changed = store_deliveries.fold_stored_events(conn, [did], datetime.now(UTC))
+    assert changed == set()
+    assert calls == [[did]]  # read once: folding again would be refused again
+    assert "1 event-driven delivery changes refused by the state table" in caplog.text
+    assert "kept moving" not in caplog.text

@@ -85,11 +85,21 @@ B, D = BatchStatus, DeliveryStatus
 NOT_SENDING = EDITION_NOT_SENDING
 
 
+class EventWrites(NamedTuple):
+    """What :func:`write_event_statuses` did not write (those rows changed nothing)."""
+
+    #: moves the state table refuses (a bug in the caller's fold: not worth a retry)
+    refused: int
+    #: rows no longer in the status the caller read (moved underneath: read again)
+    stale: int
+
+
 def write_event_statuses(
     conn: Connection, dialect: str, changes: list[dict[str, Any]], now: datetime
-) -> int:
+) -> EventWrites:
     """Apply event-driven changes ``{"id", "from", "status", "opened", "clicked"}`` in
-    the caller's transaction. Returns how many were refused; they change nothing.
+    the caller's transaction. Returns how many were refused by the state table and
+    how many were stale; neither changes anything.
 
     Each move from ``from`` (the status the caller read, under a row lock) to
     ``status`` is checked against ``DELIVERY`` (staying is a flag-only change),
@@ -97,12 +107,10 @@ def write_event_statuses(
     compare-and-set, so the one executemany of a webhook request (thousands of
     rows) needs no statement per target status.
     """
-    rows = [
-        c for c in changes if c["from"] == c["status"] or DELIVERY.allowed(c["from"], c["status"])
-    ]
+    rows = [c for c in changes if _allowed(c)]
     refused = len(changes) - len(rows)
     if not rows:
-        return refused
+        return EventWrites(refused, 0)
     if dialect == "sqlite":
         done = sqlite_executemany(
             conn,
@@ -158,7 +166,7 @@ def write_event_statuses(
             for r in rows
         ]
         done = int(conn.execute(stmt, params).rowcount)
-    return refused + len(rows) - done
+    return EventWrites(refused, len(rows) - done)
 
 
 #: write_event_statuses on PostgreSQL: compare-and-set on the status each row was read in
@@ -1047,13 +1055,22 @@ def fold_stored_events(
     skipped = set(skip)
     for _ in range(3):
         changes = _stored_folds(conn, ids, skipped)
-        stale = write_event_statuses(conn, conn.dialect.name, changes, now)
+        refused, stale = write_event_statuses(conn, conn.dialect.name, changes, now)
+        if refused:
+            # a fold never moves backwards: the same fold would be refused again
+            logger.error("%d event-driven delivery changes refused by the state table", refused)
+            changes = [c for c in changes if _allowed(c)]
         changed.update(c["id"] for c in changes)
         if not stale:
             return changed
         ids = [c["id"] for c in changes]  # the ones done already change nothing now
     logger.warning("%d deliveries kept moving while their stored events were folded", stale)
     return changed
+
+
+def _allowed(change: dict[str, Any]) -> bool:
+    """Whether :func:`write_event_statuses` writes ``change`` (unless it is stale)."""
+    return change["from"] == change["status"] or DELIVERY.allowed(change["from"], change["status"])
 
 
 def _stored_folds(

@@ -454,10 +454,14 @@ class EventQueries(StoreBase):
                     }
                 )
         # the rows are locked (PostgreSQL) or the transaction serialised (SQLite), so
-        # none moves between the read and this write; a refusal here would be a bug
-        stale = write_event_statuses(conn, self.dialect, changes, now)
+        # none moves between the read and this write; either count here would be a bug
+        refused_moves, stale = write_event_statuses(conn, self.dialect, changes, now)
+        if refused_moves:
+            logger.error(
+                "%d event-driven delivery changes refused by the state table", refused_moves
+            )
         if stale:
-            logger.error("%d event-driven delivery changes refused by the state table", stale)
+            logger.error("%d event-driven delivery changes found their row moved", stale)
         if refused:
             logger.info(
                 "%d events pointed to a status their delivery cannot take "
