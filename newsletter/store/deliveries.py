@@ -1171,6 +1171,12 @@ OWN_EVENTS = "newsletter"
 OPEN_STATUSES = DELIVERY_OPEN
 
 
+def deliveries_of(subscriber_id: int) -> Select[tuple[int]]:
+    """The ids of a subscriber's deliveries, as a subquery (not an IN list of ids:
+    a reader of a daily for years has thousands)."""
+    return select(deliveries.c.id).where(deliveries.c.subscriber_id == subscriber_id)
+
+
 def erase_delivery_addresses(conn: Connection, subscriber_id: int) -> list[int]:
     """Inside an erasure's transaction: the subscriber's deliveries keep their rows (the
     editions' counts) without the address or the provider's error; returns their ids."""

@@ -56,6 +56,7 @@ from newsletter.store.audience import write_subscriber_changes
 from newsletter.store.base import StoreBase, in_parts, sqlite_executemany, utcnow
 from newsletter.store.deliveries import (
     OWN_EVENTS,
+    deliveries_of,
     fold_stored_events,
     lock_held_batches,
     message_id_of,
@@ -77,14 +78,15 @@ def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def erase_events(conn: Connection, email: str, delivery_ids: Iterable[int]) -> None:
+def erase_events(conn: Connection, email: str, subscriber_id: int | None) -> None:
     """Inside an erasure's transaction: provider events carry the address in their raw
-    payload; events of ``email`` or of ``delivery_ids`` keep only their type and time."""
-    ids = list(delivery_ids) or [-1]
+    payload; events of ``email`` or of the subscriber's deliveries keep only their
+    type and time (the deliveries found by a subquery: a reader may have thousands)."""
+    where = events.c.email == email
+    if subscriber_id is not None:
+        where = where | events.c.delivery_id.in_(deliveries_of(subscriber_id))
     conn.execute(
-        update(events)
-        .where((events.c.email == email) | events.c.delivery_id.in_(ids))
-        .values(email="", raw=dict(ERASED_RAW), url="", reason="")
+        update(events).where(where).values(email="", raw=dict(ERASED_RAW), url="", reason="")
     )
 
 
