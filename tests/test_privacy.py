@@ -2,12 +2,14 @@
 `subscribers forget` erases it and keeps only a keyed hash that imports recognise."""
 
 import json
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.store import open_store
+from newsletter.store.events import TrackedEvent
 from newsletter.store.privacy import PersonRecord
 from newsletter.store.subscriptions import SignupRequest
 from newsletter.tracking.webhook import ingest_sendgrid
@@ -254,3 +256,54 @@ def test_show_prints_every_column_of_every_row_about_the_person(project, config,
         ]
     )
     store.close()
+
+
+def test_show_and_forget_run_the_same_statements_however_many_deliveries_a_reader_has(store):
+    """The reader's delivery ids are not spelled out in one IN list (unbounded: a
+    reader of a daily for years has thousands), the events are found through the
+    deliveries table: the same statements for one delivery as for three."""
+    few, many = "one@example.org", EMAIL
+    sent = [sent_edition(store, [few, many], period="2026-11-30T07:00")]
+    sent += [
+        sent_edition(store, [many], period=p) for p in ("2026-12-07T07:00", "2026-12-14T07:00")
+    ]
+    # events without an address (as some providers send): found by their delivery
+    store.record_events(
+        [
+            TrackedEvent(
+                provider="sendgrid",
+                provider_event_id=f"no-address-{d.delivery_id}",
+                type="delivered",
+                raw_type="delivered",
+                email="",
+                occurred_at=datetime.now(UTC),
+                raw={"event": "delivered", "note": "alias@example.net"},
+                delivery_id=d.delivery_id,
+            )
+            for d in [s.deliveries[-1] for s in sent] + [sent[0].deliveries[0]]
+        ]
+    )
+    seen: list[str] = []
+
+    def statement(conn, cursor, text, params, context, executemany):
+        seen.append(text)
+
+    sa.event.listen(store.engine, "before_cursor_execute", statement)
+    try:
+        statements = {}
+        records = {}
+        for email in (few, many):
+            seen.clear()
+            records[email] = store.person(email)
+            statements[email] = list(seen)
+        assert len(records[many].deliveries) == 3 and len(records[many].events) == 3
+        assert len(records[few].deliveries) == 1 and len(records[few].events) == 1
+        assert statements[few] == statements[many]
+        for email in (few, many):
+            seen.clear()
+            assert store.forget(email, f"hash-of-{email}")
+            statements[email] = list(seen)
+        assert statements[few] == statements[many]
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", statement)
+    assert "alias@example.net" not in everything_in(store)

@@ -12,11 +12,13 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.delivery.send import send_edition
+from newsletter.errors import InputError
 from newsletter.store.deliveries import OWN_EVENTS
 from newsletter.store.events import TrackedEvent
 from newsletter.store.schema import events
@@ -283,3 +285,116 @@ def test_a_late_event_of_an_earlier_request_does_not_prove_the_batch_that_resent
     store.record_events([dataclasses.replace(ev, occurred_at=datetime.now(UTC))])
     assert store.get_batch(third.id).status == "accepted"
     assert statuses(store, eid) == {"accepted": 1, "delivered": 2}
+
+
+def test_events_that_settle_a_held_batch_are_applied_once_and_not_counted_refused(store, tmp_path):
+    """The request that settles a held batch: its own events move the delivery on
+    from accepted once, in order, and none of them is reported as refused."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    d = batch.deliveries[2]
+    result = store.record_events(
+        [sendgrid_event(d, eid, "queued"), sendgrid_event(d, eid, "delivered")]
+    )
+    assert (result.stored, result.refused, result.deliveries_changed) == (2, 0, 1)
+    assert statuses(store, eid) == {"accepted": 5, "delivered": 1}
+    # an event that does point backwards is still counted (and changes nothing)
+    late = store.record_events([sendgrid_event(d, eid, "queued", n=2)])
+    assert (late.stored, late.refused, late.deliveries_changed) == (1, 1, 0)
+    assert statuses(store, eid) == {"accepted": 5, "delivered": 1}
+
+
+def test_a_backwards_event_in_the_settling_request_is_counted_refused(store, tmp_path):
+    """Our own unsubscribe stored while the batch was held counts once it is settled;
+    SendGrid's "delivered" in the settling request then points backwards."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    d = batch.deliveries[0]
+    ev = sendgrid_event(d, eid, "unsubscribed")
+    store.record_events([dataclasses.replace(ev, provider=OUR_PROVIDER)])
+    assert statuses(store, eid)["unresolved"] == 4
+    result = store.record_events([sendgrid_event(d, eid, "delivered")])
+    assert (result.stored, result.refused, result.deliveries_changed) == (1, 1, 1)
+    assert statuses(store, eid) == {"accepted": 5, "unsubscribed": 1}
+
+
+def test_resend_of_a_held_batch_of_a_cancelled_edition_is_refused_by_the_store(
+    store, db_url, tmp_path, project
+):
+    """The refusal is in resend_held_batch's own transaction (the edition read there,
+    locked on PostgreSQL), so a cancel between a check and the resend cannot slip by."""
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    assert store.control_edition(eid, "cancel").changed
+    before = statuses(store, eid)
+    assert before == {"accepted": 2, "unresolved": 4}  # nothing else was queued
+    with pytest.raises(InputError) as err:
+        store.resend_held_batch(batch.id)
+    assert err.value.message == f"edition {eid} is cancelled: nothing is sent again"
+    assert statuses(store, eid) == before
+    assert store.get_batch(batch.id).status == "unknown"
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "resend"])
+    assert out.exit_code == 2
+    assert out.output.strip() == (
+        f"Error: edition {eid} is cancelled: nothing is sent again "
+        f"(decide `newsletter send --resolve {batch.id} sent|failed`)"
+    )
+    assert statuses(store, eid) == before
+    assert store.get_edition(eid).status == "cancelled"
+    # deciding it is still possible, and the edition stays cancelled
+    out = CliRunner().invoke(cli, ["--db", db_url, "send", "--resolve", batch.id, "failed"])
+    assert out.exit_code == 0, out.output
+    assert statuses(store, eid) == {"accepted": 2, "failed": 4}
+    assert store.get_edition(eid).status == "cancelled"
+
+
+def test_event_writes_count_table_refusals_apart_from_rows_moved_underneath(store, tmp_path):
+    from newsletter.store.deliveries import EventWrites, write_event_statuses
+
+    _, eid, batch, _ = held_batch(store, tmp_path)
+    accepted = [d.id for d in store.list_deliveries(eid) if d.status == "accepted"]
+    held = batch.deliveries[0].id
+
+    def change(did, old, new):
+        return {"id": did, "from": old, "status": new, "opened": False, "clicked": False}
+
+    with store.begin() as conn:
+        done = write_event_statuses(
+            conn,
+            store.dialect,
+            [
+                change(accepted[0], "accepted", "delivered"),  # written
+                change(accepted[1], "delivered", "accepted"),  # backwards: the table refuses
+                change(held, "accepted", "delivered"),  # the row is not accepted: stale
+            ],
+            datetime.now(UTC),
+        )
+    assert done == EventWrites(refused=1, stale=1)
+    assert statuses(store, eid) == {"accepted": 1, "delivered": 1, "unresolved": 4}
+
+
+def test_a_fold_the_state_table_refuses_is_not_retried_as_kept_moving(
+    store, tmp_path, monkeypatch, caplog
+):
+    import newsletter.store.deliveries as store_deliveries
+
+    _, eid, _, _ = held_batch(store, tmp_path)
+    did = next(d.id for d in store.list_deliveries(eid) if d.status == "accepted")
+    calls = []
+
+    def refused_fold(conn, ids, *args):
+        calls.append(list(ids))
+        return [
+            {
+                "id": did,
+                "from": "delivered",
+                "status": "accepted",
+                "opened": False,
+                "clicked": False,
+            }
+        ]
+
+    monkeypatch.setattr(store_deliveries, "_stored_folds", refused_fold)
+    with store.begin() as conn:
+        changed = store_deliveries.fold_stored_events(conn, [did], datetime.now(UTC))
+    assert changed == set()
+    assert calls == [[did]]  # read once: folding again would be refused again
+    assert "1 event-driven delivery changes refused by the state table" in caplog.text
+    assert "kept moving" not in caplog.text

@@ -167,16 +167,10 @@ def resolve(store: Store, batch_id: str, decision: str) -> ResolveOutcome:
             f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
         )
     edition_id = batch.edition_id
-    info = store.get_edition(edition_id)
-    assert info is not None
-    if decision == "resend" and info.status == EditionStatus.CANCELLED:
-        raise InputError(
-            f"edition {edition_id} is cancelled: nothing is sent again",
-            hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
-        )
     skipped = 0
     if decision == "resend":
-        # the webhook may have brought proof since the batch was held: look again now
+        # the webhook may have brought proof since the batch was held: look again
+        # now; a batch of a cancelled edition is refused there, in one transaction
         n, skipped, _ = store.resend_held_batch(batch_id)
     else:
         n = store.resolve_batch(batch_id, decision)

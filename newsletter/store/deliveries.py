@@ -20,7 +20,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,11 +85,21 @@ B, D = BatchStatus, DeliveryStatus
 NOT_SENDING = EDITION_NOT_SENDING
 
 
+class EventWrites(NamedTuple):
+    """What :func:`write_event_statuses` did not write (those rows changed nothing)."""
+
+    #: moves the state table refuses (a bug in the caller's fold: not worth a retry)
+    refused: int
+    #: rows no longer in the status the caller read (moved underneath: read again)
+    stale: int
+
+
 def write_event_statuses(
     conn: Connection, dialect: str, changes: list[dict[str, Any]], now: datetime
-) -> int:
+) -> EventWrites:
     """Apply event-driven changes ``{"id", "from", "status", "opened", "clicked"}`` in
-    the caller's transaction. Returns how many were refused; they change nothing.
+    the caller's transaction. Returns how many were refused by the state table and
+    how many were stale; neither changes anything.
 
     Each move from ``from`` (the status the caller read, under a row lock) to
     ``status`` is checked against ``DELIVERY`` (staying is a flag-only change),
@@ -97,12 +107,10 @@ def write_event_statuses(
     compare-and-set, so the one executemany of a webhook request (thousands of
     rows) needs no statement per target status.
     """
-    rows = [
-        c for c in changes if c["from"] == c["status"] or DELIVERY.allowed(c["from"], c["status"])
-    ]
+    rows = [c for c in changes if _allowed(c)]
     refused = len(changes) - len(rows)
     if not rows:
-        return refused
+        return EventWrites(refused, 0)
     if dialect == "sqlite":
         done = sqlite_executemany(
             conn,
@@ -158,7 +166,7 @@ def write_event_statuses(
             for r in rows
         ]
         done = int(conn.execute(stmt, params).rowcount)
-    return refused + len(rows) - done
+    return EventWrites(refused, len(rows) - done)
 
 
 #: write_event_statuses on PostgreSQL: compare-and-set on the status each row was read in
@@ -709,7 +717,8 @@ class DeliveryQueries(StoreBase):
         In one transaction: when an event from the batch's provider exists for any
         of its deliveries, the batch was accepted and nothing is sent again; else
         its unresolved deliveries are queued again. Returns (queued again, skipped
-        because proven accepted, the edition's id as text).
+        because proven accepted, the edition's id as text). A batch of a cancelled
+        edition is refused (:class:`InputError`): it can be decided sent or failed.
         """
         now = utcnow()
         with self.begin() as conn:
@@ -722,6 +731,16 @@ class DeliveryQueries(StoreBase):
             if row is None:
                 raise InputError(
                     f"no batch {batch_id}", hint="`newsletter status` lists unresolved batches"
+                )
+            # in this transaction, the edition's row locked: a cancel waits for the
+            # resend, or the resend sees the cancel (never queued rows in a cancelled edition)
+            edition = select(editions.c.status).where(editions.c.id == row.edition_id)
+            if self.dialect == "postgresql":
+                edition = edition.with_for_update()
+            if conn.execute(edition).scalar_one() == EditionStatus.CANCELLED:
+                raise InputError(
+                    f"edition {row.edition_id} is cancelled: nothing is sent again",
+                    hint=f"decide `newsletter send --resolve {batch_id} sent|failed`",
                 )
             _check_held(conn, batch_id, row.status)
             seen, mid = _evidence(conn, batch_id)
@@ -1013,9 +1032,16 @@ def accept_held_batch(
     return moved
 
 
-def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+def fold_stored_events(
+    conn: Connection,
+    delivery_ids: Iterable[int],
+    now: datetime,
+    *,
+    skip: Collection[tuple[str, str]] = (),
+) -> set[int]:
     """Fold every stored event of these deliveries into their status and flags, in
-    the caller's transaction. Returns how many deliveries changed.
+    the caller's transaction, except the events ``skip`` names by (provider,
+    provider event id). Returns the deliveries changed.
 
     Folding is by precedence (:func:`newsletter.states.fold`), so an event folded
     twice changes nothing. Our own events (an unsubscribe through our link) do not
@@ -1024,12 +1050,17 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
     come after. The write is a compare-and-set on the status read: a delivery a
     concurrent webhook request moved in between is read and folded again.
     """
-    changed = 0
+    changed: set[int] = set()
     ids = sorted({i for i in delivery_ids if i is not None})
+    skipped = set(skip)
     for _ in range(3):
-        changes = _stored_folds(conn, ids)
-        stale = write_event_statuses(conn, conn.dialect.name, changes, now)
-        changed += len(changes) - stale
+        changes = _stored_folds(conn, ids, skipped)
+        refused, stale = write_event_statuses(conn, conn.dialect.name, changes, now)
+        if refused:
+            # a fold never moves backwards: the same fold would be refused again
+            logger.error("%d event-driven delivery changes refused by the state table", refused)
+            changes = [c for c in changes if _allowed(c)]
+        changed.update(c["id"] for c in changes)
         if not stale:
             return changed
         ids = [c["id"] for c in changes]  # the ones done already change nothing now
@@ -1037,8 +1068,15 @@ def fold_stored_events(conn: Connection, delivery_ids: Iterable[int], now: datet
     return changed
 
 
-def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
-    """The changes folding their stored events makes to these deliveries."""
+def _allowed(change: dict[str, Any]) -> bool:
+    """Whether :func:`write_event_statuses` writes ``change`` (unless it is stale)."""
+    return change["from"] == change["status"] or DELIVERY.allowed(change["from"], change["status"])
+
+
+def _stored_folds(
+    conn: Connection, ids: list[int], skip: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """The changes folding their stored events (but those in ``skip``) makes to these deliveries."""
     dialect = conn.dialect.name
     rows: dict[int, Any] = {}
     for among in in_parts(dialect, deliveries.c.id, ids):
@@ -1048,8 +1086,12 @@ def _stored_folds(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
         rows.update((r.id, r) for r in conn.execute(q))
     types: dict[int, list[str]] = {i: [] for i in rows}
     for among in in_parts(dialect, events.c.delivery_id, sorted(rows)):
-        q = select(events.c.delivery_id, events.c.provider, events.c.type).where(among)
+        q = select(
+            events.c.delivery_id, events.c.provider, events.c.provider_event_id, events.c.type
+        ).where(among)
         for ev in conn.execute(q):
+            if (ev.provider, ev.provider_event_id) in skip:
+                continue
             if rows[ev.delivery_id].status == D.UNRESOLVED and ev.provider == OWN_EVENTS:
                 continue  # only the provider can say it took a held message
             types[ev.delivery_id].append(ev.type)
@@ -1127,6 +1169,12 @@ OWN_EVENTS = "newsletter"
 
 #: delivery statuses that keep an edition open
 OPEN_STATUSES = DELIVERY_OPEN
+
+
+def deliveries_of(subscriber_id: int) -> Select[tuple[int]]:
+    """The ids of a subscriber's deliveries, as a subquery (not an IN list of ids:
+    a reader of a daily for years has thousands)."""
+    return select(deliveries.c.id).where(deliveries.c.subscriber_id == subscriber_id)
 
 
 def erase_delivery_addresses(conn: Connection, subscriber_id: int) -> list[int]:

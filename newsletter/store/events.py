@@ -56,6 +56,7 @@ from newsletter.store.audience import write_subscriber_changes
 from newsletter.store.base import StoreBase, in_parts, sqlite_executemany, utcnow
 from newsletter.store.deliveries import (
     OWN_EVENTS,
+    deliveries_of,
     fold_stored_events,
     lock_held_batches,
     message_id_of,
@@ -77,14 +78,15 @@ def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def erase_events(conn: Connection, email: str, delivery_ids: Iterable[int]) -> None:
+def erase_events(conn: Connection, email: str, subscriber_id: int | None) -> None:
     """Inside an erasure's transaction: provider events carry the address in their raw
-    payload; events of ``email`` or of ``delivery_ids`` keep only their type and time."""
-    ids = list(delivery_ids) or [-1]
+    payload; events of ``email`` or of the subscriber's deliveries keep only their
+    type and time (the deliveries found by a subquery: a reader may have thousands)."""
+    where = events.c.email == email
+    if subscriber_id is not None:
+        where = where | events.c.delivery_id.in_(deliveries_of(subscriber_id))
     conn.execute(
-        update(events)
-        .where((events.c.email == email) | events.c.delivery_id.in_(ids))
-        .values(email="", raw=dict(ERASED_RAW), url="", reason="")
+        update(events).where(where).values(email="", raw=dict(ERASED_RAW), url="", reason="")
     )
 
 
@@ -305,17 +307,18 @@ class EventQueries(StoreBase):
                 ],
                 now,
             )
-            folded = 0
+            folded: set[int] = set()
             if settled:
                 # their deliveries are accepted now: fold what was stored for them
-                # while held (our own unsubscribes too), then the new events from
-                # there (the status updates below are compare-and-set on the status read)
-                folded = fold_stored_events(conn, settled, now)
+                # while held (our own unsubscribes too), then apply this request's
+                # events from there, once, like any others (so `refused` counts only
+                # those that point backwards from there)
+                folded = fold_stored_events(
+                    conn, settled, now, skip={(ev.provider, ev.provider_event_id) for ev in new}
+                )
                 matched = self._match(conn, new)
-            result.deliveries_changed, result.refused = self._apply_statuses(
-                conn, new, matched, now
-            )
-            result.deliveries_changed += folded
+            changed, result.refused = self._apply_statuses(conn, new, matched, now)
+            result.deliveries_changed = len(folded | changed)
             result.suppressed = self._apply_suppressions(conn, new, matched, now)
             self._apply_resubscribes(conn, new, matched, now)
             self._apply_soft_bounces(conn, new, matched, soft_bounce_limit, now)
@@ -424,7 +427,7 @@ class EventQueries(StoreBase):
         new: list[TrackedEvent],
         matched: list[_Delivery | None],
         now: datetime,
-    ) -> tuple[int, int]:
+    ) -> tuple[set[int], int]:
         """Fold each delivery's events into its status and flags. Returns (deliveries
         changed, events refused: pointing backwards, so counted and logged)."""
         types: dict[int, list[str]] = {}
@@ -437,7 +440,7 @@ class EventQueries(StoreBase):
                 types.setdefault(d.id, []).append(ev.type)
                 rows[d.id] = d
                 refused += refused_by(d.status, ev.type)
-        changes = []
+        changes: list[dict[str, Any]] = []
         for did, ts in types.items():
             d = rows[did]
             status, opened, clicked = fold(d.status, ts)
@@ -453,17 +456,21 @@ class EventQueries(StoreBase):
                     }
                 )
         # the rows are locked (PostgreSQL) or the transaction serialised (SQLite), so
-        # none moves between the read and this write; a refusal here would be a bug
-        stale = write_event_statuses(conn, self.dialect, changes, now)
+        # none moves between the read and this write; either count here would be a bug
+        refused_moves, stale = write_event_statuses(conn, self.dialect, changes, now)
+        if refused_moves:
+            logger.error(
+                "%d event-driven delivery changes refused by the state table", refused_moves
+            )
         if stale:
-            logger.error("%d event-driven delivery changes refused by the state table", stale)
+            logger.error("%d event-driven delivery changes found their row moved", stale)
         if refused:
             logger.info(
                 "%d events pointed to a status their delivery cannot take "
                 "(late, out of order or before the send recorded it); statuses kept",
                 refused,
             )
-        return len(changes) - stale, refused
+        return {c["id"] for c in changes}, refused
 
     def _subscribers(
         self, conn: Connection, ids: Iterable[int] = (), emails: Iterable[str] = ()
@@ -671,7 +678,7 @@ class EventQueries(StoreBase):
                     )
                 ]
             settled = settle_held_batches(conn, proofs, now)
-            return fold_stored_events(conn, [did for did, _ in found] + settled, now)
+            return len(fold_stored_events(conn, [did for did, _ in found] + settled, now))
 
     # ------------------------------------------------------------------ unsubscribes
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select
 
 from newsletter.store.audience import erase_subscriber
 from newsletter.store.base import StoreBase, utcnow
-from newsletter.store.deliveries import erase_delivery_addresses
+from newsletter.store.deliveries import deliveries_of, erase_delivery_addresses
 from newsletter.store.events import erase_events
 from newsletter.store.schema import (
     deliveries,
@@ -81,10 +81,9 @@ class PrivacyQueries(StoreBase):
                 .where(deliveries.c.subscriber_id == sub.id)
                 .order_by(deliveries.c.id)
             ).all()
-            ids = [d.id for d in dels]
             evs = conn.execute(
                 select(events)
-                .where((events.c.email == email) | events.c.delivery_id.in_(ids or [-1]))
+                .where((events.c.email == email) | events.c.delivery_id.in_(deliveries_of(sub.id)))
                 .order_by(events.c.occurred_at, events.c.id)
             ).all()
         return PersonRecord(
@@ -111,7 +110,7 @@ class PrivacyQueries(StoreBase):
                 )
             # each domain erases its own rows, in this one transaction
             dels = erase_delivery_addresses(conn, sub.id) if sub else []
-            erase_events(conn, email, dels)
+            erase_events(conn, email, sub.id if sub else None)
             if sub is None:
                 return False
             delete_subscriptions(conn, sub.id)
