@@ -160,27 +160,21 @@ def test_json_logs_carry_a_usage_error_as_a_json_line(project):
     import subprocess
     import sys
 
-    r = subprocess.run(
-        [sys.executable, "-m", "newsletter", "--log-format", "json", "run", "--at", "monday"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=project,
-    )
-    assert r.returncode == 2 and r.stdout == ""
-    (record,) = [json.loads(x) for x in r.stderr.splitlines()]
-    assert (record["level"], record["event"], record["exit_code"]) == ("error", "error", 2)
+    def json_error(*args: str) -> dict:
+        r = subprocess.run(
+            [sys.executable, "-m", "newsletter", "--log-format", "json", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=project,
+        )
+        assert r.returncode == 2 and r.stdout == ""
+        (record,) = [json.loads(x) for x in r.stderr.splitlines()]
+        assert (record["level"], record["event"], record["exit_code"]) == ("error", "error", 2)
+        return record
+
+    record = json_error("run", "--at", "monday")
     assert "'monday' is not an ISO 8601 time" in record["message"]
     assert "--at" in record["message"]
     # a command that does not exist fails before the group's callback has run
-    r = subprocess.run(
-        [sys.executable, "-m", "newsletter", "--log-format", "json", "rnu"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=project,
-    )
-    assert r.returncode == 2 and r.stdout == ""
-    (record,) = [json.loads(x) for x in r.stderr.splitlines()]
-    assert (record["level"], record["exit_code"]) == ("error", 2)
-    assert "No such command 'rnu'" in record["message"]
+    assert "No such command 'rnu'" in json_error("rnu")["message"]
