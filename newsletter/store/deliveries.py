@@ -507,18 +507,7 @@ class DeliveryQueries(StoreBase):
         took it over meanwhile (the lease ran out while the id was asked for) and
         queued it again as one that sent nothing, so the worker must not send it.
         """
-        with self.begin() as conn:
-            return bool(
-                conn.execute(
-                    update(batches)
-                    .where(
-                        (batches.c.id == batch_id)
-                        & (batches.c.status == B.CLAIMED)
-                        & (batches.c.worker == worker)
-                    )
-                    .values(provider_batch_id=provider_batch_id[:200])
-                ).rowcount
-            )
+        return self._if_still_claimed(batch_id, worker, provider_batch_id=provider_batch_id[:200])
 
     def take_over_batch(self, batch_id: str, worker: str, new_worker: str) -> bool:
         """Make ``new_worker`` the one resolving a batch ``worker`` left claimed.
@@ -526,16 +515,20 @@ class DeliveryQueries(StoreBase):
         Conditional on the batch still being claimed by ``worker``, so of two
         runs recovering the same dead batch only one goes on.
         """
+        return self._if_still_claimed(batch_id, worker, worker=new_worker)
+
+    def _if_still_claimed(self, batch_id: str, holder: str, **values: Any) -> bool:
+        """Set ``values`` on a batch only while ``holder`` still holds its claim."""
         with self.begin() as conn:
             return bool(
                 conn.execute(
                     update(batches)
                     .where(
                         (batches.c.id == batch_id)
-                        & (batches.c.worker == worker)
                         & (batches.c.status == B.CLAIMED)
+                        & (batches.c.worker == holder)
                     )
-                    .values(worker=new_worker)
+                    .values(**values)
                 ).rowcount
             )
 
