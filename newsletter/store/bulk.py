@@ -60,11 +60,31 @@ class SubscriberRows:
         self.conn = conn
         self.now = _bind(conn, subscribers.c.created_at, now)
 
+    #: SQL for the values of one JSON array parameter, as text and as integers:
+    #: one parameter for any number of values
+    LIST_TEXT = ""
+    LIST_INT = ""
+
+    def _among(self, sql: str, values: Iterable[Any]) -> Sequence[Any]:
+        return self.conn.exec_driver_sql(sql, (json.dumps(list(values)),)).all()
+
     def existing(self, emails: Sequence[str]) -> dict[str, StoredSubscriber]:
-        raise NotImplementedError
+        rows = self._among(
+            f"SELECT email, {_COMPARED} FROM subscribers WHERE email IN ({self.LIST_TEXT})",
+            emails,
+        )
+        return {r[0]: StoredSubscriber(*r[1:]) for r in rows}
 
     def tags(self, ids: Sequence[int]) -> dict[int, list[str]]:
-        raise NotImplementedError
+        found: dict[int, list[str]] = {i: [] for i in ids}
+        if ids:
+            for sid, slug in self._among(
+                "SELECT subscriber_id, tag_slug FROM subscriber_tags "
+                f"WHERE subscriber_id IN ({self.LIST_INT})",
+                ids,
+            ):
+                found[sid].append(slug)
+        return found
 
     def insert(self, subs: Sequence[Subscriber]) -> dict[str, int]:
         """Insert new subscribers; their ids by address."""
@@ -102,28 +122,7 @@ class SqliteRows(SubscriberRows):
     """Rows go in as one JSON array per table and chunk, through ``json_each``:
     half the time of an executemany, which binds every value of every row."""
 
-    def _among(self, sql: str, values: Iterable[Any]) -> Sequence[Any]:
-        # "IN (SELECT value FROM json_each(?))": one parameter for any number of values
-        return self.conn.exec_driver_sql(sql, (json.dumps(list(values)),)).all()
-
-    def existing(self, emails: Sequence[str]) -> dict[str, StoredSubscriber]:
-        rows = self._among(
-            f"SELECT email, {_COMPARED} FROM subscribers "
-            "WHERE email IN (SELECT value FROM json_each(?))",
-            emails,
-        )
-        return {r[0]: StoredSubscriber(*r[1:]) for r in rows}
-
-    def tags(self, ids: Sequence[int]) -> dict[int, list[str]]:
-        found: dict[int, list[str]] = {i: [] for i in ids}
-        if ids:
-            for sid, slug in self._among(
-                "SELECT subscriber_id, tag_slug FROM subscriber_tags "
-                "WHERE subscriber_id IN (SELECT value FROM json_each(?))",
-                ids,
-            ):
-                found[sid].append(slug)
-        return found
+    LIST_TEXT = LIST_INT = "SELECT value FROM json_each(?)"
 
     def insert(self, subs: Sequence[Subscriber]) -> dict[str, int]:
         if not subs:
@@ -199,6 +198,9 @@ class PostgresRows(SubscriberRows):
         # COPY's text form of the time: formatted once, not once per value
         self.now_text = self.now.isoformat()
 
+    LIST_TEXT = "SELECT json_array_elements_text(%s::json)"
+    LIST_INT = "SELECT json_array_elements_text(%s::json)::int"
+
     def _run(self, sql: str, *params: Any) -> Any:
         return self.conn.exec_driver_sql(sql, params)
 
@@ -207,25 +209,6 @@ class PostgresRows(SubscriberRows):
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-
-    def existing(self, emails: Sequence[str]) -> dict[str, StoredSubscriber]:
-        rows = self._run(
-            f"SELECT email, {_COMPARED} FROM subscribers "
-            "WHERE email IN (SELECT json_array_elements_text(%s::json))",
-            json.dumps(list(emails)),
-        )
-        return {r[0]: StoredSubscriber(*r[1:]) for r in rows}
-
-    def tags(self, ids: Sequence[int]) -> dict[int, list[str]]:
-        found: dict[int, list[str]] = {i: [] for i in ids}
-        if ids:
-            for sid, slug in self._run(
-                "SELECT subscriber_id, tag_slug FROM subscriber_tags WHERE subscriber_id IN "
-                "(SELECT json_array_elements_text(%s::json)::int)",
-                json.dumps(list(ids)),
-            ):
-                found[sid].append(slug)
-        return found
 
     def insert(self, subs: Sequence[Subscriber]) -> dict[str, int]:
         if not subs:
