@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from newsletter.config import Config
 from newsletter.store import Store, open_store
 from tests.fakes.banks import Banks
+from tests.fakes.mail import SmtpServers
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.helpers import IN_CI, ROOT, SAMPLE_CONFIG, SECRET, SENDGRID_KEY, build_config
 
@@ -139,3 +140,11 @@ def sg() -> Iterator[FakeSendGrid]:
     """A fake SendGrid on loopback that takes SENDGRID_KEY (see ``sg_config``)."""
     with FakeSendGrid(api_key=SENDGRID_KEY) as fake:
         yield fake
+
+
+@pytest.fixture
+def smtp_servers() -> Iterator[SmtpServers]:
+    """Real aiosmtpd servers, started by the test (``smtp_servers.start(handler)``)."""
+    servers = SmtpServers()
+    yield servers
+    servers.stop()

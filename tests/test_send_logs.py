@@ -102,14 +102,10 @@ def test_a_secret_in_a_log_line_or_a_logged_exception_is_hidden(monkeypatch, cap
         logging.captureWarnings(False)
 
 
-def test_smtp_answers_that_quote_an_address_stay_out_of_the_logs(project):
+def test_smtp_answers_that_quote_an_address_stay_out_of_the_logs(project, smtp_servers):
     """Servers quote the recipient in RCPT answers ("451 <a@b>: greylisted"):
     the stored reason keeps it (it is that delivery's row), but the error that
     stops the send, logged and printed, says only how many and why."""
-    from aiosmtpd.controller import Controller
-
-    from tests.fakes.mail import free_port
-
     with open(project / "subscribers.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     refused, deferred = rows[0]["email"], rows[1]["email"]
@@ -126,21 +122,16 @@ def test_smtp_answers_that_quote_an_address_stay_out_of_the_logs(project):
         async def handle_DATA(self, server, session, envelope):
             return "250 2.0.0 Ok: queued"
 
-    port = free_port()
-    controller = Controller(Quoting(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        toml = project / "newsletter.toml"
-        toml.write_text(
-            toml.read_text().replace('backend = "outbox"', 'backend = "smtp"')
-            + f'\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n',
-            encoding="utf-8",
-        )
-        assert run_cli(project, "subscribers", "import", "subscribers.csv", env={}).returncode == 0
-        assert run_cli(project, "ingest", env={}).returncode == 0
-        out = run_cli(project, "-vv", "send", "--at", "2026-11-30T07:05:00+05:00", env={})
-    finally:
-        controller.stop()
+    port = smtp_servers.start(Quoting())
+    toml = project / "newsletter.toml"
+    toml.write_text(
+        toml.read_text().replace('backend = "outbox"', 'backend = "smtp"')
+        + f'\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n',
+        encoding="utf-8",
+    )
+    assert run_cli(project, "subscribers", "import", "subscribers.csv", env={}).returncode == 0
+    assert run_cli(project, "ingest", env={}).returncode == 0
+    out = run_cli(project, "-vv", "send", "--at", "2026-11-30T07:05:00+05:00", env={})
     assert out.returncode != 0 and "deferred" in out.stderr, out.stderr[-2000:]
     log = out.stdout + out.stderr
     for secret in personal_strings(project):

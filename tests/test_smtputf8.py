@@ -10,12 +10,10 @@ import email.policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from newsletter.delivery.backends import make_backend
 from newsletter.delivery.send import send_edition
 from newsletter.models import Rendered
-from tests.fakes.mail import free_port
 from tests.test_wire import ENGLISH, config, edition, fields, split
 
 UTF8 = "айгерим@example.kz"
@@ -46,24 +44,16 @@ class Recorder:
 
 
 @pytest.fixture
-def smtpd():
-    """``smtpd(utf8=True)``: a server announcing SMTPUTF8 (and 8BITMIME); without, neither
-    SMTPUTF8 (aiosmtpd's default) but 8BITMIME still."""
-    started = []
+def smtpd(smtp_servers):
+    """``smtpd(utf8=True)``: a server announcing SMTPUTF8 (and 8BITMIME); without, no
+    SMTPUTF8 but 8BITMIME still."""
 
     def start(*, utf8: bool) -> Recorder:
         box = Recorder()
-        box.port = free_port()  # type: ignore[attr-defined]
-        controller = Controller(
-            box, hostname="127.0.0.1", port=box.port, enable_SMTPUTF8=utf8, decode_data=False
-        )
-        controller.start()
-        started.append(controller)
+        box.port = smtp_servers.start(box, utf8=utf8)  # type: ignore[attr-defined]
         return box
 
-    yield start
-    for c in started:
-        c.stop()
+    return start
 
 
 def smtp_cfg(folder: Path, box: Recorder):

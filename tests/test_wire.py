@@ -14,7 +14,6 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from newsletter.audience.subscribers import to_subscriber
 from newsletter.delivery.backends import make_backend
@@ -23,7 +22,7 @@ from newsletter.models import Rendered
 from newsletter.render.compile import render
 from newsletter.render.personalize import first_name, personalize
 from newsletter.store import Store
-from tests.fakes.mail import FaultyMailbox, free_port
+from tests.fakes.mail import FaultyMailbox
 from tests.helpers import (
     DELIVERY_CONFIG,
     NOW,
@@ -245,28 +244,16 @@ def test_a_line_over_998_octets_is_never_sent_8bit():
 
 
 @pytest.fixture
-def plain_smtpd():
+def plain_smtpd(smtp_servers):
     """A real aiosmtpd server; ``eightbit=False`` makes one that does not announce 8BITMIME.
-    It does not announce SMTPUTF8 either (aiosmtpd's Controller would by default)."""
-    started = []
+    It does not announce SMTPUTF8 either."""
 
     def start(*, eightbit: bool) -> FaultyMailbox:
         box = FaultyMailbox()
-        box.port = free_port()
-        controller = Controller(
-            box,
-            hostname="127.0.0.1",
-            port=box.port,
-            decode_data=not eightbit,
-            enable_SMTPUTF8=False,
-        )
-        controller.start()
-        started.append(controller)
+        box.port = smtp_servers.start(box, eightbit=eightbit)
         return box
 
-    yield start
-    for c in started:
-        c.stop()
+    return start
 
 
 def smtp_cfg(folder: Path, box: FaultyMailbox):

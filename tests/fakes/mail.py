@@ -105,3 +105,30 @@ class FaultyMailbox:
             }
         )
         return "250 2.0.0 Ok: queued"
+
+
+class SmtpServers:
+    """Real aiosmtpd servers on 127.0.0.1 for one test (the ``smtp_servers`` fixture
+    stops them). ``eightbit=False``: no 8BITMIME; ``utf8``: SMTPUTF8 announced or not
+    (aiosmtpd's Controller would announce it by default)."""
+
+    def __init__(self) -> None:
+        self.started: list[Controller] = []
+
+    def start(self, handler: object, *, eightbit: bool = True, utf8: bool = False) -> int:
+        """Serve ``handler``; returns the port."""
+        port = free_port()
+        controller = Controller(
+            handler,
+            hostname="127.0.0.1",
+            port=port,
+            decode_data=not eightbit,
+            enable_SMTPUTF8=utf8,
+        )
+        controller.start()
+        self.started.append(controller)
+        return port
+
+    def stop(self) -> None:
+        for controller in self.started:
+            controller.stop()
