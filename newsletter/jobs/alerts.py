@@ -11,16 +11,15 @@ An alert that cannot be sent is logged; it never changes the run's outcome.
 from __future__ import annotations
 
 import logging
-import os
 import smtplib
 import socket
 import ssl
-import tempfile
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from pathlib import Path
 
 from newsletter.config import Config
+from newsletter.delivery.backends.outbox import private_folder, write_message
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +61,11 @@ def _send_smtp(cfg: Config, msg: EmailMessage) -> str:
 
 
 def _write_outbox(cfg: Config, msg: EmailMessage) -> str:
-    outbox = cfg.resolve(cfg.delivery.outbox_dir)
-    folder = outbox / "alerts"
     # owner-only, as the backend makes them: the alert may be the outbox's first file,
     # and the editions' folders (addresses, personal links) go into the same outbox
-    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.mkdir(exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(msg.as_bytes())
-    target = Path(tmp).with_suffix(".eml")
-    os.replace(tmp, target)
-    return str(target)
+    folder = private_folder(cfg.resolve(cfg.delivery.outbox_dir), "alerts")
+    name = f"{time.time_ns()}.eml"
+    return str(write_message(folder, name, msg.as_bytes()))
 
 
 def send_alert(cfg: Config, subject: str, body: str) -> str:

@@ -26,6 +26,26 @@ from newsletter.models import Recipient
 logger = logging.getLogger(__name__)
 
 
+def private_folder(outbox: Path, name: str) -> Path:
+    """``outbox/name``, both made owner-only (0700) where missing: the messages in
+    them carry addresses and personal links."""
+    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = outbox / name
+    folder.mkdir(exist_ok=True, mode=0o700)
+    return folder
+
+
+def write_message(folder: Path, name: str, data: bytes) -> Path:
+    """``data`` as ``folder/name``, whole or not at all (a temporary file renamed
+    into place; mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    target = folder / name
+    os.replace(tmp, target)
+    return target
+
+
 class OutboxBackend(Backend):
     name = "outbox"
     idempotent = True
@@ -52,10 +72,7 @@ class OutboxBackend(Backend):
         )
         result = BatchResult(message_id=f"outbox-{message.edition_id}")
         try:
-            # the messages carry addresses and personal links: owner-only folders
-            # (mkstemp makes the files 0600)
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            folder.mkdir(exist_ok=True, mode=0o700)
+            private_folder(self.folder, folder.name)
             for r in recipients:
                 try:
                     data = render_message(message, r, eight_bit=True).data
@@ -65,10 +82,7 @@ class OutboxBackend(Backend):
                 name = f"{r.delivery_id:08d}.eml" if not message.test else f"{r.email}.eml"
                 if message.transactional:
                     name = f"{time.time_ns()}-{r.email}.eml"
-                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, folder / name)
+                write_message(folder, name, data)
         except OSError as err:
             raise DeliveryError(
                 f"cannot write the outbox: {err.strerror}", where=str(folder)
