@@ -125,6 +125,12 @@ def in_parts(
         yield column.in_(values[i : i + IN_CHUNK])
 
 
+def chunks(items: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` ``n`` at a time (IN lists that must stay lists on both engines)."""
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
 def update_by_id(conn: Connection, table: Table, rows: list[dict[str, Any]], **same: Any) -> None:
     """Update many rows of ``table`` in one executemany: each of ``rows`` is
     ``{"id": …, column: value, …}`` (the same columns in every row); ``same``

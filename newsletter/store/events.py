@@ -53,7 +53,7 @@ from newsletter.states import (
     soft_bounce_streak,
 )
 from newsletter.store.audience import write_subscriber_changes
-from newsletter.store.base import StoreBase, in_parts, sqlite_executemany, utcnow
+from newsletter.store.base import StoreBase, chunks, in_parts, sqlite_executemany, utcnow
 from newsletter.store.deliveries import (
     OWN_EVENTS,
     deliveries_of,
@@ -67,15 +67,8 @@ from newsletter.store.schema import deliveries, editions, events, subscribers
 
 logger = logging.getLogger(__name__)
 
-#: rows per IN (...) list
-_CHUNK = 500
 #: editions looked back over when a soft-bounce streak is recomputed
 _STREAK_EDITIONS = 200
-
-
-def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 def erase_events(conn: Connection, email: str, subscriber_id: int | None) -> None:
@@ -395,7 +388,7 @@ class EventQueries(StoreBase):
         by_message: dict[tuple[str, str], _Delivery] = {}
         loose = [ev for ev in new if not ev.delivery_id and ev.message_id and ev.email]
         message_ids = sorted({ev.message_id for ev in loose})
-        for part in _chunks(message_ids):
+        for part in chunks(message_ids):
             q = (
                 select(*_DELIVERY_COLS)
                 .where(deliveries.c.message_id.in_(part))

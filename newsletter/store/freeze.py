@@ -22,7 +22,7 @@ transaction: a freeze that fails leaves nothing, and two freezes take turns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from newsletter.errors import StoreError
 from newsletter.states import DeliveryStatus
-from newsletter.store.base import StoreBase, bind_processor, utcnow
+from newsletter.store.base import StoreBase, bind_processor, chunks, utcnow
 from newsletter.store.deliveries import AudienceRow
 from newsletter.store.editions import mark_frozen
 from newsletter.store.schema import (
@@ -141,11 +141,6 @@ def find_duplicates(
 def _plain(email: str) -> bool:
     """ASCII that ``address_key`` leaves as it is: it can only match itself."""
     return email.isascii() and address_key(email) == email
-
-
-def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 class FreezeQueries(StoreBase):
@@ -356,7 +351,7 @@ class FreezeQueries(StoreBase):
             # then which of those few are about to be frozen
             ids = conn.execute(select(subscribers.c.id).where(which)).scalars().all()
             out: dict[int, str] = {}
-            for part in _chunks(ids):
+            for part in chunks(ids):
                 out.update(conn.execute(chosen_rows.where(subscribers.c.id.in_(part))).all())
             return out
 
@@ -375,7 +370,7 @@ class FreezeQueries(StoreBase):
         keys = sorted(
             {address_key(m) for m in new.values()} | {address_key(m) for _, m in frozen.values()}
         )
-        for part in _chunks([k for k in keys if _plain(k)]):
+        for part in chunks([k for k in keys if _plain(k)]):
             new.update(chosen_among(email.in_(part)))
             if mark is not None:
                 for did, sid, mail in conn.execute(frozen_rows.where(deliveries.c.email.in_(part))):
