@@ -15,38 +15,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, TextualSelect, bindparam, case, delete, text
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy import Connection, TextualSelect, bindparam, delete, text
 
-from newsletter.store.base import StoreBase, dialect_insert, utcnow
+from newsletter.store.base import StoreBase, utcnow
 from newsletter.store.schema import rate_limits
 
 
 @functools.cache
-def hit_statement(dialect: str) -> ReturningInsert[Any]:
-    """The one statement of :meth:`RateLimitQueries.hit`, built once per dialect
-    (building it took more time than running it on SQLite): parameters ``key``,
-    ``now`` and ``closes``."""
-    now = bindparam("now", type_=rate_limits.c.expires_at.type)
-    closes = bindparam("closes", type_=rate_limits.c.expires_at.type)
-    stmt = dialect_insert(dialect, rate_limits).values(
-        key=bindparam("key"), count=1, expires_at=closes
-    )
-    expired = rate_limits.c.expires_at <= now
-    return stmt.on_conflict_do_update(
-        index_elements=[rate_limits.c.key],
-        set_={
-            "count": case((expired, 1), else_=rate_limits.c.count + 1),
-            "expires_at": case((expired, stmt.excluded.expires_at), else_=rate_limits.c.expires_at),
-        },
-    ).returning(rate_limits.c.count)
-
-
-@functools.cache
 def hits_statement(n: int) -> TextualSelect:
-    """:func:`hit_statement` for ``n`` keys at once, one row each in the order given
-    (PostgreSQL locks the rows in that order), RETURNING ``key`` and ``count``:
-    parameters ``now`` and ``key_i``, ``closes_i`` for i in 0..n-1.
+    """One hit on each of ``n`` keys, one row each in the order given (PostgreSQL
+    locks the rows in that order), RETURNING ``key`` and ``count``: parameters
+    ``now`` and ``key_i``, ``closes_i`` for i in 0..n-1. A window opens at a key's
+    first hit (``closes_i``) and a hit after it closed opens the next.
 
     Written as text, the same on SQLite and PostgreSQL: SQLAlchemy does not cache
     a multi-row ``insert().values([...])``, and compiling it again for every
@@ -76,13 +56,10 @@ class RateLimitQueries(StoreBase):
         A window opens at the first hit and lasts ``window`` seconds. With ``conn``,
         inside that transaction.
         """
-        now = utcnow()
-        params = {"key": key[:200], "now": now, "closes": now + timedelta(seconds=window)}
-        stmt = hit_statement(self.dialect)
         if conn is not None:
-            return int(conn.execute(stmt, params).scalar_one())
+            return self.hits(conn, [(key, window)])[0]
         with self.begin() as c:
-            return int(c.execute(stmt, params).scalar_one())
+            return self.hits(c, [(key, window)])[0]
 
     def hits(self, conn: Connection, keys: Sequence[tuple[str, float]]) -> list[int]:
         """Inside ``conn``'s transaction: one hit on each ``(key, window)``, in that
