@@ -641,18 +641,7 @@ class DeliveryQueries(StoreBase):
                 values["error"] = ""
             elif target == D.FAILED:
                 values["error"] = "outcome unknown; marked failed by the operator"
-            moved = list(
-                conn.execute(
-                    update(deliveries)
-                    .where(
-                        (deliveries.c.batch_id == batch_id)
-                        & (deliveries.c.status == D.UNRESOLVED)
-                        & can_move(deliveries, DELIVERY, target)
-                    )
-                    .values(status=target, **values)
-                    .returning(deliveries.c.id)
-                ).scalars()
-            )
+            moved = move_held_deliveries(conn, batch_id, target, **values)
             if target == D.ACCEPTED:
                 # taken: what was stored for them while held counts now (our own
                 # unsubscribe events too, as if they had come after)
@@ -749,15 +738,11 @@ class DeliveryQueries(StoreBase):
                 fold_stored_events(conn, accepted, now)
                 _finish_if_settled(conn, row.edition_id, now)
                 return 0, len(accepted), str(row.edition_id)
-            n = conn.execute(
-                update(deliveries)
-                .where(
-                    (deliveries.c.batch_id == batch_id)
-                    & (deliveries.c.status == D.UNRESOLVED)
-                    & can_move(deliveries, DELIVERY, D.QUEUED)
+            n = len(
+                move_held_deliveries(
+                    conn, batch_id, D.QUEUED, batch_id=None, error="", updated_at=now
                 )
-                .values(status=D.QUEUED, batch_id=None, error="", updated_at=now)
-            ).rowcount
+            )
             conn.execute(
                 update(batches)
                 .where(
@@ -991,6 +976,23 @@ def settle_held_batches(
     return settled
 
 
+def move_held_deliveries(conn: Connection, held: str, target: str, **values: Any) -> list[int]:
+    """Batch ``held``'s unresolved deliveries moved to ``target`` (with ``values``),
+    where ``DELIVERY`` allows it, in the caller's transaction; returns their ids."""
+    return list(
+        conn.execute(
+            update(deliveries)
+            .where(
+                (deliveries.c.batch_id == held)
+                & (deliveries.c.status == D.UNRESOLVED)
+                & can_move(deliveries, DELIVERY, target)
+            )
+            .values(status=target, **values)
+            .returning(deliveries.c.id)
+        ).scalars()
+    )
+
+
 def accept_held_batch(
     conn: Connection, batch_id: str, message_id: str, why: str, now: datetime
 ) -> list[int]:
@@ -998,17 +1000,8 @@ def accept_held_batch(
     deliveries and the batch itself become accepted (``message_id``, the provider's,
     kept where known; ``why`` on the batch). Returns the deliveries moved; the
     caller folds their stored events and finishes the edition if nothing is open."""
-    moved = list(
-        conn.execute(
-            update(deliveries)
-            .where(
-                (deliveries.c.batch_id == batch_id)
-                & (deliveries.c.status == D.UNRESOLVED)
-                & can_move(deliveries, DELIVERY, D.ACCEPTED)
-            )
-            .values(status=D.ACCEPTED, message_id=message_id[:500], error="", updated_at=now)
-            .returning(deliveries.c.id)
-        ).scalars()
+    moved = move_held_deliveries(
+        conn, batch_id, D.ACCEPTED, message_id=message_id[:500], error="", updated_at=now
     )
     values: dict[str, Any] = {"status": B.ACCEPTED, "finished_at": now, "error": why}
     if message_id:
